@@ -1,0 +1,160 @@
+"""``resume-gateway`` command line: a thin shell over the composition root."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.app import Gateway
+from gateway.config import Settings, load_settings
+from gateway.errors import ConfigError, GatewayError
+from gateway.logs import configure_logging
+from gateway.security.redact import Redactor
+
+DEFAULT_CONFIG = "gateway.toml"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.command(args) or 0)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except GatewayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="resume-gateway", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="run the gateway")
+    _config_arg(run)
+    run.set_defaults(command=_run)
+    dev = sub.add_parser("dev", help="gateway + Workato sandbox + sample config, data in ./.data")
+    dev.add_argument("--port", type=int, default=8080)
+    dev.add_argument("--sandbox-port", type=int, default=8081)
+    dev.add_argument("--data-dir", default=".data")
+    dev.set_defaults(command=_dev)
+    migrate = sub.add_parser("migrate", help="bring the database schema up to date")
+    _config_arg(migrate)
+    migrate.set_defaults(command=_migrate)
+    check = sub.add_parser("check-config", help="validate a config file, print it masked")
+    check.add_argument("file", nargs="?", default=None)
+    check.set_defaults(command=_check_config)
+    sandbox = sub.add_parser("sandbox", help="run an emulator of a third-party API")
+    sandbox.add_argument("kind", choices=["workato"])
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8081)
+    sandbox.add_argument("--api-token", action="append", default=[], dest="api_tokens")
+    sandbox.add_argument("--rate-limit-per-minute", type=int, default=60)
+    sandbox.set_defaults(command=_sandbox)
+    schemas = sub.add_parser("schemas", help="write or check the published JSON Schemas")
+    schemas.add_argument("--write", metavar="DIR")
+    schemas.add_argument("--check", metavar="DIR")
+    schemas.set_defaults(command=_schemas)
+    return parser
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        default=os.environ.get("RESUME_GATEWAY_CONFIG", DEFAULT_CONFIG),
+        help="TOML file (default: $RESUME_GATEWAY_CONFIG or gateway.toml)",
+    )
+
+
+def _settings(path: str | None) -> Settings:
+    file = Path(path) if path else None
+    if file is not None and not file.exists() and path == DEFAULT_CONFIG:
+        file = None  # no file: environment and defaults only
+    return load_settings(file, os.environ)
+
+
+def _redactor(settings: Settings) -> Redactor:
+    secrets = [k.get_secret_value() for t in settings.tenants for k in t.api_keys]
+    secrets += [s.get_secret_value() for t in settings.tenants for s in (t.api_token, t.token) if s]
+    secrets += [s.get_secret_value() for s in settings.security.admin_tokens]
+    secrets += [k.key.get_secret_value() for k in settings.security.token_keys]
+    return Redactor(secrets)
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = _settings(args.config)
+    configure_logging(settings.logging.format, settings.logging.level, _redactor(settings))
+    asyncio.run(serve(settings))
+    return 0
+
+
+async def serve(settings: Settings, ready: str | None = None) -> None:
+    """Run a gateway until SIGTERM/SIGINT, then stop it in order."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Gateway(settings) as gateway:
+        if ready:
+            print(ready.format(port=gateway.port), flush=True)
+        await gateway.run_until(stop)
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from gateway.devmode import run_dev
+
+    asyncio.run(run_dev(Path(args.data_dir), args.port, args.sandbox_port))
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from gateway.store.sqlite import SQLiteStore
+
+    settings = _settings(args.config)
+    store = SQLiteStore(settings.store.sqlite_path, synchronous=settings.store.sqlite_synchronous)
+    applied = asyncio.run(store.migrate())
+    print(f"applied migrations: {applied or 'none (up to date)'}")
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from gateway.config.describe import describe
+
+    settings = _settings(args.file or DEFAULT_CONFIG)
+    print(describe(settings))
+    return 0
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from gateway.sandbox.workato import WorkatoSandboxSettings
+    from gateway.sandbox.workato import serve as serve_workato
+
+    limits = WorkatoSandboxSettings(rate_limit_per_minute=args.rate_limit_per_minute)
+    tokens = args.api_tokens or ["sandbox-token"]
+    asyncio.run(serve_workato(args.host, args.port, tokens, settings=limits))
+    return 0
+
+
+def _schemas(args: argparse.Namespace) -> int:
+    from gateway.schemas import check_schemas, write_schemas
+
+    if args.write:
+        for path in write_schemas(Path(args.write)):
+            print(f"wrote {path}")
+        return 0
+    drift = check_schemas(Path(args.check or "schemas"))
+    for name in drift:
+        print(f"out of date: {name}", file=sys.stderr)
+    print(json.dumps({"drift": drift}))
+    return 1 if drift else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

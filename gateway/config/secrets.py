@@ -1,0 +1,38 @@
+"""Secret values written inline, as ``env:NAME`` or as ``file:/path``.
+
+The environment mapping arrives through the pydantic validation context, so the process
+environment is read in exactly one place (the loader).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, SecretStr, ValidationInfo
+
+
+def resolve_secret(value: Any, info: ValidationInfo) -> Any:
+    """Dereference ``env:`` and ``file:`` secrets; other values pass through unchanged."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if not isinstance(value, str):
+        return value
+    if value.startswith("env:"):
+        environ: Mapping[str, str] = (info.context or {}).get("environ", {})
+        name = value[4:]
+        if name not in environ:
+            raise ValueError(f"environment variable {name} is not set")
+        return environ[name]
+    if value.startswith("file:"):
+        path = Path(value[5:])
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
+    return value
+
+
+Secret = Annotated[SecretStr, BeforeValidator(resolve_secret)]
+"""A credential: masked when printed or dumped, resolvable from env or file."""

@@ -1,0 +1,174 @@
+"""The settings model. Units are in the names; defaults are named constants."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gateway.config.presets import DATA_CENTERS
+from gateway.config.secrets import Secret
+
+DEFAULT_PORT = 8080
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_REQUEST_BYTES = 50_000_000
+DEFAULT_RATE_LIMIT_PER_MINUTE = 60
+MAX_WAIT_S = 60 * 24 * 3600  # Workato keeps a suspended job at most 60 days
+DEFAULT_EVENT_BUFFER_TTL_S = 24 * 3600
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
+    shutdown_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class StoreSettings(_Section):
+    url: str = "sqlite:///.data/gateway.db"
+    sqlite_synchronous: Literal["full", "normal"] = "full"
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if not url.startswith("sqlite:///"):
+            raise ValueError("only sqlite:///path is supported so far")
+        return url
+
+    @property
+    def sqlite_path(self) -> str:
+        return self.url.removeprefix("sqlite:///")
+
+
+class IngestSettings(_Section):
+    event_buffer_ttl_s: float = Field(default=DEFAULT_EVENT_BUFFER_TTL_S, gt=0)
+    max_wait_s: float = Field(default=MAX_WAIT_S, gt=0, le=MAX_WAIT_S)
+
+
+class DeliverySettings(_Section):
+    request_timeout_s: float = Field(default=20.0, gt=0)
+    lease_s: float = Field(default=60.0, gt=0)
+    max_in_flight: int = Field(default=16, ge=1)
+    backoff_base_s: float = Field(default=1.0, gt=0)
+    backoff_cap_s: float = Field(default=300.0, gt=0)
+    auth_pause_s: float = Field(default=300.0, gt=0)
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    sweep_interval_s: float = Field(default=5.0, gt=0)
+    rate_window_s: float = Field(default=60.0, gt=0)
+    rate_margin_s: float = Field(default=0.5, ge=0)
+
+    @model_validator(mode="after")
+    def _lease_outlives_request(self) -> Self:
+        if self.lease_s <= self.request_timeout_s:
+            raise ValueError("lease_s must be longer than request_timeout_s")
+        return self
+
+
+class TenantSettings(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    base_url: str | None = None
+    data_center: str | None = None
+    api_token: Secret | None = None
+    email: str | None = None
+    token: Secret | None = None
+    rate_limit_per_minute: int = Field(default=DEFAULT_RATE_LIMIT_PER_MINUTE, ge=1)
+    api_keys: list[Secret] = Field(default_factory=list)
+    managed_user_id: str | None = None
+    raw_mode: bool = False
+    max_request_bytes: int = Field(default=DEFAULT_MAX_REQUEST_BYTES, gt=0)
+
+    @model_validator(mode="after")
+    def _one_endpoint_one_credential(self) -> Self:
+        if (self.base_url is None) == (self.data_center is None):
+            raise ValueError("give exactly one of base_url or data_center")
+        if self.data_center is not None and self.data_center.lower() not in DATA_CENTERS:
+            raise ValueError(f"data_center must be one of {', '.join(DATA_CENTERS)}")
+        if (self.api_token is None) == (self.email is None or self.token is None):
+            raise ValueError("give api_token, or legacy email and token, not both")
+        return self
+
+    @property
+    def resolved_base_url(self) -> str:
+        if self.base_url is not None:
+            return self.base_url.rstrip("/")
+        return DATA_CENTERS[(self.data_center or "").lower()]
+
+    @property
+    def credential_id(self) -> str:
+        """A stable, non-secret name for the credential; the rate window is kept per credential."""
+        secret = self.api_token or self.token
+        raw = secret.get_secret_value() if secret else ""
+        return hashlib.sha256(f"{self.resolved_base_url}\0{raw}".encode()).hexdigest()[:16]
+
+    def auth_headers(self) -> dict[str, str]:
+        if self.api_token is not None:
+            return {"Authorization": f"Bearer {self.api_token.get_secret_value()}"}
+        assert self.email is not None
+        assert self.token is not None
+        return {"x-user-email": self.email, "x-user-token": self.token.get_secret_value()}
+
+
+class TokenKey(_Section):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    key: Secret
+
+    @field_validator("key")
+    @classmethod
+    def _aes256_key(cls, key: Secret) -> Secret:
+        try:
+            raw = base64.b64decode(key.get_secret_value(), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("key must be base64") from None
+        if len(raw) != 32:
+            raise ValueError("key must decode to 32 bytes (AES-256)")
+        return key
+
+    @property
+    def key_bytes(self) -> bytes:
+        return base64.b64decode(self.key.get_secret_value())
+
+
+class SecuritySettings(_Section):
+    token_keys: list[TokenKey] = Field(default_factory=list)
+    """The first key encrypts; all of them decrypt, so keys can rotate."""
+    admin_tokens: list[Secret] = Field(default_factory=list)
+
+
+class LoggingSettings(_Section):
+    format: Literal["json", "console"] = "json"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Settings(_Section):
+    env: Literal["prod", "dev"] = "prod"
+    server: ServerSettings = ServerSettings()
+    store: StoreSettings = StoreSettings()
+    ingest: IngestSettings = IngestSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    tenants: list[TenantSettings] = Field(default_factory=list)
+    security: SecuritySettings = SecuritySettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        names = [t.name for t in self.tenants]
+        if len(names) != len(set(names)):
+            raise ValueError("tenant names must be unique")
+        keys = [k.get_secret_value() for t in self.tenants for k in t.api_keys]
+        if len(keys) != len(set(keys)):
+            raise ValueError("an API key may belong to one tenant only")
+        if self.env != "dev" and not self.security.token_keys:
+            raise ValueError(
+                "security.token_keys is required outside dev (resume tokens are encrypted)"
+            )
+        return self
+
+    def tenant(self, name: str) -> TenantSettings | None:
+        return next((t for t in self.tenants if t.name == name), None)

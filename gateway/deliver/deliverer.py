@@ -1,0 +1,122 @@
+"""The delivery service: one lane per tenant plus the sweeper, started and stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import uuid
+from collections.abc import Coroutine
+from typing import Any
+
+import aiohttp
+import structlog
+
+from gateway.clock import Clock
+from gateway.config.settings import DeliverySettings, TenantSettings
+from gateway.deliver.lane import Lane, LaneDeps
+from gateway.deliver.limiter import SlidingWindow
+from gateway.deliver.workato import WorkatoClient
+from gateway.metrics import Metrics
+from gateway.security.tokens import TokenCipher
+from gateway.store.base import Store
+
+log = structlog.get_logger(__name__)
+
+
+class Deliverer:
+    """Runs the lanes and the sweeper as named, supervised tasks."""
+
+    def __init__(
+        self,
+        store: Store,
+        cipher: TokenCipher,
+        tenants: list[TenantSettings],
+        settings: DeliverySettings,
+        clock: Clock,
+        metrics: Metrics,
+    ) -> None:
+        self._store = store
+        self._tenants = tenants
+        self._settings = settings
+        owner = f"gw-{uuid.uuid4().hex[:12]}"
+        self._deps = LaneDeps(store, cipher, clock, metrics, settings, owner, random.Random())
+        self._session: aiohttp.ClientSession | None = None
+        self._lanes: dict[str, Lane] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Open the HTTP session, restore rate windows and pauses, start lanes and the sweeper."""
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        windows = await self._windows()
+        pauses = {p.tenant: p.until for p in await self._store.active_pauses(self._deps.clock())}
+        for tenant in self._tenants:
+            client = WorkatoClient(self._session, tenant, self._settings.request_timeout_s)
+            lane = Lane(tenant, client, windows[tenant.credential_id], self._deps)
+            lane.paused_until = pauses.get(tenant.name, 0.0)
+            self._lanes[tenant.name] = lane
+            self._spawn(lane.run(), f"lane-{tenant.name}")
+        self._spawn(self._sweep_forever(), "sweeper")
+
+    async def _windows(self) -> dict[str, SlidingWindow]:
+        """One window per credential (tenants sharing a credential share it), from the store."""
+        windows: dict[str, SlidingWindow] = {}
+        span = self._settings.rate_window_s + self._settings.rate_margin_s
+        for tenant in self._tenants:
+            cid = tenant.credential_id
+            if cid not in windows:
+                history = await self._store.recent_sends(cid, self._deps.clock() - span)
+                windows[cid] = SlidingWindow(tenant.rate_limit_per_minute, span, history)
+        return windows
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._supervise)
+        self._tasks.append(task)
+
+    def _supervise(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        log.critical("deliverer.task_died", task=task.get_name(), exc_info=exc)
+        self.failure = exc
+
+    failure: BaseException | None = None
+    """Set when a lane or the sweeper died; the app watches it and stops."""
+
+    def notify(self, tenant: str) -> None:
+        lane = self._lanes.get(tenant)
+        if lane is not None:
+            lane.notify()
+
+    async def stop(self) -> None:
+        """Stop claiming, let in-flight requests finish (bounded), then close the session."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(
+            *(lane.drain(self._settings.request_timeout_s) for lane in self._lanes.values())
+        )
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _sweep_forever(self) -> None:
+        span = 2 * (self._settings.rate_window_s + self._settings.rate_margin_s)
+        while True:
+            now = self._deps.clock()
+            swept = await self._store.sweep(now, now - span)
+            if any(
+                (
+                    swept.reclaimed,
+                    swept.expired_deliveries,
+                    swept.expired_waits,
+                    swept.unmatched_events,
+                )
+            ):
+                log.info("store.swept", **dataclasses.asdict(swept))
+            if swept.reclaimed:
+                for lane in self._lanes.values():
+                    lane.notify()
+            await asyncio.sleep(self._settings.sweep_interval_s)

@@ -1,0 +1,183 @@
+"""One tenant's delivery lane: claim due rows within the rate window, send, settle.
+
+A lane never holds more than the window allows: slots are taken when rows are claimed (in the
+same transaction that records the sends), so a crash cannot forget a request that left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from dataclasses import dataclass
+
+import structlog
+
+from gateway.clock import Clock
+from gateway.config.settings import DeliverySettings, TenantSettings
+from gateway.deliver.classify import Action, Attempt, Verdict, classify
+from gateway.deliver.limiter import SlidingWindow
+from gateway.deliver.payload import body_size, resume_body, resume_data
+from gateway.deliver.retry import Backoff, settlement
+from gateway.deliver.workato import WorkatoClient
+from gateway.errors import SecretError
+from gateway.metrics import Metrics
+from gateway.security.tokens import TokenCipher
+from gateway.store.base import Store
+from gateway.store.records import Claim, Pause, Settlement
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LaneDeps:
+    """What every lane shares; built once by the composition root."""
+
+    store: Store
+    cipher: TokenCipher
+    clock: Clock
+    metrics: Metrics
+    settings: DeliverySettings
+    owner: str
+    rng: random.Random
+
+
+class Lane:
+    """Delivers one tenant's outbox, earliest deadline first, at its rate limit."""
+
+    def __init__(
+        self, tenant: TenantSettings, client: WorkatoClient, window: SlidingWindow, deps: LaneDeps
+    ) -> None:
+        self.tenant = tenant
+        self._client = client
+        self._window = window
+        self._deps = deps
+        self._backoff = Backoff(deps.settings.backoff_base_s, deps.settings.backoff_cap_s)
+        self._wake = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self.paused_until = 0.0
+
+    def notify(self) -> None:
+        """New work may be due: skip the poll interval."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Claim and send until cancelled; the caller drains with ``drain``."""
+        while True:
+            now = self._deps.clock()
+            if self.paused_until > now:
+                await self._sleep(self.paused_until - now)
+                continue
+            self._deps.metrics.paused.labels(self.tenant.name).set(0)
+            room = min(
+                self._window.available(now),
+                self._deps.settings.max_in_flight - len(self._in_flight),
+            )
+            claimed = await self._claim(now, room) if room > 0 else 0
+            if claimed == 0 or claimed < room:
+                await self._sleep(self._idle_for(now, room))
+
+    async def drain(self, timeout_s: float) -> None:
+        """Let in-flight requests finish; cancel what is left (its lease will expire)."""
+        if self._in_flight:
+            _, pending = await asyncio.wait(self._in_flight, timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _claim(self, now: float, room: int) -> int:
+        d = self._deps
+        claims = await d.store.claim(
+            self.tenant.name, self.tenant.credential_id, now, room, d.settings.lease_s, d.owner
+        )
+        if claims:
+            self._window.record(now, len(claims))
+        for claim in claims:
+            task = asyncio.create_task(self._deliver(claim), name=f"deliver-{claim.delivery_id}")
+            self._in_flight.add(task)
+            task.add_done_callback(self._finished)
+        return len(claims)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._wake.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery.crashed", tenant=self.tenant.name, exc_info=task.exception())
+
+    def _idle_for(self, now: float, room: int) -> float:
+        if self._window.available(now) == 0:
+            return max(0.0, self._window.next_free_at(now) - now)
+        return self._deps.settings.poll_interval_s
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=max(seconds, 0.0))
+        self._wake.clear()
+
+    # -- one delivery ----------------------------------------------------------------------
+
+    async def _deliver(self, claim: Claim) -> None:
+        try:
+            token = self._deps.cipher.open(claim.sealed, aad=claim.tenant)
+        except SecretError:
+            verdict = Verdict(Action.DEAD, "token_key_missing")
+            await self._settle(claim, verdict, Attempt(None, sent=False), 0.0)
+            return
+        data = resume_data(claim, self.tenant.raw_mode)
+        if body_size(token, data) > self.tenant.max_request_bytes:
+            verdict = Verdict(Action.DEAD, "payload_too_large")
+            await self._settle(claim, verdict, Attempt(None, sent=False), 0.0)
+            return
+        started = time.perf_counter()
+        attempt = await self._client.resume(resume_body(token, data))
+        self._deps.metrics.latency.labels(self.tenant.name).observe(time.perf_counter() - started)
+        verdict = classify(attempt, claim.ambiguous, self._deps.clock())
+        await self._settle(claim, verdict, attempt, await self._delay_for(verdict, claim))
+
+    async def _delay_for(self, verdict: Verdict, claim: Claim) -> float:
+        if verdict.action is Action.THROTTLED:
+            await self._pause(verdict.retry_after_s or 0.0, "rate_limited")
+            return verdict.retry_after_s or 0.0
+        if verdict.action is Action.AUTH_PAUSE:
+            log.error(
+                "tenant.credential_rejected",
+                tenant=self.tenant.name,
+                reason=verdict.reason,
+                alert=True,
+            )
+            await self._pause(self._deps.settings.auth_pause_s, "credential_rejected")
+            return self._deps.settings.auth_pause_s
+        return self._backoff.delay(claim.attempt, self._deps.rng)
+
+    async def _pause(self, seconds: float, reason: str) -> None:
+        until = self._deps.clock() + seconds
+        self.paused_until = max(self.paused_until, until)
+        self._deps.metrics.paused.labels(self.tenant.name).set(1)
+        await self._deps.store.pause_tenant(Pause(self.tenant.name, until, reason))
+        log.warning(
+            "tenant.paused", tenant=self.tenant.name, reason=reason, seconds=round(seconds, 3)
+        )
+
+    async def _settle(self, claim: Claim, verdict: Verdict, attempt: Attempt, delay: float) -> None:
+        now = self._deps.clock()
+        result = settlement(verdict, claim, attempt.status, now, delay)
+        kept = await self._deps.store.settle(claim, self._deps.owner, result, now)
+        self._record(claim, verdict, result, kept)
+
+    def _record(self, claim: Claim, verdict: Verdict, result: Settlement, kept: bool) -> None:
+        m = self._deps.metrics
+        m.attempts.labels(self.tenant.name, verdict.action.value).inc()
+        if result.state != "pending":
+            m.outcomes.labels(self.tenant.name, result.state).inc()
+        log.info(
+            "delivery.attempted",
+            tenant=claim.tenant,
+            key=claim.key,
+            delivery_id=claim.delivery_id,
+            attempt=claim.attempt,
+            result=verdict.action.value,
+            reason=verdict.reason,
+            state=result.state,
+            lease_kept=kept,
+        )

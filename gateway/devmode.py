@@ -1,0 +1,103 @@
+"""``resume-gateway dev``: the gateway, a Workato sandbox and a sample config in one process.
+
+Everything lives under the data directory (default ``./.data``): the SQLite database and a
+generated token-encryption key, kept so that a restart can still decrypt stored tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from gateway.app import Gateway
+from gateway.config.loader import settings_from_dict
+from gateway.config.settings import Settings
+from gateway.logs import configure_logging
+from gateway.sandbox.server import SandboxServer
+from gateway.sandbox.workato import create_app
+from gateway.sandbox.workato_state import WorkatoSandbox, WorkatoSandboxSettings
+from gateway.security.redact import Redactor
+from gateway.security.tokens import generate_key
+
+DEV_API_KEY = "dev-key"
+DEV_WORKATO_TOKEN = "dev-workato-token"
+
+
+def dev_token_key(data_dir: Path) -> str:
+    """The dev encryption key, created once and kept in the data directory."""
+    path = data_dir / "dev-token.key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(base64.b64encode(generate_key()).decode())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def dev_settings(data_dir: Path, port: int, sandbox_url: str) -> Settings:
+    raw: dict[str, Any] = {
+        "env": "dev",
+        "server": {"port": port},
+        "store": {"url": f"sqlite:///{data_dir / 'gateway.db'}"},
+        "delivery": {"poll_interval_s": 0.2},
+        "logging": {"format": "console"},
+        "security": {"token_keys": [{"id": "dev", "key": dev_token_key(data_dir)}]},
+        "tenants": [
+            {
+                "name": "demo",
+                "base_url": sandbox_url,
+                "api_token": DEV_WORKATO_TOKEN,
+                "api_keys": [DEV_API_KEY],
+            }
+        ],
+    }
+    return settings_from_dict(raw, os.environ)
+
+
+async def run_dev(data_dir: Path, port: int, sandbox_port: int) -> None:
+    sandbox = WorkatoSandbox(WorkatoSandboxSettings(api_tokens=[DEV_WORKATO_TOKEN]))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with SandboxServer(create_app(sandbox), port=sandbox_port) as server:
+        settings = dev_settings(data_dir, port, server.url)
+        configure_logging("console", "info", Redactor([DEV_API_KEY, DEV_WORKATO_TOKEN]))
+        async with Gateway(settings) as gateway:
+            print(instructions(f"http://127.0.0.1:{gateway.port}", server.url), flush=True)
+            await gateway.run_until(stop)
+
+
+def instructions(gateway_url: str, sandbox_url: str) -> str:
+    return f"""
+resume-gateway (dev) is running.
+  gateway          {gateway_url}      (API key: {DEV_API_KEY})
+  Workato sandbox  {sandbox_url}      (control API under /_sandbox/)
+  data             SQLite and the dev token key under ./.data
+
+Try it — paste these into another shell:
+
+  # 1. a Workato job suspends and hands out a resume token (the sandbox plays Workato)
+  JOB=$(curl -s -X POST {sandbox_url}/_sandbox/jobs -H 'Content-Type: application/json' -d '{{}}')
+  TOKEN=$(echo "$JOB" | python3 -c 'import sys,json; print(json.load(sys.stdin)["resume_token"])')
+  JOB_ID=$(echo "$JOB" | python3 -c 'import sys,json; print(json.load(sys.stdin)["job_id"])')
+
+  # 2. the connector action registers the wait with the gateway
+  curl -s -X POST {gateway_url}/v1/waits -H 'Authorization: Bearer {DEV_API_KEY}' \\
+       -H 'Content-Type: application/json' \\
+       -d '{{"key": "order-42", "resume_token": "'"$TOKEN"'", "metadata": {{"order": 42}}}}'
+
+  # 3. the third party reports completion
+  curl -s -X POST {gateway_url}/v1/events -H 'Authorization: Bearer {DEV_API_KEY}' \\
+       -H 'Content-Type: application/json' \\
+       -d '{{"id": "evt-1", "key": "order-42", "status": "succeeded", "data": {{"total": 42.50}}}}'
+
+  # 4. the job was resumed, once, with the data
+  curl -s {sandbox_url}/_sandbox/jobs/$JOB_ID
+  curl -s {gateway_url}/v1/waits/order-42 -H 'Authorization: Bearer {DEV_API_KEY}'
+
+Stop with Ctrl-C.
+"""

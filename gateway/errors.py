@@ -1,0 +1,87 @@
+"""The one exception root of resume-gateway.
+
+    GatewayError
+    ├── ConfigError            a configuration value is invalid (names the field)
+    ├── StoreError             the database failed; the driver error is chained
+    │   └── MigrationError     the schema cannot be brought to the expected version
+    ├── SecretError            a resume token cannot be encrypted or decrypted
+    └── IngestError            an input was refused; carries an RFC 9457 problem
+        ├── InvalidInput       the body or a field does not validate (422)
+        ├── Unauthorized       the API key is missing or wrong (401)
+        ├── NotFound           the named resource does not exist (404)
+        └── Conflict           the request contradicts stored state (409)
+
+Each class's docstring is its default message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GatewayError(Exception):
+    """resume-gateway failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigError(GatewayError):
+    """The configuration is invalid."""
+
+
+class StoreError(GatewayError):
+    """The store failed."""
+
+
+class MigrationError(StoreError):
+    """The database schema cannot be migrated."""
+
+
+class SecretError(GatewayError):
+    """A resume token cannot be decrypted with any configured key."""
+
+
+class IngestError(GatewayError):
+    """The request was refused."""
+
+    status = 400
+    problem_type = "about:blank"
+    title = "Bad request"
+
+    def __init__(self, detail: str | None = None, **extensions: Any) -> None:
+        super().__init__(detail)
+        self.detail = str(self)
+        self.extensions = extensions
+
+
+class InvalidInput(IngestError):
+    """The request body does not validate."""
+
+    status = 422
+    problem_type = "/problems/invalid-input"
+    title = "Invalid input"
+
+
+class Unauthorized(IngestError):
+    """A valid API key is required."""
+
+    status = 401
+    problem_type = "/problems/unauthorized"
+    title = "Unauthorized"
+
+
+class NotFound(IngestError):
+    """The resource does not exist."""
+
+    status = 404
+    problem_type = "/problems/not-found"
+    title = "Not found"
+
+
+class Conflict(IngestError):
+    """The request conflicts with the stored state."""
+
+    status = 409
+    problem_type = "/problems/conflict"
+    title = "Conflict"

@@ -1,0 +1,1 @@
+"""The HTTP surface (DESIGN 5.1): aiohttp handlers that only translate, never decide."""

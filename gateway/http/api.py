@@ -1,0 +1,87 @@
+"""``/v1/waits`` and ``/v1/events``: authenticate, validate, hand to ``Ingest``, answer."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from gateway.errors import Conflict, NotFound
+from gateway.http.auth import ApiKeys
+from gateway.http.problems import invalid
+from gateway.http.views import wait_json
+from gateway.ingest.rawjson import parse_object
+from gateway.ingest.service import Ingest
+from gateway.messages import CompletionEvent, WaitRegistration
+
+API_SOURCE = "api"
+CONFLICTS = {
+    "key_open_with_other_token": "an open wait for this key has a different resume_token",
+    "token_registered_under_other_key": "this resume_token is registered under another key",
+}
+
+
+class Api:
+    def __init__(self, ingest: Ingest, keys: ApiKeys) -> None:
+        self._ingest = ingest
+        self._keys = keys
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/v1/waits", self.register),
+            web.get("/v1/waits/{key:.+}", self.get_wait),
+            web.delete("/v1/waits/{key:.+}", self.cancel_wait),
+            web.post("/v1/events", self.post_event),
+        ]
+
+    async def register(self, request: web.Request) -> web.Response:
+        tenant = self._keys.tenant_for(request)
+        body = await request.read()
+        try:
+            reg = WaitRegistration.model_validate_json(body)
+        except ValidationError as exc:
+            raise invalid(exc) from None
+        result = await self._ingest.register(tenant.name, reg)
+        if result.outcome == "conflict":
+            reason = result.conflict or "conflict"
+            raise Conflict(CONFLICTS.get(reason, reason), reason=reason)
+        assert result.wait is not None
+        status = 201 if result.outcome == "created" else 200
+        return web.json_response(
+            {"outcome": result.outcome, **wait_json(result.wait)}, status=status
+        )
+
+    async def get_wait(self, request: web.Request) -> web.Response:
+        tenant = self._keys.tenant_for(request)
+        wait = await self._ingest.wait(tenant.name, request.match_info["key"])
+        if wait is None:
+            raise NotFound("no wait is registered under this key")
+        return web.json_response(wait_json(wait))
+
+    async def cancel_wait(self, request: web.Request) -> web.Response:
+        tenant = self._keys.tenant_for(request)
+        result = await self._ingest.cancel(tenant.name, request.match_info["key"])
+        if result.outcome == "not_found":
+            raise NotFound("no wait is registered under this key")
+        assert result.wait is not None
+        if result.outcome != "cancelled":
+            detail = (
+                "its resume request is in flight"
+                if result.outcome == "in_flight"
+                else (f"it is already {result.wait.state}")
+            )
+            raise Conflict(f"the wait cannot be cancelled: {detail}", wait=wait_json(result.wait))
+        return web.json_response(wait_json(result.wait))
+
+    async def post_event(self, request: web.Request) -> web.Response:
+        tenant = self._keys.tenant_for(request)
+        members = parse_object(await request.read())
+        try:
+            event = CompletionEvent.model_validate({k: m.value for k, m in members.items()})
+        except ValidationError as exc:
+            raise invalid(exc) from None
+        data = members["data"].raw if "data" in members else b"null"
+        result = await self._ingest.accept(tenant.name, API_SOURCE, event, data)
+        status = 200 if result.outcome == "duplicate" else 202
+        return web.json_response(
+            {"outcome": result.outcome, "event_id": event.id, "key": event.key}, status=status
+        )

@@ -1,0 +1,48 @@
+"""RFC 9457 problem documents, and the middleware that turns every failure into one."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import structlog
+from aiohttp import web
+from pydantic import ValidationError
+
+from gateway.errors import IngestError, InvalidInput
+
+log = structlog.get_logger(__name__)
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(status: int, type_: str, title: str, detail: str, **extensions: Any) -> web.Response:
+    body = {"type": type_, "title": title, "status": status, "detail": detail, **extensions}
+    return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_JSON)
+
+
+def invalid(exc: ValidationError) -> InvalidInput:
+    """A pydantic error as a 422 that names each offending field."""
+    errors = [
+        {"field": ".".join(str(p) for p in e["loc"]) or "(body)", "message": e["msg"]}
+        for e in exc.errors(include_url=False, include_input=False)
+    ]
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return InvalidInput(detail, errors=errors)
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except IngestError as exc:
+        return problem(exc.status, exc.problem_type, exc.title, exc.detail, **exc.extensions)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return problem(413, "/problems/too-large", "Payload too large", exc.text or "too large")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return problem(exc.status, "about:blank", exc.reason, exc.reason)
+    except Exception:
+        log.exception("http.unhandled", path=request.path, method=request.method)
+        return problem(500, "/problems/internal", "Internal error", "the request failed; see logs")

@@ -1,0 +1,1 @@
+"""Ingest: validate what arrives, persist it, and say what happened to it."""

@@ -1,0 +1,127 @@
+"""The ingest service: every entry point (HTTP today, Kafka and webhooks later) goes through it.
+
+It turns validated messages into store records (sealing the token on the way), lets the store
+correlate them in one transaction, and wakes the tenant's delivery lane when a match was made.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import structlog
+
+from gateway.clock import Clock
+from gateway.config.settings import IngestSettings
+from gateway.errors import InvalidInput
+from gateway.messages import CompletionEvent, WaitRegistration
+from gateway.metrics import Metrics
+from gateway.security.tokens import TokenCipher, token_digest
+from gateway.store.base import Store
+from gateway.store.records import (
+    Acceptance,
+    Cancellation,
+    NewEvent,
+    NewWait,
+    Registration,
+    WaitView,
+)
+
+log = structlog.get_logger(__name__)
+
+
+class Ingest:
+    """Registers waits and accepts events for a tenant, durably, idempotently."""
+
+    def __init__(
+        self,
+        store: Store,
+        cipher: TokenCipher,
+        settings: IngestSettings,
+        clock: Clock,
+        metrics: Metrics,
+        on_match: Callable[[str], None],
+        raw_mode_tenants: frozenset[str] = frozenset(),
+    ) -> None:
+        self._raw_mode_tenants = raw_mode_tenants
+        self._store = store
+        self._cipher = cipher
+        self._settings = settings
+        self._clock = clock
+        self._metrics = metrics
+        self._on_match = on_match
+
+    async def register(self, tenant: str, reg: WaitRegistration) -> Registration:
+        now = self._clock()
+        wait = NewWait(
+            tenant=tenant,
+            key=reg.key,
+            token_digest=token_digest(reg.resume_token),
+            sealed=self._cipher.seal(reg.resume_token, aad=tenant),
+            expires_at=self._expires_at(reg, now),
+            job_json=reg.job.model_dump_json() if reg.job else None,
+            metadata_json=json.dumps(reg.metadata, ensure_ascii=False) if reg.metadata else None,
+        )
+        result = await self._store.register_wait(wait, now)
+        self._metrics.waits.labels(tenant, result.outcome).inc()
+        log.info(
+            "wait.registered",
+            tenant=tenant,
+            key=reg.key,
+            outcome=result.outcome,
+            matched=result.matched,
+            conflict=result.conflict,
+        )
+        if result.matched:
+            self._on_match(tenant)
+        return result
+
+    def _expires_at(self, reg: WaitRegistration, now: float) -> float:
+        """Workato drops a suspended job after 60 days: the deadline never goes past that."""
+        cap = now + self._settings.max_wait_s
+        if reg.expires_at is not None:
+            expires = reg.expires_at.timestamp()
+            if expires <= now:
+                raise InvalidInput("expires_at is in the past", field="expires_at")
+            return min(expires, cap)
+        if reg.timeout_s is not None:
+            return min(now + reg.timeout_s, cap)
+        return cap
+
+    async def accept(
+        self, tenant: str, source: str, event: CompletionEvent, data: bytes
+    ) -> Acceptance:
+        """Persist an event whose ``data`` member is given as its exact JSON bytes."""
+        if tenant in self._raw_mode_tenants and not data.startswith(b"{"):
+            raise InvalidInput("data must be a JSON object for a raw-mode tenant", field="data")
+        record = NewEvent(
+            tenant=tenant,
+            source=source,
+            event_id=event.id,
+            key=event.key,
+            status=event.status,
+            data=data,
+            occurred_at=event.occurred_at.timestamp() if event.occurred_at else None,
+            buffer_ttl_s=self._settings.event_buffer_ttl_s,
+        )
+        result = await self._store.record_event(record, self._clock())
+        self._metrics.events.labels(tenant, source, result.outcome).inc()
+        log.info(
+            "event.accepted",
+            tenant=tenant,
+            source=source,
+            key=event.key,
+            event_id=event.id,
+            outcome=result.outcome,
+        )
+        if result.outcome == "matched":
+            self._on_match(tenant)
+        return result
+
+    async def wait(self, tenant: str, key: str) -> WaitView | None:
+        return await self._store.get_wait(tenant, key)
+
+    async def cancel(self, tenant: str, key: str) -> Cancellation:
+        result = await self._store.cancel_wait(tenant, key, self._clock())
+        log.info("wait.cancel", tenant=tenant, key=key, outcome=result.outcome)
+        return result

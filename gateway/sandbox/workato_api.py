@@ -1,0 +1,256 @@
+"""HTTP face of the Workato Jobs API: resume, list, get, repeat_jobs.
+
+Every endpoint authenticates, then takes a rate-limit slot (repeat_jobs in its own 1/s window),
+then validates, in that order: a refused request never occupies a slot.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from gateway.sandbox.body import ReceivedBody, receive_body
+from gateway.sandbox.requestlog import credential_id, note_of
+from gateway.sandbox.workato_jobs import (
+    JOB_STATUSES,
+    WORKSPACE,
+    JobQuery,
+    JobStatus,
+    Owner,
+    UnknownOffsetError,
+    detail,
+)
+from gateway.sandbox.workato_state import ResumeOutcome, WorkatoSandbox
+
+_INVALID = object()  # what _json returns for a body that is not JSON
+JOB_IDS_INVALID = "param is missing or the value is empty or invalid: job_ids"
+
+_RESUME_REFUSALS: dict[ResumeOutcome, tuple[int, str]] = {
+    ResumeOutcome.UNKNOWN_TOKEN: (404, "Resume token not found"),
+    ResumeOutcome.ALREADY_RESUMED: (409, "Job has already been resumed"),
+    ResumeOutcome.NOT_SUSPENDED: (409, "Job is not waiting to be resumed"),
+}
+
+
+def message(status: int, text: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    """Workato's error body: ``{"message": ...}``."""
+    return web.json_response({"message": text}, status=status, headers=headers)
+
+
+def not_found() -> web.Response:
+    """The answer for anything the caller may not see."""
+    return message(404, "Not found")
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Router errors (unknown path, wrong method) in Workato's JSON shape."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = message(exc.status, "Not found" if exc.status == 404 else exc.reason)
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+
+
+@dataclass(frozen=True)
+class ResumeRequest:
+    """A validated resume body."""
+
+    token: str
+    data: dict[str, Any] | None
+
+
+class JobsApi:
+    """Handlers of the Jobs API endpoints."""
+
+    def __init__(self, sandbox: WorkatoSandbox) -> None:
+        self._sandbox = sandbox
+
+    def routes(self) -> list[web.RouteDef]:
+        """Route table; recipe ids are integers, anything else is a 404."""
+        jobs = r"/recipes/{recipe_id:\d+}/jobs"
+        embedded = "/api/managed_users/{managed_user}" + jobs
+        return [
+            web.post("/api/job/resume", self.resume),
+            web.get("/api" + jobs, self.list_jobs),
+            web.get("/api" + jobs + "/{job_id}", self.get_job),
+            web.get(embedded, self.list_jobs),
+            web.get(embedded + "/{job_id}", self.get_job),
+            web.post(r"/api/recipes/{recipe_id:\d+}/repeat_jobs", self.repeat_jobs),
+        ]
+
+    async def resume(self, request: web.Request) -> web.Response:
+        """``POST /api/job/resume``: 204, or 400/401/404/409/413/429."""
+        refusal = self._gate(request)
+        if refusal is not None:
+            return refusal
+        body = await self._body(request)
+        if body.too_large:
+            return message(
+                413, f"Request body exceeds {self._sandbox.settings.max_body_bytes} bytes"
+            )
+        parsed = parse_resume(body.data)
+        if isinstance(parsed, str):
+            return message(400, parsed)
+        outcome = self._sandbox.resume(parsed.token, body.data, parsed.data)
+        if outcome is ResumeOutcome.RESUMED:
+            return web.Response(status=204)
+        return message(*_RESUME_REFUSALS[outcome])
+
+    async def list_jobs(self, request: web.Request) -> web.Response:
+        """``GET [/api/managed_users/:id]/api/recipes/:recipe_id/jobs``."""
+        refusal = self._gate(request)
+        if refusal is not None:
+            return refusal
+        owner = owner_from(request)
+        if owner is None:
+            return not_found()
+        query = parse_query(request.query)
+        if isinstance(query, str):
+            return message(400, query)
+        try:
+            page = self._sandbox.list_jobs(int(request.match_info["recipe_id"]), owner, query)
+        except UnknownOffsetError:
+            return message(400, "offset_job_id does not name a job of this recipe")
+        return web.json_response(page.to_json())
+
+    async def get_job(self, request: web.Request) -> web.Response:
+        """``GET [/api/managed_users/:id]/api/recipes/:recipe_id/jobs/:job_id``."""
+        refusal = self._gate(request)
+        if refusal is not None:
+            return refusal
+        owner = owner_from(request)
+        recipe_id = int(request.match_info["recipe_id"])
+        job_id = request.match_info["job_id"]
+        job = None if owner is None else self._sandbox.find(recipe_id, job_id, owner)
+        return not_found() if job is None else web.json_response(detail(job))
+
+    async def repeat_jobs(self, request: web.Request) -> web.Response:
+        """``POST /api/recipes/:recipe_id/repeat_jobs``: 200 with per-job results, or 400."""
+        refusal = self._gate(request, repeat=True)
+        if refusal is not None:
+            return refusal
+        body = await self._body(request)
+        if body.too_large:
+            return message(
+                413, f"Request body exceeds {self._sandbox.settings.max_body_bytes} bytes"
+            )
+        job_ids = parse_job_ids(body.data, self._sandbox.settings.repeat_max_jobs)
+        if isinstance(job_ids, str):
+            return message(400, job_ids)
+        recipe_id = int(request.match_info["recipe_id"])
+        return web.json_response(self._sandbox.repeat(recipe_id, job_ids))
+
+    def _gate(self, request: web.Request, *, repeat: bool = False) -> web.Response | None:
+        """Authenticate and take a rate-limit slot; the refusal to send, if any."""
+        credential = self._sandbox.authenticate(request.headers)
+        if credential is None:
+            return message(401, "Unauthorized")
+        note = note_of(request)
+        note.credential_id = credential_id(credential)
+        note.at = self._sandbox.clock()
+        admission = self._sandbox.admit(credential, note.at, repeat=repeat)
+        if not admission.admitted:
+            retry = str(admission.retry_after_s)
+            return message(
+                429, f"Too many requests. Retry after {retry} seconds.", {"Retry-After": retry}
+            )
+        note.counted = True
+        return None
+
+    async def _body(self, request: web.Request) -> ReceivedBody:
+        return await receive_body(request, self._sandbox.settings.max_body_bytes)
+
+
+def owner_from(request: web.Request) -> Owner | None:
+    """The owner named by the URL: numeric managed user id, ``E`` + external id, or none."""
+    raw = request.match_info.get("managed_user")
+    if raw is None:
+        return WORKSPACE
+    if raw.isdigit():
+        return Owner(managed_user_id=int(raw))
+    # aiohttp has already percent-decoded the segment once: "Ecustomer%2F42" -> "Ecustomer/42".
+    if raw.startswith("E") and len(raw) > 1:
+        return Owner(external_id=raw[1:])
+    return None
+
+
+def parse_resume(raw: bytes) -> ResumeRequest | str:
+    """The resume request, or the 400 message explaining why it is invalid."""
+    document = _json(raw)
+    if document is _INVALID:
+        return "Request body is not valid JSON"
+    if not isinstance(document, dict):
+        return "Request body must be a JSON object"
+    token = document.get("token")
+    if not isinstance(token, str) or not token:
+        return "param is missing or the value is empty or invalid: token"
+    data = document.get("data")
+    # Rails reads an explicit null as an absent optional parameter; anything else must be a hash.
+    if data is not None and not isinstance(data, dict):
+        return "data must be a JSON object"
+    return ResumeRequest(token=token, data=data)
+
+
+def parse_job_ids(raw: bytes, max_jobs: int) -> list[str] | str:
+    """The job ids to repeat, or the 400 message."""
+    document = _json(raw)
+    job_ids = document.get("job_ids") if isinstance(document, dict) else None
+    if not isinstance(job_ids, list) or not job_ids:
+        return JOB_IDS_INVALID
+    if not all(isinstance(job_id, str) and job_id for job_id in job_ids):
+        return JOB_IDS_INVALID
+    if len(job_ids) > max_jobs:
+        return (
+            f"Maximum {max_jobs} jobs can be repeated in a single request. Received {len(job_ids)}."
+        )
+    duplicates = sorted({job_id for job_id in job_ids if job_ids.count(job_id) > 1})
+    if duplicates:
+        # Documented as a cause of 400 without the wording; this message is invented.
+        return f"Duplicate job_ids: {', '.join(duplicates)}"
+    return job_ids
+
+
+def parse_query(query: Mapping[str, str]) -> JobQuery | str:
+    """List-endpoint query parameters, or the 400 message."""
+    status = query.get("status")
+    if status is not None and status not in JOB_STATUSES:
+        return "status must be one of: succeeded, failed, pending"
+    flags = {name: _flag(query.get(name)) for name in ("prev", "rerun_only")}
+    if None in flags.values():
+        return "prev and rerun_only must be true or false"
+    return JobQuery(
+        status=_status(status),
+        rerun_only=bool(flags["rerun_only"]),
+        offset_job_id=query.get("offset_job_id") or None,
+        prev=bool(flags["prev"]),
+    )
+
+
+def _status(value: str | None) -> JobStatus | None:
+    for status in JOB_STATUSES:
+        if status == value:
+            return status
+    return None
+
+
+def _flag(value: str | None) -> bool | None:
+    if value is None or value.lower() in ("", "false", "0"):
+        return False
+    return True if value.lower() in ("true", "1") else None
+
+
+def _json(raw: bytes) -> object:
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return _INVALID

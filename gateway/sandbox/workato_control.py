@@ -1,0 +1,226 @@
+"""Control API of the Workato sandbox (``/_sandbox/...``, no auth): set up scenarios, inspect.
+
+Tests create suspended jobs here, read back what a resume delivered, install faults, change
+limits and read the request log. Never exposed by a real Workato; never put it on a network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.sandbox.faults import FaultPlan
+from gateway.sandbox.workato_jobs import Job, JobStatus, Owner, iso
+from gateway.sandbox.workato_state import WorkatoSandbox
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+class NewJob(BaseModel):
+    """Body of ``POST /_sandbox/jobs``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    recipe_id: int = Field(default=1, ge=1)
+    managed_user_id: int | None = Field(default=None, ge=1)
+    external_id: str | None = Field(default=None, min_length=1)
+    title: str | None = None
+
+
+class JobPatch(BaseModel):
+    """Body of ``PATCH /_sandbox/jobs/{job_id}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trigger_data_expired: bool | None = None
+    status: JobStatus | None = None
+    error: str | None = None
+    title: str | None = None
+
+
+def job_state(job: Job) -> dict[str, Any]:
+    """Everything a test may want to assert about a job, including what its resume delivered."""
+    body = job.resume.body
+    return {
+        "job_id": job.id,
+        "recipe_id": job.recipe_id,
+        "managed_user_id": job.owner.managed_user_id,
+        "external_id": job.owner.external_id,
+        "title": job.title,
+        "status": job.status,
+        "error": job.error,
+        "is_repeat": job.is_repeat,
+        "master_job_id": job.master_job_id,
+        "repeat_count": job.repeat_count,
+        "trigger_data_expired": job.trigger_data_expired,
+        "started_at": job.started_at,
+        "completed_at": job.completed_at,
+        "resume_token": job.resume.token,
+        "resume_count": job.resume.count,
+        "rejected_resumes": job.resume.rejected,
+        "resumed_data": job.resume.data,
+        "resumed_body_sha256": None if body is None else hashlib.sha256(body).hexdigest(),
+        "resumed_body_size": None if body is None else len(body),
+        "resumed_at": job.resume.at,
+        "resumed_at_iso": iso(job.resume.at),
+    }
+
+
+class ControlApi:
+    """Handlers of the ``/_sandbox/`` endpoints."""
+
+    def __init__(self, sandbox: WorkatoSandbox) -> None:
+        self._sandbox = sandbox
+
+    def routes(self) -> list[web.RouteDef]:
+        """Route table of the control API."""
+        return [
+            web.post("/_sandbox/jobs", self.create_job),
+            web.get("/_sandbox/jobs", self.list_jobs),
+            web.get("/_sandbox/jobs/{job_id}", self.get_job),
+            web.get("/_sandbox/jobs/{job_id}/body", self.get_body),
+            web.patch("/_sandbox/jobs/{job_id}", self.patch_job),
+            web.get("/_sandbox/requests", self.requests),
+            web.get("/_sandbox/stats", self.stats),
+            web.get("/_sandbox/faults", self.get_faults),
+            web.put("/_sandbox/faults", self.put_faults),
+            web.delete("/_sandbox/faults", self.delete_faults),
+            web.get("/_sandbox/settings", self.get_settings),
+            web.put("/_sandbox/settings", self.put_settings),
+            web.post("/_sandbox/reset", self.reset),
+        ]
+
+    async def create_job(self, request: web.Request) -> web.Response:
+        """Create a suspended job; answers its id and resume token (201)."""
+        new = await _parse(request, NewJob)
+        if isinstance(new, web.Response):
+            return new
+        owner = Owner(managed_user_id=new.managed_user_id, external_id=new.external_id)
+        job = self._sandbox.create_job(new.recipe_id, owner, new.title)
+        created = {
+            "job_id": job.id,
+            "recipe_id": job.recipe_id,
+            "resume_token": job.resume.token,
+            "master_job_id": job.master_job_id,
+            "managed_user_id": owner.managed_user_id,
+            "external_id": owner.external_id,
+        }
+        return web.json_response(created, status=201)
+
+    async def list_jobs(self, request: web.Request) -> web.Response:
+        """Every job's state, newest first."""
+        return web.json_response([job_state(job) for job in self._sandbox.jobs()])
+
+    async def get_job(self, request: web.Request) -> web.Response:
+        """One job's state."""
+        job = self._sandbox.job(request.match_info["job_id"])
+        return _missing() if job is None else web.json_response(job_state(job))
+
+    async def get_body(self, request: web.Request) -> web.Response:
+        """The exact request body of the job's successful resume."""
+        job = self._sandbox.job(request.match_info["job_id"])
+        if job is None or job.resume.body is None:
+            return _missing()
+        return web.Response(body=job.resume.body, content_type="application/json")
+
+    async def patch_job(self, request: web.Request) -> web.Response:
+        """Change a job to set up list and repeat scenarios."""
+        job = self._sandbox.job(request.match_info["job_id"])
+        if job is None:
+            return _missing()
+        patch = await _parse(request, JobPatch)
+        if isinstance(patch, web.Response):
+            return patch
+        _apply_patch(job, patch, self._sandbox.clock())
+        return web.json_response(job_state(job))
+
+    async def requests(self, request: web.Request) -> web.Response:
+        """The request log, oldest first."""
+        return web.json_response([entry.to_json() for entry in self._sandbox.requests.entries()])
+
+    async def stats(self, request: web.Request) -> web.Response:
+        """Totals."""
+        return web.json_response(self._sandbox.stats())
+
+    async def get_faults(self, request: web.Request) -> web.Response:
+        """The fault plan, with the scripted counts still remaining."""
+        return web.json_response(self._sandbox.faults.plan.model_dump())
+
+    async def put_faults(self, request: web.Request) -> web.Response:
+        """Replace the fault plan."""
+        plan = await _parse(request, FaultPlan)
+        if isinstance(plan, web.Response):
+            return plan
+        self._sandbox.faults.set_plan(plan)
+        return web.json_response(plan.model_dump())
+
+    async def delete_faults(self, request: web.Request) -> web.Response:
+        """Remove every fault."""
+        self._sandbox.faults.clear()
+        return web.Response(status=204)
+
+    async def get_settings(self, request: web.Request) -> web.Response:
+        """Current settings, credentials shown as ids only."""
+        return web.json_response(self._sandbox.settings.public_view())
+
+    async def put_settings(self, request: web.Request) -> web.Response:
+        """Change some settings; fields left out keep their value."""
+        changes = await _parse_object(request)
+        if isinstance(changes, web.Response):
+            return changes
+        try:
+            self._sandbox.settings = self._sandbox.settings.updated(changes)
+        except ValidationError as exc:
+            return _invalid(exc)
+        return web.json_response(self._sandbox.settings.public_view())
+
+    async def reset(self, request: web.Request) -> web.Response:
+        """Forget jobs, windows, faults and the log; restore the initial settings."""
+        self._sandbox.reset()
+        return web.Response(status=204)
+
+
+def _apply_patch(job: Job, patch: JobPatch, now: float) -> None:
+    if patch.trigger_data_expired is not None:
+        job.trigger_data_expired = patch.trigger_data_expired
+    if patch.title is not None:
+        job.title = patch.title
+    if patch.status is not None:
+        job.complete(patch.status, now, patch.error)
+    elif patch.error is not None and job.status == "failed":
+        job.error = patch.error
+
+
+async def _parse(request: web.Request, model: type[_Model]) -> _Model | web.Response:
+    document = await _parse_object(request)
+    if isinstance(document, web.Response):
+        return document
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        return _invalid(exc)
+
+
+async def _parse_object(request: web.Request) -> dict[str, Any] | web.Response:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        document = await request.json()
+    except ValueError:
+        return web.json_response({"message": "Request body is not valid JSON"}, status=400)
+    if not isinstance(document, dict):
+        return web.json_response({"message": "Request body must be a JSON object"}, status=400)
+    return document
+
+
+def _invalid(exc: ValidationError) -> web.Response:
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    return web.json_response({"message": "Invalid request", "errors": errors}, status=422)
+
+
+def _missing() -> web.Response:
+    return web.json_response({"message": "Not found"}, status=404)

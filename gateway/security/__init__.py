@@ -1,0 +1,1 @@
+"""Keeping resume tokens and credentials secret: encryption at rest and log redaction."""

@@ -1,0 +1,69 @@
+"""The store interface. SQLite implements it today; PostgreSQL will, without touching callers.
+
+Correlation happens inside the store, in the same transaction that persists the input, so that
+"matched" and "delivery created" can never be seen apart (invariants 1-4).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from gateway.store.records import (
+    Acceptance,
+    Cancellation,
+    Claim,
+    NewEvent,
+    NewWait,
+    Pause,
+    Registration,
+    Settlement,
+    Sweep,
+    WaitView,
+)
+
+
+class Store(Protocol):
+    async def open(self) -> None:
+        """Connect and bring the schema to the current version."""
+
+    async def close(self) -> None:
+        """Finish queued writes and disconnect; idempotent."""
+
+    async def ping(self) -> None:
+        """Raise StoreError unless the database answers."""
+
+    async def register_wait(self, wait: NewWait, now: float) -> Registration:
+        """Persist a wait and match it with the oldest buffered event for its key."""
+
+    async def record_event(self, event: NewEvent, now: float) -> Acceptance:
+        """Persist an event and match it with the open wait for its key, or buffer it."""
+
+    async def get_wait(self, tenant: str, key: str) -> WaitView | None:
+        """The most recent wait registered under ``key``."""
+
+    async def cancel_wait(self, tenant: str, key: str, now: float) -> Cancellation:
+        """Cancel an open wait, or a resolved one whose delivery has not started."""
+
+    async def claim(
+        self, tenant: str, credential: str, now: float, limit: int, lease_s: float, owner: str
+    ) -> list[Claim]:
+        """Lease up to ``limit`` due deliveries, earliest deadline first, and record the sends."""
+
+    async def settle(self, claim: Claim, owner: str, result: Settlement, now: float) -> bool:
+        """Record an attempt's result; False if the lease was lost meanwhile."""
+
+    async def next_due(self, tenant: str) -> float | None:
+        """When the tenant's earliest pending delivery becomes due."""
+
+    async def recent_sends(self, credential: str, since: float) -> list[float]:
+        """Send times after ``since``: the rate window survives restarts."""
+
+    async def pause_tenant(self, pause: Pause) -> None: ...
+
+    async def active_pauses(self, now: float) -> list[Pause]: ...
+
+    async def sweep(self, now: float, forget_sends_before: float) -> Sweep:
+        """Reclaim expired leases, expire waits, deliveries and stale buffered events."""
+
+    async def counts(self) -> dict[str, dict[str, int]]:
+        """Row counts by kind and state, for metrics and readiness."""

@@ -1,0 +1,132 @@
+"""Plain records that cross the store boundary; no driver types leak out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from gateway.security.tokens import SealedToken
+
+RegisterOutcome = Literal["created", "repeat", "conflict"]
+EventOutcome = Literal["matched", "buffered", "duplicate", "late"]
+FinalState = Literal["delivered", "delivered_unconfirmed", "dead", "expired"]
+SettleState = Literal["pending", "delivered", "delivered_unconfirmed", "dead", "expired"]
+CancelOutcome = Literal["cancelled", "not_found", "in_flight", "final"]
+
+
+@dataclass(frozen=True, slots=True)
+class NewWait:
+    tenant: str
+    key: str
+    token_digest: str
+    sealed: SealedToken
+    expires_at: float
+    job_json: str | None
+    metadata_json: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    tenant: str
+    source: str
+    event_id: str
+    key: str
+    status: str
+    data: bytes  # the exact JSON bytes of the event's data
+    occurred_at: float | None
+    buffer_ttl_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryView:
+    id: int
+    state: str
+    attempts: int
+    next_attempt_at: float | None
+    reason: str | None
+    last_status: int | None
+    finished_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class WaitView:
+    """A wait as operators and connectors may see it: never the token."""
+
+    tenant: str
+    key: str
+    state: str
+    created_at: float
+    expires_at: float
+    resolved_at: float | None
+    job_json: str | None
+    metadata_json: str | None
+    event_id: str | None
+    source: str | None
+    delivery: DeliveryView | None
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    outcome: RegisterOutcome
+    wait: WaitView | None
+    matched: bool = False
+    conflict: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Acceptance:
+    outcome: EventOutcome
+    delivery_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cancellation:
+    outcome: CancelOutcome
+    wait: WaitView | None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A leased delivery with everything needed to build its request."""
+
+    delivery_id: int
+    tenant: str
+    key: str
+    sealed: SealedToken
+    deadline: float
+    attempt: int  # this attempt's number, starting at 1
+    ambiguous: bool  # an earlier attempt may have landed
+    job_json: str | None
+    metadata_json: str | None
+    event_id: str
+    source: str
+    status: str
+    data: bytes
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What became of one attempt."""
+
+    state: SettleState
+    reason: str | None = None
+    last_status: int | None = None
+    retry_at: float | None = None
+    ambiguous: bool = False
+    refund_attempt: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    tenant: str
+    until: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    reclaimed: int
+    expired_deliveries: int
+    expired_waits: int
+    unmatched_events: int

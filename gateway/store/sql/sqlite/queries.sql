@@ -1,0 +1,133 @@
+-- Named queries of the SQLite store, loaded once. Parameters are named (:name).
+
+-- name: wait_by_token
+SELECT id, key FROM waits WHERE tenant = :tenant AND token_digest = :token_digest;
+
+-- name: open_wait_by_key
+SELECT id, expires_at FROM waits WHERE tenant = :tenant AND key = :key AND state = 'open';
+
+-- name: latest_wait_state
+SELECT state FROM waits WHERE tenant = :tenant AND key = :key ORDER BY id DESC LIMIT 1;
+
+-- name: insert_wait
+INSERT INTO waits (tenant, key, token_digest, token_key_id, token_blob, state, created_at,
+                   expires_at, job, metadata)
+VALUES (:tenant, :key, :token_digest, :token_key_id, :token_blob, 'open', :now,
+        :expires_at, :job, :metadata);
+
+-- name: first_buffered_event
+SELECT id FROM events
+WHERE tenant = :tenant AND key = :key AND state = 'buffered' AND buffer_until >= :now
+ORDER BY id LIMIT 1;
+
+-- name: event_exists
+SELECT id FROM events WHERE tenant = :tenant AND source = :source AND event_id = :event_id;
+
+-- name: count_duplicate
+UPDATE events SET duplicates = duplicates + 1 WHERE id = :id;
+
+-- name: insert_event
+INSERT INTO events (tenant, source, event_id, key, status, data, state, received_at,
+                    occurred_at, buffer_until)
+VALUES (:tenant, :source, :event_id, :key, :status, :data, :state, :now,
+        :occurred_at, :buffer_until);
+
+-- name: match_event
+UPDATE events SET state = 'matched', wait_id = :wait_id WHERE id = :event_row;
+
+-- name: resolve_wait
+UPDATE waits SET state = 'resolved', resolved_at = :now WHERE id = :wait_id AND state = 'open';
+
+-- name: orphan_buffered
+UPDATE events SET state = 'late'
+WHERE tenant = :tenant AND key = :key AND state = 'buffered';
+
+-- name: insert_delivery
+INSERT INTO deliveries (tenant, wait_id, event_row, state, deadline, next_attempt_at, created_at)
+SELECT :tenant, :wait_id, :event_row, 'pending', expires_at, :now, :now FROM waits WHERE id = :wait_id;
+
+-- name: wait_view
+SELECT w.id, w.tenant, w.key, w.state, w.created_at, w.expires_at, w.resolved_at, w.job,
+       w.metadata, e.event_id, e.source, d.id AS delivery_id, d.state AS delivery_state,
+       d.attempts, d.next_attempt_at, d.reason, d.last_status, d.finished_at
+FROM waits w
+LEFT JOIN deliveries d ON d.wait_id = w.id
+LEFT JOIN events e ON e.id = d.event_row
+WHERE w.tenant = :tenant AND w.key = :key
+ORDER BY w.id DESC LIMIT 1;
+
+-- name: cancel_wait
+UPDATE waits SET state = 'cancelled', resolved_at = :now WHERE id = :wait_id;
+
+-- name: cancel_delivery
+UPDATE deliveries SET state = 'cancelled', finished_at = :now, reason = 'cancelled'
+WHERE wait_id = :wait_id AND state = 'pending';
+
+-- name: due_deliveries
+SELECT id FROM deliveries
+WHERE tenant = :tenant AND state = 'pending' AND next_attempt_at <= :now AND deadline > :now
+ORDER BY deadline, id LIMIT :limit;
+
+-- name: lease_delivery
+UPDATE deliveries
+SET state = 'sending', lease_owner = :owner, lease_until = :lease_until, attempts = attempts + 1
+WHERE id = :id AND state = 'pending';
+
+-- name: claim_details
+SELECT d.id, d.tenant, d.wait_id, d.deadline, d.attempts, d.ambiguous, w.key, w.token_key_id,
+       w.token_blob, w.job, w.metadata, e.event_id, e.source, e.status, e.data, e.received_at
+FROM deliveries d
+JOIN waits w ON w.id = d.wait_id
+JOIN events e ON e.id = d.event_row
+WHERE d.id = :id;
+
+-- name: record_send
+INSERT INTO sends (credential, sent_at) VALUES (:credential, :now);
+
+-- name: recent_sends
+SELECT sent_at FROM sends WHERE credential = :credential AND sent_at > :since ORDER BY sent_at;
+
+-- name: settle_delivery
+UPDATE deliveries
+SET state = :state, reason = :reason, last_status = :last_status,
+    next_attempt_at = COALESCE(:retry_at, next_attempt_at),
+    ambiguous = MAX(ambiguous, :ambiguous), attempts = attempts - :refund,
+    finished_at = :finished_at, lease_owner = NULL, lease_until = NULL
+WHERE id = :id AND state = 'sending' AND lease_owner = :owner;
+
+-- name: next_due
+SELECT MIN(next_attempt_at) FROM deliveries WHERE tenant = :tenant AND state = 'pending';
+
+-- name: reclaim_leases
+UPDATE deliveries
+SET state = 'pending', ambiguous = 1, lease_owner = NULL, lease_until = NULL,
+    next_attempt_at = :now
+WHERE state = 'sending' AND lease_until < :now;
+
+-- name: expire_deliveries
+UPDATE deliveries SET state = 'expired', reason = 'wait_expired', finished_at = :now
+WHERE state = 'pending' AND deadline <= :now;
+
+-- name: expire_waits
+UPDATE waits SET state = 'expired', resolved_at = :now WHERE state = 'open' AND expires_at <= :now;
+
+-- name: expire_buffered
+UPDATE events SET state = 'unmatched' WHERE state = 'buffered' AND buffer_until < :now;
+
+-- name: forget_sends
+DELETE FROM sends WHERE sent_at < :before;
+
+-- name: pause_tenant
+INSERT INTO tenant_pauses (tenant, until, reason) VALUES (:tenant, :until, :reason)
+ON CONFLICT (tenant) DO UPDATE SET until = MAX(until, excluded.until), reason = excluded.reason;
+
+-- name: active_pauses
+SELECT tenant, until, reason FROM tenant_pauses WHERE until > :now;
+
+-- name: forget_pauses
+DELETE FROM tenant_pauses WHERE until <= :now;
+
+-- name: count_states
+SELECT 'deliveries' AS kind, state, COUNT(*) FROM deliveries GROUP BY state
+UNION ALL SELECT 'waits', state, COUNT(*) FROM waits GROUP BY state
+UNION ALL SELECT 'events', state, COUNT(*) FROM events GROUP BY state;

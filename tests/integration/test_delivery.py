@@ -1,0 +1,301 @@
+"""Delivery against the Workato sandbox over real HTTP: exactly once, every fault kind."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gateway.sandbox.faults import FaultPlan, ScriptedFault
+from gateway.sandbox.workato_jobs import Job
+from gateway.sandbox.workato_state import WorkatoSandbox
+from tests.conftest import WORKATO_TOKEN, RunningGateway, SettingsFactory
+
+Start = Any
+
+
+async def eventually(check: Callable[[], Any], timeout_s: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"condition not met within {timeout_s}s")
+
+
+async def delivery_of(gw: RunningGateway, key: str, *final: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        _, wait = await gw.get(f"/v1/waits/{key}")
+        delivery = wait.get("delivery")
+        if delivery and delivery["state"] in final:
+            return dict(delivery)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"delivery of {key} did not reach {final}: {wait}")
+
+
+async def wait_for_job(gw: RunningGateway, workato: WorkatoSandbox, key: str, **reg: Any) -> Job:
+    job = workato.create_job()
+    status, _ = await gw.post("/v1/waits", {"key": key, "resume_token": job.resume.token, **reg})
+    assert status == 201
+    return job
+
+
+def faults(*scripted: ScriptedFault) -> FaultPlan:
+    return FaultPlan(scripted=list(scripted))
+
+
+async def test_event_resumes_the_job_once_with_the_exact_bytes(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    gw = await start_gateway(make_settings())
+    job = await wait_for_job(gw, workato, "order-1", metadata={"order": 1})
+    raw = b'{"id":"e1","key":"order-1","status":"succeeded","data":{"n":1.0000000000000001}}'
+    async with gw.http.post(gw.url + "/v1/events", data=raw, headers=gw.auth) as resp:
+        assert resp.status == 202
+    delivery = await delivery_of(gw, "order-1", "delivered")
+    assert (delivery["attempts"], delivery["last_status"]) == (1, 204)
+    assert (job.resume.count, job.resume.rejected) == (1, 0)
+    assert job.resume.body is not None
+    assert b'"payload":{"n":1.0000000000000001}' in job.resume.body
+    sent = json.loads(job.resume.body)
+    assert sent["token"] == job.resume.token
+    envelope = sent["data"]
+    assert {k: envelope[k] for k in ("status", "key", "event_id", "source", "metadata")} == {
+        "status": "succeeded",
+        "key": "order-1",
+        "event_id": "e1",
+        "source": "api",
+        "metadata": {"order": 1},
+    }
+
+
+async def test_event_before_its_wait_resumes_when_the_wait_registers(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    gw = await start_gateway(make_settings())
+    status, body = await gw.post("/v1/events", {"id": "e", "key": "k", "status": "failed"})
+    assert body["outcome"] == "buffered"
+    job = await wait_for_job(gw, workato, "k")
+    await delivery_of(gw, "k", "delivered")
+    assert job.resume.data is not None
+    assert job.resume.data["status"] == "failed"
+
+
+async def test_raw_mode_passes_event_data_unwrapped(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    gw = await start_gateway(make_settings(raw_mode=True))
+    job = await wait_for_job(gw, workato, "k")
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded", "data": {"a": [1]}})
+    await delivery_of(gw, "k", "delivered")
+    assert job.resume.data == {"a": [1]}
+    status, problem = await gw.post(
+        "/v1/events", {"id": "f", "key": "z", "status": "succeeded", "data": [1]}
+    )
+    assert (status, problem["field"]) == (422, "data")
+
+
+async def test_5xx_is_retried_until_delivered(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    workato.faults.set_plan(faults(ScriptedFault(kind="status", status=503, count=2)))
+    gw = await start_gateway(make_settings())
+    job = await wait_for_job(gw, workato, "k")
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
+    delivery = await delivery_of(gw, "k", "delivered")
+    assert delivery["attempts"] == 3
+    assert job.resume.count == 1
+
+
+async def test_dropped_connection_is_retried(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    workato.faults.set_plan(faults(ScriptedFault(kind="drop")))
+    gw = await start_gateway(make_settings())
+    job = await wait_for_job(gw, workato, "k")
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
+    delivery = await delivery_of(gw, "k", "delivered", "delivered_unconfirmed")
+    assert delivery["attempts"] == 2
+    assert job.resume.count == 1
+
+
+async def test_processed_but_5xx_then_used_token_is_delivered_unconfirmed(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    workato.faults.set_plan(faults(ScriptedFault(kind="processed_then_error")))
+    gw = await start_gateway(make_settings())
+    job = await wait_for_job(gw, workato, "k")
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
+    delivery = await delivery_of(gw, "k", "delivered_unconfirmed", "dead")
+    assert delivery["state"] == "delivered_unconfirmed"
+    assert delivery["reason"] == "http_409_after_ambiguous_attempt"
+    assert (job.resume.count, job.resume.rejected) == (1, 1)
+
+
+async def test_timeout_after_the_request_left_is_ambiguous(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    workato.faults.set_plan(faults(ScriptedFault(kind="latency", seconds=1.0)))
+    settings = make_settings({"delivery": {"request_timeout_s": 0.3, "lease_s": 2.0}})
+    gw = await start_gateway(settings)
+    job = await wait_for_job(gw, workato, "k")
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
+    await eventually(lambda: job.resume.count == 1)
+    delivery = await delivery_of(gw, "k", "delivered", "delivered_unconfirmed", "dead")
+    assert delivery["state"] in ("delivered_unconfirmed", "delivered")
+    assert job.resume.count == 1
+
+
+async def test_processed_then_dropped_is_not_resumed_twice(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    workato.faults.set_plan(faults(ScriptedFault(kind="processed_then_drop")))
+    gw = await start_gateway(make_settings())
+    job = await wait_for_job(gw, workato, "k")
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
+    delivery = await delivery_of(gw, "k", "delivered_unconfirmed", "dead")
+    assert delivery["state"] == "delivered_unconfirmed"
+    assert job.resume.count == 1
+
+
+async def test_unknown_token_is_dead_with_the_reason(
+    make_settings: SettingsFactory, start_gateway: Start
+) -> None:
+    gw = await start_gateway(make_settings())
+    await gw.post("/v1/waits", {"key": "k", "resume_token": "never-issued"})
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
+    delivery = await delivery_of(gw, "k", "dead")
+    assert (delivery["reason"], delivery["attempts"]) == ("http_404", 1)
+
+
+async def test_429_pauses_the_tenant_and_honours_retry_after(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    workato.settings = workato.settings.updated({"rate_limit_per_minute": 1, "window_s": 1.0})
+    gw = await start_gateway(make_settings())
+    jobs = [await wait_for_job(gw, workato, f"k{i}") for i in range(2)]
+    for i in range(2):
+        await gw.post("/v1/events", {"id": f"e{i}", "key": f"k{i}", "status": "succeeded"})
+    for i in range(2):
+        delivery = await delivery_of(gw, f"k{i}", "delivered")
+        assert delivery["attempts"] == 1, "a 429 must not burn an attempt"
+    throttled = [r for r in workato.requests.entries() if r.status == 429]
+    assert len(throttled) == 1
+    resumed_at = sorted(job.resume.at or 0 for job in jobs)
+    assert resumed_at[1] - throttled[0].at >= 0.9, "the retry waited for Retry-After"
+
+
+async def test_401_pauses_the_tenant_without_burning_attempts(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    workato.settings = workato.settings.updated({"api_tokens": ["someone-else"]})
+    gw = await start_gateway(make_settings({"delivery": {"auth_pause_s": 0.5}}))
+    job = await wait_for_job(gw, workato, "k")
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
+    await eventually(lambda: any(r.status == 401 for r in workato.requests.entries()))
+    pauses = await gw.gateway.store.active_pauses(time.time())
+    assert [(p.tenant, p.reason) for p in pauses] == [("acme", "credential_rejected")]
+    workato.settings = workato.settings.updated({"api_tokens": [WORKATO_TOKEN]})
+    delivery = await delivery_of(gw, "k", "delivered")
+    assert delivery["attempts"] == 1
+    assert job.resume.count == 1
+
+
+async def test_body_over_max_request_bytes_is_not_sent(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    gw = await start_gateway(make_settings(max_request_bytes=300))
+    job = await wait_for_job(gw, workato, "k")
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded", "data": "x" * 300})
+    delivery = await delivery_of(gw, "k", "dead")
+    assert delivery["reason"] == "payload_too_large"
+    assert job.resume.count == 0
+    assert not [r for r in workato.requests.entries() if r.path == "/api/job/resume"]
+
+
+async def test_413_from_workato_is_dead_payload_too_large(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    workato.settings = workato.settings.updated({"max_body_bytes": 100})
+    gw = await start_gateway(make_settings())
+    await wait_for_job(gw, workato, "k")
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded", "data": "x" * 200})
+    delivery = await delivery_of(gw, "k", "dead")
+    assert (delivery["reason"], delivery["last_status"]) == ("payload_too_large", 413)
+
+
+async def test_delivery_that_cannot_succeed_before_the_wait_expires_ends_expired(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    workato.faults.set_plan(faults(ScriptedFault(kind="status", status=503, count=1000)))
+    gw = await start_gateway(make_settings())
+    await wait_for_job(gw, workato, "k", timeout_s=1.0)
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
+    delivery = await delivery_of(gw, "k", "expired")
+    assert delivery["attempts"] >= 2
+
+
+async def test_wait_without_event_expires_and_later_event_is_late(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    gw = await start_gateway(make_settings())
+    await wait_for_job(gw, workato, "k", timeout_s=0.2)
+
+    async def state() -> str:
+        return str((await gw.get("/v1/waits/k"))[1]["state"])
+
+    deadline = time.monotonic() + 5
+    while await state() != "expired":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    status, body = await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
+    assert (status, body["outcome"]) == (202, "late")
+
+
+async def test_rate_limit_is_never_exceeded_and_backlog_drains_at_full_rate(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    limit, window = 5, 1.0
+    workato.settings = workato.settings.updated(
+        {"rate_limit_per_minute": limit, "window_s": window}
+    )
+    settings = make_settings(
+        {"delivery": {"rate_window_s": window, "rate_margin_s": 0.05}}, rate_limit_per_minute=limit
+    )
+    gw = await start_gateway(settings)
+    jobs = [await wait_for_job(gw, workato, f"k{i}") for i in range(20)]
+    started = time.monotonic()
+    await asyncio.gather(
+        *(
+            gw.post("/v1/events", {"id": f"e{i}", "key": f"k{i}", "status": "succeeded"})
+            for i in range(20)
+        )
+    )
+    await eventually(lambda: all(job.resume.count == 1 for job in jobs), timeout_s=15)
+    elapsed = time.monotonic() - started
+    sent = sorted(r.at for r in workato.requests.entries() if r.path == "/api/job/resume")
+    assert len(sent) == 20, "no request was refused or repeated"
+    assert all(sent[i + limit] - sent[i] >= window for i in range(len(sent) - limit))
+    assert elapsed < 3 * (window + 0.05) + 1.0, f"backlog drained too slowly: {elapsed:.2f}s"
+
+
+async def test_backlog_goes_earliest_deadline_first(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    settings = make_settings(
+        {"delivery": {"rate_window_s": 1.0, "rate_margin_s": 0.0}}, rate_limit_per_minute=1
+    )
+    gw = await start_gateway(settings)
+    first = await wait_for_job(gw, workato, "first")
+    jobs = {t: await wait_for_job(gw, workato, f"t{t}", timeout_s=t) for t in (300, 100, 200)}
+    await gw.post("/v1/events", {"id": "e0", "key": "first", "status": "succeeded"})
+    await eventually(lambda: first.resume.count == 1)
+    for t in (300, 100, 200):  # posted while the window is full: they queue
+        await gw.post("/v1/events", {"id": f"e{t}", "key": f"t{t}", "status": "succeeded"})
+    await eventually(lambda: all(j.resume.count == 1 for j in jobs.values()), timeout_s=10)
+    order = sorted(jobs, key=lambda t: jobs[t].resume.at or 0)
+    assert order == [100, 200, 300]

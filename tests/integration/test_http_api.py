@@ -1,0 +1,148 @@
+"""The HTTP contract of DESIGN 5.1 over real HTTP: answers, problems, authentication."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import RunningGateway, SettingsFactory
+
+Start = Any
+
+
+@pytest.fixture
+async def gw(make_settings: SettingsFactory, start_gateway: Start) -> RunningGateway:
+    running: RunningGateway = await start_gateway(
+        make_settings({"server": {"max_body_bytes": 4096}})
+    )
+    return running
+
+
+async def test_register_then_repeat_then_conflict(gw: RunningGateway) -> None:
+    body = {"key": "order-1", "resume_token": "tok-1", "metadata": {"order": 1}}
+    status, created = await gw.post("/v1/waits", body)
+    assert (status, created["outcome"], created["state"]) == (201, "created", "open")
+    assert created["metadata"] == {"order": 1}
+    status, again = await gw.post("/v1/waits", body)
+    assert (status, again["outcome"]) == (200, "repeat")
+    status, problem = await gw.post("/v1/waits", {**body, "resume_token": "tok-2"})
+    assert status == 409
+    assert problem["reason"] == "key_open_with_other_token"
+
+
+async def test_invalid_registration_names_the_field(gw: RunningGateway) -> None:
+    async with gw.http.post(
+        gw.url + "/v1/waits",
+        json={"key": "", "resume_token": "t", "job": {"recipe_id": 1}},
+        headers=gw.auth,
+    ) as resp:
+        assert resp.status == 422
+        assert resp.content_type == "application/problem+json"
+        problem = await resp.json(content_type=None)
+    fields = {e["field"] for e in problem["errors"]}
+    assert fields == {"key", "job.job_id"}
+    assert problem["type"] == "/problems/invalid-input"
+
+
+async def test_expires_at_in_the_past_is_refused(gw: RunningGateway) -> None:
+    status, problem = await gw.post(
+        "/v1/waits", {"key": "k", "resume_token": "t", "expires_at": "2001-01-01T00:00:00Z"}
+    )
+    assert status == 422
+    assert problem["field"] == "expires_at"
+
+
+async def test_expires_at_is_capped_at_sixty_days(gw: RunningGateway) -> None:
+    status, created = await gw.post(
+        "/v1/waits", {"key": "k", "resume_token": "t", "expires_at": "2999-01-01T00:00:00Z"}
+    )
+    assert status == 201
+    assert created["expires_at"] < "2999"
+
+
+async def test_missing_or_wrong_api_key_is_401(gw: RunningGateway) -> None:
+    for headers in ({}, {"Authorization": "Bearer nope"}):
+        async with gw.http.post(gw.url + "/v1/events", json={}, headers=headers) as resp:
+            assert resp.status == 401
+            assert (await resp.json(content_type=None))["type"] == "/problems/unauthorized"
+
+
+async def test_event_outcomes_buffered_matched_duplicate_late(gw: RunningGateway) -> None:
+    ev = {"id": "e1", "key": "k", "status": "succeeded", "data": {"a": 1}}
+    assert await gw.post("/v1/events", ev) == (
+        202,
+        {"outcome": "buffered", "event_id": "e1", "key": "k"},
+    )
+    assert (await gw.post("/v1/events", ev))[1]["outcome"] == "duplicate"
+    status, reg = await gw.post("/v1/waits", {"key": "k", "resume_token": "t"})
+    assert (status, reg["state"], reg["event"]["id"]) == (201, "resolved", "e1")
+    status, late = await gw.post("/v1/events", {**ev, "id": "e2"})
+    assert (status, late["outcome"]) == (202, "late")
+    status, dup = await gw.post("/v1/events", ev)
+    assert (status, dup["outcome"]) == (200, "duplicate")
+
+
+async def test_event_for_open_wait_is_matched(gw: RunningGateway) -> None:
+    await gw.post("/v1/waits", {"key": "k", "resume_token": "t"})
+    status, body = await gw.post("/v1/events", {"id": "1", "key": "k", "status": "failed"})
+    assert (status, body["outcome"]) == (202, "matched")
+
+
+async def test_invalid_event_names_the_field(gw: RunningGateway) -> None:
+    status, problem = await gw.post("/v1/events", {"id": "1", "key": "k", "status": "done"})
+    assert status == 422
+    assert [e["field"] for e in problem["errors"]] == ["status"]
+
+
+async def test_event_body_that_is_not_json_is_422(gw: RunningGateway) -> None:
+    async with gw.http.post(gw.url + "/v1/events", data=b"{nope", headers=gw.auth) as resp:
+        assert resp.status == 422
+        assert "JSON" in (await resp.json(content_type=None))["detail"]
+
+
+async def test_body_over_the_cap_is_413(gw: RunningGateway) -> None:
+    big = {"id": "1", "key": "k", "status": "succeeded", "data": "x" * 10_000}
+    status, problem = await gw.post("/v1/events", big)
+    assert status == 413
+    assert problem["status"] == 413
+
+
+async def test_get_and_cancel_wait(gw: RunningGateway) -> None:
+    await gw.post("/v1/waits", {"key": "a/b c", "resume_token": "t"})
+    status, wait = await gw.get("/v1/waits/a%2Fb%20c")
+    assert (status, wait["key"], wait["state"]) == (200, "a/b c", "open")
+    assert "resume_token" not in wait
+    status, cancelled = await gw.delete("/v1/waits/a%2Fb%20c")
+    assert (status, cancelled["state"]) == (200, "cancelled")
+    status, problem = await gw.delete("/v1/waits/a%2Fb%20c")
+    assert status == 409
+    assert (await gw.get("/v1/waits/unknown"))[0] == 404
+
+
+async def test_health_readiness_and_metrics(gw: RunningGateway) -> None:
+    assert await gw.get("/healthz") == (200, {"status": "ok"})
+    status, ready = await gw.get("/readyz")
+    assert (status, ready["checks"]["store"]) == (200, "up")
+    await gw.post("/v1/events", {"id": "1", "key": "k", "status": "succeeded"})
+    async with gw.http.get(gw.url + "/metrics") as resp:
+        text = await resp.text()
+    assert 'gateway_events_total{outcome="buffered",source="api",tenant="acme"} 1.0' in text
+    assert 'gateway_rows{kind="events",state="buffered"} 1.0' in text
+
+
+async def test_unknown_route_is_a_problem(gw: RunningGateway) -> None:
+    async with gw.http.get(gw.url + "/v2/nothing") as resp:
+        assert resp.status == 404
+        assert resp.content_type == "application/problem+json"
+
+
+async def test_data_is_kept_byte_exact(gw: RunningGateway) -> None:
+    raw = (
+        b'{"id":"x","key":"k","status":"succeeded","data":{"n": 1.0000000000000001, "s":"\\u00e9"}}'
+    )
+    async with gw.http.post(gw.url + "/v1/events", data=raw, headers=gw.auth) as resp:
+        assert resp.status == 202
+    store = gw.gateway.store
+    rows = await store._read(lambda c: c.execute("SELECT data FROM events").fetchall())  # type: ignore[attr-defined]
+    assert rows == [(b'{"n": 1.0000000000000001, "s":"\\u00e9"}',)]

@@ -1,0 +1,233 @@
+"""The SQLite store against a real database file: correlation, outbox, leases, durability."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.security.tokens import SealedToken
+from gateway.store.records import NewEvent, NewWait, Pause, Settlement
+from gateway.store.sqlite import SQLiteStore
+
+T0 = 1_700_000_000.0
+HOUR = 3600.0
+
+
+def wait(key: str, token: str = "tok", tenant: str = "acme", expires: float = T0 + HOUR) -> NewWait:
+    return NewWait(
+        tenant,
+        key,
+        f"digest-{token}",
+        SealedToken("k1", b"sealed-" + token.encode()),
+        expires,
+        None,
+        None,
+    )
+
+
+def event(key: str, event_id: str = "e1", data: bytes = b'{"x":1}', ttl: float = HOUR) -> NewEvent:
+    return NewEvent("acme", "api", event_id, key, "succeeded", data, None, ttl)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    s = SQLiteStore(str(tmp_path / "store.db"))
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def test_event_for_open_wait_is_matched_and_creates_one_delivery(store: SQLiteStore) -> None:
+    assert (await store.register_wait(wait("k"), T0)).outcome == "created"
+    accepted = await store.record_event(event("k"), T0 + 1)
+    assert accepted.outcome == "matched"
+    assert accepted.delivery_id is not None
+    view = await store.get_wait("acme", "k")
+    assert view is not None
+    assert view.state == "resolved"
+    assert view.delivery is not None
+    assert view.delivery.state == "pending"
+
+
+async def test_event_before_wait_is_buffered_then_matched_on_registration(
+    store: SQLiteStore,
+) -> None:
+    assert (await store.record_event(event("k"), T0)).outcome == "buffered"
+    registered = await store.register_wait(wait("k"), T0 + 5)
+    assert registered.outcome == "created"
+    assert registered.matched
+    assert registered.wait is not None
+    assert registered.wait.event_id == "e1"
+
+
+async def test_buffered_event_past_its_ttl_is_not_matched(store: SQLiteStore) -> None:
+    await store.record_event(event("k", ttl=10), T0)
+    registered = await store.register_wait(wait("k"), T0 + 11)
+    assert not registered.matched
+    swept = await store.sweep(T0 + 11, T0)
+    assert swept.unmatched_events == 1
+
+
+async def test_same_event_twice_is_a_duplicate_and_changes_nothing(store: SQLiteStore) -> None:
+    await store.register_wait(wait("k"), T0)
+    assert (await store.record_event(event("k"), T0)).outcome == "matched"
+    assert (await store.record_event(event("k"), T0)).outcome == "duplicate"
+    counts = await store.counts()
+    assert counts["deliveries"] == {"pending": 1}
+    assert counts["events"] == {"matched": 1}
+
+
+async def test_second_event_after_resolution_is_late(store: SQLiteStore) -> None:
+    await store.register_wait(wait("k"), T0)
+    await store.record_event(event("k", "e1"), T0)
+    assert (await store.record_event(event("k", "e2"), T0)).outcome == "late"
+    assert (await store.counts())["deliveries"] == {"pending": 1}
+
+
+async def test_identical_registration_is_a_repeat(store: SQLiteStore) -> None:
+    await store.register_wait(wait("k", "t1"), T0)
+    again = await store.register_wait(wait("k", "t1"), T0 + 1)
+    assert again.outcome == "repeat"
+    assert (await store.counts())["waits"] == {"open": 1}
+
+
+async def test_open_key_with_another_token_conflicts(store: SQLiteStore) -> None:
+    await store.register_wait(wait("k", "t1"), T0)
+    other = await store.register_wait(wait("k", "t2"), T0)
+    assert other.outcome == "conflict"
+    assert other.conflict == "key_open_with_other_token"
+
+
+async def test_token_under_another_key_conflicts(store: SQLiteStore) -> None:
+    await store.register_wait(wait("k1", "t1"), T0)
+    other = await store.register_wait(wait("k2", "t1"), T0)
+    assert other.conflict == "token_registered_under_other_key"
+
+
+async def test_claims_go_earliest_deadline_first(store: SQLiteStore) -> None:
+    for i, expires in enumerate([T0 + 300, T0 + 100, T0 + 200]):
+        await store.register_wait(wait(f"k{i}", f"t{i}", expires=expires), T0)
+        await store.record_event(event(f"k{i}", f"e{i}"), T0)
+    claims = await store.claim("acme", "cred", T0 + 1, 3, 30, "w1")
+    assert [c.key for c in claims] == ["k1", "k2", "k0"]
+    assert all(c.attempt == 1 for c in claims)
+    assert await store.recent_sends("cred", T0) == [T0 + 1] * 3
+
+
+async def test_a_leased_delivery_is_not_claimed_twice(store: SQLiteStore) -> None:
+    await store.register_wait(wait("k"), T0)
+    await store.record_event(event("k"), T0)
+    assert len(await store.claim("acme", "c", T0, 5, 30, "w1")) == 1
+    assert await store.claim("acme", "c", T0, 5, 30, "w2") == []
+
+
+async def test_expired_lease_returns_row_to_pending_as_ambiguous(store: SQLiteStore) -> None:
+    await store.register_wait(wait("k"), T0)
+    await store.record_event(event("k"), T0)
+    (first,) = await store.claim("acme", "c", T0, 1, 30, "dead-worker")
+    swept = await store.sweep(T0 + 31, T0)
+    assert swept.reclaimed == 1
+    (again,) = await store.claim("acme", "c", T0 + 31, 1, 30, "w2")
+    assert again.ambiguous
+    assert again.attempt == 2
+    lost = await store.settle(first, "dead-worker", Settlement("delivered"), T0 + 32)
+    assert not lost, "the old owner must not settle a row it no longer holds"
+
+
+async def test_settle_records_final_state_and_retry(store: SQLiteStore) -> None:
+    await store.register_wait(wait("k"), T0)
+    await store.record_event(event("k"), T0)
+    (claim,) = await store.claim("acme", "c", T0, 1, 30, "w")
+    retry = Settlement("pending", "http_503", 503, T0 + 10, ambiguous=True)
+    assert await store.settle(claim, "w", retry, T0 + 1)
+    assert await store.claim("acme", "c", T0 + 5, 1, 30, "w") == []
+    assert await store.next_due("acme") == T0 + 10
+    (claim,) = await store.claim("acme", "c", T0 + 10, 1, 30, "w")
+    assert claim.ambiguous
+    assert await store.settle(claim, "w", Settlement("delivered", "http_204", 204), T0 + 11)
+    view = await store.get_wait("acme", "k")
+    assert view is not None
+    assert view.delivery is not None
+    assert (view.delivery.state, view.delivery.attempts) == ("delivered", 2)
+
+
+async def test_refunded_attempt_does_not_count(store: SQLiteStore) -> None:
+    await store.register_wait(wait("k"), T0)
+    await store.record_event(event("k"), T0)
+    (claim,) = await store.claim("acme", "c", T0, 1, 30, "w")
+    await store.settle(
+        claim, "w", Settlement("pending", "http_401", 401, T0, refund_attempt=True), T0
+    )
+    (claim,) = await store.claim("acme", "c", T0, 1, 30, "w")
+    assert claim.attempt == 1
+
+
+async def test_expiry_of_waits_and_pending_deliveries(store: SQLiteStore) -> None:
+    await store.register_wait(wait("open", "t1", expires=T0 + 10), T0)
+    await store.register_wait(wait("due", "t2", expires=T0 + 10), T0)
+    await store.record_event(event("due"), T0)
+    swept = await store.sweep(T0 + 10, T0)
+    assert (swept.expired_waits, swept.expired_deliveries) == (1, 1)
+    view = await store.get_wait("acme", "due")
+    assert view is not None
+    assert view.delivery is not None
+    assert view.delivery.state == "expired"
+
+
+async def test_cancel_open_wait_and_pending_delivery(store: SQLiteStore) -> None:
+    await store.register_wait(wait("a", "t1"), T0)
+    assert (await store.cancel_wait("acme", "a", T0)).outcome == "cancelled"
+    await store.register_wait(wait("b", "t2"), T0)
+    await store.record_event(event("b"), T0)
+    cancelled = await store.cancel_wait("acme", "b", T0)
+    assert cancelled.outcome == "cancelled"
+    assert cancelled.wait is not None
+    assert cancelled.wait.delivery is not None
+    assert cancelled.wait.delivery.state == "cancelled"
+    assert await store.claim("acme", "c", T0, 5, 30, "w") == []
+    assert (await store.cancel_wait("acme", "b", T0)).outcome == "final"
+    assert (await store.cancel_wait("acme", "nope", T0)).outcome == "not_found"
+
+
+async def test_pauses_survive_and_lapse(store: SQLiteStore) -> None:
+    await store.pause_tenant(Pause("acme", T0 + 60, "rate_limited"))
+    assert [p.tenant for p in await store.active_pauses(T0)] == ["acme"]
+    assert await store.active_pauses(T0 + 61) == []
+
+
+async def test_concurrent_writes_are_group_committed_and_all_durable(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    store = SQLiteStore(str(path))
+    await store.open()
+    results = await asyncio.gather(
+        *(store.record_event(event(f"k{i}", f"e{i}"), T0) for i in range(500))
+    )
+    await store.close()
+    assert {r.outcome for r in results} == {"buffered"}
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 500
+
+
+async def test_one_failing_unit_does_not_sink_its_batch(store: SQLiteStore) -> None:
+    async def bad() -> None:
+        await store._write(lambda conn: conn.execute("INSERT INTO nope VALUES (1)"))
+
+    outcomes = await asyncio.gather(
+        store.record_event(event("a", "1"), T0),
+        bad(),
+        store.record_event(event("b", "2"), T0),
+        return_exceptions=True,
+    )
+    assert outcomes[0].outcome == "buffered"  # type: ignore[union-attr]
+    assert isinstance(outcomes[1], Exception)
+    assert outcomes[2].outcome == "buffered"  # type: ignore[union-attr]
+
+
+async def test_migrations_are_versioned_and_idempotent(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "m.db"))
+    assert await store.migrate() == [1]
+    assert await store.migrate() == []
