@@ -54,6 +54,7 @@ def _apply_override(data: dict[str, Any], name: str, raw: str) -> None:
 
 
 def _child(node: Any, part: str, following: str, name: str) -> Any:
+    _require_container(node, name)
     fresh: Any = [] if following.isdigit() else {}
     if isinstance(node, list):
         index = _index(node, part, name)
@@ -64,6 +65,7 @@ def _child(node: Any, part: str, following: str, name: str) -> Any:
 
 
 def _assign(node: Any, part: str, value: Any, name: str) -> None:
+    _require_container(node, name)
     if isinstance(node, list):
         index = _index(node, part, name)
         if index == len(node):
@@ -72,6 +74,12 @@ def _assign(node: Any, part: str, value: Any, name: str) -> None:
             node[index] = value
     else:
         node[part] = value
+
+
+def _require_container(node: Any, name: str) -> None:
+    # e.g. RESUME_GATEWAY_SERVER=x together with RESUME_GATEWAY_SERVER__PORT=1
+    if not isinstance(node, dict | list):
+        raise ConfigError(f"{name}: its parent is a plain value, not a table or list")
 
 
 def _index(node: list[Any], part: str, name: str) -> int:

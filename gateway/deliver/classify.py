@@ -64,7 +64,7 @@ def parse_retry_after(value: str | None, now: float) -> float:
     if not value:
         return DEFAULT_RETRY_AFTER_S
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²".isdigit() is True, float("²") fails
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

@@ -38,7 +38,7 @@ def parse_object(body: bytes) -> dict[str, Member]:
         return _members(text)
     except UnicodeDecodeError:
         raise InvalidInput("the body is not UTF-8") from None
-    except (ValueError, IndexError) as exc:
+    except (ValueError, IndexError, RecursionError) as exc:  # deep nesting recurses in C
         raise InvalidInput(f"the body is not a JSON object: {exc}") from None
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Literal
@@ -25,7 +24,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.sandbox.body import discard_body, receive_body
+from gateway.sandbox.body import discard_body
 
 FaultKind = Literal["status", "latency", "drop", "processed_then_error", "processed_then_drop"]
 
@@ -50,7 +49,8 @@ class ScriptedFault(BaseModel):
 
 
 class RandomFaults(BaseModel):
-    """Per-request probabilities; ``latency_s`` is the upper bound of a uniform random delay."""
+    """Seeded per-request draws: drop with ``drop_rate``, else 503 with ``error_rate``, else a
+    delay drawn uniformly from ``[0, latency_s]``. The same seed gives the same sequence."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -147,7 +147,7 @@ def _fault(kind: FaultKind, status: int | None, seconds: float) -> Fault:
     return Fault(kind=kind, status=status or DEFAULT_STATUS.get(kind, 500), seconds=seconds)
 
 
-def fault_middleware(injector: FaultInjector, body_limit_bytes: Callable[[], int]) -> Middleware:
+def fault_middleware(injector: FaultInjector) -> Middleware:
     """Middleware applying ``injector``'s faults to every request outside ``/_sandbox/``."""
 
     @web.middleware
@@ -158,21 +158,19 @@ def fault_middleware(injector: FaultInjector, body_limit_bytes: Callable[[], int
         if fault is None:
             return await handler(request)
         _log.info("sandbox.fault_injected", kind=fault.kind, path=request.path)
-        return await _apply(fault, request, handler, body_limit_bytes())
+        return await _apply(fault, request, handler)
 
     return inject_faults
 
 
-async def _apply(
-    fault: Fault, request: web.Request, handler: Handler, limit_bytes: int
-) -> web.StreamResponse:
+async def _apply(fault: Fault, request: web.Request, handler: Handler) -> web.StreamResponse:
     if fault.kind in ("status", "drop"):
         return await _refuse(fault, request)
-    if fault.kind == "latency":
-        # Read now: once the client gives up, aiohttp refuses further reads of its body.
-        await receive_body(request, limit_bytes)
-        await asyncio.sleep(fault.seconds)
     processed = await handler(request)
+    if fault.kind == "latency":
+        # A slow answer, not a slow arrival: the request is admitted (rate window, resume) on
+        # arrival, as upstream would, and the client may give up while the answer is late.
+        await asyncio.sleep(fault.seconds)
     response = _after_processing(fault, request, processed)
     _note(request, fault, response, processed=processed.status)
     return response

@@ -52,7 +52,7 @@ def create_app(sandbox: WorkatoSandbox) -> web.Application:
     """The aiohttp application serving ``sandbox``'s Jobs API and control API."""
     middlewares = [
         sandbox.requests.middleware(sandbox.clock),
-        fault_middleware(sandbox.faults, lambda: sandbox.settings.max_body_bytes),
+        fault_middleware(sandbox.faults),
         json_errors,
     ]
     # Resume bodies are read as a stream with their own limit (max_body_bytes), so aiohttp's

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway.sandbox.body import ReceivedBody, receive_body
+from gateway.sandbox.body import receive_body
 from gateway.sandbox.requestlog import credential_id, note_of
 from gateway.sandbox.workato_jobs import (
     JOB_STATUSES,
@@ -93,15 +93,13 @@ class JobsApi:
         refusal = self._gate(request)
         if refusal is not None:
             return refusal
-        body = await self._body(request)
-        if body.too_large:
-            return message(
-                413, f"Request body exceeds {self._sandbox.settings.max_body_bytes} bytes"
-            )
-        parsed = parse_resume(body.data)
+        raw = await self._body(request)
+        if isinstance(raw, web.Response):
+            return raw
+        parsed = parse_resume(raw)
         if isinstance(parsed, str):
             return message(400, parsed)
-        outcome = self._sandbox.resume(parsed.token, body.data, parsed.data)
+        outcome = self._sandbox.resume(parsed.token, raw, parsed.data)
         if outcome is ResumeOutcome.RESUMED:
             return web.Response(status=204)
         return message(*_RESUME_REFUSALS[outcome])
@@ -120,6 +118,7 @@ class JobsApi:
         try:
             page = self._sandbox.list_jobs(int(request.match_info["recipe_id"]), owner, query)
         except UnknownOffsetError:
+            # The seeds do not say how an unknown offset is answered; this 400 is invented.
             return message(400, "offset_job_id does not name a job of this recipe")
         return web.json_response(page.to_json())
 
@@ -139,12 +138,10 @@ class JobsApi:
         refusal = self._gate(request, repeat=True)
         if refusal is not None:
             return refusal
-        body = await self._body(request)
-        if body.too_large:
-            return message(
-                413, f"Request body exceeds {self._sandbox.settings.max_body_bytes} bytes"
-            )
-        job_ids = parse_job_ids(body.data, self._sandbox.settings.repeat_max_jobs)
+        raw = await self._body(request)
+        if isinstance(raw, web.Response):
+            return raw
+        job_ids = parse_job_ids(raw, self._sandbox.settings.repeat_max_jobs)
         if isinstance(job_ids, str):
             return message(400, job_ids)
         recipe_id = int(request.match_info["recipe_id"])
@@ -167,8 +164,13 @@ class JobsApi:
         note.counted = True
         return None
 
-    async def _body(self, request: web.Request) -> ReceivedBody:
-        return await receive_body(request, self._sandbox.settings.max_body_bytes)
+    async def _body(self, request: web.Request) -> bytes | web.Response:
+        """The raw body, or the 413 to send when it exceeds ``max_body_bytes``."""
+        limit = self._sandbox.settings.max_body_bytes
+        received = await receive_body(request, limit)
+        if received.too_large:
+            return message(413, f"Request body exceeds {limit} bytes")
+        return received.data
 
 
 def owner_from(request: web.Request) -> Owner | None:

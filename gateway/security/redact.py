@@ -12,7 +12,7 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 MASK = "[redacted]"
-SECRET_FIELD = re.compile(r"(token|secret|password|authorization|api_key|apikey|credential)", re.I)
+SECRET_FIELD = re.compile(r"(token|secret|password|authorization|api[_-]?key|credential)", re.I)
 INLINE_SECRETS = [
     re.compile(r'("(?:resume_)?token"\s*:\s*")[^"]*(")'),
     re.compile(r"(Bearer\s+)[^\s\"',]+()", re.I),
@@ -23,11 +23,13 @@ class Redactor:
     """Callable structlog processor; ``add`` teaches it more secret values."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._secrets: set[str] = set()
+        self._secrets: list[str] = []
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
-        self._secrets.update(s for s in secrets if len(s) >= 4)
+        known = set(self._secrets) | {s for s in secrets if len(s) >= 4}
+        # longest first: a secret that contains another must be cut out whole, not leave a tail
+        self._secrets = sorted(known, key=len, reverse=True)
 
     def __call__(self, _logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
         for name in list(event):

@@ -77,7 +77,7 @@ async def test_event_before_its_wait_resumes_when_the_wait_registers(
     make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
 ) -> None:
     gw = await start_gateway(make_settings())
-    status, body = await gw.post("/v1/events", {"id": "e", "key": "k", "status": "failed"})
+    _status, body = await gw.post("/v1/events", {"id": "e", "key": "k", "status": "failed"})
     assert body["outcome"] == "buffered"
     job = await wait_for_job(gw, workato, "k")
     await delivery_of(gw, "k", "delivered")

@@ -115,7 +115,7 @@ async def test_get_and_cancel_wait(gw: RunningGateway) -> None:
     assert "resume_token" not in wait
     status, cancelled = await gw.delete("/v1/waits/a%2Fb%20c")
     assert (status, cancelled["state"]) == (200, "cancelled")
-    status, problem = await gw.delete("/v1/waits/a%2Fb%20c")
+    status, _problem = await gw.delete("/v1/waits/a%2Fb%20c")
     assert status == 409
     assert (await gw.get("/v1/waits/unknown"))[0] == 404
 

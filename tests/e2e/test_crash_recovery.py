@@ -1,0 +1,214 @@
+"""The CLI as a subprocess: 500 events, SIGKILL in the middle of delivery, restart.
+
+Proven through the sandbox's own counts: every wait resumed exactly once, nothing lost, and
+the rate limit never exceeded in any window, across the crash. The same run is then searched
+for resume tokens and credentials: logs, the database files and every API answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.e2e.conftest import Process, free_port, wait_http
+
+pytestmark = pytest.mark.e2e
+
+EVENTS = 500
+LIMIT, WINDOW_S = 100, 5.0
+WORKATO_TOKEN = "e2e-workato-credential-7f3a9c"
+API_KEY = "e2e-connector-api-key-51b2d8"
+
+
+def gateway_config(tmp: Path, port: int, sandbox_url: str) -> Path:
+    key = base64.b64encode(os.urandom(32)).decode()
+    path = tmp / "gateway.toml"
+    path.write_text(f"""
+[server]
+port = {port}
+
+[store]
+url = "sqlite:///{tmp / "gateway.db"}"
+
+[delivery]
+poll_interval_s = 0.1
+sweep_interval_s = 0.5
+request_timeout_s = 2.0
+lease_s = 3.0
+backoff_base_s = 0.1
+backoff_cap_s = 1.0
+rate_window_s = {WINDOW_S}
+rate_margin_s = 0.1
+
+[security]
+token_keys = [{{ id = "k1", key = "{key}" }}]
+
+[logging]
+format = "json"
+level = "debug"
+
+[[tenants]]
+name = "acme"
+base_url = "{sandbox_url}"
+api_token = "{WORKATO_TOKEN}"
+api_keys = ["{API_KEY}"]
+rate_limit_per_minute = {LIMIT}
+""")
+    return path
+
+
+class Client:
+    """Collects every answer body so they can be searched for secrets afterwards."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+        self.answers: list[bytes] = []
+
+    async def call(self, method: str, url: str, body: Any = None, auth: bool = True) -> Any:
+        headers = {"Authorization": f"Bearer {API_KEY}"} if auth else {}
+        async with self.session.request(method, url, json=body, headers=headers) as resp:
+            raw = await resp.read()
+            if auth:  # an answer of the gateway (the sandbox's control API shows tokens)
+                self.answers.append(raw)
+            assert resp.status < 300, (resp.status, raw[:300])
+            return await resp.json(content_type=None)
+
+
+async def register_and_send(client: Client, gw: str, jobs: list[dict[str, Any]]) -> None:
+    gate = asyncio.Semaphore(32)
+
+    async def one(i: int, job: dict[str, Any]) -> None:
+        async with gate:
+            await client.call(
+                "POST", f"{gw}/v1/waits", {"key": f"order-{i}", "resume_token": job["resume_token"]}
+            )
+            await client.call(
+                "POST",
+                f"{gw}/v1/events",
+                {
+                    "id": f"evt-{i}",
+                    "key": f"order-{i}",
+                    "status": "succeeded",
+                    "data": {"order": i, "note": "ünïcode ✓", "n": 1.10},
+                },
+            )
+
+    await asyncio.gather(*(one(i, job) for i, job in enumerate(jobs)))
+
+
+async def poll(check: Any, timeout_s: float) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = await check()
+        if result:
+            return result
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not reached within {timeout_s}s")
+
+
+async def test_sigkill_mid_delivery_loses_nothing_and_doubles_nothing(
+    tmp_path: Path, processes: list[Process]
+) -> None:
+    sandbox_port, gw_port = free_port(), free_port()
+    sandbox_url, gw = f"http://127.0.0.1:{sandbox_port}", f"http://127.0.0.1:{gw_port}"
+    processes.append(
+        Process(
+            ["sandbox", "workato", "--port", str(sandbox_port), "--api-token", WORKATO_TOKEN],
+            tmp_path / "sandbox.log",
+        )
+    )
+    wait_http(f"{sandbox_url}/_sandbox/stats")
+    config = gateway_config(tmp_path, gw_port, sandbox_url)
+    first = Process(["run", "--config", str(config)], tmp_path / "gateway-1.log")
+    processes.append(first)
+    wait_http(f"{gw}/healthz")
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        client = Client(session)
+        await client.call(
+            "PUT",
+            f"{sandbox_url}/_sandbox/settings",
+            {"rate_limit_per_minute": LIMIT, "window_s": WINDOW_S},
+            auth=False,
+        )
+        # Slow answers keep requests in flight, so the kill catches some mid-request.
+        await client.call(
+            "PUT",
+            f"{sandbox_url}/_sandbox/faults",
+            {"random": {"latency_s": 0.5, "seed": 7}},
+            auth=False,
+        )
+        jobs = [
+            await client.call("POST", f"{sandbox_url}/_sandbox/jobs", {}, auth=False)
+            for _ in range(EVENTS)
+        ]
+        await register_and_send(client, gw, jobs)
+
+        async def stats() -> dict[str, Any]:
+            return dict(await client.call("GET", f"{sandbox_url}/_sandbox/stats", auth=False))
+
+        # Past the first window's worth, so the restart must respect sends made before the crash.
+        await poll(lambda: _at_least(stats, LIMIT + 20), timeout_s=30)
+        first.kill()
+        killed_at = await stats()
+        assert killed_at["resumed_jobs"] < EVENTS, "the crash must happen mid-delivery"
+
+        second = Process(["run", "--config", str(config)], tmp_path / "gateway-2.log")
+        processes.append(second)
+        wait_http(f"{gw}/healthz")
+        await poll(lambda: _at_least(stats, EVENTS), timeout_s=120)
+        final = await stats()
+        states = await _delivery_states(client, gw)
+        log = await client.call("GET", f"{sandbox_url}/_sandbox/requests", auth=False)
+        assert second.terminate() == 0, "SIGTERM is a clean shutdown"
+
+    assert final["resumed_jobs"] == EVENTS, "every wait was resumed"
+    assert final["max_resume_count"] == 1, "no wait was resumed twice"
+    assert final["rate_limited_total"] == 0, "Workato never had to refuse a request"
+    assert set(states) <= {"delivered", "delivered_unconfirmed"}, states
+    sent = sorted(e["at"] for e in log if e["path"] == "/api/job/resume")
+    assert all(sent[i + LIMIT] - sent[i] >= WINDOW_S for i in range(len(sent) - LIMIT)), (
+        "more than the limit in one window"
+    )
+    _assert_no_secrets(tmp_path, client.answers, [j["resume_token"] for j in jobs])
+
+
+async def _at_least(stats: Any, n: int) -> bool:
+    return bool((await stats())["resumed_jobs"] >= n)
+
+
+async def _delivery_states(client: Client, gw: str) -> dict[str, int]:
+    async def state_of(i: int) -> str:
+        wait = await client.call("GET", f"{gw}/v1/waits/order-{i}")
+        return str(wait["delivery"]["state"])
+
+    async def settled() -> dict[str, int] | None:
+        states: dict[str, int] = {}
+        for state in await asyncio.gather(*(state_of(i) for i in range(EVENTS))):
+            states[state] = states.get(state, 0) + 1
+        return None if {"pending", "sending"} & set(states) else states
+
+    result: dict[str, int] = await poll(settled, timeout_s=30)
+    return result
+
+
+def _assert_no_secrets(tmp: Path, answers: list[bytes], tokens: list[str]) -> None:
+    """Invariant 6: no token or credential in logs, database files or API answers."""
+    secrets = [t.encode() for t in tokens] + [WORKATO_TOKEN.encode(), API_KEY.encode()]
+    gateway_logs = list(tmp.glob("gateway-*.log"))
+    db_files = list(tmp.glob("gateway.db*"))
+    assert len(gateway_logs) == 2
+    assert db_files
+    haystacks = {str(p): p.read_bytes() for p in gateway_logs + db_files}
+    haystacks |= {f"answer {i}": a for i, a in enumerate(answers)}
+    assert all(len(p.read_bytes()) > 10_000 for p in gateway_logs), "the logs were written"
+    assert len(answers) > 2 * EVENTS
+    leaks = [(name, s[:6]) for name, hay in haystacks.items() for s in secrets if s in hay]
+    assert leaks == [], f"secrets leaked: {leaks[:5]}"

@@ -1,0 +1,398 @@
+"""Configuration: TOML, environment overrides, secret references, validation, check-config."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import load_settings
+from gateway.config.describe import describe
+from gateway.config.loader import settings_from_dict
+from gateway.config.presets import DATA_CENTERS
+from gateway.config.settings import DEFAULT_PORT, DEFAULT_RATE_LIMIT_PER_MINUTE, Settings
+from gateway.errors import ConfigError
+
+KEY_1 = base64.b64encode(bytes(range(32))).decode()
+KEY_2 = base64.b64encode(bytes(range(100, 132))).decode()
+
+TOML = f"""
+env = "prod"
+
+[server]
+host = "0.0.0.0"
+port = 8081
+
+[store]
+url = "sqlite:///tmp/gw.db"
+
+[[tenants]]
+name = "acme"
+data_center = "eu"
+api_token = "wrk-api-token-123"
+api_keys = ["acme-key-1", "acme-key-2"]
+rate_limit_per_minute = 30
+
+[[tenants]]
+name = "legacy"
+base_url = "https://workato.example.com/"
+email = "ops@example.com"
+token = "legacy-user-token-456"
+
+[security]
+token_keys = [{{ id = "k2", key = "{KEY_2}" }}, {{ id = "k1", key = "{KEY_1}" }}]
+admin_tokens = ["admin-token-789"]
+"""
+
+
+def tenant(**fields: Any) -> dict[str, Any]:
+    return {"name": "acme", "data_center": "us", "api_token": "wrk-token", **fields}
+
+
+def config(**sections: Any) -> dict[str, Any]:
+    return {"security": {"token_keys": [{"id": "k1", "key": KEY_1}]}, **sections}
+
+
+def config_error(data: dict[str, Any], environ: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        settings_from_dict(data, environ or {})
+    return str(info.value)
+
+
+@pytest.fixture
+def toml_file(tmp_path: Path) -> Path:
+    path = tmp_path / "gateway.toml"
+    path.write_text(TOML)
+    return path
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+def test_toml_file_is_loaded(toml_file: Path) -> None:
+    settings = load_settings(toml_file, {})
+    assert settings.server.host == "0.0.0.0"
+    assert settings.server.port == 8081
+    assert settings.store.sqlite_path == "tmp/gw.db"
+    acme, legacy = settings.tenants
+    assert acme.resolved_base_url == "https://app.eu.workato.com"
+    assert acme.rate_limit_per_minute == 30
+    assert [k.get_secret_value() for k in acme.api_keys] == ["acme-key-1", "acme-key-2"]
+    assert legacy.resolved_base_url == "https://workato.example.com"
+    assert legacy.rate_limit_per_minute == DEFAULT_RATE_LIMIT_PER_MINUTE
+    assert [k.id for k in settings.security.token_keys] == ["k2", "k1"]
+    assert settings.security.token_keys[0].key_bytes == bytes(range(100, 132))
+
+
+def test_no_file_and_no_environment_gives_defaults_in_dev() -> None:
+    settings = load_settings(None, {"RESUME_GATEWAY_ENV": "dev"})
+    assert settings.env == "dev"
+    assert settings.server.port == DEFAULT_PORT
+    assert settings.tenants == []
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml", {})
+
+
+def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[server\nport = 1\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(path, {})
+
+
+def test_unknown_field_is_refused_with_its_path() -> None:
+    message = config_error(config(server={"prot": 9000}))
+    assert "server.prot" in message
+
+
+# -- environment overrides -------------------------------------------------------------------
+
+
+def test_env_overrides_a_scalar_in_the_file(toml_file: Path) -> None:
+    settings = load_settings(toml_file, {"RESUME_GATEWAY_SERVER__PORT": "9000"})
+    assert settings.server.port == 9000
+
+
+def test_env_overrides_a_list_item_field(toml_file: Path) -> None:
+    environ = {"RESUME_GATEWAY_TENANTS__0__API_TOKEN": "from-env-token"}
+    settings = load_settings(toml_file, environ)
+    token = settings.tenants[0].api_token
+    assert token is not None
+    assert token.get_secret_value() == "from-env-token"
+    assert settings.tenants[0].name == "acme"  # the rest of the tenant is untouched
+
+
+def test_env_can_build_a_whole_tenant_without_a_file() -> None:
+    environ = {
+        "RESUME_GATEWAY_SECURITY__TOKEN_KEYS": f'[{{"id": "k1", "key": "{KEY_1}"}}]',
+        "RESUME_GATEWAY_TENANTS__0__NAME": "acme",
+        "RESUME_GATEWAY_TENANTS__0__DATA_CENTER": "jp",
+        "RESUME_GATEWAY_TENANTS__0__API_TOKEN": "t-1",
+        "RESUME_GATEWAY_TENANTS__0__API_KEYS": '["k-a", "k-b"]',
+        "RESUME_GATEWAY_TENANTS__0__RAW_MODE": "true",
+    }
+    settings = load_settings(None, environ)
+    (acme,) = settings.tenants
+    assert acme.resolved_base_url == "https://app.jp.workato.com"
+    assert acme.raw_mode is True
+    assert len(acme.api_keys) == 2
+
+
+def test_env_list_index_past_the_end_is_a_config_error(toml_file: Path) -> None:
+    with pytest.raises(ConfigError, match="RESUME_GATEWAY_TENANTS__5__NAME"):
+        load_settings(toml_file, {"RESUME_GATEWAY_TENANTS__5__NAME": "x"})
+
+
+def test_env_field_inside_a_plain_value_is_a_config_error() -> None:
+    environ = {"RESUME_GATEWAY_SERVER": "x", "RESUME_GATEWAY_SERVER__PORT": "1"}
+    with pytest.raises(ConfigError, match="RESUME_GATEWAY_SERVER__PORT"):
+        load_settings(None, environ)
+
+
+def test_env_invalid_value_names_the_field(toml_file: Path) -> None:
+    with pytest.raises(ConfigError, match=r"server\.port"):
+        load_settings(toml_file, {"RESUME_GATEWAY_SERVER__PORT": "ninety"})
+
+
+def test_unrelated_and_config_env_vars_are_ignored(toml_file: Path) -> None:
+    environ = {"RESUME_GATEWAY_CONFIG": "other.toml", "HOME": "/root", "PORT": "1"}
+    assert load_settings(toml_file, environ) == load_settings(toml_file, {})
+
+
+# -- secrets by reference --------------------------------------------------------------------
+
+
+def test_env_secret_reference_is_resolved() -> None:
+    settings = settings_from_dict(
+        config(tenants=[tenant(api_token="env:WORKATO_TOKEN")]), {"WORKATO_TOKEN": "s3cr3t"}
+    )
+    token = settings.tenants[0].api_token
+    assert token is not None
+    assert token.get_secret_value() == "s3cr3t"
+
+
+def test_file_secret_reference_is_resolved_and_stripped(tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("from-file-token\n")
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY_2)
+    data = {
+        "security": {"token_keys": [{"id": "k", "key": f"file:{key_file}"}]},
+        "tenants": [tenant(api_token=f"file:{secret}")],
+    }
+    settings = settings_from_dict(data, {})
+    token = settings.tenants[0].api_token
+    assert token is not None
+    assert token.get_secret_value() == "from-file-token"
+    assert settings.security.token_keys[0].key_bytes == bytes(range(100, 132))
+
+
+def test_secret_references_work_inside_lists() -> None:
+    data = config(tenants=[tenant(api_keys=["env:K1", "inline-key"])])
+    settings = settings_from_dict(data, {"K1": "key-from-env"})
+    keys = [k.get_secret_value() for k in settings.tenants[0].api_keys]
+    assert keys == ["key-from-env", "inline-key"]
+
+
+def test_missing_env_secret_names_the_field() -> None:
+    message = config_error(config(tenants=[tenant(api_token="env:NOT_SET")]))
+    assert "tenants.0.api_token" in message
+    assert "NOT_SET" in message
+
+
+def test_missing_secret_file_names_the_field(tmp_path: Path) -> None:
+    message = config_error(config(tenants=[tenant(api_token=f"file:{tmp_path}/missing")]))
+    assert "tenants.0.api_token" in message
+    assert "cannot read secret file" in message
+
+
+# -- validation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        (config(server={"port": 70000}), "server.port"),
+        (config(server={"port": "abc"}), "server.port"),
+        (config(store={"url": "mysql://x"}), "store.url"),
+        (config(delivery={"lease_s": 5.0, "request_timeout_s": 10.0}), "delivery"),
+        (config(tenants=[tenant(rate_limit_per_minute=0)]), "tenants.0.rate_limit_per_minute"),
+        (config(tenants=[tenant(name="has space")]), "tenants.0.name"),
+        (config(tenants=[tenant(), tenant(name="b", api_keys=[5])]), "tenants.1.api_keys.0"),
+        (config(logging={"level": "loud"}), "logging.level"),
+    ],
+)
+def test_invalid_value_names_the_field_path(data: dict[str, Any], field: str) -> None:
+    message = config_error(data)
+    assert message.startswith("invalid configuration:")
+    assert f"  {field}: " in message
+
+
+@pytest.mark.parametrize("center", sorted(DATA_CENTERS))
+def test_data_center_presets_resolve_base_urls(center: str) -> None:
+    settings = settings_from_dict(config(tenants=[tenant(data_center=center)]), {})
+    assert settings.tenants[0].resolved_base_url == DATA_CENTERS[center]
+
+
+def test_all_documented_data_centers_exist() -> None:
+    assert set(DATA_CENTERS) == {"us", "eu", "jp", "sg", "au", "il", "kr", "cn", "trial"}
+    assert DATA_CENTERS["us"] == "https://www.workato.com"
+    assert DATA_CENTERS["eu"] == "https://app.eu.workato.com"
+
+
+def test_data_center_is_case_insensitive() -> None:
+    settings = settings_from_dict(config(tenants=[tenant(data_center="EU")]), {})
+    assert settings.tenants[0].resolved_base_url == "https://app.eu.workato.com"
+
+
+def test_unknown_data_center_is_refused() -> None:
+    message = config_error(config(tenants=[tenant(data_center="mars")]))
+    assert "tenants.0" in message
+    assert "data_center must be one of" in message
+
+
+def test_base_url_trailing_slash_is_dropped() -> None:
+    data = config(tenants=[tenant(data_center=None, base_url="http://localhost:9/")])
+    settings = settings_from_dict(data, {})
+    assert settings.tenants[0].resolved_base_url == "http://localhost:9"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"base_url": "https://x.example"}, {"data_center": None}],
+    ids=["both", "neither"],
+)
+def test_exactly_one_of_base_url_or_data_center(fields: dict[str, Any]) -> None:
+    message = config_error(config(tenants=[tenant(**fields)]))
+    assert "tenants.0" in message
+    assert "exactly one of base_url or data_center" in message
+
+
+def test_legacy_email_and_token_are_accepted() -> None:
+    data = config(tenants=[tenant(api_token=None, email="a@b.c", token="legacy-tok")])
+    (t,) = settings_from_dict(data, {}).tenants
+    assert t.auth_headers() == {"x-user-email": "a@b.c", "x-user-token": "legacy-tok"}
+
+
+def test_api_token_gives_a_bearer_header() -> None:
+    (t,) = settings_from_dict(config(tenants=[tenant()]), {}).tenants
+    assert t.auth_headers() == {"Authorization": "Bearer wrk-token"}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"email": "a@b.c", "token": "legacy-tok"},
+        {"api_token": None},
+        {"api_token": None, "email": "a@b.c"},
+        {"api_token": None, "token": "legacy-tok"},
+    ],
+    ids=["both", "none", "email-only", "token-only"],
+)
+def test_api_token_or_legacy_email_and_token(fields: dict[str, Any]) -> None:
+    message = config_error(config(tenants=[tenant(**fields)]))
+    assert "tenants.0" in message
+    assert "give api_token, or legacy email and token" in message
+
+
+def test_prod_requires_token_keys() -> None:
+    message = config_error({"tenants": [tenant()]})
+    assert "security.token_keys is required" in message
+
+
+def test_prod_is_the_default_env() -> None:
+    assert "security.token_keys is required" in config_error({})
+
+
+def test_dev_does_not_require_token_keys() -> None:
+    settings = settings_from_dict({"env": "dev", "tenants": [tenant()]}, {})
+    assert settings.security.token_keys == []
+
+
+@pytest.mark.parametrize(
+    ("key", "problem"),
+    [
+        ("not base64!!", "key must be base64"),
+        ("QUJD=extra", "key must be base64"),
+        (base64.b64encode(bytes(16)).decode(), "key must decode to 32 bytes"),
+        (base64.b64encode(bytes(33)).decode(), "key must decode to 32 bytes"),
+        ("", "key must decode to 32 bytes"),
+    ],
+)
+def test_bad_token_key_is_refused_without_echoing_it(key: str, problem: str) -> None:
+    message = config_error({"security": {"token_keys": [{"id": "k1", "key": key}]}})
+    assert "security.token_keys.0.key" in message
+    assert problem in message
+    if key:
+        assert key not in message
+
+
+def test_duplicate_tenant_names_are_refused() -> None:
+    message = config_error(config(tenants=[tenant(), tenant(api_token="other")]))
+    assert "tenant names must be unique" in message
+
+
+def test_api_key_shared_by_two_tenants_is_refused() -> None:
+    data = config(tenants=[tenant(api_keys=["shared"]), tenant(name="b", api_keys=["shared"])])
+    message = config_error(data)
+    assert "an API key may belong to one tenant only" in message
+    assert "shared" not in message.replace("an API key", "")
+
+
+def test_credential_id_is_stable_and_does_not_reveal_the_token() -> None:
+    a = settings_from_dict(config(tenants=[tenant(api_token="tok-a")]), {}).tenants[0]
+    again = settings_from_dict(config(tenants=[tenant(api_token="tok-a")]), {}).tenants[0]
+    b = settings_from_dict(config(tenants=[tenant(api_token="tok-b")]), {}).tenants[0]
+    assert a.credential_id == again.credential_id
+    assert a.credential_id != b.credential_id
+    assert "tok-a" not in a.credential_id
+
+
+# -- describe (check-config) -----------------------------------------------------------------
+
+SECRETS = [
+    "wrk-api-token-123",
+    "acme-key-1",
+    "acme-key-2",
+    "legacy-user-token-456",
+    "admin-token-789",
+    KEY_1,
+    KEY_2,
+]
+
+
+def test_describe_never_prints_a_secret(toml_file: Path) -> None:
+    text = describe(load_settings(toml_file, {}))
+    for secret in SECRETS:
+        assert secret not in text, secret
+    assert text.count('"**********"') == len(SECRETS)
+
+
+def test_describe_masks_secrets_resolved_from_env_and_file(tmp_path: Path) -> None:
+    secret_file = tmp_path / "token"
+    secret_file.write_text("token-from-file")
+    data = config(tenants=[tenant(api_token=f"file:{secret_file}", api_keys=["env:KEY"])])
+    text = describe(settings_from_dict(data, {"KEY": "key-from-env"}))
+    assert "token-from-file" not in text
+    assert "key-from-env" not in text
+    assert '"api_token": "**********"' in text
+
+
+def test_describe_says_what_the_gateway_will_do(toml_file: Path) -> None:
+    text = describe(load_settings(toml_file, {}))
+    assert text.startswith("configuration is valid.")
+    assert "listen on      http://0.0.0.0:8081 (env: prod)" in text
+    assert "token keys     k2, k1 (first one encrypts)" in text
+    assert "POST https://app.eu.workato.com/api/job/resume with api token, <= 30/min" in text
+    assert "2 API key(s)" in text
+    assert "with legacy email ops@example.com" in text
+
+
+def test_describe_in_dev_without_keys() -> None:
+    text = describe(Settings(env="dev"))
+    assert "none (dev: generated)" in text

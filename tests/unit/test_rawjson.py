@@ -1,0 +1,264 @@
+"""parse_object: json.loads' values, plus the exact bytes of every top-level member."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import pytest
+
+from gateway.errors import InvalidInput
+from gateway.ingest.rawjson import Member, parse_object
+
+
+def values(members: dict[str, Member]) -> dict[str, Any]:
+    return {name: m.value for name, m in members.items()}
+
+
+def test_values_and_raw_bytes_of_simple_members() -> None:
+    members = parse_object(b'{"a":1,"b":"x","c":null,"d":true,"e":[1,2],"f":{"g":1.5}}')
+    assert values(members) == {
+        "a": 1,
+        "b": "x",
+        "c": None,
+        "d": True,
+        "e": [1, 2],
+        "f": {"g": 1.5},
+    }
+    assert {n: m.raw for n, m in members.items()} == {
+        "a": b"1",
+        "b": b'"x"',
+        "c": b"null",
+        "d": b"true",
+        "e": b"[1,2]",
+        "f": b'{"g":1.5}',
+    }
+
+
+def test_empty_object() -> None:
+    assert parse_object(b"{}") == {}
+    assert parse_object(b" \n{ \t}\r\n") == {}
+
+
+def test_whitespace_around_members_is_not_part_of_raw() -> None:
+    body = b' \n{ "a" :\t[ 1 , 2 ]\n,\r\n"b"  :  {\n "c" : "d"\n}  }\n '
+    members = parse_object(body)
+    assert members["a"].raw == b"[ 1 , 2 ]"
+    assert members["b"].raw == b'{\n "c" : "d"\n}'
+    assert values(members) == {"a": [1, 2], "b": {"c": "d"}}
+
+
+def test_nested_objects_and_arrays_are_kept_verbatim() -> None:
+    data = b'{"deep": {"x": [ {"y": [[], {}, [ {"z": null} ]]}, 1e5 ], "w": {}}}'
+    members = parse_object(data)
+    assert members["deep"].raw == data[len(b'{"deep": ') : -1]
+    assert members["deep"].value == json.loads(data)["deep"]
+
+
+def test_strings_with_braces_quotes_and_escapes() -> None:
+    body = rb'{"s":"} { ] [ , : \" \\ \/ \n \u00e9 \ud83d\ude00","t}":"{\"k\":1}","u\"v":2}'
+    members = parse_object(body)
+    assert values(members) == json.loads(body)
+    assert members["s"].raw == rb'"} { ] [ , : \" \\ \/ \n \u00e9 \ud83d\ude00"'
+    assert members["t}"].raw == rb'"{\"k\":1}"'
+    assert members['u"v'].raw == b"2"
+
+
+def test_escaped_member_names_are_decoded() -> None:
+    members = parse_object(rb'{"\u0061\n":1}')
+    assert list(members) == ["a\n"]
+
+
+def test_numbers_keep_their_exact_spelling() -> None:
+    body = b'{"a":1.0000000000000001,"b":123456789012345678901234567890,"c":-0.0,"d":1E+2}'
+    members = parse_object(body)
+    assert members["a"].raw == b"1.0000000000000001"
+    assert members["b"].raw == b"123456789012345678901234567890"
+    assert members["b"].value == 123456789012345678901234567890
+    assert members["c"].raw == b"-0.0"
+    assert members["d"].raw == b"1E+2"
+
+
+def test_non_ascii_utf8_raw_bytes_are_kept() -> None:
+    body = '{"名前":"été 😀","k":"\\u00e9"}'.encode()
+    members = parse_object(body)
+    assert members["名前"].raw == '"été 😀"'.encode()
+    assert members["名前"].value == "été 😀"
+    assert members["k"].raw == b'"\\u00e9"'
+    assert members["k"].value == "é"
+
+
+def test_duplicate_keys_last_wins_like_json_loads() -> None:
+    body = b'{"a":1,"b":2,"a":{"x":3}}'
+    members = parse_object(body)
+    assert values(members) == json.loads(body)
+    assert list(members) == list(json.loads(body))
+    assert members["a"].raw == b'{"x":3}'
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[]", b'"x"', b"1", b"null", b"true", b"", b"   ", b'[{"a":1}]'],
+    ids=["array", "string", "number", "null", "true", "empty", "blank", "array-of-object"],
+)
+def test_not_an_object_is_invalid(body: bytes) -> None:
+    with pytest.raises(InvalidInput, match="not a JSON object"):
+        parse_object(body)
+
+
+@pytest.mark.parametrize("body", [b"{} x", b"{}{}", b'{"a":1},', b'{"a":1} []', b"{}\x00"])
+def test_trailing_garbage_is_invalid(body: bytes) -> None:
+    with pytest.raises(InvalidInput, match="not a JSON object"):
+        parse_object(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{", b'{"a', b'{"a"', b'{"a":', b'{"a":1', b'{"a":1,', b'{"a":[1,2', b'{"a":"x', b"{ "],
+)
+def test_truncated_input_is_invalid(body: bytes) -> None:
+    with pytest.raises(InvalidInput, match="not a JSON object"):
+        parse_object(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a":NaN}',
+        b'{"a":Infinity}',
+        b'{"a":-Infinity}',
+        b'{"a":[1,NaN]}',
+        b'{"a":{"b":Infinity}}',
+    ],
+)
+def test_nan_and_infinity_are_rejected(body: bytes) -> None:
+    with pytest.raises(InvalidInput, match="not valid JSON"):
+        parse_object(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"a":"\xff"}', b'{"\xc3":1}', b'{"a":"\xed\xa0\x80"}', b"\xef\xbb", b'{"a":"\xe9t\xe9"}'],
+)
+def test_invalid_utf8_is_rejected(body: bytes) -> None:
+    with pytest.raises(InvalidInput, match="not UTF-8"):
+        parse_object(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a":1,}',
+        b'{"a" 1}',
+        b'{"a":1 "b":2}',
+        b"{'a':1}",
+        b"{a:1}",
+        b'{"a":01}',
+        b'{"a":"tab\there"}',
+        b'{"a":tru}',
+        b'{,"a":1}',
+        b'\xef\xbb\xbf{"a":1}',
+    ],
+    ids=[
+        "trailing-comma",
+        "missing-colon",
+        "missing-comma",
+        "single-quotes",
+        "bare-name",
+        "leading-zero",
+        "control-char",
+        "bad-literal",
+        "leading-comma",
+        "bom",
+    ],
+)
+def test_malformed_json_is_invalid(body: bytes) -> None:
+    with pytest.raises(InvalidInput):
+        parse_object(body)
+
+
+def test_deeply_nested_input_is_invalid_not_a_crash() -> None:
+    depth = 100_000
+    body = b'{"a":' + b"[" * depth + b"]" * depth + b"}"
+    with pytest.raises(InvalidInput, match="not a JSON object"):
+        parse_object(body)
+
+
+def test_invalid_input_is_a_422() -> None:
+    with pytest.raises(InvalidInput) as info:
+        parse_object(b"[]")
+    assert info.value.status == 422
+
+
+# -- agreement with json.loads on generated objects ------------------------------------------
+
+ALPHABET = 'aZ09 _-"\\/{}[]:,\n\t\x01é日😀\u2028'
+
+
+def random_string(rng: random.Random) -> str:
+    return "".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 8)))
+
+
+def random_value(rng: random.Random, depth: int = 0) -> Any:
+    kinds = ["int", "float", "str", "bool", "null", "bigint"]
+    if depth < 3:
+        kinds += ["list", "dict"]
+    kind = rng.choice(kinds)
+    if kind == "int":
+        return rng.randint(-(10**6), 10**6)
+    if kind == "bigint":
+        return rng.randint(10**20, 10**40) * rng.choice([1, -1])
+    if kind == "float":
+        return rng.uniform(-1e6, 1e6) * rng.choice([1, 1e-12, 1e12])
+    if kind == "str":
+        return random_string(rng)
+    if kind == "bool":
+        return rng.random() < 0.5
+    if kind == "null":
+        return None
+    if kind == "list":
+        return [random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    return {random_string(rng): random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))}
+
+
+def random_ws(rng: random.Random) -> str:
+    return "".join(rng.choice(" \t\n\r") for _ in range(rng.choice([0, 0, 1, 3])))
+
+
+def render(value: Any, rng: random.Random) -> str:
+    """One member value in a randomly chosen but valid spelling."""
+    return json.dumps(
+        value,
+        ensure_ascii=rng.random() < 0.5,
+        indent=rng.choice([None, 0, 2, "\t"]),
+        separators=rng.choice([(",", ":"), (", ", ": "), (" ,", " : ")]),
+    )
+
+
+def spell_member(name: str, text: str, rng: random.Random) -> str:
+    ws = [random_ws(rng) for _ in range(4)]
+    return f"{ws[0]}{json.dumps(name)}{ws[1]}:{ws[2]}{text}{ws[3]}"
+
+
+def test_agrees_with_json_loads_and_slices_exact_member_bytes() -> None:
+    rng = random.Random(2024)
+    for _ in range(400):
+        names = [random_string(rng) for _ in range(rng.randint(0, 6))]
+        if names and rng.random() < 0.2:
+            names.append(rng.choice(names))  # a duplicate name
+        spelled = [(name, render(random_value(rng), rng)) for name in names]
+        parts = [spell_member(name, text, rng) for name, text in spelled]
+        body = (
+            random_ws(rng) + "{" + ",".join(parts) + random_ws(rng) + "}" + random_ws(rng)
+        ).encode()
+
+        members = parse_object(body)
+
+        expected = json.loads(body)
+        assert values(members) == expected
+        assert list(members) == list(expected)
+        last_spelling = dict(spelled)
+        assert {n: m.raw for n, m in members.items()} == {
+            n: t.encode() for n, t in last_spelling.items()
+        }
