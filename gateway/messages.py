@@ -60,6 +60,59 @@ class ResumeData(BaseModel):
     payload: Any
 
 
+class DeliveryStatus(BaseModel):
+    """The outbox row of a resolved wait (``pending → sending → delivered | dead | ...``)."""
+
+    id: int
+    state: Literal[
+        "pending", "sending", "delivered", "delivered_unconfirmed", "dead", "expired", "cancelled"
+    ]
+    attempts: int
+    next_attempt_at: datetime | None
+    reason: str | None
+    last_status: int | None
+    finished_at: datetime | None
+
+
+class EventRef(BaseModel):
+    id: str
+    source: str
+
+
+class WaitStatus(BaseModel):
+    """A wait as the API shows it: never the resume token."""
+
+    outcome: Literal["created", "repeat"] | None = None
+    key: str
+    state: Literal["open", "resolved", "cancelled", "expired"]
+    created_at: datetime
+    expires_at: datetime
+    resolved_at: datetime | None
+    job: JobRef | None
+    metadata: dict[str, Any] | None
+    event: EventRef | None
+    delivery: DeliveryStatus | None
+
+
+class EventAccepted(BaseModel):
+    """What happened to an event: matched, buffered (no wait yet), duplicate or late."""
+
+    outcome: Literal["matched", "buffered", "duplicate", "late"]
+    event_id: str
+    key: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document; extension members depend on ``type``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+
+
 PUBLISHED: dict[str, type[BaseModel]] = {
     "wait-registration": WaitRegistration,
     "completion-event": CompletionEvent,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from gateway.http.openapi import openapi_document
 from gateway.messages import PUBLISHED
 
 
@@ -18,6 +19,7 @@ def rendered() -> dict[str, str]:
             **model.model_json_schema(),
         }
         out[f"{name}.schema.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+    out["openapi.json"] = json.dumps(openapi_document(), indent=2, sort_keys=True) + "\n"
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.errors import StoreError
+from gateway.http.openapi import openapi_document
 from gateway.http.problems import problem
 from gateway.metrics import Metrics
 from gateway.store.base import Store
@@ -20,6 +21,7 @@ class Health:
             web.get("/healthz", self.healthz),
             web.get("/readyz", self.readyz),
             web.get("/metrics", self.metrics),
+            web.get("/openapi.json", self.openapi),
         ]
 
     async def healthz(self, _request: web.Request) -> web.Response:
@@ -37,6 +39,9 @@ class Health:
                 checks={"store": "down"},
             )
         return web.json_response({"status": "ready", "checks": {"store": "up"}})
+
+    async def openapi(self, _request: web.Request) -> web.Response:
+        return web.json_response(openapi_document())
 
     async def metrics(self, _request: web.Request) -> web.Response:
         for kind, states in (await self._store.counts()).items():

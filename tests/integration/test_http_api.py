@@ -146,3 +146,20 @@ async def test_data_is_kept_byte_exact(gw: RunningGateway) -> None:
     store = gw.gateway.store
     rows = await store._read(lambda c: c.execute("SELECT data FROM events").fetchall())  # type: ignore[attr-defined]
     assert rows == [(b'{"n": 1.0000000000000001, "s":"\\u00e9"}',)]
+
+
+async def test_answers_conform_to_the_openapi_models(gw: RunningGateway) -> None:
+    from gateway.http.openapi import openapi_document
+    from gateway.messages import EventAccepted, Problem, WaitStatus
+
+    assert await gw.get("/openapi.json") == (200, openapi_document())
+    _, created = await gw.post(
+        "/v1/waits", {"key": "k", "resume_token": "t", "job": {"recipe_id": 7, "job_id": "j-1"}}
+    )
+    assert WaitStatus.model_validate(created).job is not None
+    _, accepted = await gw.post("/v1/events", {"id": "1", "key": "k", "status": "succeeded"})
+    assert EventAccepted.model_validate(accepted).outcome == "matched"
+    _, waited = await gw.get("/v1/waits/k")
+    assert WaitStatus.model_validate(waited).delivery is not None
+    _, problem = await gw.post("/v1/waits", {"key": ""})
+    assert Problem.model_validate(problem).status == 422

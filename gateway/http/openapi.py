@@ -1,0 +1,137 @@
+"""The OpenAPI document, built from the same pydantic models that validate requests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from gateway import __version__
+from gateway.messages import (
+    CompletionEvent,
+    EventAccepted,
+    Problem,
+    WaitRegistration,
+    WaitStatus,
+)
+
+MODELS: list[type[BaseModel]] = [
+    WaitRegistration,
+    CompletionEvent,
+    WaitStatus,
+    EventAccepted,
+    Problem,
+]
+KEY_PARAM = {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def openapi_document() -> dict[str, Any]:
+    _, defs = models_json_schema(
+        [(m, "validation") for m in MODELS], ref_template="#/components/schemas/{model}"
+    )
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "resume-gateway", "version": __version__},
+        "components": {
+            "schemas": defs["$defs"],
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"apiKey": []}],
+        "paths": _paths(),
+    }
+
+
+def _paths() -> dict[str, Any]:
+    return {
+        "/v1/waits": {
+            "post": _op(
+                "Register a wait",
+                "WaitRegistration",
+                {
+                    "201": ("Registered", "WaitStatus"),
+                    "200": ("Identical repeat", "WaitStatus"),
+                    "409": ("The key is open with another token", "Problem"),
+                    "422": ("Invalid registration", "Problem"),
+                },
+            )
+        },
+        "/v1/waits/{key}": {
+            "parameters": [KEY_PARAM],
+            "get": _op(
+                "State of a wait",
+                None,
+                {"200": ("The wait", "WaitStatus"), "404": ("Unknown key", "Problem")},
+            ),
+            "delete": _op(
+                "Cancel a wait",
+                None,
+                {
+                    "200": ("Cancelled", "WaitStatus"),
+                    "404": ("Unknown key", "Problem"),
+                    "409": ("Already final or in flight", "Problem"),
+                },
+            ),
+        },
+        "/v1/events": {
+            "post": _op(
+                "Report completion",
+                "CompletionEvent",
+                {
+                    "202": ("Accepted: matched, buffered or late", "EventAccepted"),
+                    "200": ("Duplicate", "EventAccepted"),
+                    "413": ("Body over the cap", "Problem"),
+                    "422": ("Invalid event", "Problem"),
+                },
+            )
+        },
+        "/healthz": {
+            "get": {
+                "summary": "Liveness",
+                "security": [],
+                "responses": {"200": {"description": "Alive"}},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness (store)",
+                "security": [],
+                "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready"}},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "security": [],
+                "responses": {"200": {"description": "Metrics"}},
+            }
+        },
+    }
+
+
+def _op(summary: str, body: str | None, responses: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "responses": {
+            code: {"description": text, "content": {_media(model): {"schema": _ref(model)}}}
+            for code, (text, model) in responses.items()
+        },
+    }
+    op["responses"]["401"] = {
+        "description": "Missing or wrong API key",
+        "content": {_media("Problem"): {"schema": _ref("Problem")}},
+    }
+    if body:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(body)}},
+        }
+    return op
+
+
+def _ref(model: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model}"}
+
+
+def _media(model: str) -> str:
+    return "application/problem+json" if model == "Problem" else "application/json"
