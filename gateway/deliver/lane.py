@@ -22,6 +22,7 @@ from gateway.deliver.payload import body_size, resume_body, resume_data
 from gateway.deliver.retry import Backoff, settlement
 from gateway.deliver.workato import WorkatoClient
 from gateway.errors import SecretError
+from gateway.messages import JobRef
 from gateway.metrics import Metrics
 from gateway.security.tokens import TokenCipher
 from gateway.store.base import Store
@@ -133,7 +134,25 @@ class Lane:
         attempt = await self._client.resume(resume_body(token, data))
         self._deps.metrics.latency.labels(self.tenant.name).observe(time.perf_counter() - started)
         verdict = classify(attempt, claim.ambiguous, self._deps.clock())
+        if verdict.action is Action.UNCONFIRMED and claim.job_json:
+            verdict = await self._reconcile(claim, verdict)
         await self._settle(claim, verdict, attempt, await self._delay_for(verdict, claim))
+
+    async def _reconcile(self, claim: Claim, verdict: Verdict) -> Verdict:
+        """After an ambiguous attempt, a finished job proves the resume landed (DESIGN 6).
+
+        The Jobs API shares the resume endpoint's rate limit, so the lookup takes a window slot
+        or is skipped. A job still ``pending`` proves nothing (it may be running after resume).
+        """
+        now = self._deps.clock()
+        if self._window.available(now) == 0:
+            return verdict
+        self._window.record(now)
+        await self._deps.store.record_send(self.tenant.credential_id, now)
+        status = await self._client.job_status(JobRef.model_validate_json(claim.job_json or ""))
+        if status in ("succeeded", "failed"):
+            return Verdict(Action.DELIVERED, f"reconciled_job_{status}")
+        return verdict
 
     async def _delay_for(self, verdict: Verdict, claim: Claim) -> float:
         if verdict.action is Action.THROTTLED:

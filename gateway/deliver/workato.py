@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import aiohttp
 
 from gateway.config.settings import TenantSettings
 from gateway.deliver.classify import Attempt
+from gateway.messages import JobRef
 
 RESUME_PATH = "/api/job/resume"
 CONNECT_TIMEOUT_S = 5.0
@@ -16,7 +19,8 @@ class WorkatoClient:
 
     def __init__(self, session: aiohttp.ClientSession, tenant: TenantSettings, timeout_s: float):
         self._session = session
-        self._url = tenant.resolved_base_url + RESUME_PATH
+        self._base = tenant.resolved_base_url
+        self._url = self._base + RESUME_PATH
         self._headers = {**tenant.auth_headers(), "Content-Type": "application/json"}
         self._timeout = aiohttp.ClientTimeout(
             total=timeout_s, sock_connect=min(CONNECT_TIMEOUT_S, timeout_s)
@@ -38,3 +42,28 @@ class WorkatoClient:
             return Attempt(None, error="disconnected")
         except aiohttp.ClientError as exc:
             return Attempt(None, error=type(exc).__name__)
+
+    async def job_status(self, job: JobRef) -> str | None:
+        """The job's ``status`` from the Jobs API (seed 001, or the managed_users form of 000),
+        or None when it cannot be read."""
+        url = f"{self._base}{job_path(job)}"
+        try:
+            async with self._session.get(url, headers=self._headers, timeout=self._timeout) as resp:
+                if resp.status != 200:
+                    return None
+                body = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+        status = body.get("status") if isinstance(body, dict) else None
+        return status if isinstance(status, str) else None
+
+
+def job_path(job: JobRef) -> str:
+    """``/api/recipes/:recipe_id/jobs/:job_id``, under ``/api/managed_users/:id`` when embedded.
+
+    ``managed_user_id`` is numeric or ``E`` + an external id; it is URL-encoded here.
+    """
+    path = f"/recipes/{quote(str(job.recipe_id), safe='')}/jobs/{quote(job.job_id, safe='')}"
+    if job.managed_user_id:
+        return f"/api/managed_users/{quote(job.managed_user_id, safe='')}{path}"
+    return f"/api{path}"

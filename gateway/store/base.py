@@ -55,6 +55,9 @@ class Store(Protocol):
     async def next_due(self, tenant: str) -> float | None:
         """When the tenant's earliest pending delivery becomes due."""
 
+    async def record_send(self, credential: str, now: float) -> None:
+        """A request outside a claim (a Jobs API lookup) that took a slot of the rate window."""
+
     async def recent_sends(self, credential: str, since: float) -> list[float]:
         """Send times after ``since``: the rate window survives restarts."""
 

@@ -407,6 +407,11 @@ class SQLiteStore:
         row = await self._read(lambda conn: self._one(conn, "next_due", tenant=tenant))
         return None if row is None else row[0]
 
+    async def record_send(self, credential: str, now: float) -> None:
+        await self._write(
+            lambda conn: self._run(conn, "record_send", credential=credential, now=now)
+        )
+
     async def recent_sends(self, credential: str, since: float) -> list[float]:
         rows = await self._read(
             lambda conn: self._run(

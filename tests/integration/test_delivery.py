@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.sandbox.faults import FaultPlan, ScriptedFault
-from gateway.sandbox.workato_jobs import Job
+from gateway.sandbox.workato_jobs import Job, Owner
 from gateway.sandbox.workato_state import WorkatoSandbox
 from tests.conftest import WORKATO_TOKEN, RunningGateway, SettingsFactory
 
@@ -299,3 +299,33 @@ async def test_backlog_goes_earliest_deadline_first(
     await eventually(lambda: all(j.resume.count == 1 for j in jobs.values()), timeout_s=10)
     order = sorted(jobs, key=lambda t: jobs[t].resume.at or 0)
     assert order == [100, 200, 300]
+
+
+async def test_ambiguous_attempt_is_reconciled_through_the_jobs_api(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    workato.faults.set_plan(faults(ScriptedFault(kind="processed_then_error")))
+    gw = await start_gateway(make_settings())
+    job = workato.create_job(recipe_id=42)
+    ref = {"recipe_id": 42, "job_id": job.id}
+    await gw.post("/v1/waits", {"key": "k", "resume_token": job.resume.token, "job": ref})
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
+    delivery = await delivery_of(gw, "k", "delivered", "delivered_unconfirmed", "dead")
+    assert (delivery["state"], delivery["reason"]) == ("delivered", "reconciled_job_succeeded")
+    lookups = [r for r in workato.requests.entries() if r.method == "GET"]
+    assert [r.path for r in lookups] == [f"/api/recipes/42/jobs/{job.id}"]
+
+
+async def test_reconcile_uses_the_managed_users_form_for_embedded_jobs(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    workato.faults.set_plan(faults(ScriptedFault(kind="processed_then_error")))
+    gw = await start_gateway(make_settings())
+    job = workato.create_job(recipe_id=7, owner=Owner(managed_user_id=901, external_id="cust/9"))
+    ref = {"recipe_id": 7, "job_id": job.id, "managed_user_id": "Ecust/9"}
+    await gw.post("/v1/waits", {"key": "k", "resume_token": job.resume.token, "job": ref})
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
+    delivery = await delivery_of(gw, "k", "delivered", "delivered_unconfirmed", "dead")
+    assert (delivery["state"], delivery["reason"]) == ("delivered", "reconciled_job_succeeded")
+    (lookup,) = [r for r in workato.requests.entries() if r.method == "GET"]
+    assert lookup.status == 200
