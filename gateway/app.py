@@ -7,7 +7,6 @@ stop intake, finish or release in-flight work (bounded), close the store.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import structlog
 from aiohttp import web
@@ -86,11 +85,14 @@ class Gateway:
 
     async def run_until(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set or a supervised task dies (then raise its error)."""
-        while not stop.is_set():
-            if self.deliverer.failure is not None:
-                raise self.deliverer.failure
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=0.5)
+        waiters = [asyncio.create_task(e.wait()) for e in (stop, self.deliverer.failed)]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        if self.deliverer.failure is not None:
+            raise self.deliverer.failure
 
     async def __aenter__(self) -> Gateway:
         await self.start()

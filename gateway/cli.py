@@ -115,11 +115,9 @@ def _dev(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from gateway.store.sqlite import SQLiteStore
+    from gateway.store import open_store
 
-    settings = _settings(args.config)
-    store = SQLiteStore(settings.store.sqlite_path, synchronous=settings.store.sqlite_synchronous)
-    applied = asyncio.run(store.migrate())
+    applied = asyncio.run(open_store(_settings(args.config).store).migrate())
     print(f"applied migrations: {applied or 'none (up to date)'}")
     return 0
 

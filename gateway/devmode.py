@@ -32,8 +32,10 @@ def dev_token_key(data_dir: Path) -> str:
     path = data_dir / "dev-token.key"
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(base64.b64encode(generate_key()).decode())
-        path.chmod(0o600)
+        # created owner-only: writing first and chmod-ing after leaves the key readable a moment
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(base64.b64encode(generate_key()).decode())
     return path.read_text().strip()
 
 
@@ -67,16 +69,17 @@ async def run_dev(data_dir: Path, port: int, sandbox_port: int) -> None:
         settings = dev_settings(data_dir, port, server.url)
         configure_logging("console", "info", Redactor([DEV_API_KEY, DEV_WORKATO_TOKEN]))
         async with Gateway(settings) as gateway:
-            print(instructions(f"http://127.0.0.1:{gateway.port}", server.url), flush=True)
+            gateway_url = f"http://127.0.0.1:{gateway.port}"
+            print(instructions(gateway_url, server.url, data_dir), flush=True)
             await gateway.run_until(stop)
 
 
-def instructions(gateway_url: str, sandbox_url: str) -> str:
+def instructions(gateway_url: str, sandbox_url: str, data_dir: Path = Path(".data")) -> str:
     return f"""
 resume-gateway (dev) is running.
   gateway          {gateway_url}      (API key: {DEV_API_KEY})
   Workato sandbox  {sandbox_url}      (control API under /_sandbox/)
-  data             SQLite and the dev token key under ./.data
+  data             SQLite and the dev token key under {data_dir}
 
 Try it — paste these into another shell:
 

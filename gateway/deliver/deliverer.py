@@ -44,6 +44,9 @@ class Deliverer:
         self._session: aiohttp.ClientSession | None = None
         self._lanes: dict[str, Lane] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self.failed = asyncio.Event()
+        """Set when a lane or the sweeper died; the app then stops rather than limp on."""
+        self.failure: BaseException | None = None
 
     async def start(self) -> None:
         """Open the HTTP session, restore rate windows and pauses, start lanes and the sweeper."""
@@ -80,9 +83,7 @@ class Deliverer:
         exc = task.exception()
         log.critical("deliverer.task_died", task=task.get_name(), exc_info=exc)
         self.failure = exc
-
-    failure: BaseException | None = None
-    """Set when a lane or the sweeper died; the app watches it and stops."""
+        self.failed.set()
 
     def notify(self, tenant: str) -> None:
         lane = self._lanes.get(tenant)

@@ -77,7 +77,7 @@ class Lane:
             )
             claimed = await self._claim(now, room) if room > 0 else 0
             if claimed == 0 or claimed < room:
-                await self._sleep(self._idle_for(now, room))
+                await self._sleep(self._idle_for(now))
 
     async def drain(self, timeout_s: float) -> None:
         """Let in-flight requests finish; cancel what is left (its lease will expire)."""
@@ -106,7 +106,7 @@ class Lane:
         if not task.cancelled() and task.exception() is not None:
             log.error("delivery.crashed", tenant=self.tenant.name, exc_info=task.exception())
 
-    def _idle_for(self, now: float, room: int) -> float:
+    def _idle_for(self, now: float) -> float:
         if self._window.available(now) == 0:
             return max(0.0, self._window.next_free_at(now) - now)
         return self._deps.settings.poll_interval_s

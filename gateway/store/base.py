@@ -26,6 +26,9 @@ class Store(Protocol):
     async def open(self) -> None:
         """Connect and bring the schema to the current version."""
 
+    async def migrate(self) -> list[int]:
+        """Apply pending migrations without opening for work; the versions applied."""
+
     async def close(self) -> None:
         """Finish queued writes and disconnect; idempotent."""
 

@@ -8,6 +8,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
+from gateway.errors import StoreError
 from gateway.sandbox.faults import FaultPlan, ScriptedFault
 from gateway.sandbox.workato_jobs import Job, Owner
 from gateway.sandbox.workato_state import WorkatoSandbox
@@ -329,3 +332,12 @@ async def test_reconcile_uses_the_managed_users_form_for_embedded_jobs(
     assert (delivery["state"], delivery["reason"]) == ("delivered", "reconciled_job_succeeded")
     (lookup,) = [r for r in workato.requests.entries() if r.method == "GET"]
     assert lookup.status == 200
+
+
+async def test_a_dead_lane_stops_the_gateway_instead_of_limping(
+    make_settings: SettingsFactory, start_gateway: Start
+) -> None:
+    gw = await start_gateway(make_settings())
+    await gw.gateway.store.close()  # every claim now fails
+    with pytest.raises(StoreError):
+        await asyncio.wait_for(gw.gateway.run_until(asyncio.Event()), timeout=5)
