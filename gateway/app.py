@@ -61,7 +61,11 @@ class Gateway:
     async def start(self) -> None:
         await self.store.open()
         await self.deliverer.start()
-        self._runner = web.AppRunner(self.build_app(), access_log=None)
+        self._runner = web.AppRunner(
+            self.build_app(),
+            access_log=None,
+            shutdown_timeout=self.settings.server.shutdown_timeout_s,
+        )
         await self._runner.setup()
         server = self.settings.server
         self._site = web.TCPSite(self._runner, server.host, server.port, reuse_address=True)
@@ -79,7 +83,7 @@ class Gateway:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()  # stops accepting, lets in-flight HTTP requests finish
-        await self.deliverer.stop()
+        await self.deliverer.stop(self.settings.server.shutdown_timeout_s)
         await self.store.close()
         log.info("gateway.stopped")
 

@@ -81,6 +81,8 @@ class TenantSettings(_Section):
     rate_limit_per_minute: int = Field(default=DEFAULT_RATE_LIMIT_PER_MINUTE, ge=1)
     api_keys: list[Secret] = Field(default_factory=list)
     managed_user_id: str | None = None
+    """An embedded customer's id (numeric or ``E`` + external id) for Jobs API lookups of
+    waits whose job reference names none."""
     raw_mode: bool = False
     max_request_bytes: int = Field(default=DEFAULT_MAX_REQUEST_BYTES, gt=0)
 

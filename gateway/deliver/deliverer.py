@@ -90,15 +90,13 @@ class Deliverer:
         if lane is not None:
             lane.notify()
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float) -> None:
         """Stop claiming, let in-flight requests finish (bounded), then close the session."""
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.gather(
-            *(lane.drain(self._settings.request_timeout_s) for lane in self._lanes.values())
-        )
+        await asyncio.gather(*(lane.drain(timeout_s) for lane in self._lanes.values()))
         if self._session is not None:
             await self._session.close()
             self._session = None

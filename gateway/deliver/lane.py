@@ -149,7 +149,10 @@ class Lane:
             return verdict
         self._window.record(now)
         await self._deps.store.record_send(self.tenant.credential_id, now)
-        status = await self._client.job_status(JobRef.model_validate_json(claim.job_json or ""))
+        job = JobRef.model_validate_json(claim.job_json or "")
+        if job.managed_user_id is None and self.tenant.managed_user_id:
+            job = job.model_copy(update={"managed_user_id": self.tenant.managed_user_id})
+        status = await self._client.job_status(job)
         if status in ("succeeded", "failed"):
             return Verdict(Action.DELIVERED, f"reconciled_job_{status}")
         return verdict

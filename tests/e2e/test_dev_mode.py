@@ -1,0 +1,187 @@
+"""``resume-gateway dev`` as a newcomer meets it: the printed shell steps, pasted as printed, work.
+
+The steps are taken from the process's own output and run with ``bash``; the sandbox's job
+must end resumed exactly once with the data, and the gateway must show the delivery. A
+restart on the same data directory keeps the token key and the stored waits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.devmode import DEV_API_KEY
+from tests.e2e.conftest import Process, free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+
+STARTUP_TIMEOUT_S = 20.0
+SHELL_TIMEOUT_S = 20.0
+FIRST_STEP, LAST_LINE = "# 1.", "Stop with Ctrl-C."
+CHECK_STEP = "# 4."
+DATA_DIR = "dev-data"  # relative on purpose: ``dev`` runs in a scratch working directory
+
+
+class Dev:
+    """One ``dev`` process on fresh ports, started in the current working directory."""
+
+    def __init__(self, tmp: Path, processes: list[Process], name: str) -> None:
+        self.port, self.sandbox_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
+        args = ["dev", "--port", str(self.port), "--sandbox-port", str(self.sandbox_port)]
+        self.process = Process([*args, "--data-dir", DATA_DIR], tmp / f"{name}.log")
+        processes.append(self.process)
+        self.output = self._wait_for_instructions()
+
+    def _wait_for_instructions(self) -> str:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            output = self.process.log_path.read_text()
+            if LAST_LINE in output:
+                return output
+            if self.process.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"dev printed no instructions:\n{self.process.log_path.read_text()}")
+
+    def shell_steps(self) -> str:
+        """The copy-paste block exactly as printed, from step 1 up to the closing line."""
+        lines = self.output.splitlines()
+        start = next(i for i, line in enumerate(lines) if line.strip().startswith(FIRST_STEP))
+        end = next(i for i, line in enumerate(lines) if line.strip() == LAST_LINE)
+        return "\n".join(lines[start:end]) + "\n"
+
+    def call(self, method: str, url: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(url, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        if url.startswith(self.url):
+            request.add_header("Authorization", f"Bearer {DEV_API_KEY}")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.load(response)
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``dev`` writes relative to its working directory: give it a scratch one."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("RESUME_GATEWAY_"):
+            monkeypatch.delenv(name)
+    return tmp_path
+
+
+@pytest.fixture
+def shell_env() -> dict[str, str]:
+    """The shell a developer pastes into: curl on PATH, and this venv's python3 first."""
+    if shutil.which("curl") is None:
+        pytest.fail("curl is not on PATH: the dev-mode instructions are curl commands")
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return {**os.environ, "PATH": path}
+
+
+def bash(script: str, env: dict[str, str]) -> str:
+    result = subprocess.run(
+        ["bash", "-e", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=SHELL_TIMEOUT_S,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, f"the printed steps failed:\n{script}\n{result.stderr}"
+    return result.stdout
+
+
+def json_documents(text: str) -> list[Any]:
+    """The answers of consecutive ``curl -s`` calls, which print no newline between them."""
+    decoder, documents, at = json.JSONDecoder(), [], 0
+    while (at := _skip_space(text, at)) < len(text):
+        document, at = decoder.raw_decode(text, at)
+        documents.append(document)
+    return documents
+
+
+def _skip_space(text: str, at: int) -> int:
+    while at < len(text) and text[at].isspace():
+        at += 1
+    return at
+
+
+def settled_check(script: str, job_id: str, env: dict[str, str]) -> tuple[Any, Any]:
+    """Step 4 as printed, re-run until the resume has landed (delivery is asynchronous)."""
+    step = script[script.index(CHECK_STEP) :]
+    deadline = time.monotonic() + 10
+    while True:
+        job, wait = json_documents(bash(step, {**env, "JOB_ID": job_id}))
+        delivery = wait.get("delivery") or {}
+        if delivery.get("state") not in (None, "pending", "sending"):
+            return job, wait
+        assert time.monotonic() < deadline, f"not delivered in time: {wait}"
+        time.sleep(0.1)
+
+
+def test_printed_steps_resume_the_sandbox_job_once_and_a_restart_keeps_state(
+    in_tmp: Path, shell_env: dict[str, str], processes: list[Process]
+) -> None:
+    first = Dev(in_tmp, processes, "dev-1")
+    assert f"data             SQLite and the dev token key under {DATA_DIR}" in first.output
+    script = first.shell_steps()
+    assert "curl" in script
+    assert first.sandbox_url in script
+    assert first.url in script
+
+    registered, accepted, job, wait = json_documents(bash(script, shell_env))
+    if wait["delivery"] is None or wait["delivery"]["state"] != "delivered":
+        job, wait = settled_check(script, job["job_id"], shell_env)
+
+    assert (registered["outcome"], accepted["outcome"]) == ("created", "matched")
+    assert (job["status"], job["resume_count"]) == ("succeeded", 1)
+    assert job["resumed_data"]["payload"] == {"total": 42.5}
+    assert wait["state"] == "resolved"
+    assert wait["delivery"]["state"] == "delivered"
+    assert "resume_token" not in wait
+
+    # A wait left open across the restart: its token is sealed with the dev key on disk.
+    pending = first.call("POST", f"{first.sandbox_url}/_sandbox/jobs", {})
+    first.call(
+        "POST",
+        f"{first.url}/v1/waits",
+        {"key": "order-43", "resume_token": pending["resume_token"]},
+    )
+    key_file = in_tmp / DATA_DIR / "dev-token.key"
+    key_before = key_file.read_bytes()
+    assert first.process.terminate() == 0
+
+    second = Dev(in_tmp, processes, "dev-2")
+    assert key_file.read_bytes() == key_before, "the token key was regenerated"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    kept = second.call("GET", f"{second.url}/v1/waits/order-42")
+    assert (kept["state"], kept["delivery"]["state"]) == ("resolved", "delivered")
+    assert_old_token_still_decrypts(second)
+    assert second.process.terminate() == 0
+
+
+def assert_old_token_still_decrypts(dev: Dev) -> None:
+    """The new sandbox never issued the token, so it answers 404 "not found". A 404 proves
+    the gateway decrypted and sent it; a lost key would end as ``token_key_missing``."""
+    event = {"id": "evt-43", "key": "order-43", "status": "succeeded", "data": {}}
+    assert dev.call("POST", f"{dev.url}/v1/events", event)["outcome"] == "matched"
+    deadline = time.monotonic() + 10
+    while (wait := dev.call("GET", f"{dev.url}/v1/waits/order-43"))["delivery"]["state"] in (
+        "pending",
+        "sending",
+    ):
+        assert time.monotonic() < deadline, wait
+        time.sleep(0.1)
+    assert (wait["delivery"]["state"], wait["delivery"]["reason"]) == ("dead", "http_404")
