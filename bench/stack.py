@@ -22,6 +22,7 @@ from bench.procs import HOST, Server, Supervisor, free_port, wait_ready
 API_KEY = "bench-api-key-0123456789"
 WORKATO_TOKEN = "bench-workato-token"
 HIGH_RATE_PER_MINUTE = 1_000_000
+PRODUCTION_RATE_PER_MINUTE = 60
 SETUP_CONCURRENCY = 32
 
 
@@ -85,7 +86,7 @@ async def start_sandbox(procs: Supervisor) -> Sandbox:
     return Sandbox(server)
 
 
-def gateway_toml(port: int, db_path: Path, workato_url: str) -> str:
+def gateway_toml(port: int, db_path: Path, workato_url: str, rate_per_minute: int) -> str:
     """The bench's gateway configuration (see the module docstring for the choices)."""
     token_key = base64.b64encode(secrets.token_bytes(32)).decode()
     return f"""env = "prod"
@@ -112,14 +113,17 @@ name = "bench"
 base_url = {json.dumps(workato_url)}
 api_token = {json.dumps(WORKATO_TOKEN)}
 api_keys = [{json.dumps(API_KEY)}]
-rate_limit_per_minute = {HIGH_RATE_PER_MINUTE}
+rate_limit_per_minute = {rate_per_minute}
 """
 
 
-async def start_gateway(procs: Supervisor, workdir: Path, sandbox: Sandbox) -> Server:
+async def start_gateway(
+    procs: Supervisor, workdir: Path, sandbox: Sandbox, rate_per_minute: int = HIGH_RATE_PER_MINUTE
+) -> Server:
     port = free_port()
     config = workdir / f"gateway-{port}.toml"
-    config.write_text(gateway_toml(port, workdir / f"gateway-{port}.db", sandbox.server.url))
+    db_path = workdir / f"gateway-{port}.db"
+    config.write_text(gateway_toml(port, db_path, sandbox.server.url, rate_per_minute))
     server = procs.start("gateway", "gateway", ["run", "--config", str(config)], port)
     await wait_ready(server, "/healthz")
     return server

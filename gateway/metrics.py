@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
@@ -50,6 +52,10 @@ class Metrics:
         self.rows = Gauge(
             "gateway_rows", "Stored rows by kind and state.", ["kind", "state"], registry=r
         )
+
+    @functools.cache  # noqa: B019 - one Metrics per app, a handful of label sets; hot path
+    def event_counter(self, tenant: str, source: str, outcome: str) -> Counter:
+        return self.events.labels(tenant, source, outcome)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -105,7 +105,7 @@ class Ingest:
             buffer_ttl_s=self._settings.event_buffer_ttl_s,
         )
         result = await self._store.record_event(record, self._clock())
-        self._metrics.events.labels(tenant, source, result.outcome).inc()
+        self._metrics.event_counter(tenant, source, result.outcome).inc()
         log.info(
             "event.accepted",
             tenant=tenant,

@@ -1,9 +1,11 @@
-"""The SQLite store: one connection, one database thread, group commit.
+"""The SQLite store: group commit, with only the fsync off the event loop.
 
-Every write is a unit of work queued to a single writer; the writer runs all queued units in
-one transaction (each inside a savepoint, so one failure does not sink the rest) and commits
-once. Callers are answered only after that commit: durable before acknowledged, at thousands of
-acknowledgements per fsync.
+Every write is a unit of work queued to a single writer. The writer runs all queued units in
+one transaction on the event loop (they are short, indexed statements), then hands just the
+``COMMIT`` — the fsync — to a thread, while the next batch queues up. Callers are answered only
+after that commit: durable before acknowledged, at thousands of acknowledgements per fsync.
+Keeping the statements on the loop thread avoids handing the GIL back and forth per statement.
+Reads use a second connection, which in WAL mode sees the last commit and never waits.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class SQLiteStore:
         self._q = load_queries("sqlite")
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
         self._queue: list[tuple[Work, asyncio.Future[Any]]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -58,48 +61,44 @@ class SQLiteStore:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
-        await self._in_thread(self._connect)
-        await self._in_thread(self._migrate)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
+        self._conn = self._connect()
+        self._migrate()
+        self._reader = self._connect()
         self._writer = asyncio.create_task(self._write_loop(), name="sqlite-writer")
 
     async def close(self) -> None:
         if self._writer is None:
             return
-        writer, self._writer = self._writer, None
-        self._writer = writer
         await self._write(lambda conn: None)  # FIFO: everything queued before it is committed
-        self._writer = None
+        writer, self._writer = self._writer, None
         writer.cancel()
         await asyncio.gather(writer, return_exceptions=True)
-        await self._in_thread(self._disconnect)
+        for conn in (self._conn, self._reader):
+            if conn is not None:
+                conn.close()
+        self._conn = self._reader = None
         assert self._executor is not None
         self._executor.shutdown(wait=True)
 
     async def migrate(self) -> list[int]:
         """Apply pending migrations and return the versions applied (for the CLI)."""
-        self._executor = self._executor or ThreadPoolExecutor(1, thread_name_prefix="sqlite")
-        await self._in_thread(self._connect)
+        self._conn = self._connect()
         try:
-            return await self._in_thread(self._migrate)
+            return self._migrate()
         finally:
-            await self._in_thread(self._disconnect)
+            self._conn.close()
+            self._conn = None
 
-    def _connect(self) -> None:
-        if self._conn is not None:
-            return
+    def _connect(self) -> sqlite3.Connection:
         Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        # check_same_thread=False: COMMIT runs in the commit thread, never concurrently.
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=5000")
-        self._conn = conn
-
-    def _disconnect(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        return conn
 
     def _migrate(self) -> list[int]:
         conn = self._connection()
@@ -130,17 +129,13 @@ class SQLiteStore:
             raise StoreError("the store is not open")
         return self._conn
 
-    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._executor is None:
+    async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._reader is None:
             raise StoreError("the store is not open")
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, fn, *args)
+            return work(self._reader)
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite: {exc}") from exc
-
-    async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._in_thread(lambda: work(self._connection()))
 
     async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         if self._writer is None:
@@ -157,22 +152,33 @@ class SQLiteStore:
             while self._queue:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
                 try:
-                    results = await self._in_thread(self._commit, [w for w, _ in batch])
-                except StoreError as exc:
-                    results = [exc] * len(batch)
+                    results = self._execute([work for work, _ in batch])
+                    await self._commit()
+                except sqlite3.Error as exc:
+                    results = [StoreError(f"sqlite: {exc}")] * len(batch)
                 for (_, future), result in zip(batch, results, strict=True):
                     _settle_future(future, result)
 
-    def _commit(self, batch: list[Work]) -> list[Any]:
+    def _execute(self, batch: list[Work]) -> list[Any]:
+        """Run a batch in one open transaction. Units run bare; only if one raises is the batch
+        replayed with a savepoint per unit, so one failure does not sink the others."""
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
-        results = [self._unit(conn, work) for work in batch]
         try:
-            conn.execute("COMMIT")
+            return [work(conn) for work in batch]
+        except Exception:
+            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            return [self._unit(conn, work) for work in batch]
+
+    async def _commit(self) -> None:
+        conn = self._connection()
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, conn.execute, "COMMIT")
         except sqlite3.Error:
             conn.execute("ROLLBACK")
             raise
-        return results
 
     @staticmethod
     def _unit(conn: sqlite3.Connection, work: Work) -> Any:
@@ -242,11 +248,17 @@ class SQLiteStore:
         event_row: int,
         now: float,
     ) -> int:
-        """Resolve the wait with the event and write the outbox row, all or nothing."""
+        """Take a buffered event for a newly registered wait; its siblings become late."""
         self._run(conn, "match_event", wait_id=wait_id, event_row=event_row)
-        if self._run(conn, "resolve_wait", wait_id=wait_id, now=now).rowcount != 1:
-            raise StoreError(f"wait {wait_id} was not open")  # rolls back the unit
         self._run(conn, "orphan_buffered", tenant=tenant, key=key)
+        return self._resolve(conn, tenant, wait_id, event_row, now)
+
+    def _resolve(
+        self, conn: sqlite3.Connection, tenant: str, wait_id: int, event_row: int, now: float
+    ) -> int:
+        """Resolve the wait and write its outbox row, all or nothing."""
+        if self._run(conn, "resolve_wait", wait_id=wait_id, now=now).rowcount != 1:
+            raise StoreError(f"wait {wait_id} was not open")  # rolls the unit back
         cursor = self._run(
             conn, "insert_delivery", tenant=tenant, wait_id=wait_id, event_row=event_row, now=now
         )
@@ -297,30 +309,17 @@ class SQLiteStore:
         return await self._write(lambda conn: self._record(conn, event, now))
 
     def _record(self, conn: sqlite3.Connection, event: NewEvent, now: float) -> Acceptance:
-        dup = self._one(
-            conn, "event_exists", tenant=event.tenant, source=event.source, event_id=event.event_id
-        )
-        if dup is not None:
-            self._run(conn, "count_duplicate", id=dup[0])
-            return Acceptance("duplicate")
-        wait = self._one(conn, "open_wait_by_key", tenant=event.tenant, key=event.key)
-        if wait is not None and wait[1] > now:
-            row = self._insert_event(conn, event, "matched", None, now)
-            return Acceptance(
-                "matched", self._match(conn, event.tenant, event.key, wait[0], row, now)
-            )
-        if self._one(conn, "latest_wait_state", tenant=event.tenant, key=event.key) is not None:
-            self._insert_event(conn, event, "late", None, now)
-            return Acceptance("late")
-        self._insert_event(conn, event, "buffered", now + event.buffer_ttl_s, now)
-        return Acceptance("buffered")
-
-    def _insert_event(
-        self, conn: sqlite3.Connection, event: NewEvent, state: str, until: float | None, now: float
-    ) -> int:
-        cursor = self._run(
+        # Only the latest wait of a key can be open: a key is registered again only once closed.
+        wait = self._one(conn, "latest_wait", tenant=event.tenant, key=event.key)
+        if wait is None:
+            state, wait_id, until = "buffered", None, now + event.buffer_ttl_s
+        elif wait[1] == "open" and wait[2] > now:
+            state, wait_id, until = "matched", wait[0], None
+        else:
+            state, wait_id, until = "late", None, None
+        row, duplicates = self._one(
             conn,
-            "insert_event",
+            "upsert_event",
             tenant=event.tenant,
             source=event.source,
             event_id=event.event_id,
@@ -328,11 +327,16 @@ class SQLiteStore:
             status=event.status,
             data=event.data,
             state=state,
+            wait_id=wait_id,
             now=now,
             occurred_at=event.occurred_at,
             buffer_until=until,
         )
-        return int(cursor.lastrowid or 0)
+        if duplicates:
+            return Acceptance("duplicate")
+        if wait_id is None:
+            return Acceptance("buffered" if until else "late")
+        return Acceptance("matched", self._resolve(conn, event.tenant, wait_id, row, now))
 
     # -- deliveries ------------------------------------------------------------------------
 

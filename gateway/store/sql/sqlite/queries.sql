@@ -6,8 +6,9 @@ SELECT id, key FROM waits WHERE tenant = :tenant AND token_digest = :token_diges
 -- name: open_wait_by_key
 SELECT id, expires_at FROM waits WHERE tenant = :tenant AND key = :key AND state = 'open';
 
--- name: latest_wait_state
-SELECT state FROM waits WHERE tenant = :tenant AND key = :key ORDER BY id DESC LIMIT 1;
+-- name: latest_wait
+SELECT id, state, expires_at FROM waits WHERE tenant = :tenant AND key = :key
+ORDER BY id DESC LIMIT 1;
 
 -- name: insert_wait
 INSERT INTO waits (tenant, key, token_digest, token_key_id, token_blob, state, created_at,
@@ -20,17 +21,14 @@ SELECT id FROM events
 WHERE tenant = :tenant AND key = :key AND state = 'buffered' AND buffer_until >= :now
 ORDER BY id LIMIT 1;
 
--- name: event_exists
-SELECT id FROM events WHERE tenant = :tenant AND source = :source AND event_id = :event_id;
-
--- name: count_duplicate
-UPDATE events SET duplicates = duplicates + 1 WHERE id = :id;
-
--- name: insert_event
-INSERT INTO events (tenant, source, event_id, key, status, data, state, received_at,
+-- name: upsert_event
+-- A repeated (tenant, source, event_id) only counts the duplicate; RETURNING tells which.
+INSERT INTO events (tenant, source, event_id, key, status, data, state, wait_id, received_at,
                     occurred_at, buffer_until)
-VALUES (:tenant, :source, :event_id, :key, :status, :data, :state, :now,
-        :occurred_at, :buffer_until);
+VALUES (:tenant, :source, :event_id, :key, :status, :data, :state, :wait_id, :now,
+        :occurred_at, :buffer_until)
+ON CONFLICT (tenant, source, event_id) DO UPDATE SET duplicates = duplicates + 1
+RETURNING id, duplicates;
 
 -- name: match_event
 UPDATE events SET state = 'matched', wait_id = :wait_id WHERE id = :event_row;
