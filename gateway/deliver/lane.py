@@ -68,16 +68,20 @@ class Lane:
         while True:
             now = self._deps.clock()
             if self.paused_until > now:
-                await self._sleep(self.paused_until - now)
+                await asyncio.sleep(self.paused_until - now)
                 continue
             self._deps.metrics.paused.labels(self.tenant.name).set(0)
+            if self._window.available(now) == 0:
+                # Nothing may leave before a slot frees: new work need not wake us.
+                await asyncio.sleep(self._window.next_free_at(now) - now)
+                continue
             room = min(
                 self._window.available(now),
                 self._deps.settings.max_in_flight - len(self._in_flight),
             )
             claimed = await self._claim(now, room) if room > 0 else 0
-            if claimed == 0 or claimed < room:
-                await self._sleep(self._idle_for(now))
+            if claimed < room or room == 0:
+                await self._sleep(self._deps.settings.poll_interval_s)
 
     async def drain(self, timeout_s: float) -> None:
         """Let in-flight requests finish; cancel what is left (its lease will expire)."""
@@ -92,8 +96,8 @@ class Lane:
         claims = await d.store.claim(
             self.tenant.name, self.tenant.credential_id, now, room, d.settings.lease_s, d.owner
         )
-        if claims:
-            self._window.record(now, len(claims))
+        if claims:  # the requests leave now, after the claim's commit
+            self._window.record(self._deps.clock(), len(claims))
         for claim in claims:
             task = asyncio.create_task(self._deliver(claim), name=f"deliver-{claim.delivery_id}")
             self._in_flight.add(task)
@@ -105,11 +109,6 @@ class Lane:
         self._wake.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("delivery.crashed", tenant=self.tenant.name, exc_info=task.exception())
-
-    def _idle_for(self, now: float) -> float:
-        if self._window.available(now) == 0:
-            return max(0.0, self._window.next_free_at(now) - now)
-        return self._deps.settings.poll_interval_s
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

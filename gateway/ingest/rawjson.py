@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from gateway.errors import InvalidInput
 
@@ -22,11 +21,12 @@ def _reject_constant(name: str) -> Any:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_WS_MATCH = _WS.match
+_scan_once: Any = _DECODER.scan_once  # type: ignore[attr-defined]
 _scanstring: Any = json.decoder.scanstring  # type: ignore[attr-defined]  # C-accelerated
 
 
-@dataclass(frozen=True, slots=True)
-class Member:
+class Member(NamedTuple):
     value: Any
     raw: bytes
 
@@ -43,30 +43,38 @@ def parse_object(body: bytes) -> dict[str, Member]:
 
 
 def _members(text: str) -> dict[str, Member]:
-    pos = _skip(text, 0)
+    # Hot path of every event: local names and the C scanner called directly.
+    skip, scan_value, scan_name = _skip, _scan_value, _scanstring
+    pos = skip(text, 0)
     if text[pos : pos + 1] != "{":
         raise ValueError("expected '{'")
-    pos = _skip(text, pos + 1)
+    pos = skip(text, pos + 1)
     members: dict[str, Member] = {}
     if text[pos] == "}":
         return _end(text, pos + 1, members)
     while True:
         if text[pos] != '"':
             raise ValueError(f"expected a member name at {pos}")
-        name, pos = _scanstring(text, pos + 1)
-        pos = _expect(text, _skip(text, pos), ":")
-        start = _skip(text, pos)
-        value, pos = _DECODER.raw_decode(text, start)
+        name, pos = scan_name(text, pos + 1)
+        pos = _expect(text, skip(text, pos), ":")
+        start = skip(text, pos)
+        value, pos = scan_value(text, start)
         members[name] = Member(value, text[start:pos].encode("utf-8"))
-        pos = _skip(text, pos)
+        pos = skip(text, pos)
         if text[pos] == "}":
             return _end(text, pos + 1, members)
-        pos = _skip(text, _expect(text, pos, ","))
+        pos = skip(text, _expect(text, pos, ","))
+
+
+def _scan_value(text: str, pos: int) -> tuple[Any, int]:
+    try:
+        return _scan_once(text, pos)  # type: ignore[no-any-return]
+    except StopIteration as exc:
+        raise ValueError(f"expected a value at {exc.value}") from None
 
 
 def _skip(text: str, pos: int) -> int:
-    match = _WS.match(text, pos)
-    return match.end() if match else pos
+    return _WS_MATCH(text, pos).end()  # type: ignore[union-attr]  # [ \t\n\r]* always matches
 
 
 def _expect(text: str, pos: int, char: str) -> int:
