@@ -7,10 +7,14 @@ import binascii
 import hashlib
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from gateway.config.base import Section as _Section
+from gateway.config.connections import ConnectionSettings
+from gateway.config.kafka import KafkaSettings
 from gateway.config.presets import DATA_CENTERS
 from gateway.config.secrets import Secret
+from gateway.config.sources import SourceSettings
 
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -18,10 +22,6 @@ DEFAULT_MAX_REQUEST_BYTES = 50_000_000
 DEFAULT_RATE_LIMIT_PER_MINUTE = 60
 MAX_WAIT_S = 60 * 24 * 3600  # Workato keeps a suspended job at most 60 days
 DEFAULT_EVENT_BUFFER_TTL_S = 24 * 3600
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ServerSettings(_Section):
@@ -155,6 +155,9 @@ class Settings(_Section):
     ingest: IngestSettings = IngestSettings()
     delivery: DeliverySettings = DeliverySettings()
     tenants: list[TenantSettings] = Field(default_factory=list)
+    kafka: KafkaSettings = KafkaSettings()
+    sources: list[SourceSettings] = Field(default_factory=list)
+    connections: list[ConnectionSettings] = Field(default_factory=list)
     security: SecuritySettings = SecuritySettings()
     logging: LoggingSettings = LoggingSettings()
 
@@ -166,6 +169,14 @@ class Settings(_Section):
         keys = [k.get_secret_value() for t in self.tenants for k in t.api_keys]
         if len(keys) != len(set(keys)):
             raise ValueError("an API key may belong to one tenant only")
+        tenant_names = set(names)
+        for kind, items in (("sources", self.sources), ("connections", self.connections)):
+            item_names = [item.name for item in items]
+            if len(item_names) != len(set(item_names)):
+                raise ValueError(f"{kind} names must be unique")
+        for source in self.sources:
+            if source.tenant not in tenant_names:
+                raise ValueError(f"source {source.name!r} names unknown tenant {source.tenant!r}")
         if self.env != "dev" and not self.security.token_keys:
             raise ValueError(
                 "security.token_keys is required outside dev (resume tokens are encrypted)"

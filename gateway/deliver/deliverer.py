@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import random
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -20,6 +20,7 @@ from gateway.deliver.workato import WorkatoClient
 from gateway.metrics import Metrics
 from gateway.security.tokens import TokenCipher
 from gateway.store.base import Store
+from gateway.store.records import Outcome
 
 log = structlog.get_logger(__name__)
 
@@ -35,12 +36,15 @@ class Deliverer:
         settings: DeliverySettings,
         clock: Clock,
         metrics: Metrics,
+        on_outcome: Callable[[Outcome], None] | None = None,
     ) -> None:
         self._store = store
         self._tenants = tenants
         self._settings = settings
         owner = f"gw-{uuid.uuid4().hex[:12]}"
-        self._deps = LaneDeps(store, cipher, clock, metrics, settings, owner, random.Random())
+        self._deps = LaneDeps(
+            store, cipher, clock, metrics, settings, owner, random.Random(), on_outcome
+        )
         self._session: aiohttp.ClientSession | None = None
         self._lanes: dict[str, Lane] = {}
         self._tasks: list[asyncio.Task[None]] = []

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -26,7 +27,7 @@ from gateway.messages import JobRef
 from gateway.metrics import Metrics
 from gateway.security.tokens import TokenCipher
 from gateway.store.base import Store
-from gateway.store.records import Claim, Pause, Settlement
+from gateway.store.records import Claim, Outcome, Pause, Settlement
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +43,8 @@ class LaneDeps:
     settings: DeliverySettings
     owner: str
     rng: random.Random
+    on_outcome: Callable[[Outcome], None] | None = None
+    """Told of every finished delivery (e.g. to publish it to ``resume.outcomes``)."""
 
 
 class Lane:
@@ -185,6 +188,8 @@ class Lane:
         result = settlement(verdict, claim, attempt.status, now, delay)
         kept = await self._deps.store.settle(claim, self._deps.owner, result, now)
         self._record(claim, verdict, result, kept)
+        if kept and result.state != "pending" and self._deps.on_outcome is not None:
+            self._deps.on_outcome(_outcome(claim, result, now))
 
     def _record(self, claim: Claim, verdict: Verdict, result: Settlement, kept: bool) -> None:
         m = self._deps.metrics
@@ -202,3 +207,20 @@ class Lane:
             state=result.state,
             lease_kept=kept,
         )
+
+
+def _outcome(claim: Claim, result: Settlement, now: float) -> Outcome:
+    attempts = claim.attempt - (1 if result.refund_attempt else 0)
+    return Outcome(
+        tenant=claim.tenant,
+        key=claim.key,
+        delivery_id=claim.delivery_id,
+        event_id=claim.event_id,
+        source=claim.source,
+        state=result.state,
+        reason=result.reason,
+        attempts=attempts,
+        last_status=result.last_status,
+        received_at=claim.received_at,
+        finished_at=now,
+    )

@@ -53,7 +53,14 @@ class Ingest:
 
     async def register(self, tenant: str, reg: WaitRegistration) -> Registration:
         now = self._clock()
-        wait = NewWait(
+        wait = self.prepare_wait(tenant, reg, now)
+        result = await self._store.register_wait(wait, now)
+        self._registered(wait, result)
+        return result
+
+    def prepare_wait(self, tenant: str, reg: WaitRegistration, now: float) -> NewWait:
+        """A validated registration as a store record, its token sealed."""
+        return NewWait(
             tenant=tenant,
             key=reg.key,
             token_digest=token_digest(reg.resume_token),
@@ -62,19 +69,19 @@ class Ingest:
             job_json=reg.job.model_dump_json() if reg.job else None,
             metadata_json=json.dumps(reg.metadata, ensure_ascii=False) if reg.metadata else None,
         )
-        result = await self._store.register_wait(wait, now)
-        self._metrics.waits.labels(tenant, result.outcome).inc()
+
+    def _registered(self, wait: NewWait, result: Registration) -> None:
+        self._metrics.waits.labels(wait.tenant, result.outcome).inc()
         log.info(
             "wait.registered",
-            tenant=tenant,
-            key=reg.key,
+            tenant=wait.tenant,
+            key=wait.key,
             outcome=result.outcome,
             matched=result.matched,
             conflict=result.conflict,
         )
         if result.matched:
-            self._on_match(tenant)
-        return result
+            self._on_match(wait.tenant)
 
     def _expires_at(self, reg: WaitRegistration, now: float) -> float:
         """Workato drops a suspended job after 60 days: the deadline never goes past that."""
@@ -92,9 +99,18 @@ class Ingest:
         self, tenant: str, source: str, event: CompletionEvent, data: bytes
     ) -> Acceptance:
         """Persist an event whose ``data`` member is given as its exact JSON bytes."""
+        record = self.prepare_event(tenant, source, event, data)
+        result = await self._store.record_event(record, self._clock())
+        self._accepted(record, result)
+        return result
+
+    def prepare_event(
+        self, tenant: str, source: str, event: CompletionEvent, data: bytes
+    ) -> NewEvent:
+        """A validated event as a store record; InvalidInput if the tenant cannot take it."""
         if tenant in self._raw_mode_tenants and not data.startswith(b"{"):
             raise InvalidInput("data must be a JSON object for a raw-mode tenant", field="data")
-        record = NewEvent(
+        return NewEvent(
             tenant=tenant,
             source=source,
             event_id=event.id,
@@ -104,19 +120,30 @@ class Ingest:
             occurred_at=event.occurred_at.timestamp() if event.occurred_at else None,
             buffer_ttl_s=self._settings.event_buffer_ttl_s,
         )
-        result = await self._store.record_event(record, self._clock())
-        self._metrics.event_counter(tenant, source, result.outcome).inc()
+
+    async def ingest_batch(
+        self, waits: list[NewWait], events: list[NewEvent]
+    ) -> tuple[list[Registration], list[Acceptance]]:
+        """Prepared registrations and events in one transaction (a consumer's fetched batch)."""
+        registered, accepted = await self._store.ingest_batch(waits, events, self._clock())
+        for wait, registration in zip(waits, registered, strict=True):
+            self._registered(wait, registration)
+        for event, acceptance in zip(events, accepted, strict=True):
+            self._accepted(event, acceptance)
+        return registered, accepted
+
+    def _accepted(self, event: NewEvent, result: Acceptance) -> None:
+        self._metrics.event_counter(event.tenant, event.source, result.outcome).inc()
         log.info(
             "event.accepted",
-            tenant=tenant,
-            source=source,
+            tenant=event.tenant,
+            source=event.source,
             key=event.key,
-            event_id=event.id,
+            event_id=event.event_id,
             outcome=result.outcome,
         )
         if result.outcome == "matched":
-            self._on_match(tenant)
-        return result
+            self._on_match(event.tenant)
 
     async def wait(self, tenant: str, key: str) -> WaitView | None:
         return await self._store.get_wait(tenant, key)

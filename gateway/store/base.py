@@ -41,6 +41,12 @@ class Store(Protocol):
     async def record_event(self, event: NewEvent, now: float) -> Acceptance:
         """Persist an event and match it with the open wait for its key, or buffer it."""
 
+    async def ingest_batch(
+        self, waits: list[NewWait], events: list[NewEvent], now: float
+    ) -> tuple[list[Registration], list[Acceptance]]:
+        """Registrations, then events, in one transaction: a consumer commits its offsets
+        only after this returns (DESIGN 5.2)."""
+
     async def get_wait(self, tenant: str, key: str) -> WaitView | None:
         """The most recent wait registered under ``key``."""
 

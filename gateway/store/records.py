@@ -130,3 +130,20 @@ class Sweep:
     expired_deliveries: int
     expired_waits: int
     unmatched_events: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A finished delivery, as reported to outcome listeners (never the token)."""
+
+    tenant: str
+    key: str
+    delivery_id: int
+    event_id: str
+    source: str
+    state: str
+    reason: str | None
+    attempts: int
+    last_status: int | None
+    received_at: float
+    finished_at: float

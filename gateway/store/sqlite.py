@@ -264,6 +264,15 @@ class SQLiteStore:
         )
         return int(cursor.lastrowid or 0)
 
+    async def ingest_batch(
+        self, waits: list[NewWait], events: list[NewEvent], now: float
+    ) -> tuple[list[Registration], list[Acceptance]]:
+        def unit(conn: sqlite3.Connection) -> tuple[list[Registration], list[Acceptance]]:
+            registered = [self._register(conn, wait, now) for wait in waits]
+            return registered, [self._record(conn, event, now) for event in events]
+
+        return await self._write(unit)
+
     async def get_wait(self, tenant: str, key: str) -> WaitView | None:
         return await self._read(lambda conn: self._view(conn, tenant, key))
 
