@@ -43,6 +43,13 @@ HEADLINES = (
         "-",
     ),
     Row(
+        "kafka events/s consumed+persisted+correlated (vs raw aiokafka)",
+        "kafka_events_per_s",
+        "kafka_baseline_events_per_s",
+        "kafka_ratio",
+        ">= 0.5",
+    ),
+    Row(
         "latency p50 ms (vs forwarder)",
         "latency_p50_ms",
         "latency_forwarder_p50_ms",

@@ -1,7 +1,8 @@
-"""``python -m bench``: run both scenarios, print the table, write the JSON file.
+"""``python -m bench``: run the scenarios, print the table, write the JSON file.
 
-The full run takes about two to three minutes; ``--quick`` is a ~30 s smoke run with shorter
-windows and fewer waits (its figures are noisier, not different in kind).
+The full run takes about three minutes; ``--quick`` is a ~45 s smoke run with shorter
+windows, fewer waits and fewer Kafka events (its figures are noisier, not different in kind).
+``--only NAME`` (repeatable) runs some of the scenarios: ``ingest``, ``latency``, ``kafka``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.ingest import IngestPlan, run_ingest
+from bench.kafka import KafkaPlan, run_kafka
 from bench.latency import LatencyPlan, run_latency
 from bench.messages import EVENT_BYTES
 from bench.report import Figures, table, write_json
@@ -31,23 +33,39 @@ CONCURRENCY = 64
 class Plan:
     ingest: IngestPlan
     latency: LatencyPlan
+    kafka: KafkaPlan
 
 
-FULL = Plan(IngestPlan(CONCURRENCY, 2.0, 15.0, 2.0, 20.0), LatencyPlan(300, 100.0))
-QUICK = Plan(IngestPlan(CONCURRENCY, 1.0, 4.0, 1.0, 5.0), LatencyPlan(100, 100.0))
+FULL = Plan(
+    IngestPlan(CONCURRENCY, 2.0, 15.0, 2.0, 20.0),
+    LatencyPlan(300, 100.0),
+    KafkaPlan(100_000, 120.0),
+)
+QUICK = Plan(
+    IngestPlan(CONCURRENCY, 1.0, 4.0, 1.0, 5.0), LatencyPlan(100, 100.0), KafkaPlan(20_000, 60.0)
+)
+SCENARIOS = ("ingest", "latency", "kafka")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a ~30 s smoke run")
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="JSON file to write")
+    parser.add_argument(
+        "--only", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)"
+    )
     return parser
 
 
-async def run(plan: Plan, workdir: Path) -> dict[str, float]:
+async def run(plan: Plan, workdir: Path, only: Sequence[str] = SCENARIOS) -> dict[str, float]:
     _cancel_on_sigterm()
-    figures = await run_ingest(plan.ingest, workdir)
-    figures.update(await run_latency(plan.latency, workdir))
+    figures: dict[str, float] = {}
+    if "ingest" in only:
+        figures.update(await run_ingest(plan.ingest, workdir))
+    if "latency" in only:
+        figures.update(await run_latency(plan.latency, workdir))
+    if "kafka" in only:
+        figures.update(await run_kafka(plan.kafka, workdir))
     return figures
 
 
@@ -72,6 +90,7 @@ def metadata(plan: Plan, quick: bool, started: float) -> dict[str, float | int |
         "meta_event_bytes_approx": EVENT_BYTES,
         "meta_latency_events": plan.latency.waits,
         "meta_latency_rate_per_s": plan.latency.rate_per_s,
+        "meta_kafka_events": plan.kafka.events,
     }
 
 
@@ -81,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="resume-gateway-bench-") as tmp:
         try:
-            measured = asyncio.run(run(plan, Path(tmp)))
+            measured = asyncio.run(run(plan, Path(tmp), args.only or SCENARIOS))
         except (KeyboardInterrupt, asyncio.CancelledError):
             print("interrupted; every server was stopped", file=sys.stderr)
             return 130

@@ -1,7 +1,8 @@
 """The composition root: builds every part from settings and owns their lifecycles.
 
-Start order: store → delivery → HTTP. Stop order is the reverse and written down in ``stop``:
-stop intake, finish or release in-flight work (bounded), close the store.
+Start order: store → outcomes publisher → delivery → pollers → Kafka consumer → HTTP. Stop order is
+written down in ``stop``: stop intake (HTTP, Kafka), finish or release in-flight work (bounded),
+flush outcomes, close the store.
 """
 
 from __future__ import annotations
@@ -14,12 +15,17 @@ from aiohttp import web
 from gateway.clock import Clock, system_clock
 from gateway.config.settings import Settings
 from gateway.deliver.deliverer import Deliverer
+from gateway.deliver.outcomes import OutcomePublisher
+from gateway.errors import GatewayError
 from gateway.http.api import Api
 from gateway.http.auth import ApiKeys
 from gateway.http.health import Health
+from gateway.http.hooks import Hooks
 from gateway.http.problems import problem_middleware
+from gateway.ingest.kafka import KafkaIngest
 from gateway.ingest.service import Ingest
 from gateway.metrics import Metrics
+from gateway.poll.poller import Poller
 from gateway.security.tokens import TokenCipher
 from gateway.store import open_store
 
@@ -31,11 +37,21 @@ class Gateway:
 
     def __init__(self, settings: Settings, clock: Clock = system_clock) -> None:
         self.settings = settings
+        self.clock = clock
         cipher = TokenCipher([(k.id, k.key_bytes) for k in settings.security.token_keys])
         self.metrics = Metrics()
         self.store = open_store(settings.store)
+        kafka = settings.kafka
+        publish = kafka.enabled and kafka.outcomes_topic is not None
+        self.outcomes = OutcomePublisher(kafka, self.metrics) if publish else None
         self.deliverer = Deliverer(
-            self.store, cipher, settings.tenants, settings.delivery, clock, self.metrics
+            self.store,
+            cipher,
+            settings.tenants,
+            settings.delivery,
+            clock,
+            self.metrics,
+            on_outcome=self.outcomes.offer if self.outcomes else None,
         )
         self.ingest = Ingest(
             self.store,
@@ -45,6 +61,16 @@ class Gateway:
             self.metrics,
             on_match=self.deliverer.notify,
             raw_mode_tenants=frozenset(t.name for t in settings.tenants if t.raw_mode),
+            connections={c.name: c.kind for c in settings.connections},
+        )
+        tenant_names = frozenset(t.name for t in settings.tenants)
+        self.kafka = (
+            KafkaIngest(kafka, self.ingest, tenant_names, clock, self.metrics)
+            if kafka.enabled
+            else None
+        )
+        self.poller = Poller(
+            self.store, self.ingest, settings.connections, settings.polling, clock, self.metrics
         )
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -55,12 +81,19 @@ class Gateway:
             middlewares=[problem_middleware], client_max_size=self.settings.server.max_body_bytes
         )
         app.add_routes(Api(self.ingest, ApiKeys(self.settings.tenants)).routes())
-        app.add_routes(Health(self.store, self.metrics).routes())
+        app.add_routes(Hooks(self.ingest, self.settings.sources, self.clock).routes())
+        checks = {"kafka": self.kafka.check} if self.kafka else None
+        app.add_routes(Health(self.store, self.metrics, checks).routes())
         return app
 
     async def start(self) -> None:
         await self.store.open()
+        if self.outcomes:
+            await self.outcomes.start()
         await self.deliverer.start()
+        await self.poller.start()
+        if self.kafka:
+            await self.kafka.start()
         self._runner = web.AppRunner(
             self.build_app(),
             access_log=None,
@@ -83,13 +116,20 @@ class Gateway:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()  # stops accepting, lets in-flight HTTP requests finish
+        if self.kafka:  # finishes the batch in hand, commits, leaves the group
+            await self.kafka.stop(self.settings.server.shutdown_timeout_s)
+        await self.poller.stop(self.settings.server.shutdown_timeout_s)
         await self.deliverer.stop(self.settings.server.shutdown_timeout_s)
+        if self.outcomes:
+            await self.outcomes.stop(self.settings.server.shutdown_timeout_s)
         await self.store.close()
         log.info("gateway.stopped")
 
     async def run_until(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set or a supervised task dies (then raise its error)."""
-        waiters = [asyncio.create_task(e.wait()) for e in (stop, self.deliverer.failed)]
+        watched = [stop, self.deliverer.failed, self.poller.failed]
+        watched += [side.failed for side in (self.kafka, self.outcomes) if side]
+        waiters = [asyncio.create_task(e.wait()) for e in watched]
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -97,9 +137,18 @@ class Gateway:
                 waiter.cancel()
         if self.deliverer.failure is not None:
             raise self.deliverer.failure
+        if self.poller.failed.is_set():
+            raise GatewayError("the poller died; see the log")
+        for side in (self.kafka, self.outcomes):
+            if side and side.failure is not None:
+                raise side.failure
 
     async def __aenter__(self) -> Gateway:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:  # e.g. Kafka unreachable: close what did start, then say why
+            await self.stop()
+            raise
         return self
 
     async def __aexit__(self, *_exc: object) -> None:

@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from gateway.app import Gateway
 from gateway.config import Settings, load_settings
@@ -44,7 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=8080)
     dev.add_argument("--sandbox-port", type=int, default=8081)
     dev.add_argument("--data-dir", default=".data")
+    dev.add_argument("--kafka", action="store_true", help="also run a local Kafka broker")
+    dev.add_argument("--kafka-port", type=int, default=9092)
     dev.set_defaults(command=_dev)
+    _publish_parser(sub)
     migrate = sub.add_parser("migrate", help="bring the database schema up to date")
     _config_arg(migrate)
     migrate.set_defaults(command=_migrate)
@@ -52,11 +56,14 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file", nargs="?", default=None)
     check.set_defaults(command=_check_config)
     sandbox = sub.add_parser("sandbox", help="run an emulator of a third-party API")
-    sandbox.add_argument("kind", choices=["workato"])
+    sandbox.add_argument("kind", choices=["workato", "alteryx", "pixxel"])
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=8081)
     sandbox.add_argument("--api-token", action="append", default=[], dest="api_tokens")
     sandbox.add_argument("--rate-limit-per-minute", type=int, default=60)
+    sandbox.add_argument("--client-id", default="sandbox-client", help="alteryx OAuth2 client")
+    sandbox.add_argument("--client-secret", default="sandbox-secret", help="alteryx OAuth2 secret")
+    sandbox.add_argument("--api-key", action="append", default=[], dest="api_keys", help="pixxel")
     sandbox.set_defaults(command=_sandbox)
     schemas = sub.add_parser("schemas", help="write or check the published JSON Schemas")
     schemas.add_argument("--write", metavar="DIR")
@@ -85,6 +92,9 @@ def _redactor(settings: Settings) -> Redactor:
     secrets += [s.get_secret_value() for t in settings.tenants for s in (t.api_token, t.token) if s]
     secrets += [s.get_secret_value() for s in settings.security.admin_tokens]
     secrets += [k.key.get_secret_value() for k in settings.security.token_keys]
+    if settings.kafka.sasl_password is not None:
+        secrets.append(settings.kafka.sasl_password.get_secret_value())
+    secrets += [v for source in settings.sources for v in source.verify.secret_values()]
     return Redactor(secrets)
 
 
@@ -110,7 +120,29 @@ async def serve(settings: Settings, ready: str | None = None) -> None:
 def _dev(args: argparse.Namespace) -> int:
     from gateway.devmode import run_dev
 
-    asyncio.run(run_dev(Path(args.data_dir), args.port, args.sandbox_port))
+    kafka_port = args.kafka_port if args.kafka else None
+    asyncio.run(run_dev(Path(args.data_dir), args.port, args.sandbox_port, kafka_port))
+    return 0
+
+
+def _publish_parser(sub: Any) -> None:
+    publish = sub.add_parser("publish", help="send one completion event to Kafka")
+    publish.add_argument("--bootstrap", default="127.0.0.1:9092", help="host:port")
+    publish.add_argument("--topic", default="resume.events")
+    publish.add_argument("--tenant", required=True)
+    publish.add_argument("--key", required=True, help="the correlation key")
+    publish.add_argument("--status", required=True, choices=["succeeded", "failed"])
+    publish.add_argument("--data", default="null", help="JSON, sent byte for byte")
+    publish.add_argument("--id", help="event id (default: a new random one)")
+    publish.set_defaults(command=_publish)
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from gateway.devkafka import EventToPublish, new_event_id, publish
+
+    data = args.data.encode()
+    event = EventToPublish(args.tenant, args.id or new_event_id(), args.key, args.status, data)
+    print(json.dumps(asyncio.run(publish(args.bootstrap, args.topic, event))))
     return 0
 
 
@@ -131,6 +163,16 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _sandbox(args: argparse.Namespace) -> int:
+    if args.kind == "alteryx":
+        from gateway.sandbox.alteryx import serve as serve_alteryx
+
+        asyncio.run(serve_alteryx(args.host, args.port, {args.client_id: args.client_secret}))
+        return 0
+    if args.kind == "pixxel":
+        from gateway.sandbox.pixxel import serve as serve_pixxel
+
+        asyncio.run(serve_pixxel(args.host, args.port, args.api_keys or ["sandbox-api-key"]))
+        return 0
     from gateway.sandbox.workato import WorkatoSandboxSettings
     from gateway.sandbox.workato import serve as serve_workato
 

@@ -16,6 +16,7 @@ from typing import Any
 from gateway.app import Gateway
 from gateway.config.loader import settings_from_dict
 from gateway.config.settings import Settings
+from gateway.devkafka import dev_kafka_settings, kafka_instructions, local_kafka
 from gateway.logs import configure_logging
 from gateway.sandbox.server import SandboxServer
 from gateway.sandbox.workato import create_app
@@ -25,6 +26,39 @@ from gateway.security.tokens import generate_key
 
 DEV_API_KEY = "dev-key"
 DEV_WORKATO_TOKEN = "dev-workato-token"
+DEV_WEBHOOK_SECRET = "dev-webhook-secret"
+DEV_STANDARD_WEBHOOKS_SECRET = "whsec_ZGV2LXN0YW5kYXJkLXdlYmhvb2tzLWtleS0zMmJ5dGU="
+DEV_WEBHOOK_SOURCES: list[dict[str, Any]] = [
+    {
+        "name": "orders",
+        "tenant": "demo",
+        "verify": {
+            "scheme": "hmac_sha256",
+            "header": "X-Signature",
+            "prefix": "sha256=",
+            "secrets": [DEV_WEBHOOK_SECRET],
+        },
+        "mapping": {
+            "key": "/order/id",
+            "key_template": "order-{value}",
+            "event_id": "/delivery_id",
+            "status": "/order/state",
+            "status_map": {"shipped": "succeeded", "cancelled": "failed"},
+            "data": "/order",
+        },
+    },
+    {
+        "name": "jobs",
+        "tenant": "demo",
+        "verify": {"scheme": "standard_webhooks", "secrets": [DEV_STANDARD_WEBHOOKS_SECRET]},
+        "mapping": {
+            "key": "/job_id",
+            "status": "/status",
+            "status_map": {"completed": "succeeded", "error": "failed"},
+        },
+    },
+]
+"""The README's webhook examples (section "Webhooks") run against these sources as they are."""
 
 
 def dev_token_key(data_dir: Path) -> str:
@@ -39,7 +73,9 @@ def dev_token_key(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def dev_settings(data_dir: Path, port: int, sandbox_url: str) -> Settings:
+def dev_settings(
+    data_dir: Path, port: int, sandbox_url: str, kafka_bootstrap: str | None = None
+) -> Settings:
     raw: dict[str, Any] = {
         "env": "dev",
         "server": {"port": port},
@@ -55,30 +91,52 @@ def dev_settings(data_dir: Path, port: int, sandbox_url: str) -> Settings:
                 "api_keys": [DEV_API_KEY],
             }
         ],
+        "sources": DEV_WEBHOOK_SOURCES,
     }
+    if kafka_bootstrap is not None:
+        raw["kafka"] = dev_kafka_settings(kafka_bootstrap)
     return settings_from_dict(raw, os.environ)
 
 
-async def run_dev(data_dir: Path, port: int, sandbox_port: int) -> None:
+async def run_dev(
+    data_dir: Path, port: int, sandbox_port: int, kafka_port: int | None = None
+) -> None:
     sandbox = WorkatoSandbox(WorkatoSandboxSettings(api_tokens=[DEV_WORKATO_TOKEN]))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with SandboxServer(create_app(sandbox), port=sandbox_port) as server:
-        settings = dev_settings(data_dir, port, server.url)
-        configure_logging("console", "info", Redactor([DEV_API_KEY, DEV_WORKATO_TOKEN]))
+    async with (
+        SandboxServer(create_app(sandbox), port=sandbox_port) as server,
+        local_kafka(kafka_port) as kafka,
+    ):
+        settings = dev_settings(data_dir, port, server.url, kafka)
+        redactor = Redactor(
+            [DEV_API_KEY, DEV_WORKATO_TOKEN, DEV_WEBHOOK_SECRET, DEV_STANDARD_WEBHOOKS_SECRET]
+        )
+        configure_logging("console", "info", redactor)
         async with Gateway(settings) as gateway:
             gateway_url = f"http://127.0.0.1:{gateway.port}"
-            print(instructions(gateway_url, server.url, data_dir), flush=True)
+            print(instructions(gateway_url, server.url, data_dir, kafka), flush=True)
             await gateway.run_until(stop)
 
 
-def instructions(gateway_url: str, sandbox_url: str, data_dir: Path = Path(".data")) -> str:
+def instructions(
+    gateway_url: str,
+    sandbox_url: str,
+    data_dir: Path = Path(".data"),
+    kafka_bootstrap: str | None = None,
+) -> str:
+    kafka = (
+        kafka_instructions(kafka_bootstrap, gateway_url, sandbox_url, DEV_API_KEY)
+        if kafka_bootstrap
+        else ""
+    )
     return f"""
 resume-gateway (dev) is running.
   gateway          {gateway_url}      (API key: {DEV_API_KEY})
   Workato sandbox  {sandbox_url}      (control API under /_sandbox/)
+  webhooks         {gateway_url}/v1/hooks/orders and /v1/hooks/jobs (README "Webhooks")
   data             SQLite and the dev token key under {data_dir}
 
 Try it — paste these into another shell:
@@ -101,6 +159,6 @@ Try it — paste these into another shell:
   # 4. the job was resumed, once, with the data
   curl -s {sandbox_url}/_sandbox/jobs/$JOB_ID
   curl -s {gateway_url}/v1/waits/order-42 -H 'Authorization: Bearer {DEV_API_KEY}'
-
+{kafka}
 Stop with Ctrl-C.
 """

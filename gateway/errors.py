@@ -5,11 +5,14 @@
     ├── StoreError             the database failed; the driver error is chained
     │   └── MigrationError     the schema cannot be brought to the expected version
     ├── SecretError            a resume token cannot be encrypted or decrypted
+    ├── BrokerError            Kafka cannot be reached or refused; the client error is chained
     └── IngestError            an input was refused; carries an RFC 9457 problem
         ├── InvalidInput       the body or a field does not validate (422)
         ├── Unauthorized       the API key is missing or wrong (401)
+        │   └── BadSignature   a webhook does not verify against its source (401)
         ├── NotFound           the named resource does not exist (404)
-        └── Conflict           the request contradicts stored state (409)
+        ├── Conflict           the request contradicts stored state (409)
+        └── PayloadTooLarge    the body is over the cap (413)
 
 Each class's docstring is its default message.
 """
@@ -42,6 +45,10 @@ class SecretError(GatewayError):
     """A resume token cannot be decrypted with any configured key."""
 
 
+class BrokerError(GatewayError):
+    """The Kafka broker cannot be reached or refused a request."""
+
+
 class IngestError(GatewayError):
     """The request was refused."""
 
@@ -71,6 +78,13 @@ class Unauthorized(IngestError):
     title = "Unauthorized"
 
 
+class BadSignature(Unauthorized):
+    """The webhook does not verify against its source's configuration."""
+
+    problem_type = "/problems/bad-signature"
+    title = "Bad signature"
+
+
 class NotFound(IngestError):
     """The resource does not exist."""
 
@@ -85,3 +99,11 @@ class Conflict(IngestError):
     status = 409
     problem_type = "/problems/conflict"
     title = "Conflict"
+
+
+class PayloadTooLarge(IngestError):
+    """The request body is larger than allowed."""
+
+    status = 413
+    problem_type = "/problems/too-large"
+    title = "Payload too large"

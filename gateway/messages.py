@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -23,6 +23,29 @@ class JobRef(_Message):
     managed_user_id: str | None = Field(default=None, max_length=128)
 
 
+class AlteryxWatch(_Message):
+    """Poll an Alteryx Server job until it completes (seed 003)."""
+
+    kind: Literal["alteryx"]
+    connection: str = Field(min_length=1, max_length=64)
+    job_id: str = Field(min_length=1, max_length=128)
+    cancel_on_close: bool = Field(
+        default=False, description="DELETE the Alteryx job if the wait expires or is cancelled."
+    )
+
+
+class PixxelWatch(_Message):
+    """Poll a Pixxel workflow job until it is terminal (seed 004)."""
+
+    kind: Literal["pixxel"]
+    connection: str = Field(min_length=1, max_length=64)
+    workflow_id: str = Field(min_length=1, max_length=128)
+    job_id: str = Field(min_length=1, max_length=128)
+
+
+Watch = Annotated[AlteryxWatch | PixxelWatch, Field(discriminator="kind")]
+
+
 class WaitRegistration(_Message):
     """What a connector action's ``before_suspend`` sends to ``POST /v1/waits``."""
 
@@ -33,6 +56,9 @@ class WaitRegistration(_Message):
     )
     timeout_s: float | None = Field(default=None, gt=0, description="Alternative to expires_at.")
     job: JobRef | None = None
+    watch: Watch | None = Field(
+        default=None, description="Let the gateway poll this job and report completion itself."
+    )
     metadata: dict[str, Any] | None = Field(
         default=None, description="Echoed back to the action in the resume data."
     )
@@ -46,6 +72,43 @@ class CompletionEvent(_Message):
     status: EventStatus
     data: Any = Field(default=None, description="Passed to the action byte-exact.")
     occurred_at: AwareDatetime | None = None
+
+
+Tenant = Field(
+    pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="The configured tenant the message is for."
+)
+
+
+class KafkaWaitRegistration(WaitRegistration):
+    """A registration published to ``resume.waits``: the ``POST /v1/waits`` body plus its
+    tenant (Kafka has no API key to name it)."""
+
+    tenant: str = Tenant
+
+
+class KafkaCompletionEvent(CompletionEvent):
+    """A completion event published to ``resume.events``; the message key should be the
+    correlation key, so that one key's events stay in order on one partition."""
+
+    tenant: str = Tenant
+
+
+class OutcomeMessage(BaseModel):
+    """One finished delivery, published to ``resume.outcomes`` keyed by its correlation key.
+    It never carries the resume token."""
+
+    tenant: str
+    key: str
+    delivery_id: int
+    event_id: str
+    source: str
+    state: Literal["delivered", "delivered_unconfirmed", "dead", "expired"]
+    reason: str | None
+    attempts: int = Field(description="Resume requests counted against the delivery.")
+    last_status: int | None = Field(description="Workato's last HTTP status, if any answer.")
+    received_at: datetime = Field(description="When the gateway accepted the event.")
+    finished_at: datetime
+    duration_ms: float = Field(description="From the event's acceptance to the final state.")
 
 
 class ResumeData(BaseModel):
@@ -74,6 +137,19 @@ class DeliveryStatus(BaseModel):
     finished_at: datetime | None
 
 
+class WatchStatus(BaseModel):
+    """How polling the third party's job is going (``progress`` as the system reports it)."""
+
+    kind: Literal["alteryx", "pixxel"]
+    connection: str
+    state: Literal["active", "done", "stopped"]
+    job_status: str | None
+    progress: str | None
+    polls: int
+    last_error: str | None
+    updated_at: datetime
+
+
 class EventRef(BaseModel):
     id: str
     source: str
@@ -92,6 +168,7 @@ class WaitStatus(BaseModel):
     metadata: dict[str, Any] | None
     event: EventRef | None
     delivery: DeliveryStatus | None
+    watch: WatchStatus | None = None
 
 
 class EventAccepted(BaseModel):
@@ -117,5 +194,8 @@ PUBLISHED: dict[str, type[BaseModel]] = {
     "wait-registration": WaitRegistration,
     "completion-event": CompletionEvent,
     "resume-data": ResumeData,
+    "kafka-wait-registration": KafkaWaitRegistration,
+    "kafka-completion-event": KafkaCompletionEvent,
+    "outcome": OutcomeMessage,
 }
 """Schema file name (without ``.schema.json``) → model."""

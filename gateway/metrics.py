@@ -49,8 +49,36 @@ class Metrics:
             ["tenant"],
             registry=r,
         )
+        self.polls = Counter(
+            "gateway_polls_total",
+            "Polls of watched jobs by connection and result.",
+            ["connection", "result"],
+            registry=r,
+        )
         self.rows = Gauge(
             "gateway_rows", "Stored rows by kind and state.", ["kind", "state"], registry=r
+        )
+        self.kafka_records = Counter(
+            "gateway_kafka_records_total",
+            "Consumed Kafka records by topic and result (ingested, dead_lettered).",
+            ["topic", "result"],
+            registry=r,
+        )
+        self.kafka_paused = Gauge(
+            "gateway_kafka_paused",
+            "1 while the consumer's partitions are paused because the store is behind.",
+            registry=r,
+        )
+        self.kafka_batch = Histogram(
+            "gateway_kafka_batch_seconds",
+            "Fetched batch to committed offsets.",
+            registry=r,
+        )
+        self.outcomes_published = Counter(
+            "gateway_outcomes_published_total",
+            "Finished deliveries sent to the outcomes topic, by result (sent, dropped).",
+            ["result"],
+            registry=r,
         )
 
     @functools.cache  # noqa: B019 - one Metrics per app, a handful of label sets; hot path

@@ -1,11 +1,46 @@
-"""``[[connections]]``: job systems the gateway polls for waits registered with ``watch``."""
+"""``[[connections]]``: job systems the gateway polls for waits registered with ``watch``.
+
+Polling is the fallback for systems without webhooks (Alteryx Server v3, Pixxel): intervals
+are per connection, and concurrency is bounded so a slow system cannot take every slot.
+"""
 
 from __future__ import annotations
+
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from gateway.config.base import Section
+from gateway.config.secrets import Secret
 
 
-class ConnectionSettings(Section):
+class _Polling(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    base_url: str
+    poll_interval_s: float = Field(default=15.0, gt=0)
+    max_backoff_s: float = Field(default=300.0, gt=0)
+    request_timeout_s: float = Field(default=20.0, gt=0)
+
+    @property
+    def root(self) -> str:
+        return self.base_url.rstrip("/")
+
+
+class AlteryxConnection(_Polling):
+    """Alteryx Server: OAuth2 client credentials; ``base_url`` is the server root."""
+
+    kind: Literal["alteryx"]
+    client_id: str
+    client_secret: Secret
+    api_path: str = "/webapi"
+    token_path: str = "/webapi/oauth2/token"
+
+
+class PixxelConnection(_Polling):
+    """Pixxel: the API key goes in ``Authorization`` as it is."""
+
+    kind: Literal["pixxel"]
+    api_key: Secret
+
+
+ConnectionSettings = Annotated[AlteryxConnection | PixxelConnection, Field(discriminator="kind")]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+from gateway.config.kafka import KafkaSettings
 from gateway.config.settings import Settings
+from gateway.config.sources import HmacSha256Verify, SourceSettings
 
 
 def describe(settings: Settings) -> str:
@@ -21,6 +23,32 @@ def describe(settings: Settings) -> str:
             f"<= {t.rate_limit_per_minute}/min, {len(t.api_keys)} API key(s)"
             + (", raw mode" if t.raw_mode else "")
         )
+    lines += [_source_line(s) for s in settings.sources]
+    if settings.kafka.enabled:
+        lines.append(_kafka_line(settings.kafka))
     lines += ["", "effective settings (secrets masked):"]
     lines.append(json.dumps(settings.model_dump(mode="json"), indent=2))
     return "\n".join(lines)
+
+
+def _source_line(source: SourceSettings) -> str:
+    verify = source.verify
+    how: str = verify.scheme
+    if isinstance(verify, HmacSha256Verify):
+        how = f"hmac_sha256 in {verify.header}"
+    elif verify.scheme == "none":
+        how = "NO verification"
+    return (
+        f"source {source.name:<8} POST /v1/hooks/{source.name} → tenant {source.tenant}, "
+        f"{how}, key at {source.mapping.key or '(whole body)'}"
+    )
+
+
+def _kafka_line(kafka: KafkaSettings) -> str:
+    servers = ", ".join(kafka.bootstrap_servers)
+    outcomes = f"; outcomes → {kafka.outcomes_topic}" if kafka.outcomes_topic else ""
+    return (
+        f"kafka          consume {' + '.join(kafka.topics)} from {servers}"
+        f" as group {kafka.group_id} ({kafka.security_protocol}); dead letters → {kafka.dlq_topic}"
+        + outcomes
+    )

@@ -71,6 +71,15 @@ class DeliverySettings(_Section):
         return self
 
 
+class PollingSettings(_Section):
+    """How the watch loop runs; per-connection intervals live on each connection."""
+
+    max_concurrency: int = Field(default=8, ge=1)
+    tick_s: float = Field(default=1.0, gt=0)
+    lease_s: float = Field(default=30.0, gt=0)
+    """Longer than any connection's request_timeout_s; a crashed poller's watches wait this long."""
+
+
 class TenantSettings(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     base_url: str | None = None
@@ -158,6 +167,7 @@ class Settings(_Section):
     kafka: KafkaSettings = KafkaSettings()
     sources: list[SourceSettings] = Field(default_factory=list)
     connections: list[ConnectionSettings] = Field(default_factory=list)
+    polling: PollingSettings = PollingSettings()
     security: SecuritySettings = SecuritySettings()
     logging: LoggingSettings = LoggingSettings()
 

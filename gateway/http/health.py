@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
+
 from aiohttp import web
 
 from gateway.errors import StoreError
@@ -10,11 +12,17 @@ from gateway.http.problems import problem
 from gateway.metrics import Metrics
 from gateway.store.base import Store
 
+Check = Callable[[], Awaitable[str]]
+"""A dependency's readiness: ``"up"``, or a word saying what is wrong."""
+
 
 class Health:
-    def __init__(self, store: Store, metrics: Metrics) -> None:
+    def __init__(
+        self, store: Store, metrics: Metrics, checks: Mapping[str, Check] | None = None
+    ) -> None:
         self._store = store
         self._metrics = metrics
+        self._checks = dict(checks or {})
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -28,17 +36,20 @@ class Health:
         return web.json_response({"status": "ok"})
 
     async def readyz(self, _request: web.Request) -> web.Response:
+        checks = {"store": await self._store_state()}
+        checks |= {name: await check() for name, check in self._checks.items()}
+        down = sorted(name for name, state in checks.items() if state != "up")
+        if down:
+            detail = f"not ready: {', '.join(f'{name} is {checks[name]}' for name in down)}"
+            return problem(503, "/problems/not-ready", "Not ready", detail, checks=checks)
+        return web.json_response({"status": "ready", "checks": checks})
+
+    async def _store_state(self) -> str:
         try:
             await self._store.ping()
         except StoreError:
-            return problem(
-                503,
-                "/problems/not-ready",
-                "Not ready",
-                "the store does not answer",
-                checks={"store": "down"},
-            )
-        return web.json_response({"status": "ready", "checks": {"store": "up"}})
+            return "down"
+        return "up"
 
     async def openapi(self, _request: web.Request) -> web.Response:
         return web.json_response(openapi_document())

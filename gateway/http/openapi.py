@@ -24,6 +24,11 @@ MODELS: list[type[BaseModel]] = [
     Problem,
 ]
 KEY_PARAM = {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}}
+SOURCE_PARAM = {"name": "source", "in": "path", "required": True, "schema": {"type": "string"}}
+HOOK_DESCRIPTION = (
+    "Verified as the `[[sources]]` entry of this name says (Standard Webhooks, an HMAC-SHA256 "
+    "header, a bearer token, or none), then mapped to an event by its JSON pointers."
+)
 
 
 def openapi_document() -> dict[str, Any]:
@@ -85,6 +90,7 @@ def _paths() -> dict[str, Any]:
                 },
             )
         },
+        "/v1/hooks/{source}": {"parameters": [SOURCE_PARAM], "post": _hook_op()},
         "/healthz": {
             "get": {
                 "summary": "Liveness",
@@ -94,7 +100,7 @@ def _paths() -> dict[str, Any]:
         },
         "/readyz": {
             "get": {
-                "summary": "Readiness (store)",
+                "summary": "Readiness (store, Kafka when configured)",
                 "security": [],
                 "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready"}},
             }
@@ -126,6 +132,29 @@ def _op(summary: str, body: str | None, responses: dict[str, tuple[str, str]]) -
             "required": True,
             "content": {"application/json": {"schema": _ref(body)}},
         }
+    return op
+
+
+def _hook_op() -> dict[str, Any]:
+    """Webhooks authenticate per source, not with an API key, and have no fixed body shape."""
+    op = _op(
+        "Receive a third-party webhook",
+        None,
+        {
+            "202": ("Accepted: matched, buffered or late", "EventAccepted"),
+            "200": ("Duplicate (the same event id, e.g. a replayed webhook-id)", "EventAccepted"),
+            "404": ("No source of this name", "Problem"),
+            "413": ("Body over the source's max_body_bytes", "Problem"),
+            "422": ("Not JSON, or a mapped field is missing or invalid", "Problem"),
+        },
+    )
+    op["description"] = HOOK_DESCRIPTION
+    op["security"] = []
+    op["responses"]["401"]["description"] = "The request does not verify against the source"
+    op["requestBody"] = {
+        "required": True,
+        "content": {"application/json": {"schema": {"description": "Any JSON document"}}},
+    }
     return op
 
 

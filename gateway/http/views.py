@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from gateway.clock import isoformat
-from gateway.store.records import DeliveryView, WaitView
+from gateway.store.records import DeliveryView, WaitView, WatchView
 
 
 def wait_json(wait: WaitView) -> dict[str, Any]:
@@ -20,6 +20,20 @@ def wait_json(wait: WaitView) -> dict[str, Any]:
         "metadata": json.loads(wait.metadata_json) if wait.metadata_json else None,
         "event": {"id": wait.event_id, "source": wait.source} if wait.event_id else None,
         "delivery": delivery_json(wait.delivery) if wait.delivery else None,
+        "watch": watch_json(wait.watch) if wait.watch else None,
+    }
+
+
+def watch_json(watch: WatchView) -> dict[str, Any]:
+    return {
+        "kind": watch.kind,
+        "connection": watch.connection,
+        "state": watch.state,
+        "job_status": watch.job_status,
+        "progress": watch.progress,
+        "polls": watch.polls,
+        "last_error": watch.last_error,
+        "updated_at": isoformat(watch.updated_at),
     }
 
 

@@ -2,16 +2,19 @@
 
 The event's ``data`` must reach Workato byte for byte (invariant 7), so it is sliced out of the
 original body instead of being re-serialized. Every member is decoded exactly once, by the C
-scanner of the standard library.
+scanner of the standard library. Webhooks point anywhere into their body (RFC 6901), so
+``raw_at`` walks the same scanner down a pointer's path and slices out the value it names.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from gateway.errors import InvalidInput
+from gateway.ingest.webhooks.pointer import array_index
 
 _WS = re.compile(r"[ \t\n\r]*")
 
@@ -40,6 +43,90 @@ def parse_object(body: bytes) -> dict[str, Member]:
         raise InvalidInput("the body is not UTF-8") from None
     except (ValueError, IndexError, RecursionError) as exc:  # deep nesting recurses in C
         raise InvalidInput(f"the body is not a JSON object: {exc}") from None
+
+
+def parse_document(body: bytes) -> Any:
+    """Any JSON value (a webhook body need not be an object), refused like ``parse_object``."""
+    try:
+        text = body.decode("utf-8")
+        value, end = _scan_value(text, _skip(text, 0))
+        if _skip(text, end) != len(text):
+            raise ValueError("extra data after the value")
+        return value
+    except UnicodeDecodeError:
+        raise InvalidInput("the body is not UTF-8") from None
+    except (ValueError, IndexError, RecursionError) as exc:
+        raise InvalidInput(f"the body is not JSON: {exc}") from None
+
+
+def raw_at(body: bytes, tokens: Sequence[str]) -> bytes | None:
+    """The exact bytes of the value a parsed JSON pointer names, or None when it names nothing.
+
+    No tokens is the whole document without the whitespace around it. Of duplicate member
+    names the last one counts, as in ``json.loads``, so bytes and decoded values agree. Only
+    what the walk passes through is checked: validate the whole body with ``parse_document``.
+    """
+    try:
+        text = body.decode("utf-8")
+        span = _span(text, tokens)
+    except UnicodeDecodeError:
+        raise InvalidInput("the body is not UTF-8") from None
+    except (ValueError, IndexError, RecursionError) as exc:
+        raise InvalidInput(f"the body is not JSON: {exc}") from None
+    return None if span is None else text[span[0] : span[1]].encode("utf-8")
+
+
+def _span(text: str, tokens: Sequence[str]) -> tuple[int, int] | None:
+    start = _skip(text, 0)
+    for token in tokens:
+        child = _child_start(text, start, token)
+        if child is None:
+            return None
+        start = child
+    _, end = _scan_value(text, start)
+    return start, end
+
+
+def _child_start(text: str, pos: int, token: str) -> int | None:
+    opener = text[pos : pos + 1]
+    if opener == "{":
+        return _member_start(text, pos, token)
+    if opener == "[":
+        index = array_index(token)
+        return None if index is None else _element_start(text, pos, index)
+    return None  # a scalar has no children
+
+
+def _member_start(text: str, pos: int, name: str) -> int | None:
+    found = None
+    pos = _skip(text, pos + 1)
+    if text[pos] == "}":
+        return None
+    while True:
+        if text[pos] != '"':
+            raise ValueError(f"expected a member name at {pos}")
+        member, pos = _scanstring(text, pos + 1)
+        start = _skip(text, _expect(text, _skip(text, pos), ":"))
+        if member == name:
+            found = start  # keep scanning: a later duplicate wins
+        _, pos = _scan_value(text, start)
+        pos = _skip(text, pos)
+        if text[pos] == "}":
+            return found
+        pos = _skip(text, _expect(text, pos, ","))
+
+
+def _element_start(text: str, pos: int, index: int) -> int | None:
+    pos = _skip(text, pos + 1)
+    if text[pos] == "]":
+        return None
+    for _ in range(index):
+        _, pos = _scan_value(text, pos)
+        pos = _skip(text, pos)
+        if text[pos] == "]":
+            return None
+        pos = _skip(text, _expect(text, pos, ","))
+    return pos
 
 
 def _members(text: str) -> dict[str, Member]:

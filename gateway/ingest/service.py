@@ -23,6 +23,7 @@ from gateway.store.records import (
     Cancellation,
     NewEvent,
     NewWait,
+    NewWatch,
     Registration,
     WaitView,
 )
@@ -42,7 +43,10 @@ class Ingest:
         metrics: Metrics,
         on_match: Callable[[str], None],
         raw_mode_tenants: frozenset[str] = frozenset(),
+        connections: dict[str, str] | None = None,
     ) -> None:
+        self._connections = connections or {}
+        # connection name -> kind, to refuse watches that cannot be polled
         self._raw_mode_tenants = raw_mode_tenants
         self._store = store
         self._cipher = cipher
@@ -68,7 +72,20 @@ class Ingest:
             expires_at=self._expires_at(reg, now),
             job_json=reg.job.model_dump_json() if reg.job else None,
             metadata_json=json.dumps(reg.metadata, ensure_ascii=False) if reg.metadata else None,
+            watch=self._watch(reg),
         )
+
+    def _watch(self, reg: WaitRegistration) -> NewWatch | None:
+        if reg.watch is None:
+            return None
+        if reg.watch.connection not in self._connections:
+            raise InvalidInput("no such connection is configured", field="watch.connection")
+        if self._connections[reg.watch.connection] != reg.watch.kind:
+            raise InvalidInput(
+                f"connection {reg.watch.connection!r} is not of kind {reg.watch.kind!r}",
+                field="watch.kind",
+            )
+        return NewWatch(reg.watch.kind, reg.watch.connection, reg.watch.model_dump_json())
 
     def _registered(self, wait: NewWait, result: Registration) -> None:
         self._metrics.waits.labels(wait.tenant, result.outcome).inc()

@@ -13,8 +13,9 @@ from collections.abc import Callable, Mapping, Sequence
 from aiohttp import web
 
 from gateway.sandbox.faults import fault_middleware
+from gateway.sandbox.responses import json_errors
 from gateway.sandbox.server import SandboxServer
-from gateway.sandbox.workato_api import JobsApi, json_errors
+from gateway.sandbox.workato_api import JobsApi
 from gateway.sandbox.workato_control import ControlApi
 from gateway.sandbox.workato_state import ResumeOutcome, WorkatoSandbox, WorkatoSandboxSettings
 

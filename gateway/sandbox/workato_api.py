@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from gateway.sandbox.body import receive_body
 from gateway.sandbox.requestlog import credential_id, note_of
+from gateway.sandbox.responses import message, not_found
 from gateway.sandbox.workato_jobs import (
     JOB_STATUSES,
     WORKSPACE,
@@ -35,30 +35,6 @@ _RESUME_REFUSALS: dict[ResumeOutcome, tuple[int, str]] = {
     ResumeOutcome.ALREADY_RESUMED: (409, "Job has already been resumed"),
     ResumeOutcome.NOT_SUSPENDED: (409, "Job is not waiting to be resumed"),
 }
-
-
-def message(status: int, text: str, headers: Mapping[str, str] | None = None) -> web.Response:
-    """Workato's error body: ``{"message": ...}``."""
-    return web.json_response({"message": text}, status=status, headers=headers)
-
-
-def not_found() -> web.Response:
-    """The answer for anything the caller may not see."""
-    return message(404, "Not found")
-
-
-@web.middleware
-async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Router errors (unknown path, wrong method) in Workato's JSON shape."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        response = message(exc.status, "Not found" if exc.status == 404 else exc.reason)
-        if "Allow" in exc.headers:
-            response.headers["Allow"] = exc.headers["Allow"]
-        return response
 
 
 @dataclass(frozen=True)

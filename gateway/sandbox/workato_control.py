@@ -7,16 +7,15 @@ limits and read the request log. Never exposed by a real Workato; never put it o
 from __future__ import annotations
 
 import hashlib
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.sandbox.faults import FaultPlan
-from gateway.sandbox.workato_jobs import Job, JobStatus, Owner, iso
+from gateway.sandbox.control import FaultsAndLogControl, invalid, missing, parse_model, parse_object
+from gateway.sandbox.timestamps import iso
+from gateway.sandbox.workato_jobs import Job, JobStatus, Owner
 from gateway.sandbox.workato_state import WorkatoSandbox
-
-_Model = TypeVar("_Model", bound=BaseModel)
 
 
 class NewJob(BaseModel):
@@ -83,11 +82,8 @@ class ControlApi:
             web.get("/_sandbox/jobs/{job_id}", self.get_job),
             web.get("/_sandbox/jobs/{job_id}/body", self.get_body),
             web.patch("/_sandbox/jobs/{job_id}", self.patch_job),
-            web.get("/_sandbox/requests", self.requests),
+            *FaultsAndLogControl(self._sandbox.faults, self._sandbox.requests).routes(),
             web.get("/_sandbox/stats", self.stats),
-            web.get("/_sandbox/faults", self.get_faults),
-            web.put("/_sandbox/faults", self.put_faults),
-            web.delete("/_sandbox/faults", self.delete_faults),
             web.get("/_sandbox/settings", self.get_settings),
             web.put("/_sandbox/settings", self.put_settings),
             web.post("/_sandbox/reset", self.reset),
@@ -95,7 +91,7 @@ class ControlApi:
 
     async def create_job(self, request: web.Request) -> web.Response:
         """Create a suspended job; answers its id and resume token (201)."""
-        new = await _parse(request, NewJob)
+        new = await parse_model(request, NewJob)
         if isinstance(new, web.Response):
             return new
         owner = Owner(managed_user_id=new.managed_user_id, external_id=new.external_id)
@@ -117,50 +113,29 @@ class ControlApi:
     async def get_job(self, request: web.Request) -> web.Response:
         """One job's state."""
         job = self._sandbox.job(request.match_info["job_id"])
-        return _missing() if job is None else web.json_response(job_state(job))
+        return missing() if job is None else web.json_response(job_state(job))
 
     async def get_body(self, request: web.Request) -> web.Response:
         """The exact request body of the job's successful resume."""
         job = self._sandbox.job(request.match_info["job_id"])
         if job is None or job.resume.body is None:
-            return _missing()
+            return missing()
         return web.Response(body=job.resume.body, content_type="application/json")
 
     async def patch_job(self, request: web.Request) -> web.Response:
         """Change a job to set up list and repeat scenarios."""
         job = self._sandbox.job(request.match_info["job_id"])
         if job is None:
-            return _missing()
-        patch = await _parse(request, JobPatch)
+            return missing()
+        patch = await parse_model(request, JobPatch)
         if isinstance(patch, web.Response):
             return patch
         _apply_patch(job, patch, self._sandbox.clock())
         return web.json_response(job_state(job))
 
-    async def requests(self, request: web.Request) -> web.Response:
-        """The request log, oldest first."""
-        return web.json_response([entry.to_json() for entry in self._sandbox.requests.entries()])
-
     async def stats(self, request: web.Request) -> web.Response:
         """Totals."""
         return web.json_response(self._sandbox.stats())
-
-    async def get_faults(self, request: web.Request) -> web.Response:
-        """The fault plan, with the scripted counts still remaining."""
-        return web.json_response(self._sandbox.faults.plan.model_dump())
-
-    async def put_faults(self, request: web.Request) -> web.Response:
-        """Replace the fault plan."""
-        plan = await _parse(request, FaultPlan)
-        if isinstance(plan, web.Response):
-            return plan
-        self._sandbox.faults.set_plan(plan)
-        return web.json_response(plan.model_dump())
-
-    async def delete_faults(self, request: web.Request) -> web.Response:
-        """Remove every fault."""
-        self._sandbox.faults.clear()
-        return web.Response(status=204)
 
     async def get_settings(self, request: web.Request) -> web.Response:
         """Current settings, credentials shown as ids only."""
@@ -168,13 +143,13 @@ class ControlApi:
 
     async def put_settings(self, request: web.Request) -> web.Response:
         """Change some settings; fields left out keep their value."""
-        changes = await _parse_object(request)
+        changes = await parse_object(request)
         if isinstance(changes, web.Response):
             return changes
         try:
             self._sandbox.settings = self._sandbox.settings.updated(changes)
         except ValidationError as exc:
-            return _invalid(exc)
+            return invalid(exc)
         return web.json_response(self._sandbox.settings.public_view())
 
     async def reset(self, request: web.Request) -> web.Response:
@@ -192,35 +167,3 @@ def _apply_patch(job: Job, patch: JobPatch, now: float) -> None:
         job.complete(patch.status, now, patch.error)
     elif patch.error is not None and job.status == "failed":
         job.error = patch.error
-
-
-async def _parse(request: web.Request, model: type[_Model]) -> _Model | web.Response:
-    document = await _parse_object(request)
-    if isinstance(document, web.Response):
-        return document
-    try:
-        return model.model_validate(document)
-    except ValidationError as exc:
-        return _invalid(exc)
-
-
-async def _parse_object(request: web.Request) -> dict[str, Any] | web.Response:
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        document = await request.json()
-    except ValueError:
-        return web.json_response({"message": "Request body is not valid JSON"}, status=400)
-    if not isinstance(document, dict):
-        return web.json_response({"message": "Request body must be a JSON object"}, status=400)
-    return document
-
-
-def _invalid(exc: ValidationError) -> web.Response:
-    errors = exc.errors(include_url=False, include_context=False, include_input=False)
-    return web.json_response({"message": "Invalid request", "errors": errors}, status=422)
-
-
-def _missing() -> web.Response:
-    return web.json_response({"message": "Not found"}, status=404)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import secrets
 import string
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
+
+from gateway.sandbox.timestamps import iso
 
 JobStatus = Literal["pending", "succeeded", "failed"]
 JOB_STATUSES: tuple[JobStatus, ...] = ("pending", "succeeded", "failed")
@@ -23,14 +24,6 @@ def new_job_id() -> str:
     head = "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
     tail = "".join(secrets.choice(_ID_ALPHABET) for _ in range(6))
     return f"j-{head}-{tail}"
-
-
-def iso(at: float | None) -> str | None:
-    """Workato's timestamp format: UTC with milliseconds, e.g. ``2015-01-02T01:02:03.000Z``."""
-    if at is None:
-        return None
-    moment = datetime.fromtimestamp(at, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 @dataclass(frozen=True)

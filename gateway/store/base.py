@@ -15,10 +15,12 @@ from gateway.store.records import (
     NewEvent,
     NewWait,
     Pause,
+    Polled,
     Registration,
     Settlement,
     Sweep,
     WaitView,
+    WatchClaim,
 )
 
 
@@ -76,6 +78,24 @@ class Store(Protocol):
 
     async def sweep(self, now: float, forget_sends_before: float) -> Sweep:
         """Reclaim expired leases, expire waits, deliveries and stale buffered events."""
+
+    async def claim_watches(
+        self, now: float, limit: int, lease_s: float, owner: str
+    ) -> list[WatchClaim]:
+        """Lease due watches of open waits, most overdue first."""
+
+    async def watch_polled(self, claim: WatchClaim, owner: str, polled: Polled, now: float) -> None:
+        """Record a poll of an unfinished job and when to poll next."""
+
+    async def watch_done(
+        self, claim: WatchClaim, job_status: str, progress: str | None, now: float
+    ) -> None:
+        """The job is terminal and its event was accepted: never poll it again."""
+
+    async def closed_watches(self, limit: int) -> list[WatchClaim]:
+        """Active watches whose wait is no longer open (resolved, expired, cancelled)."""
+
+    async def stop_watch(self, claim: WatchClaim, now: float) -> None: ...
 
     async def counts(self) -> dict[str, dict[str, int]]:
         """Row counts by kind and state, for metrics and readiness."""

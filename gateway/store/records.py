@@ -15,6 +15,13 @@ CancelOutcome = Literal["cancelled", "not_found", "in_flight", "final"]
 
 
 @dataclass(frozen=True, slots=True)
+class NewWatch:
+    kind: str
+    connection: str
+    spec_json: str
+
+
+@dataclass(frozen=True, slots=True)
 class NewWait:
     tenant: str
     key: str
@@ -23,6 +30,7 @@ class NewWait:
     expires_at: float
     job_json: str | None
     metadata_json: str | None
+    watch: NewWatch | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +57,18 @@ class DeliveryView:
 
 
 @dataclass(frozen=True, slots=True)
+class WatchView:
+    kind: str
+    connection: str
+    state: str
+    job_status: str | None
+    progress: str | None
+    polls: int
+    last_error: str | None
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class WaitView:
     """A wait as operators and connectors may see it: never the token."""
 
@@ -63,6 +83,7 @@ class WaitView:
     event_id: str | None
     source: str | None
     delivery: DeliveryView | None
+    watch: WatchView | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,3 +168,30 @@ class Outcome:
     last_status: int | None
     received_at: float
     finished_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class WatchClaim:
+    """A leased watch: poll ``spec`` on ``connection`` for the wait ``key``."""
+
+    id: int
+    wait_id: int
+    tenant: str
+    key: str
+    kind: str
+    connection: str
+    spec_json: str
+    polls: int
+    failures: int
+    wait_state: str = "open"
+
+
+@dataclass(frozen=True, slots=True)
+class Polled:
+    """What one poll found out about a job that is not finished yet (or could not be read)."""
+
+    next_poll_at: float
+    failures: int
+    job_status: str | None
+    progress: str | None
+    error: str | None

@@ -29,10 +29,13 @@ from gateway.store.records import (
     NewEvent,
     NewWait,
     Pause,
+    Polled,
     Registration,
     Settlement,
     Sweep,
     WaitView,
+    WatchClaim,
+    WatchView,
 )
 from gateway.store.sqlfiles import load_migrations, load_queries
 
@@ -214,6 +217,18 @@ class SQLiteStore:
         if self._one(conn, "open_wait_by_key", tenant=wait.tenant, key=wait.key) is not None:
             return Registration("conflict", None, conflict="key_open_with_other_token")
         wait_id = self._insert_wait(conn, wait, now)
+        if wait.watch is not None:
+            self._run(
+                conn,
+                "insert_watch",
+                wait_id=wait_id,
+                tenant=wait.tenant,
+                key=wait.key,
+                kind=wait.watch.kind,
+                connection=wait.watch.connection,
+                spec=wait.watch.spec_json,
+                now=now,
+            )
         buffered = self._one(
             conn, "first_buffered_event", tenant=wait.tenant, key=wait.key, now=now
         )
@@ -281,6 +296,8 @@ class SQLiteStore:
         if row is None:
             return None
         delivery = None if row[11] is None else DeliveryView(*row[11:18])
+        watch_row = self._one(conn, "watch_of_wait", wait_id=row[0])
+        watch = None if watch_row is None else WatchView(*watch_row)
         tenant, key, state, created, expires, resolved, job, metadata, event_id, source = row[1:11]
         return WaitView(
             tenant,
@@ -294,6 +311,7 @@ class SQLiteStore:
             event_id,
             source,
             delivery,
+            watch,
         )
 
     async def cancel_wait(self, tenant: str, key: str, now: float) -> Cancellation:
@@ -457,6 +475,55 @@ class SQLiteStore:
         self._run(conn, "forget_sends", before=before)
         self._run(conn, "forget_pauses", now=now)
         return result
+
+    # -- watches ---------------------------------------------------------------------------
+
+    async def claim_watches(
+        self, now: float, limit: int, lease_s: float, owner: str
+    ) -> list[WatchClaim]:
+        def unit(conn: sqlite3.Connection) -> list[WatchClaim]:
+            due = self._run(conn, "due_watches", now=now, limit=limit).fetchall()
+            leased = [
+                self._one(conn, "lease_watch", id=i, owner=owner, lease_until=now + lease_s)
+                for (i,) in due
+            ]
+            return [WatchClaim(*row) for row in leased]
+
+        return await self._write(unit)
+
+    async def watch_polled(self, claim: WatchClaim, owner: str, polled: Polled, now: float) -> None:
+        await self._write(
+            lambda conn: self._run(
+                conn,
+                "watch_polled",
+                id=claim.id,
+                owner=owner,
+                next_poll_at=polled.next_poll_at,
+                failures=polled.failures,
+                job_status=polled.job_status,
+                progress=polled.progress,
+                last_error=polled.error,
+                now=now,
+            )
+        )
+
+    async def watch_done(
+        self, claim: WatchClaim, job_status: str, progress: str | None, now: float
+    ) -> None:
+        await self._write(
+            lambda conn: self._run(
+                conn, "watch_done", id=claim.id, job_status=job_status, progress=progress, now=now
+            )
+        )
+
+    async def closed_watches(self, limit: int) -> list[WatchClaim]:
+        rows = await self._read(
+            lambda conn: self._run(conn, "closed_watches", limit=limit).fetchall()
+        )
+        return [WatchClaim(*row) for row in rows]
+
+    async def stop_watch(self, claim: WatchClaim, now: float) -> None:
+        await self._write(lambda conn: self._run(conn, "stop_watch", id=claim.id, now=now))
 
     async def counts(self) -> dict[str, dict[str, int]]:
         rows = await self._read(lambda conn: self._run(conn, "count_states").fetchall())

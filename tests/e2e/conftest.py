@@ -67,3 +67,9 @@ def wait_http(url: str, timeout_s: float = 20.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise AssertionError(f"{url} did not answer within {timeout_s}s")
+
+
+# The Kafka broker and S3 fixtures (tests/kafka_broker.py), for the Kafka end-to-end tests.
+from tests.kafka_broker import kafka, moto_s3  # noqa: E402
+
+__all__ = ["Process", "free_port", "kafka", "moto_s3", "processes", "wait_http"]

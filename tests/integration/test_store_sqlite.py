@@ -11,6 +11,7 @@ import pytest
 
 from gateway.security.tokens import SealedToken
 from gateway.store.records import NewEvent, NewWait, Pause, Settlement
+from gateway.store.sqlfiles import load_migrations
 from gateway.store.sqlite import SQLiteStore
 
 T0 = 1_700_000_000.0
@@ -229,5 +230,7 @@ async def test_one_failing_unit_does_not_sink_its_batch(store: SQLiteStore) -> N
 
 async def test_migrations_are_versioned_and_idempotent(tmp_path: Path) -> None:
     store = SQLiteStore(str(tmp_path / "m.db"))
-    assert await store.migrate() == [1]
+    versions = [version for version, _ in load_migrations("sqlite")]
+    assert versions == list(range(1, len(versions) + 1))
+    assert await store.migrate() == versions
     assert await store.migrate() == []

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from gateway.errors import InvalidInput
-from gateway.ingest.rawjson import Member, parse_object
+from gateway.ingest.rawjson import Member, parse_document, parse_object, raw_at
+from gateway.ingest.webhooks.pointer import parse_pointer, resolve
 
 
 def values(members: dict[str, Member]) -> dict[str, Any]:
@@ -262,3 +263,83 @@ def test_agrees_with_json_loads_and_slices_exact_member_bytes() -> None:
         assert {n: m.raw for n, m in members.items()} == {
             n: t.encode() for n, t in last_spelling.items()
         }
+
+
+# -- raw_at: the exact bytes a JSON pointer names (webhook data) ---------------------------
+
+
+NESTED = b' {"a" : [ 1 , {"b" : {\n "c" : 1.0000000000000001 } } , "\\u00e9" ], "x": true}\n'
+
+
+@pytest.mark.parametrize(
+    ("pointer", "raw"),
+    [
+        ("", NESTED.strip()),
+        ("/a", b'[ 1 , {"b" : {\n "c" : 1.0000000000000001 } } , "\\u00e9" ]'),
+        ("/a/0", b"1"),
+        ("/a/1/b", b'{\n "c" : 1.0000000000000001 }'),
+        ("/a/1/b/c", b"1.0000000000000001"),
+        ("/a/2", b'"\\u00e9"'),
+        ("/x", b"true"),
+    ],
+)
+def test_raw_at_slices_the_exact_bytes_a_pointer_names(pointer: str, raw: bytes) -> None:
+    assert raw_at(NESTED, parse_pointer(pointer)) == raw
+
+
+@pytest.mark.parametrize(
+    "pointer", ["/nope", "/a/3", "/a/-", "/a/01", "/a/x", "/a/0/b", "/x/y", "/a/1/b/c/d"]
+)
+def test_raw_at_is_none_where_nothing_is(pointer: str) -> None:
+    assert raw_at(NESTED, parse_pointer(pointer)) is None
+
+
+def test_raw_at_empty_containers_and_escaped_names() -> None:
+    body = b'{"o": {}, "l": [], "a/b": {"m~n": [ ]}}'
+    assert raw_at(body, ("o", "x")) is None
+    assert raw_at(body, ("l", "0")) is None
+    assert raw_at(body, parse_pointer("/a~1b/m~0n")) == b"[ ]"
+
+
+def test_raw_at_takes_the_last_duplicate_like_json_loads() -> None:
+    body = b'{"a": {"b": 1}, "a": {"b": 2, "b": [3]}}'
+    assert raw_at(body, ("a", "b")) == b"[3]"
+    assert raw_at(body, ("a",)) == b'{"b": 2, "b": [3]}'
+
+
+def test_raw_at_refuses_bodies_that_are_not_json() -> None:
+    for body in (b'{"a": [1, 2', b"\xff", b'{"a" 1}'):
+        with pytest.raises(InvalidInput):
+            raw_at(body, ("a", "1"))
+
+
+def test_parse_document_takes_any_json_value() -> None:
+    assert parse_document(b' [1, {"a": null}] ') == [1, {"a": None}]
+    assert parse_document(b'"x"') == "x"
+    for body in (b"", b"[] []", b"NaN", b"\xff", b"[1,"):
+        with pytest.raises(InvalidInput):
+            parse_document(body)
+
+
+def paths(value: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = [prefix]
+    if isinstance(value, dict):
+        for name, child in value.items():
+            found += paths(child, (*prefix, name))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            found += paths(child, (*prefix, str(index)))
+    return found
+
+
+def test_raw_at_agrees_with_resolve_on_generated_documents() -> None:
+    rng = random.Random(6901)
+    for _ in range(300):
+        document = random_value(rng)
+        body = (random_ws(rng) + render(document, rng) + random_ws(rng)).encode()
+        decoded = parse_document(body)
+        for tokens in paths(decoded):
+            raw = raw_at(body, tokens)
+            assert raw is not None
+            assert raw in body
+            assert json.loads(raw) == resolve(decoded, tokens)

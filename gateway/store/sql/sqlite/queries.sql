@@ -128,4 +128,48 @@ DELETE FROM tenant_pauses WHERE until <= :now;
 -- name: count_states
 SELECT 'deliveries' AS kind, state, COUNT(*) FROM deliveries GROUP BY state
 UNION ALL SELECT 'waits', state, COUNT(*) FROM waits GROUP BY state
-UNION ALL SELECT 'events', state, COUNT(*) FROM events GROUP BY state;
+UNION ALL SELECT 'events', state, COUNT(*) FROM events GROUP BY state
+UNION ALL SELECT 'watches', state, COUNT(*) FROM watches GROUP BY state;
+
+-- name: insert_watch
+INSERT INTO watches (wait_id, tenant, key, kind, connection, spec, state, next_poll_at, updated_at)
+VALUES (:wait_id, :tenant, :key, :kind, :connection, :spec, 'active', :now, :now);
+
+-- name: due_watches
+SELECT w.id FROM watches w JOIN waits x ON x.id = w.wait_id
+WHERE w.state = 'active' AND w.next_poll_at <= :now AND x.state = 'open'
+  AND (w.lease_until IS NULL OR w.lease_until < :now)
+ORDER BY w.next_poll_at LIMIT :limit;
+
+-- name: lease_watch
+UPDATE watches SET lease_owner = :owner, lease_until = :lease_until, polls = polls + 1
+WHERE id = :id
+RETURNING id, wait_id, tenant, key, kind, connection, spec, polls, failures;
+
+-- name: watch_polled
+UPDATE watches
+SET next_poll_at = :next_poll_at, failures = :failures, job_status = :job_status,
+    progress = COALESCE(:progress, progress), last_error = :last_error,
+    lease_owner = NULL, lease_until = NULL, updated_at = :now
+WHERE id = :id AND lease_owner = :owner;
+
+-- name: watch_done
+UPDATE watches
+SET state = 'done', job_status = :job_status, progress = COALESCE(:progress, progress),
+    last_error = NULL, lease_owner = NULL, lease_until = NULL, updated_at = :now
+WHERE id = :id;
+
+-- name: closed_watches
+SELECT w.id, w.wait_id, w.tenant, w.key, w.kind, w.connection, w.spec, w.polls, w.failures,
+       x.state
+FROM watches w JOIN waits x ON x.id = w.wait_id
+WHERE w.state = 'active' AND x.state != 'open'
+LIMIT :limit;
+
+-- name: stop_watch
+UPDATE watches SET state = 'stopped', lease_owner = NULL, lease_until = NULL, updated_at = :now
+WHERE id = :id AND state = 'active';
+
+-- name: watch_of_wait
+SELECT kind, connection, state, job_status, progress, polls, last_error, updated_at
+FROM watches WHERE wait_id = :wait_id;

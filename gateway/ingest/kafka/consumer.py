@@ -1,0 +1,317 @@
+"""The Kafka source: consumes ``resume.events`` and ``resume.waits`` into the store.
+
+At least once in, exactly once in effect (DESIGN 5.2, invariants 1 and 2): every fetched batch
+is persisted in one store transaction, its poison records are dead-lettered, and only then are
+its offsets committed. A redelivered record is recognised by the store as a duplicate
+(``event_id`` per tenant and source) or a repeat (same token). Batches are pipelined — the
+next one is fetched and decoded while the previous one commits — but offsets are committed in
+fetch order, so a crash never skips past a batch that was not persisted.
+
+Shutdown order (``stop``): stop fetching, finish the batches in hand (bounded), commit, leave
+the group, close the dead-letter producer. A rebalance drains the same way before giving up
+partitions, so their new owner starts exactly where this one stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.structs import TopicPartition
+
+from gateway.clock import Clock
+from gateway.config.kafka import KafkaSettings
+from gateway.errors import BrokerError
+from gateway.ingest.kafka.decode import Decoder, Preparer
+from gateway.ingest.kafka.dlq import DeadLetters
+from gateway.ingest.kafka.flow import Backpressure, Flow
+from gateway.ingest.kafka.records import Batch, Poison, Record
+from gateway.kafka_connection import close_consumer, connection_options, ms
+from gateway.metrics import Metrics
+from gateway.store.records import Acceptance, NewEvent, NewWait, Registration
+
+log = structlog.get_logger(__name__)
+
+READY_TIMEOUT_S = 2.0
+CONFLICTS = {
+    "key_open_with_other_token": "an open wait for this key has a different resume_token",
+    "token_registered_under_other_key": "this resume_token is registered under another key",
+}
+
+
+class BatchIngest(Preparer, Protocol):
+    """What the consumer needs of ``Ingest``: prepare records, persist a batch at once."""
+
+    async def ingest_batch(
+        self, waits: list[NewWait], events: list[NewEvent]
+    ) -> tuple[list[Registration], list[Acceptance]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    task: asyncio.Task[None]
+    started: float  # time.monotonic()
+
+
+class KafkaIngest:
+    """The consumer service: ``start()``, ``stop()``; ``failed`` is set if it dies."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        ingest: BatchIngest,
+        tenants: frozenset[str],
+        clock: Clock,
+        metrics: Metrics,
+    ) -> None:
+        self._settings = settings
+        self._ingest = ingest
+        self._clock = clock
+        self._metrics = metrics
+        self._decoder = Decoder(
+            ingest,
+            tenants,
+            settings.events_topic,
+            settings.waits_topic,
+            settings.max_message_bytes,
+        )
+        self._flow = Backpressure(settings.max_batches_in_flight, settings.pause_after_s)
+        self._consumer: Any = None  # AIOKafkaConsumer (untyped library)
+        self._producer: Any = None
+        self._dead_letters: DeadLetters | None = None
+        self._intake: asyncio.Task[None] | None = None
+        self._in_flight: list[InFlight] = []
+        self._changed = asyncio.Event()
+        self._numbers = itertools.count(1)
+        self.failed = asyncio.Event()
+        """Set when the intake or a batch died; the gateway then stops rather than limp on."""
+        self.failure: BaseException | None = None
+
+    @property
+    def paused(self) -> bool:
+        """True while the partitions are paused because the store is behind."""
+        return self._flow.paused
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect the dead-letter producer and the consumer, then start fetching."""
+        s = self._settings
+        try:
+            self._producer = AIOKafkaProducer(
+                **connection_options(s, "dlq"),
+                acks="all",
+                max_request_size=s.dlq_max_request_bytes,
+            )
+            await self._producer.start()
+            self._consumer = self._new_consumer()
+            await self._consumer.start()
+        except KafkaError as exc:
+            await self._close_clients()
+            raise BrokerError(f"cannot connect to Kafka {s.bootstrap_servers}: {exc}") from exc
+        self._dead_letters = DeadLetters(
+            self._producer, s.dlq_topic, s.group_id, s.retry_backoff_s, self._metrics
+        )
+        self._intake = self._spawn(self._fetch_forever(), "kafka-intake")
+        log.info("kafka.started", topics=s.topics, group=s.group_id)
+
+    def _new_consumer(self) -> Any:
+        s = self._settings
+        consumer = AIOKafkaConsumer(
+            **connection_options(s, "consumer"),
+            group_id=s.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=s.auto_offset_reset,
+            session_timeout_ms=ms(s.session_timeout_s),
+            heartbeat_interval_ms=ms(s.heartbeat_interval_s),
+            max_poll_interval_ms=ms(s.max_poll_interval_s),
+            max_partition_fetch_bytes=s.max_partition_fetch_bytes,
+        )
+        consumer.subscribe(s.topics, listener=_Rebalance(self._drain_for_rebalance))
+        return consumer
+
+    async def stop(self, timeout_s: float) -> None:
+        """Stop fetching, finish and commit the batches in hand, leave the group. Idempotent."""
+        if self._intake is not None:
+            intake, self._intake = self._intake, None
+            intake.cancel()
+            await asyncio.gather(intake, return_exceptions=True)
+        await self._drain(timeout_s, cancel_after=True)
+        await self._close_clients()
+        log.info("kafka.stopped")
+
+    async def _close_clients(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        producer, self._producer = self._producer, None
+        if consumer is not None:  # commits nothing (auto-commit is off) and leaves the group
+            await close_consumer(consumer)
+        if producer is not None:
+            await producer.stop()
+
+    async def check(self) -> str:
+        """Readiness: ``up``, ``down`` (broker unreachable, or the consumer died) or
+        ``topics_missing``."""
+        consumer = self._consumer
+        if consumer is None or self.failed.is_set():
+            return "down"
+        try:
+            topics = await asyncio.wait_for(consumer.topics(), READY_TIMEOUT_S)
+        except (KafkaError, TimeoutError):
+            return "down"
+        return "up" if set(self._settings.topics) <= set(topics) else "topics_missing"
+
+    # -- supervision -----------------------------------------------------------------------
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._supervise)
+        return task
+
+    def _supervise(self, task: asyncio.Task[None]) -> None:
+        self._in_flight = [b for b in self._in_flight if b.task is not task]
+        self._changed.set()
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        log.critical("kafka.task_died", task=task.get_name(), exc_info=exc)
+        if self.failure is None:
+            self.failure = exc
+        self.failed.set()
+
+    # -- intake ----------------------------------------------------------------------------
+
+    async def _fetch_forever(self) -> None:
+        while True:
+            self._changed.clear()
+            flow = self._flow.decide(len(self._in_flight), self._oldest_age_s())
+            self._steer(flow)
+            if flow is Flow.HOLD:
+                await self._wait_changed(self._flow.hold_for_s(self._oldest_age_s()))
+                continue
+            if flow is Flow.PAUSE:  # keep polling, or the group counts us as dead
+                await self._wait_changed(self._settings.fetch_wait_s)
+            wait_ms = 0 if flow is Flow.PAUSE else ms(self._settings.fetch_wait_s)
+            fetched = await self._consumer.getmany(
+                timeout_ms=wait_ms, max_records=self._settings.max_batch_records
+            )
+            if fetched:
+                self._submit([record for records in fetched.values() for record in records])
+
+    def _steer(self, flow: Flow) -> None:
+        """Pause every assigned partition while the flow says so; resume them after."""
+        consumer = self._consumer
+        paused = consumer.paused()
+        if flow is Flow.PAUSE:
+            fresh = consumer.assignment() - paused  # includes partitions assigned meanwhile
+            if fresh:
+                consumer.pause(*fresh)
+            if not paused:
+                self._metrics.kafka_paused.set(1)
+                log.warning(
+                    "kafka.paused",
+                    batches_in_flight=len(self._in_flight),
+                    oldest_batch_s=round(self._oldest_age_s(), 3),
+                )
+        elif paused:
+            consumer.resume(*paused)
+            self._metrics.kafka_paused.set(0)
+            log.info("kafka.resumed", batches_in_flight=len(self._in_flight))
+
+    async def _wait_changed(self, timeout_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout=max(timeout_s, 0.0))
+
+    def _oldest_age_s(self) -> float:
+        return time.monotonic() - self._in_flight[0].started if self._in_flight else 0.0
+
+    def _submit(self, records: list[Record]) -> None:
+        previous = self._in_flight[-1].task if self._in_flight else None
+        name = f"kafka-batch-{next(self._numbers)}"
+        task = self._spawn(self._handle(records, previous), name)
+        self._in_flight.append(InFlight(task, time.monotonic()))
+
+    # -- one batch -------------------------------------------------------------------------
+
+    async def _handle(self, records: list[Record], previous: asyncio.Task[None] | None) -> None:
+        started = time.monotonic()
+        batch = self._decoder.batch(records, self._clock())
+        await self._persist(batch)
+        assert self._dead_letters is not None
+        try:
+            await self._dead_letters.send_all(batch.poison)
+            if previous is not None:
+                await asyncio.wait({previous})
+                if previous.cancelled() or previous.exception() is not None:
+                    return  # its offsets come first; this batch is read again after a restart
+            await self._commit(batch)
+        except KafkaError as exc:
+            raise BrokerError(f"Kafka refused: {exc}") from exc
+        self._metrics.kafka_batch.observe(time.monotonic() - started)
+
+    async def _persist(self, batch: Batch) -> None:
+        if not batch.waits and not batch.events:
+            return
+        registered, _ = await self._ingest.ingest_batch(
+            [wait for _, wait in batch.waits], [event for _, event in batch.events]
+        )
+        for (record, _), result in zip(batch.waits, registered, strict=True):
+            if result.outcome == "conflict":
+                reason = result.conflict or "conflict"
+                batch.poison.append((record, Poison("conflict", CONFLICTS.get(reason, reason))))
+        self._count(batch)
+
+    def _count(self, batch: Batch) -> None:
+        s, counter = self._settings, self._metrics.kafka_records
+        for topic, n in ((s.waits_topic, len(batch.waits)), (s.events_topic, len(batch.events))):
+            if n:
+                counter.labels(topic, "ingested").inc(n)
+
+    async def _commit(self, batch: Batch) -> None:
+        offsets = {TopicPartition(t, p): offset for (t, p), offset in batch.offsets.items()}
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The partitions moved to another member meanwhile: it reads these records again,
+            # and the store recognises them as duplicates.
+            log.warning("kafka.commit_skipped", reason=str(exc), records=batch.size)
+
+    # -- draining --------------------------------------------------------------------------
+
+    async def _drain(self, timeout_s: float, cancel_after: bool = False) -> None:
+        """Wait for the batches in flight to commit; optionally cancel what is left after."""
+        tasks = [b.task for b in self._in_flight]
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+        if pending:
+            log.warning("kafka.drain_timeout", batches=len(pending))
+        if cancel_after:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _drain_for_rebalance(self, revoked: set[TopicPartition]) -> None:
+        if revoked:
+            log.info("kafka.partitions_revoked", partitions=len(revoked))
+            await self._drain(self._settings.session_timeout_s)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped library
+    """Commits the batches in flight before partitions are handed to another member."""
+
+    def __init__(self, on_revoked: Callable[[set[TopicPartition]], Any]) -> None:
+        self._on_revoked = on_revoked
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("kafka.partitions_assigned", partitions=sorted(map(str, assigned)))

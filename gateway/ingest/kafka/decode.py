@@ -1,0 +1,147 @@
+"""Turns consumed records into store records or poison, without I/O.
+
+A value is parsed once with the raw-JSON scanner, so an event's ``data`` keeps its exact bytes
+(invariant 7), then validated against the published Kafka models and prepared by the same
+``Ingest`` methods the HTTP API uses. Anything refused becomes ``Poison`` with a detail built
+from field names and messages only: a registration's value holds a resume token, and the
+detail ends up in headers and logs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from gateway.errors import InvalidInput
+from gateway.ingest.kafka.records import Batch, Poison, Record
+from gateway.ingest.rawjson import Member, parse_object
+from gateway.messages import (
+    CompletionEvent,
+    KafkaCompletionEvent,
+    KafkaWaitRegistration,
+    WaitRegistration,
+)
+from gateway.store.records import NewEvent, NewWait
+
+KAFKA_SOURCE = "kafka"
+MAX_DETAIL_CHARS = 500
+
+
+class Preparer(Protocol):
+    """The part of ``Ingest`` that validates a message against the tenant's configuration."""
+
+    def prepare_wait(self, tenant: str, reg: WaitRegistration, now: float) -> NewWait: ...
+
+    def prepare_event(
+        self, tenant: str, source: str, event: CompletionEvent, data: bytes
+    ) -> NewEvent: ...
+
+
+class Decoder:
+    """Decodes the records of ``events_topic`` and ``waits_topic`` for the known tenants."""
+
+    def __init__(
+        self,
+        preparer: Preparer,
+        tenants: frozenset[str],
+        events_topic: str,
+        waits_topic: str,
+        max_message_bytes: int,
+    ) -> None:
+        self._preparer = preparer
+        self._tenants = tenants
+        self._events_topic = events_topic
+        self._waits_topic = waits_topic
+        self._max_bytes = max_message_bytes
+
+    def batch(self, records: Iterable[Record], now: float) -> Batch:
+        """A fetched batch sorted into waits, events and poison, with the offsets to commit."""
+        batch = Batch()
+        for record in records:
+            decoded = self.decode(record, now)
+            if isinstance(decoded, Poison):
+                batch.poison.append((record, decoded))
+            elif isinstance(decoded, NewWait):
+                batch.waits.append((record, decoded))
+            else:
+                batch.events.append((record, decoded))
+            tp = (record.topic, record.partition)
+            batch.offsets[tp] = max(batch.offsets.get(tp, 0), record.offset + 1)
+            batch.size += 1
+        return batch
+
+    def decode(self, record: Record, now: float) -> NewWait | NewEvent | Poison:
+        value = record.value
+        if value is None:
+            return Poison("not_json", "the record has no value")
+        if len(value) > self._max_bytes:
+            return Poison("oversized", f"{len(value)} bytes > max_message_bytes {self._max_bytes}")
+        try:
+            members = parse_object(value)
+        except InvalidInput as exc:
+            return _unparsable(value, exc)
+        try:
+            if record.topic == self._waits_topic:
+                return self._wait(members, now)
+            return self._event(members)
+        except ValidationError as exc:
+            return Poison("invalid", _describe(exc))
+        except InvalidInput as exc:
+            return Poison("invalid", _field_detail(exc))
+        except _UnknownTenant as exc:
+            return Poison("unknown_tenant", f"tenant {exc.tenant!r} is not configured")
+
+    def _wait(self, members: dict[str, Member], now: float) -> NewWait:
+        reg = KafkaWaitRegistration.model_validate(_values(members))
+        self._known(reg.tenant)
+        return self._preparer.prepare_wait(reg.tenant, reg, now)
+
+    def _event(self, members: dict[str, Member]) -> NewEvent:
+        event = KafkaCompletionEvent.model_validate(_values(members))
+        self._known(event.tenant)
+        data = members["data"].raw if "data" in members else b"null"
+        return self._preparer.prepare_event(event.tenant, KAFKA_SOURCE, event, data)
+
+    def _known(self, tenant: str) -> None:
+        if tenant not in self._tenants:
+            raise _UnknownTenant(tenant)
+
+
+class _UnknownTenant(Exception):
+    def __init__(self, tenant: str) -> None:
+        super().__init__(tenant)
+        self.tenant = tenant
+
+
+def _values(members: dict[str, Member]) -> dict[str, Any]:
+    return {name: member.value for name, member in members.items()}
+
+
+def _unparsable(value: bytes, exc: InvalidInput) -> Poison:
+    """Not JSON at all, or JSON that is not an object (which no schema allows)."""
+    try:
+        json.loads(value)
+    except (ValueError, RecursionError):
+        return Poison("not_json", _clip(str(exc)))
+    return Poison("invalid", "the value is JSON but not an object")
+
+
+def _describe(exc: ValidationError) -> str:
+    """Field locations and messages; pydantic's ``input`` is left out (it may be a token)."""
+    parts = []
+    for error in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(p) for p in error["loc"]) or "(value)"
+        parts.append(f"{where}: {error['msg']}")
+    return _clip("; ".join(parts))
+
+
+def _field_detail(exc: InvalidInput) -> str:
+    field = exc.extensions.get("field")
+    return _clip(f"{field}: {exc.detail}" if field else exc.detail)
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_DETAIL_CHARS else text[: MAX_DETAIL_CHARS - 1] + "…"

@@ -1,0 +1,1 @@
+"""Webhook sources: who may post (``verify``), where the fields are (``pointer``, ``mapping``)."""

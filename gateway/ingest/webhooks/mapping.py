@@ -1,0 +1,183 @@
+"""Field mapping: a verified webhook body, in the sender's shape, as a completion event.
+
+Pure: body bytes and headers in, a ``CompletionEvent`` plus the exact bytes of its ``data``
+out. Every refusal is an ``InvalidInput`` (422) naming the pointer or header it came from, so
+whoever configures the sender sees which field to fix.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from gateway.config.sources import KEY_TEMPLATE_FIELD, EventStatusName, SourceSettings
+from gateway.errors import InvalidInput
+from gateway.ingest.rawjson import parse_document, raw_at
+from gateway.ingest.webhooks.pointer import Pointer, resolve
+from gateway.messages import CompletionEvent
+
+SUCCEEDED_OR_FAILED: frozenset[str] = frozenset({"succeeded", "failed"})
+QUOTED_VALUE_CHARS = 64
+
+
+@dataclass(frozen=True)
+class EventMapping:
+    """A source's ``mapping`` with its pointers parsed once."""
+
+    key: Pointer
+    key_template: str | None
+    event_id: Pointer | None
+    event_id_header: str | None
+    status: Pointer | None
+    status_map: Mapping[str, EventStatusName]
+    default_status: EventStatusName | None
+    data: Pointer
+
+    @classmethod
+    def from_settings(cls, source: SourceSettings) -> EventMapping:
+        m = source.mapping
+        return cls(
+            key=Pointer.parse(m.key),
+            key_template=m.key_template,
+            event_id=Pointer.parse(m.event_id) if m.event_id is not None else None,
+            event_id_header=source.event_id_header,
+            status=Pointer.parse(m.status) if m.status is not None else None,
+            status_map=dict(m.status_map),
+            default_status=m.default_status,
+            data=Pointer.parse(m.data),
+        )
+
+
+@dataclass(frozen=True)
+class MappedEvent:
+    event: CompletionEvent
+    data: bytes
+    """The exact bytes of the pointed-to value in the body (invariant 7)."""
+
+
+def map_event(mapping: EventMapping, body: bytes, headers: Mapping[str, str]) -> MappedEvent:
+    """The event a webhook reports; ``InvalidInput`` naming the pointer when a field is wrong."""
+    document = parse_document(body)
+    fields = {
+        "key": _key(mapping, document),
+        "id": _event_id(mapping, document, headers),
+        "status": _status(mapping, document),
+    }
+    return MappedEvent(_validated(fields, _origins(mapping)), _data(mapping.data, body))
+
+
+def _key(mapping: EventMapping, document: Any) -> str:
+    value = _text_at(document, mapping.key, "key")
+    if mapping.key_template is None:
+        return value
+    # replace, not str.format: a template is plain text around one field, nothing else
+    return mapping.key_template.replace(KEY_TEMPLATE_FIELD, value)
+
+
+def _event_id(mapping: EventMapping, document: Any, headers: Mapping[str, str]) -> str:
+    if mapping.event_id is not None:
+        return _text_at(document, mapping.event_id, "event_id")
+    assert mapping.event_id_header is not None  # SourceSettings requires one or the other
+    value = headers.get(mapping.event_id_header)
+    if not value:
+        raise InvalidInput(
+            f"the {mapping.event_id_header} header (the event id) is missing",
+            field="event_id",
+            header=mapping.event_id_header,
+        )
+    return value
+
+
+def _status(mapping: EventMapping, document: Any) -> EventStatusName:
+    if mapping.status is None:
+        assert mapping.default_status is not None  # MappingSettings requires one or the other
+        return mapping.default_status
+    text = _status_text(_value_at(document, mapping.status, "status"))
+    if text in mapping.status_map:
+        return mapping.status_map[text]
+    if text in SUCCEEDED_OR_FAILED:
+        return "succeeded" if text == "succeeded" else "failed"
+    if mapping.default_status is not None:
+        return mapping.default_status
+    raise InvalidInput(
+        f"the value {_quoted(text)} at {mapping.status.text} is not in status_map "
+        "and the source has no default_status",
+        field="status",
+        pointer=mapping.status.text,
+    )
+
+
+def _status_text(value: Any) -> str:
+    """How a status value is looked up in ``status_map``: strings as they are, others as JSON."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def _data(pointer: Pointer, body: bytes) -> bytes:
+    raw = raw_at(body, pointer.tokens)
+    if raw is None:
+        raise _missing(pointer, "data")
+    return raw
+
+
+def _text_at(document: Any, pointer: Pointer, field: str) -> str:
+    """A key or id: a string, or an integer written as its digits."""
+    value = _value_at(document, pointer, field)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise InvalidInput(
+        f"the value at {pointer.text or '(the whole body)'} ({field}) must be a string "
+        f"or an integer, not {_json_type(value)}",
+        field=field,
+        pointer=pointer.text,
+    )
+
+
+def _value_at(document: Any, pointer: Pointer, field: str) -> Any:
+    try:
+        return resolve(document, pointer.tokens)
+    except LookupError:
+        raise _missing(pointer, field) from None
+
+
+def _missing(pointer: Pointer, field: str) -> InvalidInput:
+    return InvalidInput(
+        f"the body has no value at {pointer.text} ({field})", field=field, pointer=pointer.text
+    )
+
+
+def _validated(fields: dict[str, str], origins: dict[str, dict[str, str]]) -> CompletionEvent:
+    """The event model's own limits (lengths), reported against where each value came from."""
+    try:
+        return CompletionEvent.model_validate(fields)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False, include_input=False)[0]
+        field = str(error["loc"][0]) if error["loc"] else "(event)"
+        origin = origins.get(field, {})
+        where = " ".join(f"{kind} {name}" for kind, name in origin.items())
+        name = "event_id" if field == "id" else field
+        raise InvalidInput(f"{name} (from {where}): {error['msg']}", field=name, **origin) from None
+
+
+def _origins(mapping: EventMapping) -> dict[str, dict[str, str]]:
+    """Event field → the pointer or header it was read from (status is always valid)."""
+    event_id = (
+        {"pointer": mapping.event_id.text}
+        if mapping.event_id is not None
+        else {"header": mapping.event_id_header or ""}
+    )
+    return {"key": {"pointer": mapping.key.text}, "id": event_id}
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "an array", bool: "a boolean", float: "a number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _quoted(text: str) -> str:
+    return json.dumps(text[:QUOTED_VALUE_CHARS] + ("…" if len(text) > QUOTED_VALUE_CHARS else ""))

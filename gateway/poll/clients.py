@@ -1,0 +1,127 @@
+"""HTTP clients of the polled job systems. Each answers raw bytes or raises ``PollError``."""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+from urllib.parse import quote
+
+import aiohttp
+from pydantic import BaseModel
+
+from gateway.config.connections import AlteryxConnection, PixxelConnection
+from gateway.errors import GatewayError
+
+TOKEN_REFRESH_MARGIN_S = 60.0
+
+
+class PollError(GatewayError):
+    """The job system did not answer usefully."""
+
+
+class JobClient(Protocol):
+    async def job(self, spec: dict[str, str]) -> bytes:
+        """The job's JSON answer, as received."""
+
+    async def cancel(self, spec: dict[str, str]) -> str:
+        """Ask the system to cancel the job; a short description of what happened."""
+
+
+class _Token(BaseModel):
+    access_token: str
+    expires_in: float = 3600.0
+
+
+class AlteryxClient:
+    """Alteryx Server v3: OAuth2 client credentials, the token cached until shortly before it
+    expires and refreshed at once when the server says 401."""
+
+    def __init__(self, session: aiohttp.ClientSession, conn: AlteryxConnection) -> None:
+        self._session = session
+        self._conn = conn
+        self._timeout = aiohttp.ClientTimeout(total=conn.request_timeout_s)
+        self._token: str | None = None
+        self._token_until = 0.0
+
+    async def job(self, spec: dict[str, str]) -> bytes:
+        url = f"{self._jobs_url(spec)}?includeMessages=true"
+        status, body = await self._call("GET", url)
+        if status != 200:
+            raise PollError(f"alteryx answered {status} for job {spec['job_id']}")
+        return body
+
+    async def cancel(self, spec: dict[str, str]) -> str:
+        status, _body = await self._call("DELETE", self._jobs_url(spec))
+        if status == 400:
+            return "not_cancellable"  # "not in 'Queued' or 'Running' state": already over
+        if status != 200:
+            raise PollError(f"alteryx answered {status} to cancel job {spec['job_id']}")
+        return "cancelled"
+
+    def _jobs_url(self, spec: dict[str, str]) -> str:
+        return f"{self._conn.root}{self._conn.api_path}/v3/jobs/{quote(spec['job_id'], safe='')}"
+
+    async def _call(self, method: str, url: str) -> tuple[int, bytes]:
+        for fresh in (False, True):
+            headers = {"Authorization": f"Bearer {await self._bearer(fresh)}"}
+            try:
+                async with self._session.request(
+                    method, url, headers=headers, timeout=self._timeout
+                ) as resp:
+                    body = await resp.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise PollError(f"alteryx unreachable: {type(exc).__name__}") from exc
+            if resp.status != 401:
+                return resp.status, body
+        return 401, b""
+
+    async def _bearer(self, fresh: bool) -> str:
+        if fresh or self._token is None or time.monotonic() >= self._token_until:
+            await self._fetch_token()
+        assert self._token is not None
+        return self._token
+
+    async def _fetch_token(self) -> None:
+        secret = self._conn.client_secret.get_secret_value()
+        headers = {"Authorization": aiohttp.encode_basic_auth(self._conn.client_id, secret)}
+        url = self._conn.root + self._conn.token_path
+        form = {"grant_type": "client_credentials"}
+        try:
+            async with self._session.post(
+                url, data=form, headers=headers, timeout=self._timeout
+            ) as resp:
+                body = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise PollError(f"alteryx token endpoint unreachable: {type(exc).__name__}") from exc
+        if resp.status != 200:
+            raise PollError(f"alteryx token endpoint answered {resp.status}")
+        token = _Token.model_validate_json(body)
+        self._token = token.access_token
+        self._token_until = time.monotonic() + token.expires_in - TOKEN_REFRESH_MARGIN_S
+
+
+class PixxelClient:
+    """Pixxel: the API key as the ``Authorization`` header (seed 004)."""
+
+    def __init__(self, session: aiohttp.ClientSession, conn: PixxelConnection) -> None:
+        self._session = session
+        self._conn = conn
+        self._timeout = aiohttp.ClientTimeout(total=conn.request_timeout_s)
+
+    async def job(self, spec: dict[str, str]) -> bytes:
+        url = (
+            f"{self._conn.root}/v0/workflows/{quote(spec['workflow_id'], safe='')}"
+            f"/jobs/{quote(spec['job_id'], safe='')}"
+        )
+        headers = {"Authorization": self._conn.api_key.get_secret_value()}
+        try:
+            async with self._session.get(url, headers=headers, timeout=self._timeout) as resp:
+                body = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise PollError(f"pixxel unreachable: {type(exc).__name__}") from exc
+        if resp.status != 200:
+            raise PollError(f"pixxel answered {resp.status} for job {spec['job_id']}")
+        return body
+
+    async def cancel(self, spec: dict[str, str]) -> str:
+        return "not_supported"

@@ -1,0 +1,96 @@
+"""What a polled job's answer means: validated with pydantic, mapped to a completion status.
+
+Pure functions over the parsed answer; the clients do the I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Status = Literal["succeeded", "failed"]
+
+ALTERYX_DONE = {"complete", "completed", "finished", "done"}
+ALTERYX_SUCCESS = {"success", "succeeded", "completed", "complete", "ok"}
+PIXXEL_SUCCESS = {"completed", "complete", "succeeded", "success", "done", "finished"}
+PIXXEL_FAILURE = {"failed", "failure", "error", "errored", "cancelled", "canceled", "aborted"}
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    """``status`` is None while the job runs; ``data`` is the event's data once it is done."""
+
+    job_status: str
+    status: Status | None
+    progress: str | None
+    data: bytes | None
+
+
+class AlteryxJob(BaseModel):
+    """``GET /v3/jobs/{jobId}`` (seed 003); unknown fields are kept in the raw bytes."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    status: str
+    disposition: str | None = None
+
+
+class PixxelTask(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str | None = None
+    name: str | None = None
+    status: str | None = None
+    err_msg: str | None = None
+    failure_type: str | None = None
+
+
+class PixxelJob(BaseModel):
+    """``GET /v0/workflows/{workflow_id}/jobs/{job_id}`` (seed 004)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    status: str
+    progress: str | float | int | None = None
+    tasks: list[PixxelTask] = Field(default_factory=list)
+
+
+def alteryx_state(raw: bytes) -> JobState:
+    """Complete (in any spelling seen in the wild) is terminal; the disposition decides."""
+    job = AlteryxJob.model_validate_json(raw)
+    if job.status.strip().lower() not in ALTERYX_DONE:
+        return JobState(job.status, None, None, None)
+    disposition = (job.disposition or "").strip().lower()
+    status: Status = "succeeded" if disposition in ALTERYX_SUCCESS else "failed"
+    return JobState(job.status, status, None, raw)
+
+
+def pixxel_state(raw: bytes) -> JobState:
+    """A failed job's data carries each failing task's ``err_msg`` and ``failure_type``."""
+    job = PixxelJob.model_validate_json(raw)
+    normal = job.status.strip().lower()
+    progress = None if job.progress is None else str(job.progress)
+    if normal in PIXXEL_SUCCESS:
+        return JobState(job.status, "succeeded", progress, _pixxel_data(raw, []))
+    if normal in PIXXEL_FAILURE:
+        return JobState(job.status, "failed", progress, _pixxel_data(raw, _failures(job)))
+    return JobState(job.status, None, progress, None)
+
+
+def _failures(job: PixxelJob) -> list[dict[str, Any]]:
+    return [
+        {"task": t.name or t.id, "err_msg": t.err_msg, "failure_type": t.failure_type}
+        for t in job.tasks
+        if t.err_msg or t.failure_type or (t.status or "").lower() in PIXXEL_FAILURE
+    ]
+
+
+def _pixxel_data(raw: bytes, failures: list[dict[str, Any]]) -> bytes:
+    """``{"job": <the answer, byte-exact>, "failed_tasks": [...]}``."""
+    summary = json.dumps(failures, ensure_ascii=False).encode()
+    return b'{"job":' + raw.strip() + b',"failed_tasks":' + summary + b"}"

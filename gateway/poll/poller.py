@@ -1,0 +1,196 @@
+"""The poller: leases due watches, polls their job, reports terminal jobs as events.
+
+Concurrency is bounded (``[polling] max_concurrency``); a watch is polled again after its
+connection's interval with jitter, or after an exponential backoff when the system fails. Watch
+state lives in the store, so a restart resumes every watch where it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import uuid
+from collections.abc import Callable
+
+import aiohttp
+import structlog
+from pydantic import ValidationError
+
+from gateway.clock import Clock
+from gateway.config.connections import AlteryxConnection, ConnectionSettings, PixxelConnection
+from gateway.config.settings import PollingSettings
+from gateway.errors import InvalidInput
+from gateway.ingest.service import Ingest
+from gateway.messages import CompletionEvent
+from gateway.metrics import Metrics
+from gateway.poll.clients import AlteryxClient, JobClient, PixxelClient, PollError
+from gateway.poll.jobs import JobState, alteryx_state, pixxel_state
+from gateway.store.base import Store
+from gateway.store.records import Polled, WatchClaim
+
+log = structlog.get_logger(__name__)
+
+READERS: dict[str, Callable[[bytes], JobState]] = {
+    "alteryx": alteryx_state,
+    "pixxel": pixxel_state,
+}
+
+
+class Poller:
+    """Runs the watch loop as one named task; ``stop`` waits for polls in flight (bounded)."""
+
+    def __init__(
+        self,
+        store: Store,
+        ingest: Ingest,
+        connections: list[ConnectionSettings],
+        settings: PollingSettings,
+        clock: Clock,
+        metrics: Metrics,
+    ) -> None:
+        self._metrics = metrics
+        self._store = store
+        self._ingest = ingest
+        self._connections = {c.name: c for c in connections}
+        self._settings = settings
+        self._clock = clock
+        self._owner = f"poll-{uuid.uuid4().hex[:12]}"
+        self._rng = random.Random()
+        self._session: aiohttp.ClientSession | None = None
+        self._clients: dict[str, JobClient] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self.failed = asyncio.Event()
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession()
+        self._clients = {name: self._client(conn) for name, conn in self._connections.items()}
+        self._task = asyncio.create_task(self._run(), name="poller")
+        self._task.add_done_callback(self._supervise)
+
+    def _client(self, conn: ConnectionSettings) -> JobClient:
+        assert self._session is not None
+        if isinstance(conn, AlteryxConnection):
+            return AlteryxClient(self._session, conn)
+        assert isinstance(conn, PixxelConnection)
+        return PixxelClient(self._session, conn)
+
+    def _supervise(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.critical("poller.died", exc_info=task.exception())
+            self.failed.set()
+
+    async def stop(self, timeout_s: float) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self._in_flight:
+            _, pending = await asyncio.wait(self._in_flight, timeout=timeout_s)
+            for task in pending:
+                task.cancel()  # its lease expires and another poll picks it up
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _run(self) -> None:
+        while True:
+            await self._close_finished_waits()
+            room = self._settings.max_concurrency - len(self._in_flight)
+            if room > 0:
+                await self._claim(room)
+            await asyncio.sleep(self._settings.tick_s)
+
+    async def _claim(self, room: int) -> None:
+        now = self._clock()
+        claims = await self._store.claim_watches(now, room, self._settings.lease_s, self._owner)
+        for claim in claims:
+            task = asyncio.create_task(self._poll(claim), name=f"poll-{claim.id}")
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    # -- one poll --------------------------------------------------------------------------
+
+    async def _poll(self, claim: WatchClaim) -> None:
+        spec = json.loads(claim.spec_json)
+        client = self._clients.get(claim.connection)
+        if client is None:
+            await self._failed(claim, f"connection {claim.connection!r} is not configured")
+            return
+        try:
+            state = READERS[claim.kind](await client.job(spec))
+        except PollError as exc:
+            await self._failed(claim, str(exc))
+            return
+        except ValidationError as exc:
+            await self._failed(claim, f"unexpected answer: {exc.error_count()} validation errors")
+            return
+        self._metrics.polls.labels(claim.connection, state.status or "running").inc()
+        if state.status is None:
+            await self._running(claim, state)
+        else:
+            await self._finished(claim, spec, state)
+
+    async def _running(self, claim: WatchClaim, state: JobState) -> None:
+        conn = self._connections[claim.connection]
+        interval = conn.poll_interval_s * self._rng.uniform(0.8, 1.2)
+        now = self._clock()
+        polled = Polled(now + interval, 0, state.job_status, state.progress, None)
+        await self._store.watch_polled(claim, self._owner, polled, now)
+
+    async def _failed(self, claim: WatchClaim, error: str) -> None:
+        conn = self._connections.get(claim.connection)
+        base = conn.poll_interval_s if conn else self._settings.tick_s
+        cap = conn.max_backoff_s if conn else 300.0
+        self._metrics.polls.labels(claim.connection, "error").inc()
+        failures = claim.failures + 1
+        delay = self._rng.uniform(0.0, min(cap, base * 2**failures))
+        now = self._clock()
+        log.warning(
+            "watch.poll_failed", tenant=claim.tenant, key=claim.key, error=error, failures=failures
+        )
+        polled = Polled(now + max(delay, base / 2), failures, None, None, error)
+        await self._store.watch_polled(claim, self._owner, polled, now)
+
+    async def _finished(self, claim: WatchClaim, spec: dict[str, str], state: JobState) -> None:
+        assert state.status is not None
+        assert state.data is not None
+        event = CompletionEvent(
+            id=f"{claim.kind}:{spec['job_id']}", key=claim.key, status=state.status
+        )
+        try:
+            result = await self._ingest.accept(
+                claim.tenant, f"poll:{claim.connection}", event, state.data
+            )
+        except InvalidInput as exc:  # e.g. a raw-mode tenant and a non-object answer
+            await self._failed(claim, exc.detail)
+            return
+        await self._store.watch_done(claim, state.job_status, state.progress, self._clock())
+        log.info(
+            "watch.finished",
+            tenant=claim.tenant,
+            key=claim.key,
+            status=state.status,
+            outcome=result.outcome,
+        )
+
+    # -- waits that closed without their job finishing -------------------------------------
+
+    async def _close_finished_waits(self) -> None:
+        for claim in await self._store.closed_watches(limit=100):
+            if claim.wait_state in ("expired", "cancelled"):
+                await self._cancel_job(claim)
+            await self._store.stop_watch(claim, self._clock())
+
+    async def _cancel_job(self, claim: WatchClaim) -> None:
+        spec = json.loads(claim.spec_json)
+        client = self._clients.get(claim.connection)
+        if client is None or not spec.get("cancel_on_close"):
+            return
+        try:
+            result = await client.cancel(spec)
+        except PollError as exc:
+            result = f"failed: {exc}"
+        log.info("watch.job_cancel", tenant=claim.tenant, key=claim.key, result=result)

@@ -1,0 +1,99 @@
+"""Control API of the Pixxel sandbox (``/_sandbox/...``, no auth): script jobs, inspect them.
+
+Tests script a workflow job's lifecycle here, read back how often it was polled, change the API
+keys, install faults and read the request log. Never exposed by a real Pixxel; never put it on a
+network.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from gateway.sandbox.control import FaultsAndLogControl, invalid, missing, parse_model, parse_object
+from gateway.sandbox.pixxel_jobs import JobScript, PixxelJob, detail
+from gateway.sandbox.pixxel_state import PixxelSandbox
+
+
+def job_state(job: PixxelJob, now: float) -> dict[str, Any]:
+    """Everything a test may want to assert about a job; ``job`` is what the API shows now."""
+    life = job.lifecycle
+    return {
+        "job_id": job.id,
+        "workflow_id": job.script.workflow_id,
+        "status": job.status(now),
+        "progress": job.progress(now),
+        "created_at": life.created_at,
+        "running_at": life.running_at,
+        "finished_at": life.finished_at,
+        "script": job.script.model_dump(mode="json"),
+        "poll_count": job.poll_count,
+        "job": detail(job, now),
+    }
+
+
+class PixxelControlApi:
+    """Handlers of the ``/_sandbox/`` endpoints."""
+
+    def __init__(self, sandbox: PixxelSandbox) -> None:
+        self._sandbox = sandbox
+
+    def routes(self) -> list[web.RouteDef]:
+        """Route table of the control API."""
+        return [
+            web.post("/_sandbox/jobs", self.create_job),
+            web.get("/_sandbox/jobs", self.list_jobs),
+            web.get("/_sandbox/jobs/{job_id}", self.get_job),
+            *FaultsAndLogControl(self._sandbox.faults, self._sandbox.requests).routes(),
+            web.get("/_sandbox/stats", self.stats),
+            web.get("/_sandbox/settings", self.get_settings),
+            web.put("/_sandbox/settings", self.put_settings),
+            web.post("/_sandbox/reset", self.reset),
+        ]
+
+    async def create_job(self, request: web.Request) -> web.Response:
+        """Script a new job (201 with its ids); it is queued from now on."""
+        script = await parse_model(request, JobScript)
+        if isinstance(script, web.Response):
+            return script
+        job = self._sandbox.create_job(script)
+        created = {"job_id": job.id, "workflow_id": script.workflow_id, "tasks": script.tasks}
+        return web.json_response(created, status=201)
+
+    async def list_jobs(self, request: web.Request) -> web.Response:
+        """Every job's state, oldest first."""
+        now = self._sandbox.clock()
+        return web.json_response([job_state(job, now) for job in self._sandbox.jobs()])
+
+    async def get_job(self, request: web.Request) -> web.Response:
+        """One job's state."""
+        job = self._sandbox.job(request.match_info["job_id"])
+        if job is None:
+            return missing()
+        return web.json_response(job_state(job, self._sandbox.clock()))
+
+    async def stats(self, request: web.Request) -> web.Response:
+        """Totals."""
+        return web.json_response(self._sandbox.stats())
+
+    async def get_settings(self, request: web.Request) -> web.Response:
+        """Current settings, keys shown as ids only."""
+        return web.json_response(self._sandbox.settings.public_view())
+
+    async def put_settings(self, request: web.Request) -> web.Response:
+        """Change some settings; fields left out keep their value."""
+        changes = await parse_object(request)
+        if isinstance(changes, web.Response):
+            return changes
+        try:
+            self._sandbox.settings = self._sandbox.settings.updated(changes)
+        except ValidationError as exc:
+            return invalid(exc)
+        return web.json_response(self._sandbox.settings.public_view())
+
+    async def reset(self, request: web.Request) -> web.Response:
+        """Forget jobs, faults and the log; restore the initial settings."""
+        self._sandbox.reset()
+        return web.Response(status=204)

@@ -1,0 +1,307 @@
+"""Watches over real HTTP: the gateway polls the Alteryx and Pixxel sandboxes and resumes the
+Workato sandbox job once the polled job is terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from gateway.sandbox.alteryx import AlteryxSandbox, AlteryxSandboxSettings
+from gateway.sandbox.alteryx import JobScript as AlteryxScript
+from gateway.sandbox.alteryx import create_app as alteryx_app
+from gateway.sandbox.faults import FaultPlan, ScriptedFault
+from gateway.sandbox.pixxel import JobScript as PixxelScript
+from gateway.sandbox.pixxel import PixxelSandbox, PixxelSandboxSettings
+from gateway.sandbox.pixxel import create_app as pixxel_app
+from gateway.sandbox.server import SandboxServer
+from gateway.sandbox.workato_state import WorkatoSandbox
+from tests.conftest import RunningGateway, SettingsFactory
+
+Start = Any
+CLIENT_ID, CLIENT_SECRET, PIXXEL_KEY = "gw-client", "alteryx-secret-9f8e", "pixxel-key-71c3"
+
+
+@pytest.fixture
+def alteryx() -> AlteryxSandbox:
+    return AlteryxSandbox(AlteryxSandboxSettings(clients={CLIENT_ID: CLIENT_SECRET}))
+
+
+@pytest.fixture
+def pixxel() -> PixxelSandbox:
+    return PixxelSandbox(PixxelSandboxSettings(api_keys=[PIXXEL_KEY]))
+
+
+@pytest.fixture
+async def urls(alteryx: AlteryxSandbox, pixxel: PixxelSandbox) -> AsyncIterator[dict[str, str]]:
+    async with SandboxServer(alteryx_app(alteryx)) as a, SandboxServer(pixxel_app(pixxel)) as p:
+        yield {"alteryx": a.url, "pixxel": p.url}
+
+
+def watch_settings(make_settings: SettingsFactory, urls: dict[str, str]) -> Any:
+    return make_settings(
+        {
+            "polling": {"tick_s": 0.05, "lease_s": 1.0},
+            "connections": [
+                {
+                    "name": "ayx",
+                    "kind": "alteryx",
+                    "base_url": urls["alteryx"],
+                    "client_id": CLIENT_ID,
+                    "client_secret": CLIENT_SECRET,
+                    "poll_interval_s": 0.1,
+                    "max_backoff_s": 0.3,
+                    "request_timeout_s": 0.5,
+                },
+                {
+                    "name": "px",
+                    "kind": "pixxel",
+                    "base_url": urls["pixxel"],
+                    "api_key": PIXXEL_KEY,
+                    "poll_interval_s": 0.1,
+                    "max_backoff_s": 0.3,
+                    "request_timeout_s": 0.5,
+                },
+            ],
+        }
+    )
+
+
+async def eventually(check: Any, timeout_s: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = await check() if asyncio.iscoroutinefunction(check) else check()
+        if result:
+            return result
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not reached within {timeout_s}s")
+
+
+async def register(
+    gw: RunningGateway, workato: WorkatoSandbox, key: str, watch: dict[str, Any], **extra: Any
+) -> Any:
+    job = workato.create_job()
+    status, body = await gw.post(
+        "/v1/waits", {"key": key, "resume_token": job.resume.token, "watch": watch, **extra}
+    )
+    assert status == 201, body
+    return job
+
+
+async def test_alteryx_job_is_polled_to_completion_and_resumes_once(
+    make_settings: SettingsFactory,
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    alteryx: AlteryxSandbox,
+    urls: dict[str, str],
+) -> None:
+    gw = await start_gateway(watch_settings(make_settings, urls))
+    ayx = alteryx.create_job(AlteryxScript(queued_s=0.1, running_s=0.3))
+    job = await register(
+        gw, workato, "k", {"kind": "alteryx", "connection": "ayx", "job_id": ayx.id}
+    )
+    await eventually(lambda: job.resume.count == 1)
+    assert job.resume.data is not None
+    assert job.resume.data["status"] == "succeeded"
+    assert job.resume.data["source"] == "poll:ayx"
+    payload = job.resume.data["payload"]
+    assert (payload["id"], payload["disposition"]) == (ayx.id, "Success")
+    assert payload["messages"], "the job is read with includeMessages=true"
+    _, wait = await gw.get("/v1/waits/k")
+    assert (wait["watch"]["state"], wait["delivery"]["state"]) == ("done", "delivered")
+    assert wait["watch"]["polls"] >= 2
+    await asyncio.sleep(0.3)
+    assert job.resume.count == 1
+
+
+async def test_alteryx_spelling_variant_and_error_disposition_fail_the_job(
+    make_settings: SettingsFactory,
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    alteryx: AlteryxSandbox,
+    urls: dict[str, str],
+) -> None:
+    gw = await start_gateway(watch_settings(make_settings, urls))
+    ayx = alteryx.create_job(
+        AlteryxScript(queued_s=0, running_s=0.1, disposition="Error", status_spelling="Completed")
+    )
+    job = await register(
+        gw, workato, "k", {"kind": "alteryx", "connection": "ayx", "job_id": ayx.id}
+    )
+    await eventually(lambda: job.resume.count == 1)
+    assert job.resume.data is not None
+    assert (job.resume.data["status"], job.resume.data["payload"]["status"]) == (
+        "failed",
+        "Completed",
+    )
+
+
+async def test_alteryx_revoked_token_is_refreshed(
+    make_settings: SettingsFactory,
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    alteryx: AlteryxSandbox,
+    urls: dict[str, str],
+) -> None:
+    gw = await start_gateway(watch_settings(make_settings, urls))
+    ayx = alteryx.create_job(AlteryxScript(queued_s=0.2, running_s=0.6))
+    job = await register(
+        gw, workato, "k", {"kind": "alteryx", "connection": "ayx", "job_id": ayx.id}
+    )
+    await eventually(lambda: alteryx.job(ayx.id) is not None and alteryx.job(ayx.id).poll_count)
+    async with gw.http.delete(urls["alteryx"] + "/_sandbox/tokens") as resp:
+        assert resp.status < 300
+    await eventually(lambda: job.resume.count == 1)
+    statuses = [r.status for r in alteryx.requests.entries() if "/v3/jobs/" in r.path]
+    assert 401 in statuses, "the revoked token was used once, then replaced"
+    token_calls = [r for r in alteryx.requests.entries() if r.path.endswith("/oauth2/token")]
+    assert len(token_calls) == 2
+
+
+async def test_pixxel_progress_is_visible_and_failed_tasks_reach_the_action(
+    make_settings: SettingsFactory,
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    pixxel: PixxelSandbox,
+    urls: dict[str, str],
+) -> None:
+    gw = await start_gateway(watch_settings(make_settings, urls))
+    px = pixxel.create_job(
+        PixxelScript(
+            workflow_id="wf-1",
+            queued_s=0.1,
+            running_s=1.5,
+            outcome="failed",
+            failing_tasks=[{"name": "classify", "err_msg": "cloud cover", "failure_type": "data"}],
+        )
+    )
+    job = await register(
+        gw,
+        workato,
+        "k",
+        {"kind": "pixxel", "connection": "px", "workflow_id": "wf-1", "job_id": px.id},
+    )
+
+    async def progressing() -> bool:
+        watch = (await gw.get("/v1/waits/k"))[1]["watch"]
+        return bool(
+            watch and watch["job_status"] == "running" and watch["progress"] not in (None, "0")
+        )
+
+    await eventually(progressing)
+    await eventually(lambda: job.resume.count == 1)
+    assert job.resume.data is not None
+    data = job.resume.data
+    assert data["status"] == "failed"
+    assert data["payload"]["failed_tasks"] == [
+        {"task": "classify", "err_msg": "cloud cover", "failure_type": "data"}
+    ]
+    assert data["payload"]["job"]["id"] == px.id
+
+
+async def test_poll_failures_back_off_and_recover(
+    make_settings: SettingsFactory,
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    pixxel: PixxelSandbox,
+    urls: dict[str, str],
+) -> None:
+    pixxel.faults.set_plan(FaultPlan(scripted=[ScriptedFault(kind="status", status=503, count=3)]))
+    gw = await start_gateway(watch_settings(make_settings, urls))
+    px = pixxel.create_job(PixxelScript(workflow_id="wf", queued_s=0, running_s=0.1))
+
+    async def failing() -> bool:
+        watch = (await gw.get("/v1/waits/k"))[1]["watch"]
+        return bool(watch and watch["last_error"])
+
+    job = await register(
+        gw,
+        workato,
+        "k",
+        {"kind": "pixxel", "connection": "px", "workflow_id": "wf", "job_id": px.id},
+    )
+    await eventually(failing)
+    await eventually(lambda: job.resume.count == 1)
+    assert [r.status for r in pixxel.requests.entries()][:3] == [503, 503, 503]
+
+
+async def test_watch_on_unknown_connection_is_refused(
+    make_settings: SettingsFactory, start_gateway: Start, urls: dict[str, str]
+) -> None:
+    gw = await start_gateway(watch_settings(make_settings, urls))
+    status, problem = await gw.post(
+        "/v1/waits",
+        {
+            "key": "k",
+            "resume_token": "t",
+            "watch": {"kind": "pixxel", "connection": "nope", "workflow_id": "w", "job_id": "j"},
+        },
+    )
+    assert (status, problem["field"]) == (422, "watch.connection")
+    status, problem = await gw.post(
+        "/v1/waits",
+        {
+            "key": "k",
+            "resume_token": "t",
+            "watch": {"kind": "alteryx", "connection": "px", "job_id": "j"},
+        },
+    )
+    assert (status, problem["field"]) == (422, "watch.kind")
+
+
+async def test_cancelling_the_wait_stops_polling_and_cancels_the_alteryx_job(
+    make_settings: SettingsFactory,
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    alteryx: AlteryxSandbox,
+    urls: dict[str, str],
+) -> None:
+    gw = await start_gateway(watch_settings(make_settings, urls))
+    ayx = alteryx.create_job(AlteryxScript(queued_s=0.1, running_s=30))
+    await register(
+        gw,
+        workato,
+        "k",
+        {"kind": "alteryx", "connection": "ayx", "job_id": ayx.id, "cancel_on_close": True},
+    )
+    await eventually(lambda: alteryx.job(ayx.id).poll_count >= 1)  # type: ignore[union-attr]
+    status, _ = await gw.delete("/v1/waits/k")
+    assert status == 200
+
+    async def stopped() -> bool:
+        return bool((await gw.get("/v1/waits/k"))[1]["watch"]["state"] == "stopped")
+
+    await eventually(stopped)
+    cancelled = alteryx.job(ayx.id)
+    assert cancelled is not None
+    assert cancelled.cancelled_at is not None
+    polls = cancelled.poll_count
+    await asyncio.sleep(0.4)
+    assert cancelled.poll_count == polls, "no polling after the wait closed"
+
+
+async def test_a_restart_in_the_middle_of_a_watch_resumes_it(
+    make_settings: SettingsFactory,
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    alteryx: AlteryxSandbox,
+    urls: dict[str, str],
+) -> None:
+    settings = watch_settings(make_settings, urls)
+    first = await start_gateway(settings)
+    ayx = alteryx.create_job(AlteryxScript(queued_s=0.2, running_s=2.0))
+    job = await register(
+        first, workato, "k", {"kind": "alteryx", "connection": "ayx", "job_id": ayx.id}
+    )
+    await eventually(lambda: alteryx.job(ayx.id).poll_count >= 1)  # type: ignore[union-attr]
+    await first.gateway.stop()
+    assert job.resume.count == 0
+    second = await start_gateway(settings)
+    await eventually(lambda: job.resume.count == 1, timeout_s=15)
+    _, wait = await second.get("/v1/waits/k")
+    assert wait["watch"]["state"] == "done"
+    assert json.loads(job.resume.body or b"{}")["data"]["payload"]["id"] == ayx.id

@@ -1,0 +1,300 @@
+"""The Kafka source's pure parts: record decoding into store records or poison (with the
+exact bytes of ``data``), dead-letter headers, the backpressure policy, the outcome message,
+the ``[kafka]`` settings, and the event ``resume-gateway publish`` sends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from aiokafka.errors import KafkaTimeoutError
+
+from gateway.config.kafka import KafkaSettings
+from gateway.config.loader import settings_from_dict
+from gateway.config.settings import IngestSettings
+from gateway.deliver.outcomes import OutcomePublisher, outcome_message
+from gateway.devkafka import EventToPublish
+from gateway.errors import ConfigError
+from gateway.ingest.kafka.decode import KAFKA_SOURCE, Decoder
+from gateway.ingest.kafka.dlq import dead_letter_headers
+from gateway.ingest.kafka.flow import Backpressure, Flow
+from gateway.ingest.kafka.records import Poison
+from gateway.ingest.service import Ingest
+from gateway.messages import OutcomeMessage
+from gateway.metrics import Metrics
+from gateway.security.tokens import TokenCipher
+from gateway.store.base import Store
+from gateway.store.records import NewEvent, NewWait, Outcome
+
+NOW = 1_800_000_000.0
+
+
+@dataclass(frozen=True)
+class Rec:
+    topic: str
+    value: bytes | None
+    key: bytes | None = b"k"
+    partition: int = 2
+    offset: int = 41
+    timestamp: int = 1_700_000_000_000
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+def decoder(max_bytes: int = 10_000) -> Decoder:
+    ingest = Ingest(
+        cast(Store, None),  # preparing records touches no store
+        TokenCipher([("k1", bytes(32))]),
+        IngestSettings(),
+        lambda: NOW,
+        Metrics(),
+        on_match=lambda _tenant: None,
+        raw_mode_tenants=frozenset({"raw"}),
+    )
+    tenants = frozenset({"acme", "raw"})
+    return Decoder(ingest, tenants, "resume.events", "resume.waits", max_bytes)
+
+
+def event(**fields: Any) -> bytes:
+    doc = {"tenant": "acme", "id": "e1", "key": "k1", "status": "succeeded", **fields}
+    return json.dumps(doc).encode()
+
+
+def test_an_event_keeps_the_exact_bytes_of_its_data() -> None:
+    head = b'{"tenant":"acme","id":"e1","key":"k1","status":"failed",'
+    value = head + b'"data": {"n": 1.10, "u": "\\u00fc"} }'
+    record = decoder().decode(Rec("resume.events", value), NOW)
+    assert isinstance(record, NewEvent)
+    assert record.data == b'{"n": 1.10, "u": "\\u00fc"}'
+    assert (record.tenant, record.source, record.event_id, record.status) == (
+        "acme",
+        KAFKA_SOURCE,
+        "e1",
+        "failed",
+    )
+
+
+def test_an_event_without_data_carries_null() -> None:
+    record = decoder().decode(Rec("resume.events", event()), NOW)
+    assert isinstance(record, NewEvent)
+    assert record.data == b"null"
+
+
+def test_a_registration_is_sealed_and_never_kept_in_clear() -> None:
+    value = json.dumps({"tenant": "acme", "key": "k1", "resume_token": "secret-tok"}).encode()
+    record = decoder().decode(Rec("resume.waits", value), NOW)
+    assert isinstance(record, NewWait)
+    assert (record.tenant, record.key) == ("acme", "k1")
+    assert b"secret-tok" not in record.sealed.blob
+
+
+@pytest.mark.parametrize(
+    ("topic", "value", "kind"),
+    [
+        ("resume.events", None, "not_json"),
+        ("resume.events", b"{nope", "not_json"),
+        ("resume.events", b"\xff", "not_json"),
+        ("resume.events", b"[1]", "invalid"),
+        ("resume.events", b"42", "invalid"),
+        ("resume.events", event(status="done"), "invalid"),
+        ("resume.events", event(extra=1), "invalid"),
+        ("resume.events", event(tenant="no such tenant!"), "invalid"),
+        ("resume.events", event(tenant="ghost"), "unknown_tenant"),
+        ("resume.events", event(tenant="raw", data=[1]), "invalid"),
+        ("resume.events", event(data="x" * 10_000), "oversized"),
+        ("resume.waits", json.dumps({"tenant": "acme", "key": "k"}).encode(), "invalid"),
+        (
+            "resume.waits",
+            json.dumps({"tenant": "ghost", "key": "k", "resume_token": "t"}).encode(),
+            "unknown_tenant",
+        ),
+        (
+            "resume.waits",
+            json.dumps(
+                {
+                    "tenant": "acme",
+                    "key": "k",
+                    "resume_token": "t",
+                    "expires_at": "2001-01-01T00:00Z",
+                }
+            ).encode(),
+            "invalid",
+        ),
+    ],
+)
+def test_poison_is_classified(topic: str, value: bytes | None, kind: str) -> None:
+    result = decoder().decode(Rec(topic, value), NOW)
+    assert isinstance(result, Poison)
+    assert result.kind == kind
+    assert result.detail
+
+
+def test_poison_details_never_echo_the_value() -> None:
+    value = json.dumps({"tenant": "acme", "key": "", "resume_token": "tok-SECRET"}).encode()
+    result = decoder().decode(Rec("resume.waits", value), NOW)
+    assert isinstance(result, Poison)
+    assert result.detail.startswith("key:")
+    assert "SECRET" not in result.detail
+
+
+def test_a_batch_sorts_records_and_commits_past_the_last_offset_per_partition() -> None:
+    records = [
+        Rec("resume.events", event(id="a"), partition=0, offset=5),
+        Rec("resume.events", b"junk", partition=0, offset=6),
+        Rec(
+            "resume.waits",
+            json.dumps({"tenant": "acme", "key": "k", "resume_token": "t"}).encode(),
+            partition=1,
+            offset=9,
+        ),
+    ]
+    batch = decoder().batch(records, NOW)
+    assert (len(batch.events), len(batch.waits), len(batch.poison), batch.size) == (1, 1, 1, 3)
+    assert batch.offsets == {("resume.events", 0): 7, ("resume.waits", 1): 10}
+
+
+def test_dead_letter_headers_keep_the_originals_and_say_why_and_where() -> None:
+    record = Rec("resume.events", b"x", headers=[("trace", b"t1")])
+    headers = dead_letter_headers(record, Poison("not_json", "bad"), "g1")
+    assert headers[0] == ("trace", b"t1")
+    assert dict(headers) == {
+        "trace": b"t1",
+        "dlq.error.kind": b"not_json",
+        "dlq.error.detail": b"bad",
+        "dlq.original.topic": b"resume.events",
+        "dlq.original.partition": b"2",
+        "dlq.original.offset": b"41",
+        "dlq.original.timestamp_ms": b"1700000000000",
+        "dlq.consumer.group": b"g1",
+    }
+
+
+def test_backpressure_fetches_holds_pauses_and_resumes_at_half() -> None:
+    flow = Backpressure(max_in_flight=4, pause_after_s=5.0)
+    assert flow.decide(0, 0.0) is Flow.FETCH
+    assert flow.decide(3, 1.0) is Flow.FETCH
+    assert flow.decide(4, 1.0) is Flow.HOLD, "at capacity but moving: just wait"
+    assert flow.hold_for_s(1.0) == 4.0
+    assert flow.decide(4, 5.0) is Flow.PAUSE, "the oldest batch is too old: the store is behind"
+    assert flow.paused
+    assert flow.decide(3, 0.5) is Flow.PAUSE, "hysteresis: resume only at half"
+    assert flow.decide(2, 0.5) is Flow.FETCH
+    assert not flow.paused
+    assert flow.decide(1, 6.0) is Flow.PAUSE, "one slow batch is enough"
+
+
+def test_the_outcome_message_matches_its_schema_and_has_no_token() -> None:
+    outcome = Outcome("acme", "k1", 7, "e1", "kafka", "delivered", None, 1, 204, NOW, NOW + 1.5)
+    doc = json.loads(outcome_message(outcome))
+    assert OutcomeMessage.model_validate(doc).duration_ms == 1500.0
+    assert doc["received_at"].startswith("2027-01-15T")
+    assert set(doc) == set(OutcomeMessage.model_fields)
+    assert not {"token", "resume_token"} & set(doc)
+
+
+def test_kafka_settings_are_off_without_bootstrap_and_validated() -> None:
+    assert not KafkaSettings().enabled
+    assert KafkaSettings(bootstrap_servers=["b:9092"]).topics == ["resume.events", "resume.waits"]
+    with pytest.raises(ValueError, match="heartbeat"):
+        KafkaSettings(session_timeout_s=1, heartbeat_interval_s=2)
+    with pytest.raises(ValueError, match="must differ"):
+        KafkaSettings(outcomes_topic="resume.events")
+    with pytest.raises(ConfigError, match="sasl"):
+        settings_from_dict(
+            {"env": "dev", "kafka": {"sasl_mechanism": "PLAIN", "sasl_username": "u"}}, {}
+        )
+
+
+def test_the_published_event_splices_data_unchanged() -> None:
+    value = EventToPublish("acme", "e1", "k1", "succeeded", b'{"n": 1.10}').value()
+    assert value.endswith(b'"data": {"n": 1.10}}')
+    assert json.loads(value) == {
+        "tenant": "acme",
+        "id": "e1",
+        "key": "k1",
+        "status": "succeeded",
+        "data": {"n": 1.1},
+    }
+    assert isinstance(decoder().decode(Rec("resume.events", value), NOW), NewEvent)
+    with pytest.raises(ConfigError):
+        EventToPublish("acme", "e1", "k1", "succeeded", b"{oops").value()
+
+
+def test_the_kafka_messages_and_the_outcome_are_published_as_schemas() -> None:
+    folder = Path(__file__).resolve().parents[2] / "schemas"
+    event = json.loads((folder / "kafka-completion-event.schema.json").read_text())
+    wait = json.loads((folder / "kafka-wait-registration.schema.json").read_text())
+    outcome = json.loads((folder / "outcome.schema.json").read_text())
+    assert set(event["required"]) == {"tenant", "id", "key", "status"}
+    assert {"tenant", "key", "resume_token"} <= set(wait["required"])
+    assert "token" not in json.dumps(outcome).replace("resume token", "")
+    assert outcome["properties"]["state"]["enum"] == [
+        "delivered",
+        "delivered_unconfirmed",
+        "dead",
+        "expired",
+    ]
+
+
+class FlakyProducer:
+    """Refuses the first ``failures`` sends, then records every message it is given."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.sent: list[tuple[str, bytes, bytes]] = []
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[None]:
+        delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.failures > 0:
+            self.failures -= 1
+            delivered.set_exception(KafkaTimeoutError())
+        else:
+            self.sent.append((topic, key, value))
+            delivered.set_result(None)
+        return delivered
+
+
+def outcome_of(i: int) -> Outcome:
+    return Outcome("acme", f"k{i}", i, f"e{i}", "kafka", "delivered", None, 1, 204, NOW, NOW + 1)
+
+
+async def test_failed_outcome_publishes_are_retried_and_offering_never_waits() -> None:
+    settings = KafkaSettings(
+        bootstrap_servers=["unused:9092"], outcomes_topic="resume.outcomes", retry_backoff_s=0.01
+    )
+    producer = FlakyProducer(failures=3)
+    publisher = OutcomePublisher(settings, Metrics(), producer)
+    await publisher.start()
+    for i in range(5):
+        publisher.offer(outcome_of(i))  # synchronous: a lane never waits for the broker
+    await asyncio.wait_for(publisher.stop(timeout_s=5), 10)
+    # Every outcome arrives once; order across a retry is not kept (each has finished_at).
+    assert sorted(key for _, key, _ in producer.sent) == [f"k{i}".encode() for i in range(5)]
+    assert {topic for topic, _, _ in producer.sent} == {"resume.outcomes"}
+
+
+async def test_a_full_outcome_queue_drops_the_oldest_and_counts_them() -> None:
+    settings = KafkaSettings(
+        bootstrap_servers=["unused:9092"], outcomes_topic="resume.outcomes", outcomes_max_queued=3
+    )
+    metrics = Metrics()
+    producer = FlakyProducer(0)
+    publisher = OutcomePublisher(settings, metrics, producer)
+    for i in range(5):  # the broker is not there yet: they queue
+        publisher.offer(outcome_of(i))
+    await publisher.start()
+    await asyncio.wait_for(publisher.stop(timeout_s=5), 10)
+    assert [key for _, key, _ in producer.sent] == [b"k2", b"k3", b"k4"]
+    dropped = metrics.registry.get_sample_value(
+        "gateway_outcomes_published_total", {"result": "dropped"}
+    )
+    assert dropped == 2

@@ -1,0 +1,94 @@
+"""Reading polled job answers: validation, terminal statuses, spelling variants, data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from gateway.poll.jobs import alteryx_state, pixxel_state
+
+
+def alteryx(status: str, disposition: str | None = None) -> bytes:
+    return json.dumps(
+        {
+            "id": "j1",
+            "status": status,
+            "disposition": disposition,
+            "outputs": [{"id": "o1", "fileName": "out.csv"}],
+            "messages": [{"status": 1, "text": "done", "toolId": 3}],
+        }
+    ).encode()
+
+
+@pytest.mark.parametrize("status", ["Queued", "Initializing", "Running"])
+def test_alteryx_job_still_running_has_no_status(status: str) -> None:
+    state = alteryx_state(alteryx(status))
+    assert (state.status, state.data, state.job_status) == (None, None, status)
+
+
+@pytest.mark.parametrize("status", ["Complete", "Completed", "complete", " COMPLETED "])
+def test_alteryx_complete_in_any_spelling_is_terminal(status: str) -> None:
+    assert alteryx_state(alteryx(status, "Success")).status == "succeeded"
+
+
+@pytest.mark.parametrize("disposition", ["Error", "Cancelled", None, "Warning"])
+def test_alteryx_disposition_other_than_success_fails(disposition: str | None) -> None:
+    assert alteryx_state(alteryx("Complete", disposition)).status == "failed"
+
+
+def test_alteryx_data_is_the_answer_byte_exact() -> None:
+    raw = b'{"id": "j1", "status": "Complete", "disposition": "Success", "n": 1.10}'
+    assert alteryx_state(raw).data == raw
+
+
+def test_alteryx_answer_without_status_is_a_validation_error() -> None:
+    with pytest.raises(ValidationError):
+        alteryx_state(b'{"id": "j1"}')
+
+
+def pixxel(status: str, tasks: list[dict[str, object]] | None = None) -> bytes:
+    return json.dumps(
+        {"id": "p1", "status": status, "progress": "40", "tasks": tasks or []}
+    ).encode()
+
+
+def test_pixxel_running_reports_progress() -> None:
+    state = pixxel_state(pixxel("running"))
+    assert (state.status, state.progress) == (None, "40")
+
+
+@pytest.mark.parametrize("status", ["completed", "COMPLETED", "succeeded", "success"])
+def test_pixxel_success_statuses(status: str) -> None:
+    state = pixxel_state(pixxel(status))
+    assert state.status == "succeeded"
+    assert state.data is not None
+    assert json.loads(state.data)["failed_tasks"] == []
+
+
+def test_pixxel_failure_carries_the_failing_tasks() -> None:
+    tasks = [
+        {"id": "t1", "name": "ingest", "status": "completed"},
+        {
+            "id": "t2",
+            "name": "classify",
+            "status": "failed",
+            "err_msg": "bad band",
+            "failure_type": "user_error",
+        },
+    ]
+    raw = pixxel("failed", tasks)
+    state = pixxel_state(raw)
+    assert state.status == "failed"
+    assert state.data is not None
+    data = json.loads(state.data)
+    assert data["failed_tasks"] == [
+        {"task": "classify", "err_msg": "bad band", "failure_type": "user_error"}
+    ]
+    assert state.data.startswith(b'{"job":' + raw)
+
+
+def test_pixxel_answer_that_is_not_json_is_a_validation_error() -> None:
+    with pytest.raises(ValidationError):
+        pixxel_state(b"<html>")
