@@ -1,8 +1,8 @@
 """The composition root: builds every part from settings and owns their lifecycles.
 
-Start order: store → outcomes publisher → delivery → pollers → Kafka consumer → HTTP. Stop order is
-written down in ``stop``: stop intake (HTTP, Kafka), finish or release in-flight work (bounded),
-flush outcomes, close the store.
+Start order: store → outcomes publisher → delivery → pollers → Kafka consumer → HTTP. Stop
+order is written down in ``stop``: stop intake (HTTP, Kafka), finish or release in-flight work
+(bounded), flush outcomes, close the store.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -24,6 +25,7 @@ from gateway.ingest.kafka.dlq import dead_letter_headers
 from gateway.ingest.kafka.flow import Backpressure, Flow
 from gateway.ingest.kafka.records import Poison
 from gateway.ingest.service import Ingest
+from gateway.kafka_connection import connection_options
 from gateway.messages import OutcomeMessage
 from gateway.metrics import Metrics
 from gateway.security.tokens import TokenCipher
@@ -298,3 +300,30 @@ async def test_a_full_outcome_queue_drops_the_oldest_and_counts_them() -> None:
         "gateway_outcomes_published_total", {"result": "dropped"}
     )
     assert dropped == 2
+
+
+def test_connection_options_carry_sasl_and_tls_from_the_settings() -> None:
+    plain = connection_options(KafkaSettings(bootstrap_servers=["b:9092"]), "consumer")
+    assert plain == {
+        "bootstrap_servers": ["b:9092"],
+        "client_id": "resume-gateway-consumer",
+        "security_protocol": "PLAINTEXT",
+    }
+    secure = settings_from_dict(
+        {
+            "env": "dev",
+            "kafka": {
+                "bootstrap_servers": ["b:9093"],
+                "security_protocol": "SASL_SSL",
+                "sasl_mechanism": "SCRAM-SHA-512",
+                "sasl_username": "gw",
+                "sasl_password": "env:KAFKA_PASSWORD",
+            },
+        },
+        {"KAFKA_PASSWORD": "s3cret"},
+    ).kafka
+    options = connection_options(secure, "dlq")
+    assert isinstance(options["ssl_context"], ssl.SSLContext)
+    assert (options["sasl_mechanism"], options["sasl_plain_username"]) == ("SCRAM-SHA-512", "gw")
+    assert options["sasl_plain_password"] == "s3cret"
+    assert "s3cret" not in secure.model_dump_json(), "masked when printed"
