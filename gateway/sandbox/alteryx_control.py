@@ -10,11 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from pydantic import ValidationError
 
 from gateway.sandbox.alteryx_jobs import AlteryxJob, JobScript, detail
 from gateway.sandbox.alteryx_state import AlteryxSandbox
-from gateway.sandbox.control import FaultsAndLogControl, invalid, missing, parse_model, parse_object
+from gateway.sandbox.control import CommonControl, missing, parse_model
 
 
 def job_state(job: AlteryxJob, now: float) -> dict[str, Any]:
@@ -52,11 +51,7 @@ class AlteryxControlApi:
             web.get("/_sandbox/jobs", self.list_jobs),
             web.get("/_sandbox/jobs/{job_id}", self.get_job),
             web.delete("/_sandbox/tokens", self.revoke_tokens),
-            *FaultsAndLogControl(self._sandbox.faults, self._sandbox.requests).routes(),
-            web.get("/_sandbox/stats", self.stats),
-            web.get("/_sandbox/settings", self.get_settings),
-            web.put("/_sandbox/settings", self.put_settings),
-            web.post("/_sandbox/reset", self.reset),
+            *CommonControl(self._sandbox).routes(),
         ]
 
     async def create_job(self, request: web.Request) -> web.Response:
@@ -82,27 +77,3 @@ class AlteryxControlApi:
     async def revoke_tokens(self, request: web.Request) -> web.Response:
         """Invalidate every access token, so the next API call answers 401."""
         return web.json_response({"revoked": self._sandbox.tokens.revoke_all()})
-
-    async def stats(self, request: web.Request) -> web.Response:
-        """Totals."""
-        return web.json_response(self._sandbox.stats())
-
-    async def get_settings(self, request: web.Request) -> web.Response:
-        """Current settings, client ids only."""
-        return web.json_response(self._sandbox.settings.public_view())
-
-    async def put_settings(self, request: web.Request) -> web.Response:
-        """Change some settings; fields left out keep their value."""
-        changes = await parse_object(request)
-        if isinstance(changes, web.Response):
-            return changes
-        try:
-            self._sandbox.settings = self._sandbox.settings.updated(changes)
-        except ValidationError as exc:
-            return invalid(exc)
-        return web.json_response(self._sandbox.settings.public_view())
-
-    async def reset(self, request: web.Request) -> web.Response:
-        """Forget jobs, tokens, faults and the log; restore the initial settings."""
-        self._sandbox.reset()
-        return web.Response(status=204)

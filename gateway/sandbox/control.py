@@ -1,13 +1,13 @@
 """What every sandbox's control API (``/_sandbox/...``, no auth) has in common.
 
-Body parsing with the same 400/422 answers, and the request-log and fault-plan endpoints, which
-behave identically whatever the emulated API. Never exposed by a real upstream; never put a
-sandbox on a network.
+Body parsing with the same 400/422 answers, and the request-log, fault-plan, stats, settings and
+reset endpoints, which behave identically whatever the emulated API. Never exposed by a real
+upstream; never put a sandbox on a network.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -54,12 +54,25 @@ def missing() -> web.Response:
     return web.json_response({"message": "Not found"}, status=404)
 
 
-class FaultsAndLogControl:
-    """``/_sandbox/requests`` and ``/_sandbox/faults`` for one sandbox's injector and log."""
+class Controlled(Protocol):
+    """What every sandbox state object offers to its control API."""
 
-    def __init__(self, faults: FaultInjector, requests: RequestLog) -> None:
-        self._faults = faults
-        self._requests = requests
+    settings: Any  # the sandbox's own settings model: ``updated(changes)``, ``public_view()``
+    faults: FaultInjector
+    requests: RequestLog
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def reset(self) -> None: ...
+
+
+class CommonControl:
+    """The endpoints every sandbox shares: request log, fault plan, stats, settings, reset."""
+
+    def __init__(self, sandbox: Controlled) -> None:
+        self._sandbox = sandbox
+        self._faults = sandbox.faults
+        self._requests = sandbox.requests
 
     def routes(self) -> list[web.RouteDef]:
         """Route table of the shared endpoints."""
@@ -68,7 +81,35 @@ class FaultsAndLogControl:
             web.get("/_sandbox/faults", self.get_faults),
             web.put("/_sandbox/faults", self.put_faults),
             web.delete("/_sandbox/faults", self.delete_faults),
+            web.get("/_sandbox/stats", self.stats),
+            web.get("/_sandbox/settings", self.get_settings),
+            web.put("/_sandbox/settings", self.put_settings),
+            web.post("/_sandbox/reset", self.reset),
         ]
+
+    async def stats(self, request: web.Request) -> web.Response:
+        """Totals."""
+        return web.json_response(self._sandbox.stats())
+
+    async def get_settings(self, request: web.Request) -> web.Response:
+        """Current settings, credentials shown as ids only."""
+        return web.json_response(self._sandbox.settings.public_view())
+
+    async def put_settings(self, request: web.Request) -> web.Response:
+        """Change some settings; fields left out keep their value."""
+        changes = await parse_object(request)
+        if isinstance(changes, web.Response):
+            return changes
+        try:
+            self._sandbox.settings = self._sandbox.settings.updated(changes)
+        except ValidationError as exc:
+            return invalid(exc)
+        return web.json_response(self._sandbox.settings.public_view())
+
+    async def reset(self, request: web.Request) -> web.Response:
+        """Forget jobs, faults and the log; restore the initial settings."""
+        self._sandbox.reset()
+        return web.Response(status=204)
 
     async def requests(self, request: web.Request) -> web.Response:
         """The request log, oldest first."""

@@ -10,9 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from pydantic import ValidationError
 
-from gateway.sandbox.control import FaultsAndLogControl, invalid, missing, parse_model, parse_object
+from gateway.sandbox.control import CommonControl, missing, parse_model
 from gateway.sandbox.pixxel_jobs import JobScript, PixxelJob, detail
 from gateway.sandbox.pixxel_state import PixxelSandbox
 
@@ -46,11 +45,7 @@ class PixxelControlApi:
             web.post("/_sandbox/jobs", self.create_job),
             web.get("/_sandbox/jobs", self.list_jobs),
             web.get("/_sandbox/jobs/{job_id}", self.get_job),
-            *FaultsAndLogControl(self._sandbox.faults, self._sandbox.requests).routes(),
-            web.get("/_sandbox/stats", self.stats),
-            web.get("/_sandbox/settings", self.get_settings),
-            web.put("/_sandbox/settings", self.put_settings),
-            web.post("/_sandbox/reset", self.reset),
+            *CommonControl(self._sandbox).routes(),
         ]
 
     async def create_job(self, request: web.Request) -> web.Response:
@@ -73,27 +68,3 @@ class PixxelControlApi:
         if job is None:
             return missing()
         return web.json_response(job_state(job, self._sandbox.clock()))
-
-    async def stats(self, request: web.Request) -> web.Response:
-        """Totals."""
-        return web.json_response(self._sandbox.stats())
-
-    async def get_settings(self, request: web.Request) -> web.Response:
-        """Current settings, keys shown as ids only."""
-        return web.json_response(self._sandbox.settings.public_view())
-
-    async def put_settings(self, request: web.Request) -> web.Response:
-        """Change some settings; fields left out keep their value."""
-        changes = await parse_object(request)
-        if isinstance(changes, web.Response):
-            return changes
-        try:
-            self._sandbox.settings = self._sandbox.settings.updated(changes)
-        except ValidationError as exc:
-            return invalid(exc)
-        return web.json_response(self._sandbox.settings.public_view())
-
-    async def reset(self, request: web.Request) -> web.Response:
-        """Forget jobs, faults and the log; restore the initial settings."""
-        self._sandbox.reset()
-        return web.Response(status=204)

@@ -10,9 +10,9 @@ import hashlib
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.sandbox.control import FaultsAndLogControl, invalid, missing, parse_model, parse_object
+from gateway.sandbox.control import CommonControl, missing, parse_model
 from gateway.sandbox.timestamps import iso
 from gateway.sandbox.workato_jobs import Job, JobStatus, Owner
 from gateway.sandbox.workato_state import WorkatoSandbox
@@ -82,11 +82,7 @@ class ControlApi:
             web.get("/_sandbox/jobs/{job_id}", self.get_job),
             web.get("/_sandbox/jobs/{job_id}/body", self.get_body),
             web.patch("/_sandbox/jobs/{job_id}", self.patch_job),
-            *FaultsAndLogControl(self._sandbox.faults, self._sandbox.requests).routes(),
-            web.get("/_sandbox/stats", self.stats),
-            web.get("/_sandbox/settings", self.get_settings),
-            web.put("/_sandbox/settings", self.put_settings),
-            web.post("/_sandbox/reset", self.reset),
+            *CommonControl(self._sandbox).routes(),
         ]
 
     async def create_job(self, request: web.Request) -> web.Response:
@@ -132,30 +128,6 @@ class ControlApi:
             return patch
         _apply_patch(job, patch, self._sandbox.clock())
         return web.json_response(job_state(job))
-
-    async def stats(self, request: web.Request) -> web.Response:
-        """Totals."""
-        return web.json_response(self._sandbox.stats())
-
-    async def get_settings(self, request: web.Request) -> web.Response:
-        """Current settings, credentials shown as ids only."""
-        return web.json_response(self._sandbox.settings.public_view())
-
-    async def put_settings(self, request: web.Request) -> web.Response:
-        """Change some settings; fields left out keep their value."""
-        changes = await parse_object(request)
-        if isinstance(changes, web.Response):
-            return changes
-        try:
-            self._sandbox.settings = self._sandbox.settings.updated(changes)
-        except ValidationError as exc:
-            return invalid(exc)
-        return web.json_response(self._sandbox.settings.public_view())
-
-    async def reset(self, request: web.Request) -> web.Response:
-        """Forget jobs, windows, faults and the log; restore the initial settings."""
-        self._sandbox.reset()
-        return web.Response(status=204)
 
 
 def _apply_patch(job: Job, patch: JobPatch, now: float) -> None:
