@@ -16,8 +16,7 @@ from gateway.sandbox.alteryx_api import AlteryxApi
 from gateway.sandbox.alteryx_control import AlteryxControlApi
 from gateway.sandbox.alteryx_jobs import JobScript
 from gateway.sandbox.alteryx_state import AlteryxSandbox, AlteryxSandboxSettings
-from gateway.sandbox.faults import fault_middleware
-from gateway.sandbox.responses import json_errors
+from gateway.sandbox.control import sandbox_app
 from gateway.sandbox.server import SandboxServer
 
 __all__ = [
@@ -52,16 +51,7 @@ CONTROL_ENDPOINTS = (
 
 def create_app(sandbox: AlteryxSandbox) -> web.Application:
     """The aiohttp application serving ``sandbox``'s API and control API."""
-    app = web.Application(
-        middlewares=[
-            sandbox.requests.middleware(sandbox.clock),
-            fault_middleware(sandbox.faults),
-            json_errors,
-        ]
-    )
-    app.add_routes(AlteryxApi(sandbox).routes())
-    app.add_routes(AlteryxControlApi(sandbox).routes())
-    return app
+    return sandbox_app(sandbox, AlteryxApi(sandbox).routes(), AlteryxControlApi(sandbox).routes())
 
 
 async def serve(

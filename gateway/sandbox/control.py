@@ -7,13 +7,15 @@ upstream; never put a sandbox on a network.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from gateway.sandbox.faults import FaultInjector, FaultPlan
+from gateway.sandbox.faults import FaultInjector, FaultPlan, fault_middleware
 from gateway.sandbox.requestlog import RequestLog
+from gateway.sandbox.responses import json_errors
 
 _Model = TypeVar("_Model", bound=BaseModel)
 
@@ -57,6 +59,7 @@ def missing() -> web.Response:
 class Controlled(Protocol):
     """What every sandbox state object offers to its control API."""
 
+    clock: Callable[[], float]
     settings: Any  # the sandbox's own settings model: ``updated(changes)``, ``public_view()``
     faults: FaultInjector
     requests: RequestLog
@@ -64,6 +67,21 @@ class Controlled(Protocol):
     def stats(self) -> dict[str, Any]: ...
 
     def reset(self) -> None: ...
+
+
+def sandbox_app(sandbox: Controlled, *route_tables: list[web.RouteDef]) -> web.Application:
+    """An application with the middlewares of every sandbox, outermost first: request log,
+    fault injection, JSON errors."""
+    app = web.Application(
+        middlewares=[
+            sandbox.requests.middleware(sandbox.clock),
+            fault_middleware(sandbox.faults),
+            json_errors,
+        ]
+    )
+    for routes in route_tables:
+        app.add_routes(routes)
+    return app
 
 
 class CommonControl:

@@ -12,12 +12,11 @@ from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
-from gateway.sandbox.faults import fault_middleware
+from gateway.sandbox.control import sandbox_app
 from gateway.sandbox.pixxel_api import PixxelApi
 from gateway.sandbox.pixxel_control import PixxelControlApi
 from gateway.sandbox.pixxel_jobs import JobScript
 from gateway.sandbox.pixxel_state import PixxelSandbox, PixxelSandboxSettings
-from gateway.sandbox.responses import json_errors
 from gateway.sandbox.server import SandboxServer
 
 __all__ = [
@@ -47,16 +46,7 @@ CONTROL_ENDPOINTS = (
 
 def create_app(sandbox: PixxelSandbox) -> web.Application:
     """The aiohttp application serving ``sandbox``'s API and control API."""
-    app = web.Application(
-        middlewares=[
-            sandbox.requests.middleware(sandbox.clock),
-            fault_middleware(sandbox.faults),
-            json_errors,
-        ]
-    )
-    app.add_routes(PixxelApi(sandbox).routes())
-    app.add_routes(PixxelControlApi(sandbox).routes())
-    return app
+    return sandbox_app(sandbox, PixxelApi(sandbox).routes(), PixxelControlApi(sandbox).routes())
 
 
 async def serve(

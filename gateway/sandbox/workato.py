@@ -12,8 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from aiohttp import web
 
-from gateway.sandbox.faults import fault_middleware
-from gateway.sandbox.responses import json_errors
+from gateway.sandbox.control import sandbox_app
 from gateway.sandbox.server import SandboxServer
 from gateway.sandbox.workato_api import JobsApi
 from gateway.sandbox.workato_control import ControlApi
@@ -51,17 +50,9 @@ CONTROL_ENDPOINTS = (
 
 def create_app(sandbox: WorkatoSandbox) -> web.Application:
     """The aiohttp application serving ``sandbox``'s Jobs API and control API."""
-    middlewares = [
-        sandbox.requests.middleware(sandbox.clock),
-        fault_middleware(sandbox.faults),
-        json_errors,
-    ]
     # Resume bodies are read as a stream with their own limit (max_body_bytes), so aiohttp's
     # buffered-read limit only concerns the small control-API bodies.
-    app = web.Application(middlewares=middlewares)
-    app.add_routes(JobsApi(sandbox).routes())
-    app.add_routes(ControlApi(sandbox).routes())
-    return app
+    return sandbox_app(sandbox, JobsApi(sandbox).routes(), ControlApi(sandbox).routes())
 
 
 async def serve(
