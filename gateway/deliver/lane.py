@@ -72,8 +72,9 @@ class Lane:
             now = self._deps.clock()
             if self.paused_until > now:
                 await asyncio.sleep(self.paused_until - now)
+                if self.paused_until <= self._deps.clock():  # not extended meanwhile
+                    self._deps.metrics.paused.labels(self.tenant.name).set(0)
                 continue
-            self._deps.metrics.paused.labels(self.tenant.name).set(0)
             if self._window.available(now) == 0:
                 # Nothing may leave before a slot frees: new work need not wake us.
                 await asyncio.sleep(self._window.next_free_at(now) - now)

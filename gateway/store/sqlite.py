@@ -293,8 +293,9 @@ class SQLiteStore:
 
     def _view(self, conn: sqlite3.Connection, tenant: str, key: str) -> WaitView | None:
         row = self._one(conn, "wait_view", tenant=tenant, key=key)
-        if row is None:
-            return None
+        return None if row is None else self._view_of(conn, row)
+
+    def _view_of(self, conn: sqlite3.Connection, row: tuple[Any, ...]) -> WaitView:
         delivery = None if row[11] is None else DeliveryView(*row[11:18])
         watch_row = self._one(conn, "watch_of_wait", wait_id=row[0])
         watch = None if watch_row is None else WatchView(*watch_row)
@@ -318,10 +319,10 @@ class SQLiteStore:
         return await self._write(lambda conn: self._cancel(conn, tenant, key, now))
 
     def _cancel(self, conn: sqlite3.Connection, tenant: str, key: str, now: float) -> Cancellation:
-        view = self._view(conn, tenant, key)
-        if view is None:
+        row = self._one(conn, "wait_view", tenant=tenant, key=key)
+        if row is None:
             return Cancellation("not_found", None)
-        wait_id = self._one(conn, "wait_view", tenant=tenant, key=key)[0]
+        wait_id, view = row[0], self._view_of(conn, row)
         delivery = view.delivery
         if view.state != "open" and (delivery is None or delivery.state != "pending"):
             in_flight = delivery is not None and delivery.state == "sending"
