@@ -17,7 +17,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from gateway.config.base import Section
 from gateway.config.secrets import Secret
-from gateway.ingest.webhooks.pointer import parse_pointer
+from gateway.jsonpointer import parse_pointer
 
 DEFAULT_TOLERANCE_S = 300.0
 """Standard Webhooks: how far ``webhook-timestamp`` may be from now, either way (±5 min)."""

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from gateway.errors import InvalidInput
-from gateway.ingest.webhooks.pointer import array_index
+from gateway.jsonpointer import array_index
 
 _WS = re.compile(r"[ \t\n\r]*")
 

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.errors import InvalidInput
 from gateway.ingest.rawjson import Member, parse_document, parse_object, raw_at
-from gateway.ingest.webhooks.pointer import parse_pointer, resolve
+from gateway.jsonpointer import parse_pointer, resolve
 
 
 def values(members: dict[str, Member]) -> dict[str, Any]:

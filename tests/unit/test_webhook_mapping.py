@@ -17,7 +17,7 @@ from gateway.config.sources import SourceSettings
 from gateway.devmode import DEV_WEBHOOK_SECRET, DEV_WEBHOOK_SOURCES
 from gateway.errors import ConfigError, InvalidInput
 from gateway.ingest.webhooks.mapping import EventMapping, MappedEvent, map_event
-from gateway.ingest.webhooks.pointer import Pointer, array_index, parse_pointer, resolve
+from gateway.jsonpointer import Pointer, array_index, parse_pointer, resolve
 from gateway.security.redact import Redactor
 
 WHSEC = "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"  # base64 of 24 bytes

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from gateway.config.sources import KEY_TEMPLATE_FIELD, EventStatusName, SourceSettings
 from gateway.errors import InvalidInput
 from gateway.ingest.rawjson import parse_document, raw_at
-from gateway.ingest.webhooks.pointer import Pointer, resolve
+from gateway.jsonpointer import Pointer, resolve
 from gateway.messages import CompletionEvent
 
 SUCCEEDED_OR_FAILED: frozenset[str] = frozenset({"succeeded", "failed"})
