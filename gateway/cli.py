@@ -100,7 +100,9 @@ def _redactor(settings: Settings) -> Redactor:
 
 def _run(args: argparse.Namespace) -> int:
     settings = _settings(args.config)
-    configure_logging(settings.logging.format, settings.logging.level, _redactor(settings))
+    configure_logging(
+        settings.logging.format, settings.logging.level, _redactor(settings), final=True
+    )
     asyncio.run(serve(settings))
     return 0
 

@@ -13,8 +13,12 @@ from gateway.security.redact import Redactor
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 
 
-def configure_logging(fmt: str, level: str, redactor: Redactor) -> None:
-    """Configure structlog once, from the composition root; the redactor runs last but one."""
+def configure_logging(fmt: str, level: str, redactor: Redactor, *, final: bool = False) -> None:
+    """Configure structlog from the composition root; the redactor runs last but one.
+
+    ``final`` (a process that will not reconfigure) caches each logger on first use, which
+    saves a few microseconds per log call on the ingest path.
+    """
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
@@ -31,5 +35,5 @@ def configure_logging(fmt: str, level: str, redactor: Redactor) -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS.get(level, logging.ERROR)),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=final,
     )
