@@ -98,6 +98,12 @@ port = {port}
 url = {json.dumps(f"sqlite:///{db_path}")}
 sqlite_synchronous = "full"
 
+[ingest]
+spool_dir = {json.dumps(str(db_path.parent / "spool"))}
+
+[blobs]
+url = {json.dumps(f"file:///{db_path.parent / 'blobs'}")}
+
 [security]
 token_keys = [{{ id = "b", key = "{token_key}" }}]
 

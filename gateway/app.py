@@ -12,21 +12,29 @@ import asyncio
 import structlog
 from aiohttp import web
 
+from gateway.blobs.collector import BlobCollector
+from gateway.blobs.factory import blob_store
+from gateway.blobs.pins import Pins
+from gateway.blobs.signing import UrlSigner
 from gateway.clock import Clock, system_clock
 from gateway.config.settings import Settings
+from gateway.deliver.claimcheck import ClaimChecks
 from gateway.deliver.deliverer import Deliverer
 from gateway.deliver.outcomes import OutcomePublisher
 from gateway.errors import GatewayError
 from gateway.http.api import Api
 from gateway.http.auth import ApiKeys
+from gateway.http.blobs import BlobDownloads
 from gateway.http.health import Health
 from gateway.http.hooks import Hooks
 from gateway.http.problems import problem_middleware
+from gateway.ingest.bodies import Bodies
 from gateway.ingest.kafka import KafkaIngest
 from gateway.ingest.service import Ingest
 from gateway.metrics import Metrics
 from gateway.poll.poller import Poller
 from gateway.security.tokens import TokenCipher
+from gateway.security.urlkeys import url_signing_keys
 from gateway.store import open_store
 
 log = structlog.get_logger(__name__)
@@ -41,6 +49,22 @@ class Gateway:
         cipher = TokenCipher([(k.id, k.key_bytes) for k in settings.security.token_keys])
         self.metrics = Metrics()
         self.store = open_store(settings.store)
+        self.blobs = blob_store(settings.blobs)
+        pins = Pins()
+        self._signer = UrlSigner(url_signing_keys(settings.security), base_url="")
+        claim_checks = ClaimChecks(
+            self.blobs,
+            pins,
+            self.store,
+            self._signer,
+            clock,
+            self.public_base_url,
+            grace_s=settings.blobs.url_grace_s,
+            presign=settings.blobs.presign,
+        )
+        self.collector = BlobCollector(
+            self.store, self.blobs, pins, clock, settings.blobs.gc_interval_s
+        )
         kafka = settings.kafka
         publish = kafka.enabled and kafka.outcomes_topic is not None
         self.outcomes = OutcomePublisher(kafka, self.metrics) if publish else None
@@ -51,6 +75,8 @@ class Gateway:
             settings.delivery,
             clock,
             self.metrics,
+            self.blobs,
+            claim_checks,
             on_outcome=self.outcomes.offer if self.outcomes else None,
         )
         self.ingest = Ingest(
@@ -63,6 +89,7 @@ class Gateway:
             raw_mode_tenants=frozenset(t.name for t in settings.tenants if t.raw_mode),
             connections={c.name: c.kind for c in settings.connections},
         )
+        self.bodies = Bodies(self.ingest, self.blobs, pins, settings.ingest)
         tenant_names = frozenset(t.name for t in settings.tenants)
         self.kafka = (
             KafkaIngest(kafka, self.ingest, tenant_names, clock, self.metrics)
@@ -74,20 +101,31 @@ class Gateway:
         )
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
+        self._collecting: asyncio.Task[None] | None = None
         self.port: int | None = None
+
+    def public_base_url(self) -> str:
+        """Where Workato reaches this gateway's ``/v1/blobs``: configured, or where it listens."""
+        configured = self.settings.blobs.public_base_url
+        if configured is not None:
+            return configured
+        return f"http://{self.settings.server.host}:{self.port or self.settings.server.port}"
 
     def build_app(self) -> web.Application:
         app = web.Application(
             middlewares=[problem_middleware], client_max_size=self.settings.server.max_body_bytes
         )
-        app.add_routes(Api(self.ingest, ApiKeys(self.settings.tenants)).routes())
-        app.add_routes(Hooks(self.ingest, self.settings.sources, self.clock).routes())
+        app.add_routes(Api(self.ingest, self.bodies, ApiKeys(self.settings.tenants)).routes())
+        app.add_routes(Hooks(self.ingest, self.bodies, self.settings.sources, self.clock).routes())
+        app.add_routes(BlobDownloads(self.blobs, self._signer, self.clock).routes())
         checks = {"kafka": self.kafka.check} if self.kafka else None
         app.add_routes(Health(self.store, self.metrics, checks).routes())
         return app
 
     async def start(self) -> None:
         await self.store.open()
+        await self.blobs.start()
+        self._collecting = asyncio.create_task(self.collector.run(), name="blob-collector")
         if self.outcomes:
             await self.outcomes.start()
         await self.deliverer.start()
@@ -122,6 +160,11 @@ class Gateway:
         await self.deliverer.stop(self.settings.server.shutdown_timeout_s)
         if self.outcomes:
             await self.outcomes.stop(self.settings.server.shutdown_timeout_s)
+        if self._collecting is not None:
+            collecting, self._collecting = self._collecting, None
+            collecting.cancel()
+            await asyncio.gather(collecting, return_exceptions=True)
+        await self.blobs.close()
         await self.store.close()
         log.info("gateway.stopped")
 

@@ -92,6 +92,9 @@ def _redactor(settings: Settings) -> Redactor:
     secrets += [s.get_secret_value() for t in settings.tenants for s in (t.api_token, t.token) if s]
     secrets += [s.get_secret_value() for s in settings.security.admin_tokens]
     secrets += [k.key.get_secret_value() for k in settings.security.token_keys]
+    secrets += [k.key.get_secret_value() for k in settings.security.url_keys]
+    blobs = settings.blobs
+    secrets += [s.get_secret_value() for s in (blobs.s3_secret_access_key,) if s]
     if settings.kafka.sasl_password is not None:
         secrets.append(settings.kafka.sasl_password.get_secret_value())
     secrets += [v for source in settings.sources for v in source.verify.secret_values()]

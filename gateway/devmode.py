@@ -80,6 +80,8 @@ def dev_settings(
         "env": "dev",
         "server": {"port": port},
         "store": {"url": f"sqlite:///{data_dir / 'gateway.db'}"},
+        "ingest": {"spool_dir": str(data_dir / "spool")},
+        "blobs": {"url": f"file:///{data_dir / 'blobs'}"},
         "delivery": {"poll_interval_s": 0.2},
         "logging": {"format": "console"},
         "security": {"token_keys": [{"id": "dev", "key": dev_token_key(data_dir)}]},

@@ -10,6 +10,7 @@
         ├── InvalidInput       the body or a field does not validate (422)
         ├── Unauthorized       the API key is missing or wrong (401)
         │   └── BadSignature   a webhook does not verify against its source (401)
+        ├── Forbidden          a signed URL is missing, wrong or expired (403)
         ├── NotFound           the named resource does not exist (404)
         ├── Conflict           the request contradicts stored state (409)
         └── PayloadTooLarge    the body is over the cap (413)
@@ -83,6 +84,14 @@ class BadSignature(Unauthorized):
 
     problem_type = "/problems/bad-signature"
     title = "Bad signature"
+
+
+class Forbidden(IngestError):
+    """Access to this resource is not allowed."""
+
+    status = 403
+    problem_type = "/problems/forbidden"
+    title = "Forbidden"
 
 
 class NotFound(IngestError):

@@ -39,6 +39,8 @@ def base_config(db_path: Path, workato_url: str, **tenant: Any) -> dict[str, Any
     return {
         "server": {"port": 0},
         "store": {"url": f"sqlite:///{db_path}"},
+        "ingest": {"spool_dir": str(db_path.parent / "spool")},
+        "blobs": {"url": f"file:///{db_path.parent / 'blobs'}"},
         "delivery": {
             "poll_interval_s": 0.05,
             "sweep_interval_s": 0.2,

@@ -10,6 +10,7 @@ from typing import Literal, Self
 from pydantic import Field, field_validator, model_validator
 
 from gateway.config.base import Section as _Section
+from gateway.config.blobs import BlobSettings, UrlKey
 from gateway.config.connections import ConnectionSettings
 from gateway.config.kafka import KafkaSettings
 from gateway.config.presets import DATA_CENTERS
@@ -22,6 +23,8 @@ DEFAULT_MAX_REQUEST_BYTES = 50_000_000
 DEFAULT_RATE_LIMIT_PER_MINUTE = 60
 MAX_WAIT_S = 60 * 24 * 3600  # Workato keeps a suspended job at most 60 days
 DEFAULT_EVENT_BUFFER_TTL_S = 24 * 3600
+DEFAULT_SPOOL_THRESHOLD_BYTES = 1024 * 1024
+DEFAULT_MAX_EVENT_BODY_BYTES = 1024 * 1024 * 1024
 
 
 class ServerSettings(_Section):
@@ -50,6 +53,12 @@ class StoreSettings(_Section):
 class IngestSettings(_Section):
     event_buffer_ttl_s: float = Field(default=DEFAULT_EVENT_BUFFER_TTL_S, gt=0)
     max_wait_s: float = Field(default=MAX_WAIT_S, gt=0, le=MAX_WAIT_S)
+    spool_threshold_bytes: int = Field(default=DEFAULT_SPOOL_THRESHOLD_BYTES, gt=0)
+    """HTTP bodies above this are streamed to disk (hashed and measured on the way), never
+    held in memory; their event data goes to the blob store."""
+    max_body_bytes: int = Field(default=DEFAULT_MAX_EVENT_BODY_BYTES, gt=0)
+    """The hard cap of an event body on ``POST /v1/events`` (413 above it)."""
+    spool_dir: str = ".data/spool"
 
 
 class DeliverySettings(_Section):
@@ -150,6 +159,8 @@ class SecuritySettings(_Section):
     token_keys: list[TokenKey] = Field(default_factory=list)
     """The first key encrypts; all of them decrypt, so keys can rotate."""
     admin_tokens: list[Secret] = Field(default_factory=list)
+    url_keys: list[UrlKey] = Field(default_factory=list)
+    """Blob-URL signing keys; the first signs, all verify. Unset: derived from token_keys."""
 
 
 class LoggingSettings(_Section):
@@ -168,6 +179,7 @@ class Settings(_Section):
     sources: list[SourceSettings] = Field(default_factory=list)
     connections: list[ConnectionSettings] = Field(default_factory=list)
     polling: PollingSettings = PollingSettings()
+    blobs: BlobSettings = BlobSettings()
     security: SecuritySettings = SecuritySettings()
     logging: LoggingSettings = LoggingSettings()
 

@@ -12,8 +12,10 @@ from typing import Any
 import aiohttp
 import structlog
 
+from gateway.blobs.base import BlobStore
 from gateway.clock import Clock
 from gateway.config.settings import DeliverySettings, TenantSettings
+from gateway.deliver.claimcheck import ClaimChecks
 from gateway.deliver.lane import Lane, LaneDeps
 from gateway.deliver.limiter import SlidingWindow
 from gateway.deliver.workato import WorkatoClient
@@ -36,6 +38,8 @@ class Deliverer:
         settings: DeliverySettings,
         clock: Clock,
         metrics: Metrics,
+        blobs: BlobStore,
+        claim_checks: ClaimChecks,
         on_outcome: Callable[[Outcome], None] | None = None,
     ) -> None:
         self._store = store
@@ -43,7 +47,16 @@ class Deliverer:
         self._settings = settings
         owner = f"gw-{uuid.uuid4().hex[:12]}"
         self._deps = LaneDeps(
-            store, cipher, clock, metrics, settings, owner, random.Random(), on_outcome
+            store,
+            cipher,
+            clock,
+            metrics,
+            settings,
+            owner,
+            random.Random(),
+            blobs,
+            claim_checks,
+            on_outcome,
         )
         self._session: aiohttp.ClientSession | None = None
         self._lanes: dict[str, Lane] = {}

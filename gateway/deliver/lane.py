@@ -10,16 +10,18 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 
 import structlog
 
+from gateway.blobs.base import BlobStore
 from gateway.clock import Clock
 from gateway.config.settings import DeliverySettings, TenantSettings
+from gateway.deliver.claimcheck import ClaimChecks
 from gateway.deliver.classify import Action, Attempt, Verdict, classify
 from gateway.deliver.limiter import SlidingWindow
-from gateway.deliver.payload import body_size, resume_body, resume_data
+from gateway.deliver.payload import body_frame, data_frame, framed, reference_data, resume_body
 from gateway.deliver.retry import Backoff, settlement
 from gateway.deliver.workato import WorkatoClient
 from gateway.errors import SecretError
@@ -27,7 +29,7 @@ from gateway.messages import JobRef
 from gateway.metrics import Metrics
 from gateway.security.tokens import TokenCipher
 from gateway.store.base import Store
-from gateway.store.records import Claim, Outcome, Pause, Settlement
+from gateway.store.records import JSON, Claim, Outcome, Pause, Settlement
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +45,8 @@ class LaneDeps:
     settings: DeliverySettings
     owner: str
     rng: random.Random
+    blobs: BlobStore
+    claim_checks: ClaimChecks
     on_outcome: Callable[[Outcome], None] | None = None
     """Told of every finished delivery (e.g. to publish it to ``resume.outcomes``)."""
 
@@ -128,18 +132,44 @@ class Lane:
             verdict = Verdict(Action.DEAD, "token_key_missing")
             await self._settle(claim, verdict, Attempt(None, sent=False), 0.0)
             return
-        data = resume_data(claim, self.tenant.raw_mode)
-        if body_size(token, data) > self.tenant.max_request_bytes:
-            verdict = Verdict(Action.DEAD, "payload_too_large")
-            await self._settle(claim, verdict, Attempt(None, sent=False), 0.0)
+        request = await self._request(claim, token)
+        if isinstance(request, Verdict):  # nothing was sent
+            await self._settle(claim, request, Attempt(None, sent=False), 0.0)
             return
+        body, size = request
         started = time.perf_counter()
-        attempt = await self._client.resume(resume_body(token, data))
+        attempt = await self._client.resume(body, size)
         self._deps.metrics.latency.labels(self.tenant.name).observe(time.perf_counter() - started)
         verdict = classify(attempt, claim.ambiguous, self._deps.clock())
         if verdict.action is Action.UNCONFIRMED and claim.job_json:
             verdict = await self._reconcile(claim, verdict)
         await self._settle(claim, verdict, attempt, await self._delay_for(verdict, claim))
+
+    async def _request(
+        self, claim: Claim, token: str
+    ) -> tuple[bytes | AsyncIterable[bytes], int] | Verdict:
+        """The body to send and its exact size: the payload inline when the whole body fits
+        the tenant's limit (streamed from the blob store when it lives there), else a claim
+        check; or the verdict that ends the delivery unsent."""
+        raw, limit = self.tenant.raw_mode, self.tenant.max_request_bytes
+        if not claim.claim_check and claim.content_type == JSON:
+            head, tail = body_frame(token, *data_frame(claim, raw))
+            size = len(head) + claim.payload_size + len(tail)
+            if size <= limit:
+                if claim.blob is None:
+                    return b"".join((head, claim.data, tail)), size
+                if await self._deps.blobs.stat(claim.blob.sha256) is None:
+                    return Verdict(Action.DEAD, "payload_missing")
+                return framed(head, self._deps.blobs.read(claim.blob.sha256), tail), size
+        try:
+            ref = await self._deps.claim_checks.reference(claim)
+        except Exception as exc:  # the blob store is down: like a failed connection, retry
+            log.warning("claim_check.failed", key=claim.key, error=type(exc).__name__)
+            return Verdict(Action.RETRY, "claim_check_failed")
+        body = resume_body(token, reference_data(claim, raw, ref))
+        if len(body) > limit:  # even the reference does not fit (huge metadata)
+            return Verdict(Action.DEAD, "payload_too_large")
+        return body, len(body)
 
     async def _reconcile(self, claim: Claim, verdict: Verdict) -> Verdict:
         """After an ambiguous attempt, a finished job proves the resume landed (DESIGN 6).

@@ -1,21 +1,49 @@
 """Shaping the resume request (DESIGN 5.3): the envelope around the event's exact bytes.
 
 The body is assembled from byte strings, never by re-serializing the payload, so the size
-checked against the limit is the size of the very body that is sent (invariant 7).
+checked against the limit is the size of the very body that is sent (invariant 7). A body is
+a frame (the bytes before and after the payload) plus the payload itself, so a payload kept in
+the blob store can be streamed between the two without ever being held in memory.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
 
 from gateway.clock import isoformat
 from gateway.store.records import Claim
 
 
-def resume_data(claim: Claim, raw_mode: bool) -> bytes:
-    """The ``data`` member: the envelope, or in raw mode the event data as it came."""
+@dataclass(frozen=True, slots=True)
+class PayloadRef:
+    """A claim check: where the action downloads the payload, and how to check what it got."""
+
+    url: str
+    size: int
+    sha256: str
+    content_type: str
+    expires_at: float
+
+    def json_bytes(self) -> bytes:
+        return json.dumps(
+            {
+                "url": self.url,
+                "size": self.size,
+                "sha256": self.sha256,
+                "content_type": self.content_type,
+                "expires_at": isoformat(self.expires_at),
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode()
+
+
+def data_frame(claim: Claim, raw_mode: bool) -> tuple[bytes, bytes]:
+    """The bytes of ``data`` before and after the payload: the envelope, or none in raw mode."""
     if raw_mode:
-        return claim.data
+        return b"", b""
     head = {
         "status": claim.status,
         "key": claim.key,
@@ -25,14 +53,43 @@ def resume_data(claim: Claim, raw_mode: bool) -> bytes:
     }
     metadata = (claim.metadata_json or "null").encode()
     prefix = json.dumps(head, ensure_ascii=False, separators=(",", ":"))[:-1].encode()
-    return b"".join((prefix, b',"metadata":', metadata, b',"payload":', claim.data, b"}"))
+    return b"".join((prefix, b',"metadata":', metadata, b',"payload":')), b"}"
+
+
+def resume_data(claim: Claim, raw_mode: bool) -> bytes:
+    """The ``data`` member: the envelope, or in raw mode the event data as it came."""
+    before, after = data_frame(claim, raw_mode)
+    return b"".join((before, claim.data, after))
+
+
+def reference_data(claim: Claim, raw_mode: bool, ref: PayloadRef) -> bytes:
+    """``data`` with the payload replaced by its claim check (``payload`` null)."""
+    if raw_mode:
+        return b"".join((b'{"payload_ref":', ref.json_bytes(), b"}"))
+    before, after = data_frame(claim, raw_mode)
+    return b"".join((before, b'null,"payload_ref":', ref.json_bytes(), after))
+
+
+def body_frame(token: str, data_before: bytes, data_after: bytes) -> tuple[bytes, bytes]:
+    """The bytes of the request body before and after the payload."""
+    head = b"".join((b'{"token":', json.dumps(token).encode(), b',"data":', data_before))
+    return head, data_after + b"}"
 
 
 def resume_body(token: str, data: bytes) -> bytes:
     """``{"token": ..., "data": ...}`` with ``data`` spliced in verbatim."""
-    return b"".join((b'{"token":', json.dumps(token).encode(), b',"data":', data, b"}"))
+    head, tail = body_frame(token, b"", b"")
+    return b"".join((head, data, tail))
 
 
 def body_size(token: str, data: bytes) -> int:
     """The exact length of ``resume_body(token, data)`` without building it."""
     return len(b'{"token":,"data":}') + len(json.dumps(token).encode()) + len(data)
+
+
+async def framed(head: bytes, payload: AsyncIterable[bytes], tail: bytes) -> AsyncIterator[bytes]:
+    """A body streamed as its frame around a payload read in chunks."""
+    yield head
+    async for chunk in payload:
+        yield chunk
+    yield tail

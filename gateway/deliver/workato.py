@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable
 from urllib.parse import quote
 
 import aiohttp
@@ -26,11 +27,17 @@ class WorkatoClient:
             total=timeout_s, sock_connect=min(CONNECT_TIMEOUT_S, timeout_s)
         )
 
-    async def resume(self, body: bytes) -> Attempt:
-        """Send one resume request; ``sent`` says whether it may have reached Workato."""
+    async def resume(self, body: bytes | AsyncIterable[bytes], size: int | None = None) -> Attempt:
+        """Send one resume request; ``sent`` says whether it may have reached Workato.
+
+        A streamed body is sent with its exact ``size`` as Content-Length, never chunked.
+        """
+        headers = self._headers
+        if not isinstance(body, bytes):
+            headers = {**headers, "Content-Length": str(size)}
         try:
             async with self._session.post(
-                self._url, data=body, headers=self._headers, timeout=self._timeout
+                self._url, data=body, headers=headers, timeout=self._timeout
             ) as response:
                 await response.read()
                 return Attempt(response.status, response.headers.get("Retry-After"))

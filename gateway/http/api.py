@@ -9,7 +9,7 @@ from gateway.errors import Conflict, NotFound
 from gateway.http.auth import ApiKeys
 from gateway.http.problems import invalid
 from gateway.http.views import wait_json
-from gateway.ingest.rawjson import parse_object
+from gateway.ingest.bodies import Bodies, content_type_of
 from gateway.ingest.service import Ingest
 from gateway.messages import CompletionEvent, WaitRegistration
 
@@ -21,8 +21,9 @@ CONFLICTS = {
 
 
 class Api:
-    def __init__(self, ingest: Ingest, keys: ApiKeys) -> None:
+    def __init__(self, ingest: Ingest, bodies: Bodies, keys: ApiKeys) -> None:
         self._ingest = ingest
+        self._bodies = bodies
         self._keys = keys
 
     def routes(self) -> list[web.RouteDef]:
@@ -73,15 +74,29 @@ class Api:
         return web.json_response(wait_json(result.wait))
 
     async def post_event(self, request: web.Request) -> web.Response:
+        """One completion event: the JSON document ``{id, key, status, data}``, or (with ``id``,
+        ``key`` and ``status`` in the query) a body that is the data itself, of any type."""
         tenant = self._keys.tenant_for(request)
-        members = parse_object(await request.read())
-        try:
-            event = CompletionEvent.model_validate({k: m.value for k, m in members.items()})
-        except ValidationError as exc:
-            raise invalid(exc) from None
-        data = members["data"].raw if "data" in members else b"null"
-        result = await self._ingest.accept(tenant.name, API_SOURCE, event, data)
+        with await self._bodies.receive(request, self._bodies.max_body_bytes) as body:
+            if "key" in request.query:
+                event = _validated(dict(request.query))
+                media = content_type_of(request.headers)
+                result = await self._bodies.accept_payload(
+                    tenant.name, API_SOURCE, event, body, media
+                )
+            else:
+                fields, data = await self._bodies.event_document(body)
+                event = _validated(fields)
+                result = await self._bodies.accept_data(tenant.name, API_SOURCE, event, body, data)
         status = 200 if result.outcome == "duplicate" else 202
         return web.json_response(
             {"outcome": result.outcome, "event_id": event.id, "key": event.key}, status=status
         )
+
+
+def _validated(fields: dict[str, object]) -> CompletionEvent:
+    fields.pop("data", None)  # the data is never taken from the query, and is checked apart
+    try:
+        return CompletionEvent.model_validate(fields)
+    except ValidationError as exc:
+        raise invalid(exc) from None

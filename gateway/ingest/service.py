@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import structlog
 
+from gateway.blobs.base import BlobMeta
 from gateway.clock import Clock
 from gateway.config.settings import IngestSettings
 from gateway.errors import InvalidInput
@@ -113,20 +114,31 @@ class Ingest:
         return cap
 
     async def accept(
-        self, tenant: str, source: str, event: CompletionEvent, data: bytes
+        self,
+        tenant: str,
+        source: str,
+        event: CompletionEvent,
+        data: bytes,
+        blob: BlobMeta | None = None,
     ) -> Acceptance:
-        """Persist an event whose ``data`` member is given as its exact JSON bytes."""
-        record = self.prepare_event(tenant, source, event, data)
+        """Persist an event whose ``data`` member is given as its exact JSON bytes, or as a
+        stored ``blob`` (then ``data`` is empty)."""
+        record = self.prepare_event(tenant, source, event, data, blob)
         result = await self._store.record_event(record, self._clock())
         self._accepted(record, result)
         return result
 
     def prepare_event(
-        self, tenant: str, source: str, event: CompletionEvent, data: bytes
+        self,
+        tenant: str,
+        source: str,
+        event: CompletionEvent,
+        data: bytes,
+        blob: BlobMeta | None = None,
     ) -> NewEvent:
         """A validated event as a store record; InvalidInput if the tenant cannot take it."""
-        if tenant in self._raw_mode_tenants and not data.startswith(b"{"):
-            raise InvalidInput("data must be a JSON object for a raw-mode tenant", field="data")
+        if blob is None:
+            self.require_object(tenant, data[:1])
         return NewEvent(
             tenant=tenant,
             source=source,
@@ -136,7 +148,14 @@ class Ingest:
             data=data,
             occurred_at=event.occurred_at.timestamp() if event.occurred_at else None,
             buffer_ttl_s=self._settings.event_buffer_ttl_s,
+            blob=blob,
         )
+
+    def require_object(self, tenant: str, leading: bytes) -> None:
+        """A raw-mode tenant's data becomes the resume ``data`` itself: it must be an object
+        (``leading`` is its first byte)."""
+        if tenant in self._raw_mode_tenants and leading != b"{":
+            raise InvalidInput("data must be a JSON object for a raw-mode tenant", field="data")
 
     async def ingest_batch(
         self, waits: list[NewWait], events: list[NewEvent]

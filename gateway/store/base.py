@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from gateway.blobs.base import BlobMeta
 from gateway.store.records import (
     Acceptance,
     Cancellation,
@@ -78,6 +79,15 @@ class Store(Protocol):
 
     async def sweep(self, now: float, forget_sends_before: float) -> Sweep:
         """Reclaim expired leases, expire waits, deliveries and stale buffered events."""
+
+    async def keep_blob(self, blob: BlobMeta, keep_until: float, now: float) -> None:
+        """Record a stored blob, to be kept at least until ``keep_until`` (a URL's expiry)."""
+
+    async def collectable_blobs(self, now: float, limit: int) -> list[str]:
+        """Blobs past their keep-until that no buffered event or unfinished delivery needs."""
+
+    async def forget_blob(self, sha256: str, now: float) -> bool:
+        """Delete a blob's row if it is still collectable; True if it was."""
 
     async def claim_watches(
         self, now: float, limit: int, lease_s: float, owner: str

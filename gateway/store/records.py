@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from gateway.blobs.base import BlobMeta
 from gateway.security.tokens import SealedToken
 
 RegisterOutcome = Literal["created", "repeat", "conflict"]
@@ -12,6 +13,7 @@ EventOutcome = Literal["matched", "buffered", "duplicate", "late"]
 FinalState = Literal["delivered", "delivered_unconfirmed", "dead", "expired"]
 SettleState = Literal["pending", "delivered", "delivered_unconfirmed", "dead", "expired"]
 CancelOutcome = Literal["cancelled", "not_found", "in_flight", "final"]
+JSON = "application/json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +42,10 @@ class NewEvent:
     event_id: str
     key: str
     status: str
-    data: bytes  # the exact JSON bytes of the event's data
+    data: bytes  # the exact JSON bytes of the event's data; empty when ``blob`` holds them
     occurred_at: float | None
     buffer_ttl_s: float
+    blob: BlobMeta | None = None  # the data, stored in the blob store (large or not JSON)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +127,16 @@ class Claim:
     status: str
     data: bytes
     received_at: float
+    claim_check: bool = False  # send a reference, not the payload (Workato answered 413)
+    blob: BlobMeta | None = None  # where the data is when it is not in ``data``
+
+    @property
+    def payload_size(self) -> int:
+        return self.blob.size if self.blob is not None else len(self.data)
+
+    @property
+    def content_type(self) -> str:
+        return self.blob.content_type if self.blob is not None else JSON
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +149,7 @@ class Settlement:
     retry_at: float | None = None
     ambiguous: bool = False
     refund_attempt: bool = False
+    claim_check: bool = False  # from now on, send the payload by reference
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,9 +19,11 @@ from typing import Any, TypeVar
 
 import structlog
 
+from gateway.blobs.base import BlobMeta
 from gateway.errors import MigrationError, StoreError
 from gateway.security.tokens import SealedToken
 from gateway.store.records import (
+    JSON,
     Acceptance,
     Cancellation,
     Claim,
@@ -359,7 +361,11 @@ class SQLiteStore:
             now=now,
             occurred_at=event.occurred_at,
             buffer_until=until,
+            blob=event.blob.sha256 if event.blob else None,
+            content_type=event.blob.content_type if event.blob else JSON,
         )
+        if event.blob is not None:  # even for a duplicate: the bytes were stored, GC must see them
+            self._keep_blob(conn, event.blob, now + event.buffer_ttl_s, now)
         if duplicates:
             return Acceptance("duplicate")
         if wait_id is None:
@@ -395,13 +401,15 @@ class SQLiteStore:
 
     @staticmethod
     def _claim_row(row: tuple[Any, ...]) -> Claim:
-        (delivery_id, tenant, _wait, deadline, attempts, ambiguous, key, kid, blob) = row[:9]
-        (job, metadata, event_id, source, status, data, received_at) = row[9:]
+        (delivery_id, tenant, _wait, deadline, attempts, ambiguous, key, kid, sealed) = row[:9]
+        (job, metadata, event_id, source, status, data, received_at) = row[9:16]
+        (claim_check, content_type, blob_sha256, blob_size) = row[16:]
+        blob = None if blob_sha256 is None else BlobMeta(blob_sha256, blob_size, content_type)
         return Claim(
             delivery_id=delivery_id,
             tenant=tenant,
             key=key,
-            sealed=SealedToken(kid, bytes(blob)),
+            sealed=SealedToken(kid, bytes(sealed)),
             deadline=deadline,
             attempt=attempts,
             ambiguous=bool(ambiguous),
@@ -412,6 +420,8 @@ class SQLiteStore:
             status=status,
             data=bytes(data),
             received_at=received_at,
+            claim_check=bool(claim_check),
+            blob=blob,
         )
 
     async def settle(self, claim: Claim, owner: str, result: Settlement, now: float) -> bool:
@@ -429,6 +439,7 @@ class SQLiteStore:
                     retry_at=result.retry_at,
                     ambiguous=int(result.ambiguous),
                     refund=int(result.refund_attempt),
+                    claim_check=int(result.claim_check),
                     finished_at=finished,
                 ).rowcount
                 == 1
@@ -476,6 +487,35 @@ class SQLiteStore:
         self._run(conn, "forget_sends", before=before)
         self._run(conn, "forget_pauses", now=now)
         return result
+
+    # -- blobs -----------------------------------------------------------------------------
+
+    async def keep_blob(self, blob: BlobMeta, keep_until: float, now: float) -> None:
+        await self._write(lambda conn: self._keep_blob(conn, blob, keep_until, now))
+
+    def _keep_blob(
+        self, conn: sqlite3.Connection, blob: BlobMeta, keep_until: float, now: float
+    ) -> None:
+        self._run(
+            conn,
+            "keep_blob",
+            sha256=blob.sha256,
+            size=blob.size,
+            content_type=blob.content_type,
+            now=now,
+            keep_until=keep_until,
+        )
+
+    async def collectable_blobs(self, now: float, limit: int) -> list[str]:
+        rows = await self._read(
+            lambda conn: self._run(conn, "collectable_blobs", now=now, limit=limit).fetchall()
+        )
+        return [row[0] for row in rows]
+
+    async def forget_blob(self, sha256: str, now: float) -> bool:
+        return await self._write(
+            lambda conn: self._run(conn, "forget_blob", sha256=sha256, now=now).rowcount == 1
+        )
 
     # -- watches ---------------------------------------------------------------------------
 

@@ -119,7 +119,11 @@ def test_check_config_prints_effective_settings_with_every_secret_masked(tmp_pat
     assert (eu["data_center"], eu["api_token"], eu["api_keys"]) == ("eu", MASK, [MASK])
     assert (legacy["email"], legacy["token"]) == ("ops@example.com", MASK)
     security = settings["security"]
-    assert security == {"token_keys": [{"id": "k1", "key": MASK}], "admin_tokens": [MASK]}
+    assert security == {
+        "token_keys": [{"id": "k1", "key": MASK}],
+        "admin_tokens": [MASK],
+        "url_keys": [],
+    }
 
 
 INVALID = {

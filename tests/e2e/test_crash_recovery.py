@@ -37,6 +37,9 @@ port = {port}
 [store]
 url = "sqlite:///{tmp / "gateway.db"}"
 
+[blobs]
+url = "file:///{tmp / "blobs"}"
+
 [delivery]
 poll_interval_s = 0.1
 sweep_interval_s = 0.5

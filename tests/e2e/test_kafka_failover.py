@@ -70,6 +70,9 @@ port = {port}
 [store]
 url = "sqlite:///{self.db}"
 
+[blobs]
+url = "file:///{self.tmp / "blobs"}"
+
 [delivery]
 poll_interval_s = 0.05
 sweep_interval_s = 0.5

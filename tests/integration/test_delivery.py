@@ -208,29 +208,6 @@ async def test_401_pauses_the_tenant_without_burning_attempts(
     assert job.resume.count == 1
 
 
-async def test_body_over_max_request_bytes_is_not_sent(
-    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
-) -> None:
-    gw = await start_gateway(make_settings(max_request_bytes=300))
-    job = await wait_for_job(gw, workato, "k")
-    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded", "data": "x" * 300})
-    delivery = await delivery_of(gw, "k", "dead")
-    assert delivery["reason"] == "payload_too_large"
-    assert job.resume.count == 0
-    assert not [r for r in workato.requests.entries() if r.path == "/api/job/resume"]
-
-
-async def test_413_from_workato_is_dead_payload_too_large(
-    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
-) -> None:
-    workato.settings = workato.settings.updated({"max_body_bytes": 100})
-    gw = await start_gateway(make_settings())
-    await wait_for_job(gw, workato, "k")
-    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded", "data": "x" * 200})
-    delivery = await delivery_of(gw, "k", "dead")
-    assert (delivery["reason"], delivery["last_status"]) == ("payload_too_large", 413)
-
-
 async def test_delivery_that_cannot_succeed_before_the_wait_expires_ends_expired(
     make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
 ) -> None:

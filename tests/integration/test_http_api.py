@@ -14,7 +14,7 @@ Start = Any
 @pytest.fixture
 async def gw(make_settings: SettingsFactory, start_gateway: Start) -> RunningGateway:
     running: RunningGateway = await start_gateway(
-        make_settings({"server": {"max_body_bytes": 4096}})
+        make_settings({"server": {"max_body_bytes": 4096}, "ingest": {"max_body_bytes": 4096}})
     )
     return running
 

@@ -52,7 +52,8 @@ def references(scheme: str) -> set[str]:
         if isinstance(node, list):
             for child in node:
                 walk(child)
-        elif isinstance(node, str) and node.startswith(f"{scheme}:"):
+        elif isinstance(node, str) and node.startswith(f"{scheme}:") and "://" not in node:
+            # ``file:///…`` is a URL (the blob store), ``file:/…`` a secret reference
             found.add(node.removeprefix(f"{scheme}:"))
 
     walk(tomllib.loads(EXAMPLE.read_text()))

@@ -87,19 +87,25 @@ def test_unconfirmed_settles_as_delivered_unconfirmed() -> None:
 
 
 @pytest.mark.parametrize(
-    ("verdict", "status"),
+    ("verdict", "status", "claim_check"),
     [
-        (Verdict(Action.DEAD, "http_404"), 404),
-        (Verdict(Action.TOO_LARGE, "payload_too_large"), 413),
-        (Verdict(Action.DEAD, "token_key_missing"), None),
+        (Verdict(Action.DEAD, "http_404"), 404, False),
+        (Verdict(Action.TOO_LARGE, "payload_too_large"), 413, True),
+        (Verdict(Action.DEAD, "token_key_missing"), None, False),
     ],
 )
-def test_dead_and_too_large_settle_as_dead_with_reason(
-    verdict: Verdict, status: int | None
+def test_dead_and_too_large_by_reference_settle_as_dead_with_reason(
+    verdict: Verdict, status: int | None, claim_check: bool
 ) -> None:
-    result = settlement(verdict, make_claim(), status, NOW, 5.0)
+    result = settlement(verdict, make_claim(claim_check=claim_check), status, NOW, 5.0)
     assert result == Settlement("dead", verdict.reason, status)
     assert result.retry_at is None
+
+
+def test_413_for_an_inline_payload_retries_now_by_reference() -> None:
+    verdict = Verdict(Action.TOO_LARGE, "payload_too_large")
+    result = settlement(verdict, make_claim(), 413, NOW, 5.0)
+    assert result == Settlement("pending", "payload_too_large", 413, retry_at=NOW, claim_check=True)
 
 
 def test_retry_stays_pending_until_now_plus_delay() -> None:

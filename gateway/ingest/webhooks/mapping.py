@@ -8,7 +8,7 @@ whoever configures the sender sees which field to fix.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,9 @@ from pydantic import ValidationError
 
 from gateway.config.sources import KEY_TEMPLATE_FIELD, EventStatusName, SourceSettings
 from gateway.errors import InvalidInput
+from gateway.ingest import streamjson
 from gateway.ingest.rawjson import parse_document, raw_at
+from gateway.ingest.spool import Body
 from gateway.jsonpointer import Pointer, resolve
 from gateway.messages import CompletionEvent
 
@@ -59,28 +61,57 @@ class MappedEvent:
     """The exact bytes of the pointed-to value in the body (invariant 7)."""
 
 
+Lookup = Callable[[Sequence[str]], Any]
+"""The decoded value at a pointer's tokens; LookupError when nothing is there."""
+
+
 def map_event(mapping: EventMapping, body: bytes, headers: Mapping[str, str]) -> MappedEvent:
     """The event a webhook reports; ``InvalidInput`` naming the pointer when a field is wrong."""
     document = parse_document(body)
+    event = _event(mapping, lambda tokens: resolve(document, tokens), headers)
+    return MappedEvent(event, _data(mapping.data, body))
+
+
+def map_spooled(
+    mapping: EventMapping, body: Body, headers: Mapping[str, str]
+) -> tuple[CompletionEvent, tuple[int, int]]:
+    """``map_event`` for a body too large for memory: the event and the span of its data.
+    Blocking (it reads the spool file): run it in a thread."""
+    streamjson.validate(body)
+
+    def lookup(tokens: Sequence[str]) -> Any:
+        span = streamjson.span_at(body, tokens)
+        if span is None:
+            raise LookupError(tokens)
+        return streamjson.load_small(body, span)
+
+    event = _event(mapping, lookup, headers)
+    span = streamjson.span_at(body, mapping.data.tokens)
+    if span is None:
+        raise _missing(mapping.data, "data")
+    return event, span
+
+
+def _event(mapping: EventMapping, lookup: Lookup, headers: Mapping[str, str]) -> CompletionEvent:
     fields = {
-        "key": _key(mapping, document),
-        "id": _event_id(mapping, document, headers),
-        "status": _status(mapping, document),
+        "key": _key(mapping, lookup),
+        "id": _event_id(mapping, lookup, headers),
+        "status": _status(mapping, lookup),
     }
-    return MappedEvent(_validated(fields, _origins(mapping)), _data(mapping.data, body))
+    return _validated(fields, _origins(mapping))
 
 
-def _key(mapping: EventMapping, document: Any) -> str:
-    value = _text_at(document, mapping.key, "key")
+def _key(mapping: EventMapping, lookup: Lookup) -> str:
+    value = _text_at(lookup, mapping.key, "key")
     if mapping.key_template is None:
         return value
     # replace, not str.format: a template is plain text around one field, nothing else
     return mapping.key_template.replace(KEY_TEMPLATE_FIELD, value)
 
 
-def _event_id(mapping: EventMapping, document: Any, headers: Mapping[str, str]) -> str:
+def _event_id(mapping: EventMapping, lookup: Lookup, headers: Mapping[str, str]) -> str:
     if mapping.event_id is not None:
-        return _text_at(document, mapping.event_id, "event_id")
+        return _text_at(lookup, mapping.event_id, "event_id")
     assert mapping.event_id_header is not None  # SourceSettings requires one or the other
     value = headers.get(mapping.event_id_header)
     if not value:
@@ -92,11 +123,11 @@ def _event_id(mapping: EventMapping, document: Any, headers: Mapping[str, str]) 
     return value
 
 
-def _status(mapping: EventMapping, document: Any) -> EventStatusName:
+def _status(mapping: EventMapping, lookup: Lookup) -> EventStatusName:
     if mapping.status is None:
         assert mapping.default_status is not None  # MappingSettings requires one or the other
         return mapping.default_status
-    text = _status_text(_value_at(document, mapping.status, "status"))
+    text = _status_text(_value_at(lookup, mapping.status, "status"))
     if text in mapping.status_map:
         return mapping.status_map[text]
     if text in SUCCEEDED_OR_FAILED:
@@ -123,9 +154,9 @@ def _data(pointer: Pointer, body: bytes) -> bytes:
     return raw
 
 
-def _text_at(document: Any, pointer: Pointer, field: str) -> str:
+def _text_at(lookup: Lookup, pointer: Pointer, field: str) -> str:
     """A key or id: a string, or an integer written as its digits."""
-    value = _value_at(document, pointer, field)
+    value = _value_at(lookup, pointer, field)
     if isinstance(value, str):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
@@ -138,9 +169,9 @@ def _text_at(document: Any, pointer: Pointer, field: str) -> str:
     )
 
 
-def _value_at(document: Any, pointer: Pointer, field: str) -> Any:
+def _value_at(lookup: Lookup, pointer: Pointer, field: str) -> Any:
     try:
-        return resolve(document, pointer.tokens)
+        return lookup(pointer.tokens)
     except LookupError:
         raise _missing(pointer, field) from None
 

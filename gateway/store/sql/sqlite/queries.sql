@@ -24,9 +24,9 @@ ORDER BY id LIMIT 1;
 -- name: upsert_event
 -- A repeated (tenant, source, event_id) only counts the duplicate; RETURNING tells which.
 INSERT INTO events (tenant, source, event_id, key, status, data, state, wait_id, received_at,
-                    occurred_at, buffer_until)
+                    occurred_at, buffer_until, blob, content_type)
 VALUES (:tenant, :source, :event_id, :key, :status, :data, :state, :wait_id, :now,
-        :occurred_at, :buffer_until)
+        :occurred_at, :buffer_until, :blob, :content_type)
 ON CONFLICT (tenant, source, event_id) DO UPDATE SET duplicates = duplicates + 1
 RETURNING id, duplicates;
 
@@ -73,10 +73,12 @@ WHERE id = :id AND state = 'pending';
 
 -- name: claim_details
 SELECT d.id, d.tenant, d.wait_id, d.deadline, d.attempts, d.ambiguous, w.key, w.token_key_id,
-       w.token_blob, w.job, w.metadata, e.event_id, e.source, e.status, e.data, e.received_at
+       w.token_blob, w.job, w.metadata, e.event_id, e.source, e.status, e.data, e.received_at,
+       d.claim_check, e.content_type, e.blob, b.size
 FROM deliveries d
 JOIN waits w ON w.id = d.wait_id
 JOIN events e ON e.id = d.event_row
+LEFT JOIN blobs b ON b.sha256 = e.blob
 WHERE d.id = :id;
 
 -- name: record_send
@@ -90,6 +92,7 @@ UPDATE deliveries
 SET state = :state, reason = :reason, last_status = :last_status,
     next_attempt_at = COALESCE(:retry_at, next_attempt_at),
     ambiguous = MAX(ambiguous, :ambiguous), attempts = attempts - :refund,
+    claim_check = MAX(claim_check, :claim_check),
     finished_at = :finished_at, lease_owner = NULL, lease_until = NULL
 WHERE id = :id AND state = 'sending' AND lease_owner = :owner;
 
@@ -173,3 +176,22 @@ WHERE id = :id AND state = 'active';
 -- name: watch_of_wait
 SELECT kind, connection, state, job_status, progress, polls, last_error, updated_at
 FROM watches WHERE wait_id = :wait_id;
+
+-- name: keep_blob
+INSERT INTO blobs (sha256, size, content_type, created_at, keep_until)
+VALUES (:sha256, :size, :content_type, :now, :keep_until)
+ON CONFLICT (sha256) DO UPDATE SET keep_until = MAX(keep_until, excluded.keep_until);
+
+-- name: collectable_blobs
+-- Past every URL's expiry, and no buffered event or unfinished delivery still needs the bytes.
+SELECT b.sha256 FROM blobs b
+WHERE b.keep_until < :now AND NOT EXISTS (
+    SELECT 1 FROM events e LEFT JOIN deliveries d ON d.event_row = e.id
+    WHERE e.blob = b.sha256 AND (e.state = 'buffered' OR d.state IN ('pending', 'sending')))
+ORDER BY b.keep_until LIMIT :limit;
+
+-- name: forget_blob
+DELETE FROM blobs
+WHERE sha256 = :sha256 AND keep_until < :now AND NOT EXISTS (
+    SELECT 1 FROM events e LEFT JOIN deliveries d ON d.event_row = e.id
+    WHERE e.blob = blobs.sha256 AND (e.state = 'buffered' OR d.state IN ('pending', 'sending')));

@@ -1,0 +1,50 @@
+"""Garbage collection of blobs: once every URL handed out has expired and no buffered event or
+unfinished delivery needs the bytes, the row goes first, then the bytes (see ``pins``)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from gateway.blobs.base import BlobStore
+from gateway.blobs.pins import Pins
+from gateway.clock import Clock
+from gateway.store.base import Store
+
+log = structlog.get_logger(__name__)
+
+BATCH = 100
+
+
+class BlobCollector:
+    def __init__(
+        self, store: Store, blobs: BlobStore, pins: Pins, clock: Clock, interval_s: float
+    ) -> None:
+        self._store = store
+        self._blobs = blobs
+        self._pins = pins
+        self._clock = clock
+        self._interval_s = interval_s
+
+    async def run(self) -> None:
+        while True:
+            await self.collect()
+            await asyncio.sleep(self._interval_s)
+
+    async def collect(self) -> int:
+        """Delete what is collectable now; the number of blobs deleted."""
+        now = self._clock()
+        deleted = 0
+        for sha256 in await self._store.collectable_blobs(now, BATCH):
+            if not self._pins.begin_delete(sha256):
+                continue  # about to be referenced again
+            try:
+                if await self._store.forget_blob(sha256, now):
+                    await self._blobs.delete(sha256)
+                    deleted += 1
+            finally:
+                self._pins.end_delete(sha256)
+        if deleted:
+            log.info("blobs.collected", count=deleted)
+        return deleted

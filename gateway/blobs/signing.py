@@ -1,0 +1,55 @@
+"""Signed, expiring blob download URLs: the claim check the resumed Workato action redeems.
+
+The signature is an HMAC-SHA256 over ``{sha256}.{expires}`` and is prefixed with the signing
+key's id, so keys rotate: the first configured key signs, every key verifies. A URL is a
+credential; it is never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import math
+import re
+from collections.abc import Sequence
+
+from gateway.blobs.base import is_blob_id
+
+_EXPIRES = re.compile(r"[0-9]{1,12}")
+
+
+class UrlSigner:
+    """HMAC-SHA256 signed, expiring download URLs; the first key signs, every key verifies."""
+
+    def __init__(self, keys: Sequence[tuple[str, bytes]], base_url: str) -> None:
+        if not keys:
+            raise ValueError("a UrlSigner needs at least one key")
+        self._signing_id, self._signing_key = keys[0]
+        self._keys = dict(keys)
+        self._base_url = base_url.rstrip("/")
+
+    def url(self, sha256: str, expires_at: float) -> str:
+        """The download URL of blob ``sha256``, valid until ``expires_at`` (epoch seconds)."""
+        if not is_blob_id(sha256):
+            raise ValueError("a blob id is 64 lowercase hex digits")
+        expires = str(math.ceil(expires_at))
+        sig = f"{self._signing_id}.{_mac(self._signing_key, sha256, expires)}"
+        return f"{self._base_url}/v1/blobs/{sha256}?expires={expires}&sig={sig}"
+
+    def verify(self, sha256: str, expires: str | None, sig: str | None, now: float) -> bool:
+        """Whether the URL's parts were signed by a configured key and have not expired.
+        Any malformed part is simply False."""
+        if expires is None or sig is None or not sig.isascii() or not _EXPIRES.fullmatch(expires):
+            return False
+        key_id, _, mac = sig.rpartition(".")
+        key = self._keys.get(key_id)
+        if key is None or not is_blob_id(sha256):
+            return False
+        expected = _mac(key, sha256, expires)
+        return hmac.compare_digest(expected.encode(), mac.encode()) and now <= int(expires)
+
+
+def _mac(key: bytes, sha256: str, expires: str) -> str:
+    digest = hmac.new(key, f"{sha256}.{expires}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()

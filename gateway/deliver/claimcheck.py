@@ -1,0 +1,63 @@
+"""Claim checks: a payload too big for the resume request is stored and handed out as a URL.
+
+The URL must outlive the wait (the action may resume late and then download), so it expires at
+the wait's deadline plus a grace period; the blob is kept at least that long (DESIGN 5.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gateway.blobs.base import BlobStore, meta_of
+from gateway.blobs.pins import Pins
+from gateway.blobs.signing import UrlSigner
+from gateway.clock import Clock
+from gateway.deliver.payload import PayloadRef
+from gateway.store.base import Store
+from gateway.store.records import Claim
+
+MAX_PRESIGN_S = 7 * 24 * 3600  # S3 SigV4 refuses longer
+
+
+class ClaimChecks:
+    """Stores a delivery's payload (if it is not stored yet) and signs a URL for it."""
+
+    def __init__(
+        self,
+        blobs: BlobStore,
+        pins: Pins,
+        store: Store,
+        signer: UrlSigner,
+        clock: Clock,
+        public_base_url: Callable[[], str],
+        *,
+        grace_s: float,
+        presign: bool = False,
+    ) -> None:
+        self._blobs = blobs
+        self._pins = pins
+        self._store = store
+        self._signer = signer
+        self._public_base_url = public_base_url
+        self._clock = clock
+        self._grace_s = grace_s
+        self._presign = presign
+
+    async def reference(self, claim: Claim) -> PayloadRef:
+        now = self._clock()
+        expires_at = claim.deadline + self._grace_s
+        meta = claim.blob
+        if meta is None:  # the payload is in the event's row: store it now
+            meta = meta_of(claim.data, claim.content_type)
+        async with self._pins.pinned(meta.sha256):
+            if claim.blob is None:
+                await self._blobs.put_bytes(claim.data, meta.content_type)
+            await self._store.keep_blob(meta, expires_at, now)
+        url = None
+        if self._presign:
+            expires_at = min(expires_at, now + MAX_PRESIGN_S)
+            url = await self._blobs.presigned_url(meta, expires_at - now)
+        if url is None:
+            # the signer's URLs are relative: the public address may be known only once bound
+            url = self._public_base_url() + self._signer.url(meta.sha256, expires_at)
+        return PayloadRef(url, meta.size, meta.sha256, meta.content_type, expires_at)

@@ -1,0 +1,131 @@
+"""Event bodies of any size (invariant 8).
+
+A body up to the spool threshold is parsed in memory, as before. A larger one is streamed to
+disk while it is hashed and measured, scanned in a worker thread (the event loop keeps
+serving), and the exact bytes of its data go to the blob store: the event's row then names the
+blob instead of holding the bytes. Payloads that are not JSON (CSV, binary) always go to the
+blob store with their content type; they reach the action as a claim check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.blobs.base import BlobMeta, BlobStore
+from gateway.blobs.pins import Pins
+from gateway.config.settings import IngestSettings
+from gateway.errors import PayloadTooLarge
+from gateway.ingest import streamjson
+from gateway.ingest.rawjson import parse_document, parse_object
+from gateway.ingest.service import Ingest
+from gateway.ingest.spool import Body, receive
+from gateway.messages import CompletionEvent
+from gateway.store.records import JSON, Acceptance
+
+READ_CHUNK_BYTES = 64 * 1024
+Span = tuple[int, int]
+Data = bytes | Span | None
+"""An event's data: its bytes, or where they are in a spooled body, or absent (null)."""
+
+
+class Bodies:
+    """Receives request bodies and turns them into accepted events."""
+
+    def __init__(self, ingest: Ingest, blobs: BlobStore, pins: Pins, settings: IngestSettings):
+        self._ingest = ingest
+        self._blobs = blobs
+        self._pins = pins
+        self._threshold = settings.spool_threshold_bytes
+        self._spool_dir = Path(settings.spool_dir)
+        self.max_body_bytes = settings.max_body_bytes
+
+    async def receive(self, request: web.Request, cap: int) -> Body:
+        """The request's body, spooled above the threshold; 413 as soon as it exceeds ``cap``."""
+        declared = request.content_length
+        if declared is not None and declared <= min(self._threshold, cap):
+            return Body.of(await request.read())  # the common, small case: one read
+        return await receive(
+            request.content.iter_chunked(READ_CHUNK_BYTES),
+            declared,
+            spool_threshold=self._threshold,
+            cap=cap,
+            spool_dir=self._spool_dir,
+            too_large=lambda: PayloadTooLarge(f"the body exceeds the cap of {cap} bytes"),
+        )
+
+    async def event_document(self, body: Body) -> tuple[dict[str, object], Data]:
+        """The members of an event document except ``data``, and ``data`` itself: its bytes
+        (in memory) or its span in a spooled body, which is validated and scanned in a thread."""
+        if body.memory is not None:
+            members = parse_object(body.memory)
+            fields = {k: m.value for k, m in members.items() if k != "data"}
+            return fields, members["data"].raw if "data" in members else None
+        return await asyncio.to_thread(_scan_document, body)
+
+    async def accept_data(
+        self, tenant: str, source: str, event: CompletionEvent, body: Body, data: Data
+    ) -> Acceptance:
+        """Accept ``event`` whose data are JSON bytes, or the JSON value at a span of a spooled
+        ``body`` (moved to the blob store), or absent (null)."""
+        if data is None or isinstance(data, bytes):
+            return await self._ingest.accept(tenant, source, event, data or b"null")
+        self._ingest.require_object(tenant, body.read(data[0], data[0] + 1))
+        staged = self._staged()
+        try:
+            sha256, size = await asyncio.to_thread(streamjson.copy_span, body, data, staged)
+            return await self._store(tenant, source, event, staged, BlobMeta(sha256, size, JSON))
+        finally:
+            staged.unlink(missing_ok=True)
+
+    async def accept_payload(
+        self, tenant: str, source: str, event: CompletionEvent, body: Body, content_type: str
+    ) -> Acceptance:
+        """Accept ``event`` whose data is the whole body, of any content type."""
+        if content_type == JSON:
+            if body.memory is not None:
+                parse_document(body.memory)  # 422 unless it is JSON
+                data = body.memory.strip(b" \t\r\n")
+                return await self._ingest.accept(tenant, source, event, data)
+            await asyncio.to_thread(streamjson.validate, body)
+            span = await asyncio.to_thread(streamjson.span_at, body, ())
+            return await self.accept_data(tenant, source, event, body, span)
+        meta = BlobMeta(body.sha256, body.size, content_type)
+        async with self._pins.pinned(meta.sha256):
+            if body.path is not None:
+                await self._blobs.put_file(body.path, meta)
+            else:
+                await self._blobs.put_bytes(body.memory or b"", content_type)
+            return await self._ingest.accept(tenant, source, event, b"", meta)
+
+    async def _store(
+        self, tenant: str, source: str, event: CompletionEvent, staged: Path, meta: BlobMeta
+    ) -> Acceptance:
+        async with self._pins.pinned(meta.sha256):  # the collector keeps off until committed
+            await self._blobs.put_file(staged, meta)
+            return await self._ingest.accept(tenant, source, event, b"", meta)
+
+    def _staged(self) -> Path:
+        self._spool_dir.mkdir(parents=True, exist_ok=True)
+        return self._spool_dir / f"{uuid.uuid4().hex}.data"
+
+
+def _scan_document(body: Body) -> tuple[dict[str, object], Data]:
+    streamjson.validate(body)
+    spans = streamjson.member_spans(body)
+    fields = {
+        name: streamjson.load_small(body, span, field=name)
+        for name, span in spans.items()
+        if name != "data"
+    }
+    return fields, spans.get("data")
+
+
+def content_type_of(headers: Mapping[str, str]) -> str:
+    """The media type without parameters, lower case (``text/csv; charset=utf-8`` → text/csv)."""
+    value = headers.get("Content-Type", "application/octet-stream")
+    return value.split(";", 1)[0].strip().lower() or "application/octet-stream"

@@ -1,0 +1,396 @@
+"""Payloads of any size (issue 5), end to end over real HTTP against the Workato sandbox: the
+exact body size decides inline or claim check, the claim check's URL serves the exact bytes,
+a 413 swaps the reference in, large bodies are spooled, and blobs are collected."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import io
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.blobs.signing import UrlSigner
+from gateway.deliver.payload import body_size
+from gateway.sandbox.workato_state import WorkatoSandbox
+from gateway.security.urlkeys import url_signing_keys
+from tests.conftest import RunningGateway, SettingsFactory
+from tests.integration.test_delivery import delivery_of, wait_for_job
+from tests.kafka_broker import MotoS3
+
+Start = Any
+MB = 1_000_000
+LONG = aiohttp.ClientTimeout(total=120)
+HOOK_SECRET = "big-hook-secret"
+
+
+async def post_event(gw: RunningGateway, body: Any, **params: str) -> int:
+    headers = dict(gw.auth)
+    if params.get("content_type"):
+        headers["Content-Type"] = params.pop("content_type")
+    async with gw.http.post(
+        gw.url + "/v1/events", data=body, headers=headers, params=params or None, timeout=LONG
+    ) as resp:
+        await resp.read()
+        return resp.status
+
+
+async def fetch(http: aiohttp.ClientSession, url: str, **headers: str) -> tuple[int, Any, bytes]:
+    async with http.get(url, headers=headers, timeout=LONG) as resp:
+        return resp.status, resp.headers, await resp.read()
+
+
+# -- the limit decides ---------------------------------------------------------------------
+
+
+async def test_body_exactly_at_the_limit_goes_inline_one_byte_over_by_reference(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    limit = 2_000
+    gw = await start_gateway(make_settings(raw_mode=True, max_request_bytes=limit))
+    at = await wait_for_job(gw, workato, "at")
+    over = await wait_for_job(gw, workato, "over")
+
+    def data_for(token: str, size: int) -> bytes:
+        # raw mode: the body is {"token":…,"data":<data>}; pad a string to hit ``size`` exactly
+        empty = b'{"s":""}'
+        data = b'{"s":"' + b"x" * (size - body_size(token, empty)) + b'"}'
+        assert body_size(token, data) == size
+        return data
+
+    at_data = data_for(at.resume.token, limit)
+    over_data = data_for(over.resume.token, limit + 1)
+    for key, data in (("at", at_data), ("over", over_data)):
+        doc = b'{"id":"e-%s","key":"%s","status":"succeeded","data":%s}' % (
+            key.encode(),
+            key.encode(),
+            data,
+        )
+        assert await post_event(gw, doc) == 202
+
+    await delivery_of(gw, "at", "delivered")
+    await delivery_of(gw, "over", "delivered")
+    assert at.resume.body is not None
+    assert len(at.resume.body) == limit
+    assert at.resume.body.endswith(b',"data":' + at_data + b"}")
+    assert over.resume.body is not None
+    ref = json.loads(over.resume.body)["data"]["payload_ref"]
+    assert (ref["size"], ref["sha256"]) == (len(over_data), hashlib.sha256(over_data).hexdigest())
+    assert ref["content_type"] == "application/json"
+    status, headers, got = await fetch(gw.http, ref["url"])
+    assert (status, got) == (200, over_data)
+    assert headers["Content-Type"].startswith("application/json")
+    assert headers["ETag"] == f'"{ref["sha256"]}"'
+
+
+async def test_envelope_claim_check_has_null_payload_and_a_url_outliving_the_wait(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    grace = 3_600.0
+    gw = await start_gateway(
+        make_settings({"blobs": {"url_grace_s": grace}}, max_request_bytes=1_000)
+    )
+    job = await wait_for_job(gw, workato, "k", timeout_s=600, metadata={"m": 1})
+    payload = {"rows": ["r" * 50] * 40}
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded", "data": payload})
+    await delivery_of(gw, "k", "delivered")
+    assert job.resume.body is not None
+    data = json.loads(job.resume.body)["data"]
+    assert (data["payload"], data["metadata"], data["status"]) == (None, {"m": 1}, "succeeded")
+    ref = data["payload_ref"]
+    _, wait = await gw.get("/v1/waits/k")
+    expires = _epoch(ref["expires_at"])
+    assert expires >= _epoch(wait["expires_at"]) + grace - 1
+    status, _, got = await fetch(gw.http, ref["url"])
+    assert status == 200
+    assert json.loads(got) == payload
+
+
+def spooled(gw: RunningGateway) -> list[Path]:
+    spool = Path(gw.gateway.settings.ingest.spool_dir)
+    return list(spool.iterdir()) if spool.exists() else []
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+async def test_zero_byte_and_non_json_payloads_go_by_reference_with_their_type(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    gw = await start_gateway(make_settings())
+    empty_job = await wait_for_job(gw, workato, "empty")
+    csv_job = await wait_for_job(gw, workato, "csv")
+    csv = b"id,name\n1,\xc3\xa9t\xc3\xa9\n2,\x00binary\n"
+    ok = "succeeded"
+    status = await post_event(gw, b"", id="e1", key="empty", status=ok, content_type="text/plain")
+    assert status == 202
+    media = "text/csv; charset=utf-8"
+    assert await post_event(gw, csv, id="e2", key="csv", status=ok, content_type=media) == 202
+    for job, content, media in ((empty_job, b"", "text/plain"), (csv_job, csv, "text/csv")):
+        await delivery_of(gw, job_key := ("empty" if job is empty_job else "csv"), "delivered")
+        assert job.resume.body is not None, job_key
+        data = json.loads(job.resume.body)["data"]
+        assert data["payload"] is None
+        ref = data["payload_ref"]
+        assert ref["content_type"] == media
+        assert (ref["size"], ref["sha256"]) == (len(content), hashlib.sha256(content).hexdigest())
+        status, headers, got = await fetch(gw.http, ref["url"])
+        assert (status, got, headers["Content-Length"]) == (200, content, str(len(content)))
+        assert headers["Content-Type"].startswith(media)
+
+
+async def test_payload_form_with_json_content_is_validated_and_sent_inline(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    gw = await start_gateway(make_settings())
+    job = await wait_for_job(gw, workato, "k")
+    query = {"id": "e1", "key": "k", "status": "succeeded"}
+    assert await post_event(gw, b"{nope", content_type="application/json", **query) == 422
+    raw = b'{"exact": 1.0000000000000001}'
+    assert await post_event(gw, b"  " + raw + b"\n", content_type="application/json", **query)
+    await delivery_of(gw, "k", "delivered")
+    assert job.resume.body is not None
+    assert b'"payload":' + raw + b"}" in job.resume.body
+
+
+# -- 413 from Workato ------------------------------------------------------------------------
+
+
+async def test_413_from_workato_swaps_in_the_reference_and_retries(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    workato.settings = workato.settings.updated({"max_body_bytes": 1_000})
+    gw = await start_gateway(make_settings())  # the gateway believes 50 MB
+    job = await wait_for_job(gw, workato, "k")
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded", "data": "x" * 2_000})
+    delivery = await delivery_of(gw, "k", "delivered", "dead")
+    assert (delivery["state"], delivery["attempts"]) == ("delivered", 2)
+    statuses = [r.status for r in workato.requests.entries() if r.path == "/api/job/resume"]
+    assert statuses == [413, 204]
+    assert job.resume.body is not None
+    ref = json.loads(job.resume.body)["data"]["payload_ref"]
+    status, _, got = await fetch(gw.http, ref["url"])
+    assert (status, got) == (200, b'"' + b"x" * 2_000 + b'"')
+
+
+async def test_reference_that_still_does_not_fit_is_dead_payload_too_large_unsent(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    gw = await start_gateway(make_settings(max_request_bytes=300))
+    job = await wait_for_job(gw, workato, "k")
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded", "data": "x" * 300})
+    delivery = await delivery_of(gw, "k", "dead")
+    assert (delivery["reason"], delivery["last_status"]) == ("payload_too_large", None)
+    assert job.resume.count == 0
+    assert not [r for r in workato.requests.entries() if r.path == "/api/job/resume"]
+
+
+async def test_413_for_the_reference_too_is_dead_payload_too_large(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    workato.settings = workato.settings.updated({"max_body_bytes": 100})
+    gw = await start_gateway(make_settings())
+    await wait_for_job(gw, workato, "k")
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded", "data": "x" * 200})
+    delivery = await delivery_of(gw, "k", "dead")
+    assert (delivery["reason"], delivery["last_status"]) == ("payload_too_large", 413)
+
+
+# -- signed URLs -----------------------------------------------------------------------------
+
+
+async def test_tampered_expired_and_unknown_urls_are_refused_without_detail(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    settings = make_settings(max_request_bytes=800)
+    gw = await start_gateway(settings)
+    job = await wait_for_job(gw, workato, "k")
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded", "data": "y" * 1000})
+    await delivery_of(gw, "k", "delivered")
+    assert job.resume.body is not None
+    url = json.loads(job.resume.body)["data"]["payload_ref"]["url"]
+    base, query = url.split("?")
+    params = dict(p.split("=", 1) for p in query.split("&"))
+    signer = UrlSigner(url_signing_keys(settings.security), gw.url)
+    sha = base.rsplit("/", 1)[1]
+    unknown = hashlib.sha256(b"never stored").hexdigest()
+    cases = {
+        "tampered sig": f"{base}?expires={params['expires']}&sig={params['sig'][:-2]}AA",
+        "tampered expiry": f"{base}?expires={int(params['expires']) + 1}&sig={params['sig']}",
+        "no sig": f"{base}?expires={params['expires']}",
+        "expired": signer.url(sha, time.time() - 1),
+        "other blob": url.replace(sha, unknown),
+    }
+    for case, bad in cases.items():
+        status, _, body = await fetch(gw.http, bad)
+        assert status == 403, case
+        assert params["sig"].encode() not in body, case
+        assert sha.encode() not in body, case
+    status, _, body = await fetch(gw.http, signer.url(unknown, time.time() + 60))
+    assert status == 404
+    assert unknown.encode() not in body
+    status, headers, part = await fetch(gw.http, url, Range="bytes=1-10")
+    assert (status, part, headers["Content-Range"]) == (206, b"y" * 10, "bytes 1-10/1002")
+
+
+# -- streaming intake ------------------------------------------------------------------------
+
+
+async def test_200_mb_event_is_spooled_and_becomes_a_claim_check_with_the_exact_bytes(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    gw = await start_gateway(make_settings())
+    job = await wait_for_job(gw, workato, "big")
+    piece = b"0123456789abcdef" * 4096  # 64 KiB
+    pieces = 200 * MB // len(piece)
+    head = b'{"id":"big-1","key":"big","status":"succeeded","data":{"blob":"'
+    tail = b'"}}'
+    expected = hashlib.sha256(b'{"blob":"')
+    for _ in range(pieces):
+        expected.update(piece)
+    expected.update(b'"}')
+
+    async def body() -> AsyncIterator[bytes]:
+        yield head
+        for _ in range(pieces):
+            yield piece
+        yield tail
+
+    assert await post_event(gw, body()) == 202
+    await delivery_of(gw, "big", "delivered")
+    assert job.resume.body is not None
+    assert len(job.resume.body) < 2_000
+    ref = json.loads(job.resume.body)["data"]["payload_ref"]
+    assert ref["size"] == len(piece) * pieces + len(b'{"blob":""}')
+    assert ref["sha256"] == expected.hexdigest()
+    got = hashlib.sha256()
+    async with gw.http.get(ref["url"], timeout=LONG) as resp:
+        assert resp.status == 200
+        async for chunk in resp.content.iter_chunked(1 << 20):
+            got.update(chunk)
+    assert got.hexdigest() == ref["sha256"]
+    assert spooled(gw) == []  # nothing left behind
+
+
+async def test_spooled_event_under_the_limit_is_streamed_inline_byte_exact(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    gw = await start_gateway(make_settings({"ingest": {"spool_threshold_bytes": 1024}}))
+    job = await wait_for_job(gw, workato, "k")
+    data = json.dumps({"rows": [{"n": i, "v": 1.10} for i in range(5_000)]}).encode()
+    doc = b'{"data": ' + data + b' ,"id":"e","key":"k","status":"succeeded"}'
+    assert await post_event(gw, doc) == 202
+    await delivery_of(gw, "k", "delivered")
+    assert job.resume.body is not None
+    assert job.resume.body.endswith(b',"payload":' + data + b"}}")
+
+
+async def test_event_body_over_the_cap_is_413_declared_or_streamed(
+    make_settings: SettingsFactory, start_gateway: Start
+) -> None:
+    extra = {"ingest": {"spool_threshold_bytes": 1024, "max_body_bytes": 50_000}}
+    gw = await start_gateway(make_settings(extra))
+    doc = b'{"id":"e","key":"k","status":"succeeded","data":"' + b"z" * 60_000 + b'"}'
+    assert await post_event(gw, doc) == 413
+
+    async def chunked() -> AsyncIterator[bytes]:
+        for start in range(0, len(doc), 4096):
+            yield doc[start : start + 4096]
+
+    assert await post_event(gw, chunked()) == 413
+    assert spooled(gw) == []
+
+
+async def test_large_signed_webhook_is_verified_and_mapped_from_the_spool(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    source = {
+        "name": "big",
+        "tenant": "acme",
+        "verify": {"scheme": "hmac_sha256", "header": "X-Sig", "secret": HOOK_SECRET},
+        "mapping": {
+            "key": "/job/key",
+            "event_id": "/job/id",
+            "status": "/job/state",
+            "status_map": {"ok": "succeeded"},
+            "data": "/job/result",
+        },
+        "max_body_bytes": 20 * MB,
+    }
+    extra = {"sources": [source], "ingest": {"spool_threshold_bytes": 64 * 1024}}
+    gw = await start_gateway(make_settings(extra))
+    job = await wait_for_job(gw, workato, "hook-k")
+    result = json.dumps({"lines": ["é" * 100] * 20_000}, ensure_ascii=False).encode()
+    body = b'{"job":{"result":' + result + b',"id":"h1","key":"hook-k","state":"ok"}}'
+    assert len(body) > 3 * MB
+    signature = hmac.new(HOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    hook = gw.url + "/v1/hooks/big"
+    async with gw.http.post(hook, data=io.BytesIO(body), headers={"X-Sig": signature}) as r:
+        assert r.status == 202, await r.text()
+    async with gw.http.post(hook, data=io.BytesIO(body), headers={"X-Sig": "00"}) as r:
+        assert r.status == 401
+    await delivery_of(gw, "hook-k", "delivered")
+    assert job.resume.body is not None
+    assert job.resume.body.endswith(b',"payload":' + result + b"}}")
+
+
+# -- garbage collection ----------------------------------------------------------------------
+
+
+async def test_blobs_are_collected_once_expired_and_final(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    extra = {"blobs": {"url_grace_s": 0.5, "gc_interval_s": 0.1}}
+    gw = await start_gateway(make_settings(extra, max_request_bytes=800))
+    job = await wait_for_job(gw, workato, "k", timeout_s=1.5)
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded", "data": "g" * 1000})
+    await delivery_of(gw, "k", "delivered")
+    assert job.resume.body is not None
+    ref = json.loads(job.resume.body)["data"]["payload_ref"]
+    blobs = gw.gateway.blobs
+    assert await blobs.stat(ref["sha256"]) is not None
+    assert (await fetch(gw.http, ref["url"]))[0] == 200  # before expiry: served
+
+    deadline = time.monotonic() + 10
+    while await blobs.stat(ref["sha256"]) is not None:
+        assert time.monotonic() < deadline, "the blob was never collected"
+        await asyncio.sleep(0.05)
+    assert time.time() >= _epoch(ref["expires_at"])  # never before its URL expired
+
+
+# -- S3 ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("presign", [False, True])
+async def test_claim_checks_on_s3(
+    make_settings: SettingsFactory,
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    moto_s3: MotoS3,
+    presign: bool,
+) -> None:
+    blobs = {
+        "url": f"s3://{moto_s3.BUCKET}/claims",
+        "s3_endpoint_url": moto_s3.url,
+        "s3_access_key_id": "test",
+        "s3_secret_access_key": "test",
+        "presign": presign,
+    }
+    gw = await start_gateway(make_settings({"blobs": blobs}, max_request_bytes=800))
+    job = await wait_for_job(gw, workato, "k")
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded", "data": "s" * 900})
+    await delivery_of(gw, "k", "delivered")
+    assert job.resume.body is not None
+    ref = json.loads(job.resume.body)["data"]["payload_ref"]
+    assert ref["url"].startswith(moto_s3.url if presign else gw.url)
+    status, _, got = await fetch(gw.http, ref["url"])
+    assert (status, got) == (200, b'"' + b"s" * 900 + b'"')
