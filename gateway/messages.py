@@ -111,8 +111,21 @@ class OutcomeMessage(BaseModel):
     duration_ms: float = Field(description="From the event's acceptance to the final state.")
 
 
+class PayloadRef(BaseModel):
+    """A claim check: the payload did not fit the resume request (or is not JSON); fetch it."""
+
+    url: str = Field(description="Signed GET URL (supports Range); no credentials needed.")
+    size: int = Field(description="Exact byte length of the payload.")
+    sha256: str = Field(description="Hex SHA-256 of the payload; check it after download.")
+    content_type: str = Field(description="application/json, or the type it was posted with.")
+    expires_at: datetime = Field(description="The URL works until then (wait expiry + grace).")
+
+
 class ResumeData(BaseModel):
-    """The ``data`` the resumed action receives (non-raw tenants)."""
+    """The ``data`` the resumed action receives (non-raw tenants). ``payload`` holds the event
+    data byte-exact; when the request would exceed the tenant's ``max_request_bytes`` (or the
+    data is not JSON, or Workato answered 413), ``payload`` is null and ``payload_ref`` says
+    where to fetch it. A raw-mode tenant receives the data itself, or ``{"payload_ref": …}``."""
 
     status: EventStatus
     key: str
@@ -121,6 +134,7 @@ class ResumeData(BaseModel):
     received_at: datetime
     metadata: dict[str, Any] | None
     payload: Any
+    payload_ref: PayloadRef | None = None
 
 
 class DeliveryStatus(BaseModel):

@@ -85,11 +85,13 @@ def _paths() -> dict[str, Any]:
                 {
                     "202": ("Accepted: matched, buffered or late", "EventAccepted"),
                     "200": ("Duplicate", "EventAccepted"),
-                    "413": ("Body over the cap", "Problem"),
+                    "413": ("Body over [ingest] max_body_bytes", "Problem"),
                     "422": ("Invalid event", "Problem"),
                 },
             )
+            | _payload_form()
         },
+        "/v1/blobs/{id}": {"get": _blob_op()},
         "/v1/hooks/{source}": {"parameters": [SOURCE_PARAM], "post": _hook_op()},
         "/healthz": {
             "get": {
@@ -156,6 +158,47 @@ def _hook_op() -> dict[str, Any]:
         "content": {"application/json": {"schema": {"description": "Any JSON document"}}},
     }
     return op
+
+
+def _payload_form() -> dict[str, Any]:
+    """``POST /v1/events?id=…&key=…&status=…``: the body is the data, of any content type."""
+    query = [
+        {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+        for name in ("id", "key", "status", "occurred_at")
+    ]
+    return {
+        "description": (
+            "Either the JSON event document, or, with `id`, `key` and `status` in the query, "
+            "a body that is the event's data itself: JSON (validated, sent inline when it "
+            "fits) or any other content type (CSV, binary: always a claim check with its "
+            "Content-Type). Bodies above the spool threshold are streamed to disk, never "
+            "held in memory."
+        ),
+        "parameters": query,
+    }
+
+
+def _blob_op() -> dict[str, Any]:
+    """Claim-check downloads: the signature in the URL is the credential."""
+    params = [
+        {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+        {"name": "expires", "in": "query", "required": True, "schema": {"type": "integer"}},
+        {"name": "sig", "in": "query", "required": True, "schema": {"type": "string"}},
+    ]
+    problem = {_media("Problem"): {"schema": _ref("Problem")}}
+    return {
+        "summary": "Download a claim-check payload (a payload_ref URL)",
+        "security": [],
+        "parameters": params,
+        "responses": {
+            "200": {"description": "The payload, streamed, with its Content-Type and ETag"},
+            "206": {"description": "The requested byte range (single Range)"},
+            "304": {"description": "If-None-Match matched the ETag"},
+            "403": {"description": "Tampered, expired or missing signature", "content": problem},
+            "404": {"description": "No such payload (never stored, or collected)"},
+            "416": {"description": "Range not satisfiable", "content": problem},
+        },
+    }
 
 
 def _ref(model: str) -> dict[str, str]:

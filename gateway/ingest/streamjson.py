@@ -1,12 +1,15 @@
 """JSON in a body that may be far larger than memory: find, check and copy values by span.
 
-A spooled body (invariant 8) is never read whole. A structural scanner walks it chunk by chunk,
-keeping only a nesting depth and whether it is inside a string, so even one 200 MB string costs
-a chunk of memory; compiled patterns skip whole strings and small containers per match, so
-Python runs once per bracket, not per byte. Spans are byte offsets into the body, and what they
-name is copied byte-exact (invariant 7). The scanner finds without checking; ``validate``
-checks, with ijson, whose parser is fed long strings as ``""`` after checking them itself,
-because yajl would hold a token that spans its input chunks in memory whole.
+A spooled body (invariant 8) is never read whole. A scanner walks it a chunk at a time and
+keeps only a nesting depth and whether it is inside a string, so one 200 MB string costs a
+chunk of memory. Spans are byte offsets into the body; what they name is copied byte-exact
+(invariant 7). The scanner finds without checking; ``validate`` checks, with ijson.
+
+Speed comes from doing the per-byte work in C. Near the place a value may end, compiled
+patterns scan byte-exact. Across the rest, escape pairs are blanked out (then every '"' left
+starts or ends a string), ``translate`` keeps just quotes and brackets, and counting them tells
+whether the container closes in a stretch: a stretch it does not close in is passed whole, one
+it does is halved until the closing bracket is in reach of the exact scan.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
+from itertools import accumulate
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import ijson
 
@@ -28,16 +32,20 @@ from gateway.ingest.spool import CHUNK_BYTES, Body
 from gateway.jsonpointer import array_index
 
 Span = tuple[int, int]
-SMALL_BYTES = 64 * 1024  # a member name, or a scalar the walk decodes
+SMALL_BYTES = 64 * 1024  # the longest member name the walk decodes
 
-_QUOTE = 0x22
+_QUOTE, _BACKSLASH = 0x22, 0x5C
 _OPEN_BRACE, _CLOSE_BRACE, _OPEN_BRACKET, _CLOSE_BRACKET = 0x7B, 0x7D, 0x5B, 0x5D
 _OPENERS = (_OPEN_BRACE, _OPEN_BRACKET)
 _SCALAR_FIRST = frozenset(b"-0123456789tfn")
 _SCALAR_BYTES = b"-+.0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_NOT_MARKS = bytes(sorted(set(range(256)) - set(b'"{}[]')))
+_PARENS = bytes.maketrans(b"{[}]", b"(())")
+_STEPS = bytes.maketrans(b"()", b"\x01\xff")
+_PAIR_PASSES = 32  # nesting deeper than this within a stretch is counted step by step
 _scanstring: Any = json.decoder.scanstring  # type: ignore[attr-defined]  # C-accelerated
 
-_Match = Callable[[bytes, int], "re.Match[bytes]"]
+_Match = Callable[[bytes, int, int], "re.Match[bytes]"]
 
 
 def _matcher(pattern: bytes) -> _Match:
@@ -51,18 +59,15 @@ def _nested(level: bytes) -> bytes:
 
 _STRING = rb'"(?:[^"\\]++|\\.)*+"'
 _ATOM = rb'[^"{}\[\]]++|' + _STRING
-_FLAT = _ATOM + b"|" + _nested(_ATOM)
-
 _WS = _matcher(rb"[ \t\n\r]*")
 _SCALAR = _matcher(rb"[-+.0-9A-Za-z]*")
-# String content: stops at the closing '"', at a '\' that ends the chunk, or at the chunk end.
+# String content: stops at the closing '"', at a '\' that ends the stretch, or at its end.
 _STRING_BODY = _matcher(rb'(?:[^"\\]++|\\.)*+')
 # What leaves the depth unchanged: text, whole strings, containers nested up to 2 levels.
-_RUN = _matcher(b"(?:" + _ATOM + b"|" + _nested(_FLAT) + b")*+")
-# For the checker: text and whole strings, up to a string the chunk does not finish.
-_OUTSIDE = _matcher(rb'(?:[^"]++|' + _STRING + b")*+")
+_RUN = _matcher(b"(?:" + _ATOM + b"|" + _nested(_ATOM + b"|" + _nested(_ATOM)) + b")*+")
 _STRICT_STRING_BODY = _matcher(rb'(?:[^"\\\x00-\x1f]++|\\["\\/bfnrt]|\\u[0-9A-Fa-f]{4})*+')
 _PARTIAL_ESCAPE = re.compile(rb"\\(?:u[0-9A-Fa-f]{0,3})?\Z").match
+_QUOTED = re.compile(rb'"[^"]*"')
 
 
 def span_at(body: Body, tokens: Sequence[str], *, chunk_size: int = CHUNK_BYTES) -> Span | None:
@@ -73,7 +78,7 @@ def span_at(body: Body, tokens: Sequence[str], *, chunk_size: int = CHUNK_BYTES)
     """
     start = 0
     for token in tokens:
-        child = _child_start(body, start, token, chunk_size)
+        child = _child_start(_Cursor(body, start, chunk_size), token)
         if child is None:
             return None
         start = child
@@ -89,7 +94,7 @@ def member_spans(body: Body, *, chunk_size: int = CHUNK_BYTES) -> dict[str, Span
     if cursor.peek() != _OPEN_BRACE:
         raise InvalidInput("the body is not a JSON object: expected '{'")
     cursor.pos += 1
-    spans = {name: span for name, span in cursor.members()}
+    spans = dict(cursor.members())
     if cursor.peek() is not None:
         raise cursor.invalid("extra data after the object")
     return spans
@@ -128,16 +133,15 @@ def copy_span(
 def validate(
     body: Body, start: int = 0, end: int | None = None, *, chunk_size: int = CHUNK_BYTES
 ) -> None:
-    """Check that ``[start, end)`` is exactly one JSON value, as ``rawjson`` would accept it
-    (UTF-8, no NaN or Infinity), reading it in chunks; InvalidInput says what is wrong."""
+    """Check that ``[start, end)`` is exactly one JSON value that ``rawjson`` would accept
+    (UTF-8, no NaN or Infinity), a chunk at a time; InvalidInput says what is wrong."""
     checker = _Checker()
     for chunk in body.chunks(start, end, chunk_size):
         checker.feed(chunk)
     checker.close()
 
 
-def _child_start(body: Body, start: int, token: str, chunk_size: int) -> int | None:
-    cursor = _Cursor(body, start, chunk_size)
+def _child_start(cursor: _Cursor, token: str) -> int | None:
     opener = cursor.peek()
     cursor.pos += 1
     if opener == _OPEN_BRACE:
@@ -155,13 +159,14 @@ def _child_start(body: Body, start: int, token: str, chunk_size: int) -> int | N
 class _Cursor:
     """A read position in a body that holds one chunk at a time."""
 
-    __slots__ = ("_chunks", "base", "buf", "pos")
+    __slots__ = ("_chunks", "base", "buf", "pos", "window")
 
     def __init__(self, body: Body, start: int, chunk_size: int) -> None:
         self._chunks = body.chunks(start, None, chunk_size)
         self.buf = b""
         self.base = start  # the offset of buf[0]
         self.pos = 0
+        self.window = max(1, chunk_size >> 6)  # how far to scan byte-exact before counting
 
     @property
     def offset(self) -> int:
@@ -180,15 +185,11 @@ class _Cursor:
     def peek(self) -> int | None:
         """The next byte after whitespace, not consumed; None at the end of the body."""
         while True:
-            self.pos = _WS(self.buf, self.pos).end()
+            self.pos = _WS(self.buf, self.pos, len(self.buf)).end()
             if self.pos < len(self.buf):
                 return self.buf[self.pos]
             if not self.next_chunk():
                 return None
-
-    def value_start(self) -> int | None:
-        """The offset of the value after whitespace, or None at the end of the body."""
-        return None if self.peek() is None else self.offset
 
     def take(self, allowed: bytes) -> int:
         """Consume the next byte after whitespace, which must be one of ``allowed``."""
@@ -223,7 +224,8 @@ class _Cursor:
             self.skip_value()
             if self.take(b",]") == _CLOSE_BRACKET:
                 return None
-        return self.value_start()
+        self.peek()
+        return self.offset
 
     def skip_value(self) -> int:
         """Move past the value that starts here (after whitespace); its end offset."""
@@ -247,55 +249,167 @@ class _Cursor:
         size, escaped = 0, False
         while True:
             buf, start = self.buf, self.pos
-            pos = _STRING_BODY(buf, start + escaped).end()  # an escaped byte opens the chunk
-            closed = pos < len(buf) and buf[pos] == _QUOTE
-            escaped = pos < len(buf) and not closed  # a '\' ends the chunk
-            self.pos = pos + 1 if pos < len(buf) else pos
+            end, escaped = _string_end(buf, start + escaped, self.window)
+            self.pos = end + 1 if end < len(buf) else end
             if keep:
                 size += self.pos - start
                 if size > keep + 1:
                     raise InvalidInput(f"a member name is longer than {keep} bytes")
                 kept.append(buf[start : self.pos])
-            if closed:
+            if end < len(buf):
                 return _decode_string(b"".join(kept)) if keep else ""
             if not self.next_chunk():
                 raise self.invalid("unterminated string")
 
     def _container_rest(self) -> None:
         """Move past the bracket that closes the container whose opener was just consumed."""
-        depth = 1
+        state = _Depth(1)
         while True:
-            depth, self.pos = _brackets(self.buf, self.pos, depth)
-            if depth == 0:
+            self.pos, state = _settle(self.buf, self.pos, state, self.window)
+            if state.depth == 0:
                 return
-            if self.pos < len(self.buf):  # at a string that runs past this chunk
-                self.pos += 1
-                self.string_rest()
-            elif not self.next_chunk():
+            if not self.next_chunk():
                 raise self.invalid("unterminated array or object")
 
     def _scalar(self) -> None:
         while True:
-            self.pos = _SCALAR(self.buf, self.pos).end()
+            self.pos = _SCALAR(self.buf, self.pos, len(self.buf)).end()
             if self.pos < len(self.buf) or not self.next_chunk():
                 return
 
 
-def _brackets(buf: bytes, pos: int, depth: int) -> tuple[int, int]:
-    """Scan from ``pos`` until ``depth`` reaches 0 (just past the closer), the chunk ends, or
-    a string starts that the chunk does not finish (at its '"')."""
-    run, end = _RUN, len(buf)
+class _Depth(NamedTuple):
+    """How deep a scan is inside the container it skips, and whether it is in a string."""
+
+    depth: int
+    in_string: bool = False
+    escaped: bool = False  # a '\' in a string ended the last stretch
+
+
+def _string_end(buf: bytes, pos: int, window: int) -> tuple[int, bool]:
+    """Where string content from ``pos`` ends: the index of its closing '"', or ``len(buf)``
+    with whether a '\\' there escapes the next chunk's first byte."""
+    n = len(buf)
+    end = _STRING_BODY(buf, pos, min(n, pos + window)).end()
+    if end == n:
+        return n, False
+    if buf[end] == _QUOTE:
+        return end, False
+    if end == n - 1 and buf[end] == _BACKSLASH:
+        return n, True
+    stretch = _blank_escapes(buf[end:])  # a long string: find its end in C
+    found = stretch.find(b'"')
+    return (end + found, False) if found >= 0 else (n, stretch.endswith(b"\\"))
+
+
+def _settle(buf: bytes, pos: int, state: _Depth, window: int) -> tuple[int, _Depth]:
+    """Look for the closing bracket from ``pos``: the position just past it (depth 0), or the
+    end of ``buf`` and the state there. Stretches of doubling length are counted in bulk."""
+    size, n = window, len(buf)
+    while pos < n:
+        end = min(n, pos + size)
+        if size > window:
+            counted = _count(buf[pos:end], state)
+            if counted is not None:
+                pos, state, size = end, counted, size * 2
+                continue
+            pos, end, state = _bisect(buf, pos, end, state, window)
+        pos, state = _scan(buf, pos, end, state)
+        if state.depth == 0:
+            break
+        size = 2 * window
+    return pos, state
+
+
+def _bisect(buf: bytes, pos: int, end: int, state: _Depth, window: int) -> tuple[int, int, _Depth]:
+    """Narrow ``[pos, end)``, which holds the closing bracket, to at most ``window`` bytes."""
+    while end - pos > window:
+        mid = (pos + end) // 2
+        counted = _count(buf[pos:mid], state)
+        if counted is None:
+            end = mid
+        else:
+            pos, state = mid, counted
+    return pos, end, state
+
+
+def _scan(buf: bytes, pos: int, end: int, state: _Depth) -> tuple[int, _Depth]:
+    """Scan ``buf[pos:end]`` byte-exact for the closing bracket (see ``_settle``)."""
+    depth, in_string, escaped = state
+    while pos < end:
+        if in_string:
+            pos = _STRING_BODY(buf, pos + escaped, end).end()
+            in_string = pos == end or buf[pos] != _QUOTE
+            escaped = in_string and pos < end  # stopped at a '\' that ends the stretch
+            pos = pos + 1 if pos < end else end
+            continue
+        pos, depth = _brackets(buf, pos, end, depth)
+        if depth == 0:
+            return pos, _Depth(0)
+        if pos < end:
+            in_string, pos = True, pos + 1
+    return pos, _Depth(depth, in_string, escaped)
+
+
+def _brackets(buf: bytes, pos: int, end: int, depth: int) -> tuple[int, int]:
+    """Scan until ``depth`` reaches 0 (just past the closer), the stretch ends, or a string
+    opens that the stretch does not finish (at its '"')."""
+    run = _RUN
     while True:
-        pos = run(buf, pos).end()
-        if pos == end:
-            return depth, pos
-        byte = buf[pos]
-        if byte == _QUOTE:
-            return depth, pos
-        depth += 1 if byte in _OPENERS else -1
+        pos = run(buf, pos, end).end()
+        if pos == end or buf[pos] == _QUOTE:
+            return pos, depth
+        depth += 1 if buf[pos] in _OPENERS else -1
         pos += 1
         if depth == 0:
-            return 0, pos
+            return pos, 0
+
+
+def _count(stretch: bytes, state: _Depth) -> _Depth | None:
+    """The state after ``stretch``, counted in bulk, or None if the container closes in it."""
+    depth, in_string, escaped = state
+    if escaped:
+        stretch = stretch[1:]
+    stretch = _blank_escapes(stretch)
+    escaped = stretch.endswith(b"\\")
+    marks = stretch.translate(None, _NOT_MARKS)  # quotes and brackets
+    if in_string:
+        marks = b'"' + marks
+    in_string = marks.count(b'"') % 2 == 1
+    if in_string:
+        marks += b'"'
+    marks = marks.replace(b'""', b"")  # strings without brackets in them
+    if b'"' in marks:
+        marks = _QUOTED.sub(b"", marks)
+    depth_after = _balance(marks, depth)
+    return None if depth_after is None else _Depth(depth_after, in_string, escaped)
+
+
+def _balance(brackets: bytes, depth: int) -> int | None:
+    """The depth after ``brackets`` (nothing else), or None if it falls to 0 on the way."""
+    closers = brackets.count(b"}") + brackets.count(b"]")
+    if closers < depth:
+        return depth + len(brackets) - 2 * closers
+    parens = brackets.translate(_PARENS)
+    for _ in range(_PAIR_PASSES):  # drop matched pairs until only ")))(((" is left
+        if b"()" not in parens:
+            break
+        parens = parens.replace(b"()", b"")
+    else:
+        steps = accumulate(memoryview(parens.translate(_STEPS)).cast("b"), initial=depth)
+        if 0 in steps:  # stops at the first 0
+            return None
+        return depth + len(parens) - 2 * parens.count(b")")
+    closers = len(parens) - len(parens.lstrip(b")"))
+    return None if closers >= depth else depth + len(parens) - 2 * closers
+
+
+def _blank_escapes(stretch: bytes) -> bytes:
+    """``stretch`` with every escape pair in its strings blanked, so that each '"' left opens
+    or closes a string. Positions do not move. It must not start inside an escape pair."""
+    if b"\\" not in stretch:
+        return stretch
+    return stretch.replace(b"\\\\", b"..").replace(b'\\"', b"..")
 
 
 def _decode_string(raw: bytes) -> str:
@@ -310,8 +424,8 @@ def _decode_string(raw: bytes) -> str:
 
 
 class _Checker:
-    """Feeds ijson a body chunk by chunk. A string that a chunk does not finish is checked here
-    and fed as ``""``: yajl would buffer it whole, and it may be most of the body."""
+    """Feeds ijson a body a chunk at a time. A string that a chunk does not finish is checked
+    here and fed as ``""``: yajl would buffer it whole, and it may be most of the body."""
 
     def __init__(self) -> None:
         self._parser = ijson.basic_parse_coro(_Discard(), use_float=True)
@@ -327,7 +441,7 @@ class _Checker:
             raise InvalidInput("the body is not UTF-8") from None
         data, pos = chunk, 0
         if self._in_string:
-            data = self._carry + chunk if self._carry else chunk
+            data = self._carry + chunk
             pos = self._string_end(data, 0)
             if pos < 0:
                 return
@@ -344,20 +458,22 @@ class _Checker:
         self._call(self._parser.close)
 
     def _outside(self, data: bytes, pos: int) -> None:
-        end = _OUTSIDE(data, pos).end()
-        piece = data[pos : end + 1]  # with the '"' of a string this chunk does not finish
-        self._send(piece)
-        if end == len(data):
-            self._track_scalar(piece)
+        rest = data[pos:]
+        blanked = _blank_escapes(rest)
+        if blanked.count(b'"') % 2 == 0:  # every string it opens, it finishes
+            self._send(rest)
+            self._track_scalar(rest)
             return
+        opener = blanked.rfind(b'"')
+        self._send(rest[: opener + 1])
         self._scalar = 0
         self._in_string = True
-        self._string_end(data, end + 1)  # the string runs past the chunk: no end here
+        self._string_end(data, pos + opener + 1)  # runs past the chunk: no end here
 
     def _string_end(self, data: bytes, pos: int) -> int:
         """Check string content from ``pos``; the offset past its closing '"', or -1 when it
         runs past ``data`` (an escape sequence cut short is carried over)."""
-        end = _STRICT_STRING_BODY(data, pos).end()
+        end = _STRICT_STRING_BODY(data, pos, len(data)).end()
         self._carry = b""
         if end < len(data) and data[end] == _QUOTE:
             self._in_string = False
@@ -381,16 +497,17 @@ class _Checker:
             self._call(self._parser.send, data)
 
     @staticmethod
-    def _call(step: Any, *args: bytes) -> None:
+    def _call(step: Callable[..., object], *args: bytes) -> None:
         try:
             step(*args)
         except (ijson.JSONError, ValueError) as exc:
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            # the first line: yajl goes on with an excerpt of the body
+            message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise InvalidInput(f"the body is not JSON: {message}") from None
 
 
 class _Discard:
-    """An ijson target that drops events: validation needs none of them."""
+    """An ijson target that drops events: checking needs none of them."""
 
     def send(self, event: object) -> None:
         pass

@@ -20,6 +20,7 @@ import pytest
 
 from gateway.blobs.signing import UrlSigner
 from gateway.deliver.payload import body_size
+from gateway.messages import ResumeData
 from gateway.sandbox.workato_state import WorkatoSandbox
 from gateway.security.urlkeys import url_signing_keys
 from tests.conftest import RunningGateway, SettingsFactory
@@ -104,6 +105,7 @@ async def test_envelope_claim_check_has_null_payload_and_a_url_outliving_the_wai
     await delivery_of(gw, "k", "delivered")
     assert job.resume.body is not None
     data = json.loads(job.resume.body)["data"]
+    ResumeData.model_validate(data)  # the published schema describes what is sent
     assert (data["payload"], data["metadata"], data["status"]) == (None, {"m": 1}, "succeeded")
     ref = data["payload_ref"]
     _, wait = await gw.get("/v1/waits/k")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.blobs.base import BlobMeta
 from gateway.security.tokens import SealedToken
 from gateway.store.records import NewEvent, NewWait, Pause, Settlement
 from gateway.store.sqlfiles import load_migrations
@@ -234,3 +235,59 @@ async def test_migrations_are_versioned_and_idempotent(tmp_path: Path) -> None:
     assert versions == list(range(1, len(versions) + 1))
     assert await store.migrate() == versions
     assert await store.migrate() == []
+
+
+# -- blobs -------------------------------------------------------------------------------------
+
+
+def blob_event(key: str, sha: str, event_id: str = "big", ttl: float = HOUR) -> NewEvent:
+    meta = BlobMeta(sha, 10, "application/json")
+    return NewEvent("acme", "api", event_id, key, "succeeded", b"", None, ttl, blob=meta)
+
+
+async def test_blob_of_a_buffered_event_is_kept_until_its_buffer_lapses(store: SQLiteStore) -> None:
+    sha = "a" * 64
+    assert (await store.record_event(blob_event("k", sha, ttl=10), T0)).outcome == "buffered"
+    assert await store.collectable_blobs(T0 + 5, 10) == []  # still buffered, and kept
+    assert await store.collectable_blobs(T0 + 11, 10) == []  # buffer lapsed, not yet swept
+    await store.sweep(T0 + 11, T0)
+    assert await store.collectable_blobs(T0 + 11, 10) == [sha]
+    assert await store.forget_blob(sha, T0 + 11)
+    assert not await store.forget_blob(sha, T0 + 11)
+
+
+async def test_blob_of_an_unfinished_delivery_outlives_its_keep_until(store: SQLiteStore) -> None:
+    sha = "b" * 64
+    await store.register_wait(wait("k", expires=T0 + 10 * HOUR), T0)
+    assert (await store.record_event(blob_event("k", sha, ttl=10), T0)).outcome == "matched"
+    late = T0 + HOUR  # past the intake's keep-until, the delivery still pending
+    assert await store.collectable_blobs(late, 10) == []
+    assert not await store.forget_blob(sha, late)
+    (claim,) = await store.claim("acme", "cred", late, 1, 60, "me")
+    assert claim.blob == BlobMeta(sha, 10, "application/json")
+    assert claim.data == b""
+    await store.settle(claim, "me", Settlement("delivered", "http_204", 204), late)
+    assert await store.collectable_blobs(late, 10) == [sha]
+
+
+async def test_a_url_handed_out_keeps_its_blob_until_it_expires(store: SQLiteStore) -> None:
+    meta = BlobMeta("c" * 64, 3, "text/csv")
+    await store.keep_blob(meta, T0 + 100, T0)
+    await store.keep_blob(meta, T0 + 50, T0)  # an earlier expiry never shortens it
+    assert await store.collectable_blobs(T0 + 99, 10) == []
+    assert await store.collectable_blobs(T0 + 101, 10) == [meta.sha256]
+
+
+async def test_413_switches_a_delivery_to_claim_check_for_good(store: SQLiteStore) -> None:
+    await store.register_wait(wait("k"), T0)
+    await store.record_event(event("k"), T0)
+    (claim,) = await store.claim("acme", "cred", T0, 1, 60, "me")
+    assert not claim.claim_check
+    swap = Settlement("pending", "payload_too_large", 413, retry_at=T0, claim_check=True)
+    assert await store.settle(claim, "me", swap, T0)
+    (again,) = await store.claim("acme", "cred", T0 + 1, 1, 60, "me")
+    assert again.claim_check
+    retry = Settlement("pending", "http_503", 503, retry_at=T0 + 1)
+    assert await store.settle(again, "me", retry, T0 + 1)
+    (third,) = await store.claim("acme", "cred", T0 + 2, 1, 60, "me")
+    assert third.claim_check
