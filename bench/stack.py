@@ -61,6 +61,19 @@ class Sandbox:
         result: list[dict[str, Any]] = json.loads(_expect(reply.status, reply.body, 200))
         return result
 
+    async def job(self, job_id: str) -> dict[str, Any]:
+        """One job's state (``resume_count``, ``resumed_body_size`` ...)."""
+        path = f"/_sandbox/jobs/{job_id}"
+        reply = await self.pool.request(encode_request("GET", self._host, path))
+        result: dict[str, Any] = json.loads(_expect(reply.status, reply.body, 200))
+        return result
+
+    async def resume_body(self, job_id: str) -> bytes:
+        """The exact body of the job's successful resume."""
+        path = f"/_sandbox/jobs/{job_id}/body"
+        reply = await self.pool.request(encode_request("GET", self._host, path))
+        return _expect(reply.status, reply.body, 200)
+
     async def stats(self) -> dict[str, Any]:
         reply = await self.pool.request(encode_request("GET", self._host, "/_sandbox/stats"))
         result: dict[str, Any] = json.loads(_expect(reply.status, reply.body, 200))

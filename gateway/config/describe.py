@@ -16,6 +16,7 @@ def describe(settings: Settings) -> str:
     lines.append(f"store          {settings.store.url}")
     keys = ", ".join(k.id for k in settings.security.token_keys) or "none (dev: generated)"
     lines.append(f"token keys     {keys} (first one encrypts)")
+    lines.append(_blobs_line(settings))
     for t in settings.tenants:
         auth = "api token" if t.api_token else f"legacy email {t.email}"
         lines.append(
@@ -29,6 +30,18 @@ def describe(settings: Settings) -> str:
     lines += ["", "effective settings (secrets masked):"]
     lines.append(json.dumps(settings.model_dump(mode="json"), indent=2))
     return "\n".join(lines)
+
+
+def _blobs_line(settings: Settings) -> str:
+    blobs, ingest = settings.blobs, settings.ingest
+    base = blobs.public_base_url or f"http://{settings.server.host}:{settings.server.port}"
+    urls = "S3 presigned URLs" if blobs.presign else f"URLs under {base}/v1/blobs"
+    signing = ", ".join(k.id for k in settings.security.url_keys) or "derived from token keys"
+    return (
+        f"claim checks   blobs in {blobs.url}, {urls} (keys: {signing}), valid until the "
+        f"wait's expiry + {blobs.url_grace_s:g} s; bodies over {ingest.spool_threshold_bytes} "
+        f"bytes spooled to {ingest.spool_dir}"
+    )
 
 
 def _source_line(source: SourceSettings) -> str:

@@ -112,6 +112,7 @@ def test_check_config_prints_effective_settings_with_every_secret_masked(tmp_pat
     assert "configuration is valid." in result.stdout
     assert "POST https://app.eu.workato.com/api/job/resume with api token" in result.stdout
     assert "POST https://workato.internal.example/api/job/resume with legacy" in result.stdout
+    assert "claim checks   blobs in file:///.data/blobs, URLs under http://" in result.stdout
     leaked = [s for s in SECRETS if s in result.stdout or s in result.stderr]
     assert leaked == [], "secret values were printed"
     settings = effective_settings(result.stdout)
