@@ -63,7 +63,7 @@ class Gateway:
             presign=settings.blobs.presign,
         )
         self.collector = BlobCollector(
-            self.store, self.blobs, pins, clock, settings.blobs.gc_interval_s
+            self.store, self.blobs, pins, clock, self.metrics, settings.blobs.gc_interval_s
         )
         kafka = settings.kafka
         publish = kafka.enabled and kafka.outcomes_topic is not None
@@ -116,7 +116,8 @@ class Gateway:
             middlewares=[problem_middleware], client_max_size=self.settings.server.max_body_bytes
         )
         app.add_routes(Api(self.ingest, self.bodies, ApiKeys(self.settings.tenants)).routes())
-        app.add_routes(Hooks(self.ingest, self.bodies, self.settings.sources, self.clock).routes())
+        hooks = Hooks(self.ingest, self.bodies, self.settings.sources, self.clock, self.metrics)
+        app.add_routes(hooks.routes())
         app.add_routes(BlobDownloads(self.blobs, self._signer, self.clock).routes())
         checks = {"kafka": self.kafka.check} if self.kafka else None
         app.add_routes(Health(self.store, self.metrics, checks).routes())

@@ -81,6 +81,24 @@ class Metrics:
             registry=r,
         )
 
+        self.webhooks_rejected = Counter(
+            "gateway_webhooks_rejected_total",
+            "Webhooks refused by verification, by source and reason (e.g. bad_signature).",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.claim_checks = Counter(
+            "gateway_claim_checks_total",
+            "Resume requests that carried a payload_ref instead of the payload, by cause.",
+            ["tenant", "cause"],
+            registry=r,
+        )
+        self.blobs_collected = Counter(
+            "gateway_blobs_collected_total",
+            "Blobs deleted once nothing needed them any more.",
+            registry=r,
+        )
+
     @functools.cache  # noqa: B019 - one Metrics per app, a handful of label sets; hot path
     def event_counter(self, tenant: str, source: str, outcome: str) -> Counter:
         return self.events.labels(tenant, source, outcome)

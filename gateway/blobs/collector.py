@@ -10,6 +10,7 @@ import structlog
 from gateway.blobs.base import BlobStore
 from gateway.blobs.pins import Pins
 from gateway.clock import Clock
+from gateway.metrics import Metrics
 from gateway.store.base import Store
 
 log = structlog.get_logger(__name__)
@@ -19,8 +20,15 @@ BATCH = 100
 
 class BlobCollector:
     def __init__(
-        self, store: Store, blobs: BlobStore, pins: Pins, clock: Clock, interval_s: float
+        self,
+        store: Store,
+        blobs: BlobStore,
+        pins: Pins,
+        clock: Clock,
+        metrics: Metrics,
+        interval_s: float,
     ) -> None:
+        self._metrics = metrics
         self._store = store
         self._blobs = blobs
         self._pins = pins
@@ -46,5 +54,6 @@ class BlobCollector:
             finally:
                 self._pins.end_delete(sha256)
         if deleted:
+            self._metrics.blobs_collected.inc(deleted)
             log.info("blobs.collected", count=deleted)
         return deleted

@@ -169,6 +169,7 @@ class Lane:
         body = resume_body(token, reference_data(claim, raw, ref))
         if len(body) > limit:  # even the reference does not fit (huge metadata)
             return Verdict(Action.DEAD, "payload_too_large")
+        self._deps.metrics.claim_checks.labels(self.tenant.name, _cause(claim)).inc()
         return body, len(body)
 
     async def _reconcile(self, claim: Claim, verdict: Verdict) -> Verdict:
@@ -238,6 +239,13 @@ class Lane:
             state=result.state,
             lease_kept=kept,
         )
+
+
+def _cause(claim: Claim) -> str:
+    """Why a payload went by reference."""
+    if claim.claim_check:
+        return "workato_413"
+    return "too_large" if claim.content_type == JSON else "not_json"
 
 
 def _outcome(claim: Claim, result: Settlement, now: float) -> Outcome:

@@ -24,6 +24,7 @@ from gateway.ingest.spool import Body
 from gateway.ingest.webhooks.mapping import map_event, map_spooled
 from gateway.ingest.webhooks.source import WebhookSource
 from gateway.messages import CompletionEvent
+from gateway.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -32,10 +33,16 @@ class Hooks:
     """The webhook endpoint of every configured source; sources are built once, at start."""
 
     def __init__(
-        self, ingest: Ingest, bodies: Bodies, sources: Sequence[SourceSettings], clock: Clock
+        self,
+        ingest: Ingest,
+        bodies: Bodies,
+        sources: Sequence[SourceSettings],
+        clock: Clock,
+        metrics: Metrics,
     ) -> None:
         self._ingest = ingest
         self._bodies = bodies
+        self._metrics = metrics
         self._clock = clock
         self._sources = {s.name: WebhookSource.from_settings(s) for s in sources}
 
@@ -76,5 +83,7 @@ class Hooks:
             source.verifier.verify(request.headers, body.chunks(), self._clock())
         except BadSignature as exc:
             # the reason is a fixed word; nothing the sender presented is logged
-            log.warning("webhook.rejected", source=source.name, reason=exc.extensions["reason"])
+            reason = exc.extensions["reason"]
+            self._metrics.webhooks_rejected.labels(source.name, reason).inc()
+            log.warning("webhook.rejected", source=source.name, reason=reason)
             raise

@@ -116,6 +116,11 @@ async def test_envelope_claim_check_has_null_payload_and_a_url_outliving_the_wai
     assert json.loads(got) == payload
 
 
+def metric(gw: RunningGateway, name: str, **labels: str) -> float:
+    value = gw.gateway.metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
 def spooled(gw: RunningGateway) -> list[Path]:
     spool = Path(gw.gateway.settings.ingest.spool_dir)
     return list(spool.iterdir()) if spool.exists() else []
@@ -148,6 +153,7 @@ async def test_zero_byte_and_non_json_payloads_go_by_reference_with_their_type(
         status, headers, got = await fetch(gw.http, ref["url"])
         assert (status, got, headers["Content-Length"]) == (200, content, str(len(content)))
         assert headers["Content-Type"].startswith(media)
+    assert metric(gw, "gateway_claim_checks_total", cause="not_json", tenant="acme") == 2
 
 
 async def test_payload_form_with_json_content_is_validated_and_sent_inline(
@@ -178,6 +184,7 @@ async def test_413_from_workato_swaps_in_the_reference_and_retries(
     assert (delivery["state"], delivery["attempts"]) == ("delivered", 2)
     statuses = [r.status for r in workato.requests.entries() if r.path == "/api/job/resume"]
     assert statuses == [413, 204]
+    assert metric(gw, "gateway_claim_checks_total", cause="workato_413", tenant="acme") == 1
     assert job.resume.body is not None
     ref = json.loads(job.resume.body)["data"]["payload_ref"]
     status, _, got = await fetch(gw.http, ref["url"])
@@ -340,6 +347,7 @@ async def test_large_signed_webhook_is_verified_and_mapped_from_the_spool(
         assert r.status == 202, await r.text()
     async with gw.http.post(hook, data=io.BytesIO(body), headers={"X-Sig": "00"}) as r:
         assert r.status == 401
+    assert metric(gw, "gateway_webhooks_rejected_total", reason="bad_signature", source="big") == 1
     await delivery_of(gw, "hook-k", "delivered")
     assert job.resume.body is not None
     assert job.resume.body.endswith(b',"payload":' + result + b"}}")
@@ -367,6 +375,7 @@ async def test_blobs_are_collected_once_expired_and_final(
         assert time.monotonic() < deadline, "the blob was never collected"
         await asyncio.sleep(0.05)
     assert time.time() >= _epoch(ref["expires_at"])  # never before its URL expired
+    assert metric(gw, "gateway_blobs_collected_total") == 1
 
 
 # -- S3 ----------------------------------------------------------------------------------------
