@@ -2,7 +2,8 @@
 
 The full run takes about three minutes; ``--quick`` is a ~45 s smoke run with shorter
 windows, fewer waits and fewer Kafka events (its figures are noisier, not different in kind).
-``--only NAME`` (repeatable) runs some of the scenarios: ``ingest``, ``latency``, ``kafka``.
+``--only NAME`` (repeatable) runs some of the scenarios: ``ingest``, ``latency``, ``kafka``,
+``payloads``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from bench.ingest import IngestPlan, run_ingest
 from bench.kafka import KafkaPlan, run_kafka
 from bench.latency import LatencyPlan, run_latency
 from bench.messages import EVENT_BYTES
+from bench.payloads import PayloadPlan, run_payloads
 from bench.report import Figures, table, write_json
 
 DEFAULT_OUTPUT = "bench-results.json"
@@ -34,17 +36,23 @@ class Plan:
     ingest: IngestPlan
     latency: LatencyPlan
     kafka: KafkaPlan
+    payloads: PayloadPlan
 
 
+PAYLOADS = PayloadPlan(200_000_000, 45_000_000)  # short: the same in a quick run
 FULL = Plan(
     IngestPlan(CONCURRENCY, 2.0, 15.0, 2.0, 20.0),
     LatencyPlan(300, 100.0),
     KafkaPlan(100_000, 120.0),
+    PAYLOADS,
 )
 QUICK = Plan(
-    IngestPlan(CONCURRENCY, 1.0, 4.0, 1.0, 5.0), LatencyPlan(100, 100.0), KafkaPlan(20_000, 60.0)
+    IngestPlan(CONCURRENCY, 1.0, 4.0, 1.0, 5.0),
+    LatencyPlan(100, 100.0),
+    KafkaPlan(20_000, 60.0),
+    PAYLOADS,
 )
-SCENARIOS = ("ingest", "latency", "kafka")
+SCENARIOS = ("ingest", "latency", "kafka", "payloads")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,6 +74,8 @@ async def run(plan: Plan, workdir: Path, only: Sequence[str] = SCENARIOS) -> dic
         figures.update(await run_latency(plan.latency, workdir))
     if "kafka" in only:
         figures.update(await run_kafka(plan.kafka, workdir))
+    if "payloads" in only:
+        figures.update(await run_payloads(plan.payloads, workdir))
     return figures
 
 
