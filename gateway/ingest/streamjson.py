@@ -15,6 +15,7 @@ it does is halved until the closing bracket is in reach of the exact scan.
 from __future__ import annotations
 
 import codecs
+import collections
 import hashlib
 import json
 import os
@@ -68,6 +69,7 @@ _RUN = _matcher(b"(?:" + _ATOM + b"|" + _nested(_ATOM + b"|" + _nested(_ATOM)) +
 _STRICT_STRING_BODY = _matcher(rb'(?:[^"\\\x00-\x1f]++|\\["\\/bfnrt]|\\u[0-9A-Fa-f]{4})*+')
 _PARTIAL_ESCAPE = re.compile(rb"\\(?:u[0-9A-Fa-f]{0,3})?\Z").match
 _QUOTED = re.compile(rb'"[^"]*"')
+_LOW_SURROGATE = re.compile(rb"\\u[dD][c-fC-F][0-9a-fA-F]{2}")
 
 
 def span_at(body: Body, tokens: Sequence[str], *, chunk_size: int = CHUNK_BYTES) -> Span | None:
@@ -288,18 +290,20 @@ class _Depth(NamedTuple):
 
 def _string_end(buf: bytes, pos: int, window: int) -> tuple[int, bool]:
     """Where string content from ``pos`` ends: the index of its closing '"', or ``len(buf)``
-    with whether a '\\' there escapes the next chunk's first byte."""
-    n = len(buf)
+    with whether a '\\' there escapes the next chunk's first byte. Past the first window,
+    stretches of doubling length are searched in bulk."""
+    n, size = len(buf), window
     end = _STRING_BODY(buf, pos, min(n, pos + window)).end()
-    if end == n:
-        return n, False
-    if buf[end] == _QUOTE:
-        return end, False
-    if end == n - 1 and buf[end] == _BACKSLASH:
-        return n, True
-    stretch = _blank_escapes(buf[end:])  # a long string: find its end in C
-    found = stretch.find(b'"')
-    return (end + found, False) if found >= 0 else (n, stretch.endswith(b"\\"))
+    while end < n and buf[end] != _QUOTE:
+        if end == n - 1 and buf[end] == _BACKSLASH:
+            return n, True
+        size *= 2
+        stretch = _blank_escapes(buf[end : end + size])
+        found = stretch.find(b'"')
+        if found >= 0:
+            return end + found, False
+        end += len(stretch) - stretch.endswith(b"\\")  # an escape cut short opens the next
+    return end, False
 
 
 def _settle(buf: bytes, pos: int, state: _Depth, window: int) -> tuple[int, _Depth]:
@@ -428,7 +432,7 @@ class _Checker:
     here and fed as ``""``: yajl would buffer it whole, and it may be most of the body."""
 
     def __init__(self) -> None:
-        self._parser = ijson.basic_parse_coro(_Discard(), use_float=True)
+        self._parser = ijson.basic_parse_coro(_Discard(maxlen=0))  # 1e999 is valid, as in json
         self._utf8 = codecs.getincrementaldecoder("utf-8")()
         self._in_string = False
         self._carry = b""  # an escape sequence the last chunk cut short
@@ -460,6 +464,7 @@ class _Checker:
     def _outside(self, data: bytes, pos: int) -> None:
         rest = data[pos:]
         blanked = _blank_escapes(rest)
+        rest = _mask_low_surrogates(rest, blanked)
         if blanked.count(b'"') % 2 == 0:  # every string it opens, it finishes
             self._send(rest)
             self._track_scalar(rest)
@@ -500,14 +505,31 @@ class _Checker:
     def _call(step: Callable[..., object], *args: bytes) -> None:
         try:
             step(*args)
+        except SystemError as exc:  # ijson wraps a number too long for int() in it
+            if not isinstance(exc.__cause__, ValueError):
+                raise
+            raise InvalidInput(f"the body is not JSON: {exc.__cause__}") from None
         except (ijson.JSONError, ValueError) as exc:
             # the first line: yajl goes on with an excerpt of the body
             message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise InvalidInput(f"the body is not JSON: {message}") from None
 
 
-class _Discard:
-    """An ijson target that drops events: checking needs none of them."""
+def _mask_low_surrogates(piece: bytes, blanked: bytes) -> bytes:
+    """``piece`` with each escaped low surrogate made an escaped letter: json accepts one
+    alone, yajl makes invalid UTF-8 of it. (``blanked``: the piece with escape pairs blanked.)"""
+    if b"\\u" not in blanked:
+        return piece
+    found = [match.start() for match in _LOW_SURROGATE.finditer(blanked)]
+    if not found:
+        return piece
+    masked = bytearray(piece)
+    for at in found:
+        masked[at + 2 : at + 6] = b"0041"
+    return bytes(masked)
 
-    def send(self, event: object) -> None:
-        pass
+
+class _Discard(collections.deque[object]):
+    """An ijson target that drops every event (a deque of length 0: no Python call per event)."""
+
+    send = collections.deque.append
