@@ -8,6 +8,7 @@ order is written down in ``stop``: stop intake (HTTP, Kafka), finish or release 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import structlog
 from aiohttp import web
@@ -126,6 +127,8 @@ class Gateway:
     async def start(self) -> None:
         await self.store.open()
         await self.blobs.start()
+        if removed := self.bodies.remove_leftovers(time.time()):
+            log.info("spool.leftovers_removed", count=removed)
         self._collecting = asyncio.create_task(self.collector.run(), name="blob-collector")
         if self.outcomes:
             await self.outcomes.start()

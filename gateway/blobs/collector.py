@@ -36,8 +36,13 @@ class BlobCollector:
         self._interval_s = interval_s
 
     async def run(self) -> None:
+        """Collect every interval until cancelled. A failed round (the blob store or the
+        database briefly unavailable) is logged and retried: nothing is lost by waiting."""
         while True:
-            await self.collect()
+            try:
+                await self.collect()
+            except Exception as exc:
+                log.warning("blobs.collect_failed", error=type(exc).__name__)
             await asyncio.sleep(self._interval_s)
 
     async def collect(self) -> int:

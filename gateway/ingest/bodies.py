@@ -28,6 +28,7 @@ from gateway.messages import CompletionEvent
 from gateway.store.records import JSON, Acceptance
 
 READ_CHUNK_BYTES = 64 * 1024
+LEFTOVER_AGE_S = 3600.0
 Span = tuple[int, int]
 Data = bytes | Span | None
 """An event's data: its bytes, or where they are in a spooled body, or absent (null)."""
@@ -43,6 +44,20 @@ class Bodies:
         self._threshold = settings.spool_threshold_bytes
         self._spool_dir = Path(settings.spool_dir)
         self.max_body_bytes = settings.max_body_bytes
+
+    def remove_leftovers(self, now: float) -> int:
+        """Spool files a killed process left behind (older than an hour, so that another
+        process sharing the directory keeps its uploads in progress); how many went."""
+        if not self._spool_dir.is_dir():
+            return 0
+        stale = [
+            path
+            for path in self._spool_dir.iterdir()
+            if path.is_file() and path.stat().st_mtime < now - LEFTOVER_AGE_S
+        ]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
 
     async def receive(self, request: web.Request, cap: int) -> Body:
         """The request's body, spooled above the threshold; 413 as soon as it exceeds ``cap``."""

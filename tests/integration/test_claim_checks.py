@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import io
 import json
+import os
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -405,3 +406,22 @@ async def test_claim_checks_on_s3(
     assert ref["url"].startswith(moto_s3.url if presign else gw.url)
     status, _, got = await fetch(gw.http, ref["url"])
     assert (status, got) == (200, b'"' + b"s" * 900 + b'"')
+
+
+async def test_spool_leftovers_of_a_killed_process_are_removed_at_start(
+    make_settings: SettingsFactory, start_gateway: Start
+) -> None:
+    settings = make_settings()
+    spool = Path(settings.ingest.spool_dir)
+    leave_spool_files(spool, old="old.spool", fresh="fresh.spool")
+    gw = await start_gateway(settings)
+    assert [p.name for p in spooled(gw)] == ["fresh.spool"]
+
+
+def leave_spool_files(spool: Path, old: str, fresh: str) -> None:
+    """One upload a killed process left an hour ago, one another process is receiving now."""
+    spool.mkdir(parents=True)
+    (spool / old).write_bytes(b"partial upload")
+    (spool / fresh).write_bytes(b"in progress")
+    hour_ago = time.time() - 3_700
+    os.utime(spool / old, (hour_ago, hour_ago))
