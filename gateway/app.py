@@ -152,6 +152,12 @@ class Gateway:
             port=self.port,
             tenants=[t.name for t in self.settings.tenants],
         )
+        if self.settings.env == "prod" and self.settings.blobs.public_base_url is None:
+            log.warning(
+                "blobs.public_base_url_unset",
+                claim_check_urls=self.public_base_url(),
+                hint="set [blobs] public_base_url to the address Workato can reach",
+            )
 
     async def stop(self) -> None:
         """Stop intake, drain deliveries, close the store. Safe to call twice."""
