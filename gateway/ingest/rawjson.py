@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, cast
 
 from gateway.errors import InvalidInput
 from gateway.jsonpointer import array_index
@@ -24,14 +24,19 @@ def _reject_constant(name: str) -> Any:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-_WS_MATCH = _WS.match
+_WS_MATCH = cast(Callable[[str, int], re.Match[str]], _WS.match)  # [ \t\n\r]* always matches
 _scan_once: Any = _DECODER.scan_once  # type: ignore[attr-defined]
 _scanstring: Any = json.decoder.scanstring  # type: ignore[attr-defined]  # C-accelerated
+_BLANK = " \t\n\r"  # what _WS matches; a one-character test is cheaper than the regex
 
 
 class Member(NamedTuple):
     value: Any
     raw: bytes
+
+
+# Member(value, raw) without the Python frame of the generated ``__new__``.
+_member = cast(Callable[[type[Member], tuple[Any, bytes]], Member], tuple.__new__)
 
 
 def parse_object(body: bytes) -> dict[str, Member]:
@@ -130,27 +135,42 @@ def _element_start(text: str, pos: int, index: int) -> int | None:
 
 
 def _members(text: str) -> dict[str, Member]:
-    # Hot path of every event: local names and the C scanner called directly.
-    skip, scan_value, scan_name = _skip, _scan_value, _scanstring
-    pos = skip(text, 0)
+    # The hot path of every Kafka event and API body: one frame, the C scanners called
+    # directly, and the whitespace regex only where there is whitespace (there rarely is).
+    # Errors are those of the general helpers (``_skip``, ``_expect``, ``_scan_value``).
+    ws, scan_value, scan_name, blank, member = _WS_MATCH, _scan_once, _scanstring, _BLANK, _member
+    pos = ws(text, 0).end()
     if text[pos : pos + 1] != "{":
         raise ValueError("expected '{'")
-    pos = skip(text, pos + 1)
+    pos = ws(text, pos + 1).end()
     members: dict[str, Member] = {}
     if text[pos] == "}":
         return _end(text, pos + 1, members)
-    while True:
-        if text[pos] != '"':
-            raise ValueError(f"expected a member name at {pos}")
-        name, pos = scan_name(text, pos + 1)
-        pos = _expect(text, skip(text, pos), ":")
-        start = skip(text, pos)
-        value, pos = scan_value(text, start)
-        members[name] = Member(value, text[start:pos].encode("utf-8"))
-        pos = skip(text, pos)
-        if text[pos] == "}":
-            return _end(text, pos + 1, members)
-        pos = skip(text, _expect(text, pos, ","))
+    try:
+        while True:
+            if text[pos] != '"':
+                raise ValueError(f"expected a member name at {pos}")
+            name, pos = scan_name(text, pos + 1)
+            if text[pos] in blank:
+                pos = ws(text, pos).end()
+            if text[pos] != ":":
+                raise ValueError(f"expected ':' at {pos}")
+            start = pos + 1
+            if text[start : start + 1] in blank:  # "" at the end: the scanner reports it
+                start = ws(text, start).end()
+            value, pos = scan_value(text, start)
+            members[name] = member(Member, (value, text[start:pos].encode("utf-8")))
+            if text[pos] in blank:
+                pos = ws(text, pos).end()
+            if text[pos] == "}":
+                return _end(text, pos + 1, members)
+            if text[pos] != ",":
+                raise ValueError(f"expected ',' at {pos}")
+            pos += 1
+            if text[pos] in blank:
+                pos = ws(text, pos).end()
+    except StopIteration as exc:
+        raise ValueError(f"expected a value at {exc.value}") from None
 
 
 def _scan_value(text: str, pos: int) -> tuple[Any, int]:
@@ -161,7 +181,7 @@ def _scan_value(text: str, pos: int) -> tuple[Any, int]:
 
 
 def _skip(text: str, pos: int) -> int:
-    return _WS_MATCH(text, pos).end()  # type: ignore[union-attr]  # [ \t\n\r]* always matches
+    return _WS_MATCH(text, pos).end()
 
 
 def _expect(text: str, pos: int, char: str) -> int:

@@ -11,6 +11,7 @@ Reads use a second connection, which in WAL mode sees the last commit and never 
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,14 @@ import structlog
 from gateway.blobs.base import BlobMeta
 from gateway.errors import MigrationError, StoreError
 from gateway.security.tokens import SealedToken
+from gateway.store.correlation import (
+    EventIdentity,
+    EventPlan,
+    EventRow,
+    LatestWait,
+    WaitKey,
+    plan_events,
+)
 from gateway.store.records import (
     JSON,
     Acceptance,
@@ -286,9 +295,79 @@ class SQLiteStore:
     ) -> tuple[list[Registration], list[Acceptance]]:
         def unit(conn: sqlite3.Connection) -> tuple[list[Registration], list[Acceptance]]:
             registered = [self._register(conn, wait, now) for wait in waits]
-            return registered, [self._record(conn, event, now) for event in events]
+            return registered, self._record_all(conn, events, now)
 
         return await self._write(unit)
+
+    def _record_all(
+        self, conn: sqlite3.Connection, events: list[NewEvent], now: float
+    ) -> list[Acceptance]:
+        """``_record`` of each event in turn, set-based: a few statements for the whole batch
+        instead of two to four per event, with the same answers and rows."""
+        if not events:
+            return []
+        plan = plan_events(
+            events,
+            self._known_events(conn, events),
+            self._latest_waits(conn, events),
+            now,
+            self._one(conn, "last_event_row")[0],
+            self._one(conn, "last_delivery_id")[0],
+        )
+        self._write_plan(conn, plan, now)
+        kept = [
+            _blob_params(e.blob, now + e.buffer_ttl_s, now) for e in events if e.blob is not None
+        ]
+        if kept:  # even for duplicates, as ``_record`` does: GC must see the stored bytes
+            conn.executemany(self._q["keep_blob"], kept)
+        return plan.acceptances
+
+    def _known_events(
+        self, conn: sqlite3.Connection, events: list[NewEvent]
+    ) -> dict[EventIdentity, int]:
+        """Row ids of the batch's events that are already stored."""
+        ids: dict[tuple[str, str], list[str]] = {}
+        for event in events:
+            ids.setdefault((event.tenant, event.source), []).append(event.event_id)
+        known: dict[EventIdentity, int] = {}
+        for (tenant, source), event_ids in ids.items():
+            rows = self._run(
+                conn, "known_events", tenant=tenant, source=source, event_ids=json.dumps(event_ids)
+            )
+            known.update(((tenant, source, event_id), row) for event_id, row in rows)
+        return known
+
+    def _latest_waits(
+        self, conn: sqlite3.Connection, events: list[NewEvent]
+    ) -> dict[WaitKey, LatestWait]:
+        """The latest wait of every key the batch names, if the key has one."""
+        keys: dict[str, set[str]] = {}
+        for event in events:
+            keys.setdefault(event.tenant, set()).add(event.key)
+        latest: dict[WaitKey, LatestWait] = {}
+        for tenant, names in keys.items():
+            rows = self._run(conn, "latest_waits", tenant=tenant, keys=json.dumps(list(names)))
+            for key, wait_id, state, expires_at in rows:
+                latest[tenant, key] = LatestWait(wait_id, state, expires_at)
+        return latest
+
+    def _write_plan(self, conn: sqlite3.Connection, plan: EventPlan, now: float) -> None:
+        q = self._q
+        conn.executemany(q["insert_event_rows"], [_event_row(row, now) for row in plan.rows])
+        conn.executemany(q["count_duplicate_rows"], [(n, i) for i, n in plan.duplicates.items()])
+        if not plan.deliveries:
+            return
+        wait_ids = json.dumps([d.wait_id for d in plan.deliveries])
+        resolved = self._run(conn, "resolve_waits", now=now, wait_ids=wait_ids)
+        if resolved.rowcount != len(plan.deliveries):
+            raise StoreError("a wait of the batch was not open")  # rolls the unit back
+        conn.executemany(
+            q["insert_delivery_rows"],
+            [
+                (d.id, d.tenant, d.wait_id, d.event_row, d.deadline, now, now)
+                for d in plan.deliveries
+            ],
+        )
 
     async def get_wait(self, tenant: str, key: str) -> WaitView | None:
         return await self._read(lambda conn: self._view(conn, tenant, key))
@@ -496,15 +575,7 @@ class SQLiteStore:
     def _keep_blob(
         self, conn: sqlite3.Connection, blob: BlobMeta, keep_until: float, now: float
     ) -> None:
-        self._run(
-            conn,
-            "keep_blob",
-            sha256=blob.sha256,
-            size=blob.size,
-            content_type=blob.content_type,
-            now=now,
-            keep_until=keep_until,
-        )
+        conn.execute(self._q["keep_blob"], _blob_params(blob, keep_until, now))
 
     async def collectable_blobs(self, now: float, limit: int) -> list[str]:
         rows = await self._read(
@@ -572,6 +643,37 @@ class SQLiteStore:
         for kind, state, n in rows:
             counts.setdefault(kind, {})[state] = n
         return counts
+
+
+def _event_row(row: EventRow, now: float) -> tuple[Any, ...]:
+    """``insert_event_rows``' parameters."""
+    event, blob = row.event, row.event.blob
+    return (
+        row.id,
+        event.tenant,
+        event.source,
+        event.event_id,
+        event.key,
+        event.status,
+        event.data,
+        row.state,
+        row.wait_id,
+        now,
+        event.occurred_at,
+        row.buffer_until,
+        None if blob is None else blob.sha256,
+        JSON if blob is None else blob.content_type,
+    )
+
+
+def _blob_params(blob: BlobMeta, keep_until: float, now: float) -> dict[str, Any]:
+    return {
+        "sha256": blob.sha256,
+        "size": blob.size,
+        "content_type": blob.content_type,
+        "now": now,
+        "keep_until": keep_until,
+    }
 
 
 def _settle_future(future: asyncio.Future[Any], result: Any) -> None:

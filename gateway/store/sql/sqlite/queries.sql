@@ -195,3 +195,42 @@ DELETE FROM blobs
 WHERE sha256 = :sha256 AND keep_until < :now AND NOT EXISTS (
     SELECT 1 FROM events e LEFT JOIN deliveries d ON d.event_row = e.id
     WHERE e.blob = blobs.sha256 AND (e.state = 'buffered' OR d.state IN ('pending', 'sending')));
+
+-- Set-based ingest of a consumer's batch (gateway/store/correlation.py). A list travels as one
+-- JSON array parameter, read with json_each, so that each query stays one static text. The
+-- statements run by executemany take positional parameters, in the order of the column list:
+-- binding a tuple per row costs a fraction of looking each name up in a dict.
+
+-- name: known_events
+SELECT event_id, id FROM events
+WHERE tenant = :tenant AND source = :source
+  AND event_id IN (SELECT value FROM json_each(:event_ids));
+
+-- name: latest_waits
+-- The latest wait of each key; SQLite takes a bare column from the row that holds the MAX.
+SELECT key, MAX(id), state, expires_at FROM waits
+WHERE tenant = :tenant AND key IN (SELECT value FROM json_each(:keys))
+GROUP BY key;
+
+-- name: last_event_row
+SELECT COALESCE(MAX(id), 0) FROM events;
+
+-- name: last_delivery_id
+SELECT COALESCE(MAX(id), 0) FROM deliveries;
+
+-- name: insert_event_rows
+INSERT INTO events (id, tenant, source, event_id, key, status, data, state, wait_id,
+                    received_at, occurred_at, buffer_until, blob, content_type)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: count_duplicate_rows
+UPDATE events SET duplicates = duplicates + ? WHERE id = ?;
+
+-- name: resolve_waits
+UPDATE waits SET state = 'resolved', resolved_at = :now
+WHERE state = 'open' AND id IN (SELECT value FROM json_each(:wait_ids));
+
+-- name: insert_delivery_rows
+INSERT INTO deliveries (id, tenant, wait_id, event_row, state, deadline, next_attempt_at,
+                        created_at)
+VALUES (?, ?, ?, ?, 'pending', ?, ?, ?);
