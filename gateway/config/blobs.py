@@ -1,4 +1,4 @@
-"""``[blobs]``: where claim-check payloads live (DESIGN 5.3), and the keys that sign their URLs.
+"""``[blobs]``: where claim-check payloads live (DESIGN 5.3). Their URLs' keys: ``keys.py``.
 
 A payload too large for one Workato request is stored as a blob and replaced by a signed,
 expiring URL that the resumed action downloads.
@@ -6,8 +6,6 @@ expiring URL that the resumed action downloads.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from pathlib import Path
 from typing import Literal, Self
@@ -19,7 +17,6 @@ from gateway.config.secrets import Secret
 
 DEFAULT_BLOBS_URL = "file:///.data/blobs"
 DEFAULT_URL_GRACE_S = 7 * 24 * 3600.0
-MIN_URL_KEY_BYTES = 32
 _FILE = "file:///"
 _S3 = "s3://"
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -87,25 +84,3 @@ class BlobSettings(Section):
         """The key prefix without leading or trailing slashes; may be empty."""
         rest = self.url.removeprefix(_S3).partition("/")[2]
         return rest.strip("/")
-
-
-class UrlKey(Section):
-    """A blob-URL signing key; the first configured key signs, all of them verify."""
-
-    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")
-    key: Secret
-
-    @field_validator("key")
-    @classmethod
-    def _long_enough(cls, key: Secret) -> Secret:
-        try:
-            raw = base64.b64decode(key.get_secret_value(), validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("key must be base64") from None
-        if len(raw) < MIN_URL_KEY_BYTES:
-            raise ValueError(f"key must decode to at least {MIN_URL_KEY_BYTES} bytes")
-        return key
-
-    @property
-    def key_bytes(self) -> bytes:
-        return base64.b64decode(self.key.get_secret_value())

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 from typing import Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
 from gateway.config.base import Section as _Section
-from gateway.config.blobs import BlobSettings, UrlKey
+from gateway.config.blobs import BlobSettings
 from gateway.config.connections import ConnectionSettings
 from gateway.config.kafka import KafkaSettings
+from gateway.config.keys import TokenKey, UrlKey
 from gateway.config.presets import DATA_CENTERS
 from gateway.config.secrets import Secret
 from gateway.config.sources import SourceSettings
@@ -133,26 +132,6 @@ class TenantSettings(_Section):
         assert self.email is not None
         assert self.token is not None
         return {"x-user-email": self.email, "x-user-token": self.token.get_secret_value()}
-
-
-class TokenKey(_Section):
-    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")
-    key: Secret
-
-    @field_validator("key")
-    @classmethod
-    def _aes256_key(cls, key: Secret) -> Secret:
-        try:
-            raw = base64.b64decode(key.get_secret_value(), validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("key must be base64") from None
-        if len(raw) != 32:
-            raise ValueError("key must decode to 32 bytes (AES-256)")
-        return key
-
-    @property
-    def key_bytes(self) -> bytes:
-        return base64.b64decode(self.key.get_secret_value())
 
 
 class SecuritySettings(_Section):

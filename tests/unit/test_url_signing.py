@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.blobs.signing import UrlSigner
-from gateway.config.blobs import UrlKey
+from gateway.config.keys import UrlKey
 
 OLD_KEY = bytes(range(32))
 NEW_KEY = bytes(range(32, 64))
