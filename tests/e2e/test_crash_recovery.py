@@ -25,6 +25,8 @@ EVENTS = 500
 LIMIT, WINDOW_S = 100, 5.0
 WORKATO_TOKEN = "e2e-workato-credential-7f3a9c"
 API_KEY = "e2e-connector-api-key-51b2d8"
+URL_KEY = base64.b64encode(b"e2e-claim-check-url-signing-key!").decode()
+MAX_REQUEST_BYTES = 2_000  # every tenth event's data is larger: those go by claim check
 
 
 def gateway_config(tmp: Path, port: int, sandbox_url: str) -> Path:
@@ -52,6 +54,7 @@ rate_margin_s = 0.1
 
 [security]
 token_keys = [{{ id = "k1", key = "{key}" }}]
+url_keys = [{{ id = "u1", key = "{URL_KEY}" }}]
 
 [logging]
 format = "json"
@@ -63,6 +66,7 @@ base_url = "{sandbox_url}"
 api_token = "{WORKATO_TOKEN}"
 api_keys = ["{API_KEY}"]
 rate_limit_per_minute = {LIMIT}
+max_request_bytes = {MAX_REQUEST_BYTES}
 """)
     return path
 
@@ -99,7 +103,7 @@ async def register_and_send(client: Client, gw: str, jobs: list[dict[str, Any]])
                     "id": f"evt-{i}",
                     "key": f"order-{i}",
                     "status": "succeeded",
-                    "data": {"order": i, "note": "ünïcode ✓", "n": 1.10},
+                    "data": {"order": i, "note": "ünïcode ✓" * (300 if i % 10 == 0 else 1)},
                 },
             )
 
@@ -170,6 +174,9 @@ async def test_sigkill_mid_delivery_loses_nothing_and_doubles_nothing(
         final = await stats()
         states = await _delivery_states(client, gw)
         log = await client.call("GET", f"{sandbox_url}/_sandbox/requests", auth=False)
+        resumed = await client.call("GET", f"{sandbox_url}/_sandbox/jobs", auth=False)
+        refs = [j["resumed_data"]["payload_ref"] for j in resumed if _by_ref(j)]
+        fetched = [await client.call("GET", ref["url"], auth=False) for ref in refs]
         assert second.terminate() == 0, "SIGTERM is a clean shutdown"
 
     assert final["resumed_jobs"] == EVENTS, "every wait was resumed"
@@ -180,7 +187,14 @@ async def test_sigkill_mid_delivery_loses_nothing_and_doubles_nothing(
     assert all(sent[i + LIMIT] - sent[i] >= WINDOW_S for i in range(len(sent) - LIMIT)), (
         "more than the limit in one window"
     )
+    assert len(refs) == EVENTS // 10, "the large payloads went by claim check"
+    assert all(f["note"] == "ünïcode ✓" * 300 for f in fetched), "and their URLs serve them"
     _assert_no_secrets(tmp_path, client.answers, [j["resume_token"] for j in jobs])
+
+
+def _by_ref(job: dict[str, Any]) -> bool:
+    data = job.get("resumed_data") or {}
+    return data.get("payload") is None and "payload_ref" in data
 
 
 async def _at_least(stats: Any, n: int) -> bool:
@@ -205,8 +219,9 @@ async def _delivery_states(client: Client, gw: str) -> dict[str, int]:
 def _assert_no_secrets(tmp: Path, answers: list[bytes], tokens: list[str]) -> None:
     """Invariant 6: no token or credential in logs, database files or API answers."""
     secrets = [t.encode() for t in tokens] + [WORKATO_TOKEN.encode(), API_KEY.encode()]
+    secrets.append(URL_KEY.encode())
     gateway_logs = list(tmp.glob("gateway-*.log"))
-    db_files = list(tmp.glob("gateway.db*"))
+    db_files = list(tmp.glob("gateway.db*")) + [p for p in tmp.glob("blobs/**/*") if p.is_file()]
     assert len(gateway_logs) == 2
     assert db_files
     haystacks = {str(p): p.read_bytes() for p in gateway_logs + db_files}
