@@ -29,7 +29,7 @@ from gateway.messages import JobRef
 from gateway.metrics import Metrics
 from gateway.security.tokens import TokenCipher
 from gateway.store.base import Store
-from gateway.store.records import JSON, Claim, Outcome, Pause, Settlement
+from gateway.store.records import JSON, Claim, FinalState, Outcome, Pause, Settlement
 
 log = structlog.get_logger(__name__)
 
@@ -220,8 +220,9 @@ class Lane:
         result = settlement(verdict, claim, attempt.status, now, delay)
         kept = await self._deps.store.settle(claim, self._deps.owner, result, now)
         self._record(claim, verdict, result, kept)
-        if kept and result.state != "pending" and self._deps.on_outcome is not None:
-            self._deps.on_outcome(_outcome(claim, result, now))
+        state = result.state
+        if kept and state != "pending" and self._deps.on_outcome is not None:
+            self._deps.on_outcome(_outcome(claim, result, state, now))
 
     def _record(self, claim: Claim, verdict: Verdict, result: Settlement, kept: bool) -> None:
         m = self._deps.metrics
@@ -248,7 +249,7 @@ def _cause(claim: Claim) -> str:
     return "too_large" if claim.content_type == JSON else "not_json"
 
 
-def _outcome(claim: Claim, result: Settlement, now: float) -> Outcome:
+def _outcome(claim: Claim, result: Settlement, state: FinalState, now: float) -> Outcome:
     attempts = claim.attempt - (1 if result.refund_attempt else 0)
     return Outcome(
         tenant=claim.tenant,
@@ -256,7 +257,7 @@ def _outcome(claim: Claim, result: Settlement, now: float) -> Outcome:
         delivery_id=claim.delivery_id,
         event_id=claim.event_id,
         source=claim.source,
-        state=result.state,
+        state=state,
         reason=result.reason,
         attempts=attempts,
         last_status=result.last_status,

@@ -40,7 +40,7 @@ def outcome_message(outcome: Outcome) -> bytes:
         delivery_id=outcome.delivery_id,
         event_id=outcome.event_id,
         source=outcome.source,
-        state=outcome.state,  # type: ignore[arg-type]  # a FinalState by construction
+        state=outcome.state,
         reason=outcome.reason,
         attempts=outcome.attempts,
         last_status=outcome.last_status,

@@ -176,7 +176,7 @@ class Outcome:
     delivery_id: int
     event_id: str
     source: str
-    state: str
+    state: FinalState
     reason: str | None
     attempts: int
     last_status: int | None
