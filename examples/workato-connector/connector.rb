@@ -15,12 +15,14 @@
 #       where the token is handed to the external system: here, POST /v1/waits on the gateway.
 #   before_resume(data, input, continue)
 #       Runs when the resume request arrives; `data` is the request's `data`. It edits `continue`
-#       (its return value is ignored): the output is built by execute.
+#       (its return value is ignored). Here it uses `payload`, or fetches `payload_ref.url` and
+#       checks size and SHA-256, and leaves the result in `continue` for execute to return.
 #   before_timeout_resume(input, continue)
 #       Runs instead when expires_at passes first.
 #
 # Seed 001 (POST /api/job/resume) adds: `data` is at most 50 MB; larger results are sent as a
-# reference that the action's execute lambda fetches in a secondary request. resume-gateway does
+# reference fetched in a secondary request (the seed names execute; the gateway's issue asks for
+# before_resume, which can make requests too: this connector fetches there). resume-gateway does
 # exactly that: `data.payload` is null and `data.payload_ref` = {url, size, sha256, content_type,
 # expires_at} points at a signed, expiring GET URL: the gateway's /v1/blobs/{id}?expires=&sig=,
 # or an S3 presigned URL when the gateway is set to presign.
@@ -186,7 +188,7 @@
             expires_at: call(:timeout_minutes, input).minutes.from_now
           )
         elsif continue['state'] == 'resumed'
-          call(:result_from, continue['data'])
+          continue['result']
         elsif continue['state'] == 'timed_out'
           error("No result for correlation key #{continue['key']} before the wait expired. " \
                 'The third party never reported completion, or reported it with another key.')
@@ -201,8 +203,10 @@
 
       before_resume: lambda do |data, _input, continue|
         if continue['state'] == 'suspended'
+          # The payload inline, or downloaded from payload_ref.url and checked (size, SHA-256);
+          # a failed job or a bad download raises here, failing the step with the reason.
+          continue['result'] = call(:result_from, data)
           continue['state'] = 'resumed'
-          continue['data'] = data
         end
       end,
 
