@@ -13,7 +13,9 @@
         ├── Forbidden          a signed URL is missing, wrong or expired (403)
         ├── NotFound           the named resource does not exist (404)
         ├── Conflict           the request contradicts stored state (409)
-        └── PayloadTooLarge    the body is over the cap (413)
+        ├── PayloadTooLarge    the body is over the cap (413)
+        ├── UnsupportedMediaType  the Content-Type is not a media type (415)
+        └── Unavailable        the blob store or the disk failed; retry (503)
 
 Each class's docstring is its default message.
 """
@@ -116,3 +118,19 @@ class PayloadTooLarge(IngestError):
     status = 413
     problem_type = "/problems/too-large"
     title = "Payload too large"
+
+
+class UnsupportedMediaType(IngestError):
+    """The Content-Type is not a valid media type."""
+
+    status = 415
+    problem_type = "/problems/media-type"
+    title = "Unsupported media type"
+
+
+class Unavailable(IngestError):
+    """A backing service (the blob store, the disk) failed; nothing was accepted. Retry."""
+
+    status = 503
+    problem_type = "/problems/unavailable"
+    title = "Service unavailable"

@@ -10,21 +10,27 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
 
-from gateway.blobs.base import BlobStore
+from gateway.blobs.base import BlobError, BlobMeta, BlobStore
 from gateway.clock import Clock
 from gateway.config.settings import DeliverySettings, TenantSettings
 from gateway.deliver.claimcheck import ClaimChecks
 from gateway.deliver.classify import Action, Attempt, Verdict, classify
 from gateway.deliver.limiter import SlidingWindow
-from gateway.deliver.payload import body_frame, data_frame, framed, reference_data, resume_body
+from gateway.deliver.payload import (
+    FramedBody,
+    body_frame,
+    data_frame,
+    reference_data,
+    resume_body,
+)
 from gateway.deliver.retry import Backoff, settlement
 from gateway.deliver.workato import WorkatoClient
-from gateway.errors import SecretError
+from gateway.errors import SecretError, StoreError
 from gateway.messages import JobRef
 from gateway.metrics import Metrics
 from gateway.security.tokens import TokenCipher
@@ -134,43 +140,57 @@ class Lane:
             return
         request = await self._request(claim, token)
         if isinstance(request, Verdict):  # nothing was sent
-            await self._settle(claim, request, Attempt(None, sent=False), 0.0)
+            unsent = Attempt(None, sent=False)
+            await self._settle(claim, request, unsent, await self._delay_for(request, claim))
             return
-        body, size = request
         started = time.perf_counter()
-        attempt = await self._client.resume(body, size)
+        attempt = await self._client.resume(request.body, request.size)
         self._deps.metrics.latency.labels(self.tenant.name).observe(time.perf_counter() - started)
+        if isinstance(request.body, FramedBody) and request.body.failed:
+            # the payload could not be read to the end: Workato got a truncated body, if any
+            attempt = Attempt(None, error="payload_read_failed", sent=False)
         verdict = classify(attempt, claim.ambiguous, self._deps.clock())
+        if verdict.action is Action.TOO_LARGE and request.by_reference:
+            verdict = Verdict(Action.DEAD, verdict.reason)  # nothing smaller left to send
         if verdict.action is Action.UNCONFIRMED and claim.job_json:
             verdict = await self._reconcile(claim, verdict)
         await self._settle(claim, verdict, attempt, await self._delay_for(verdict, claim))
 
-    async def _request(
-        self, claim: Claim, token: str
-    ) -> tuple[bytes | AsyncIterable[bytes], int] | Verdict:
-        """The body to send and its exact size: the payload inline when the whole body fits
-        the tenant's limit (streamed from the blob store when it lives there), else a claim
-        check; or the verdict that ends the delivery unsent."""
+    async def _request(self, claim: Claim, token: str) -> ResumeRequest | Verdict:
+        """The request to send: the payload inline when the whole body fits the tenant's limit
+        (streamed from the blob store when it lives there), else a claim check; or the verdict
+        that settles the delivery unsent (retried with backoff when the blob store failed)."""
         raw, limit = self.tenant.raw_mode, self.tenant.max_request_bytes
         if not claim.claim_check and claim.content_type == JSON:
             head, tail = body_frame(token, *data_frame(claim, raw))
             size = len(head) + claim.payload_size + len(tail)
-            if size <= limit:
-                if claim.blob is None:
-                    return b"".join((head, claim.data, tail)), size
-                if await self._deps.blobs.stat(claim.blob.sha256) is None:
-                    return Verdict(Action.DEAD, "payload_missing")
-                return framed(head, self._deps.blobs.read(claim.blob.sha256), tail), size
+            if size <= limit and claim.blob is None:
+                return ResumeRequest(b"".join((head, claim.data, tail)), size)
+            if size <= limit and claim.blob is not None:
+                return await self._streamed(claim.blob, head, tail, size)
         try:
             ref = await self._deps.claim_checks.reference(claim)
-        except Exception as exc:  # the blob store is down: like a failed connection, retry
+        except (BlobError, StoreError) as exc:  # like a failed connection: retry later
             log.warning("claim_check.failed", key=claim.key, error=type(exc).__name__)
             return Verdict(Action.RETRY, "claim_check_failed")
         body = resume_body(token, reference_data(claim, raw, ref))
         if len(body) > limit:  # even the reference does not fit (huge metadata)
             return Verdict(Action.DEAD, "payload_too_large")
         self._deps.metrics.claim_checks.labels(self.tenant.name, _cause(claim)).inc()
-        return body, len(body)
+        return ResumeRequest(body, len(body), by_reference=True)
+
+    async def _streamed(
+        self, blob: BlobMeta, head: bytes, tail: bytes, size: int
+    ) -> ResumeRequest | Verdict:
+        try:
+            stored = await self._deps.blobs.stat(blob.sha256)
+        except BlobError as exc:
+            log.warning("payload.unreadable", sha256=blob.sha256, error=type(exc).__name__)
+            return Verdict(Action.RETRY, "blob_store_failed")
+        if stored is None:
+            return Verdict(Action.DEAD, "payload_missing")
+        payload = self._deps.blobs.read(blob.sha256)
+        return ResumeRequest(FramedBody(head, payload, blob.size, tail), size)
 
     async def _reconcile(self, claim: Claim, verdict: Verdict) -> Verdict:
         """After an ambiguous attempt, a finished job proves the resume landed (DESIGN 6).
@@ -240,6 +260,13 @@ class Lane:
             state=result.state,
             lease_kept=kept,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeRequest:
+    body: bytes | FramedBody
+    size: int  # the exact Content-Length
+    by_reference: bool = False  # the payload went as a claim check
 
 
 def _cause(claim: Claim) -> str:

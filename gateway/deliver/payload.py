@@ -87,9 +87,26 @@ def body_size(token: str, data: bytes) -> int:
     return len(b'{"token":,"data":}') + len(json.dumps(token).encode()) + len(data)
 
 
-async def framed(head: bytes, payload: AsyncIterable[bytes], tail: bytes) -> AsyncIterator[bytes]:
-    """A body streamed as its frame around a payload read in chunks."""
-    yield head
-    async for chunk in payload:
-        yield chunk
-    yield tail
+class FramedBody:
+    """A body streamed as its frame around a payload read in chunks, which remembers whether
+    the payload failed to read to its announced size: the request then left incomplete (its
+    Content-Length unmet), so Workato cannot have acted on it."""
+
+    def __init__(self, head: bytes, payload: AsyncIterable[bytes], size: int, tail: bytes):
+        self._head, self._payload, self._size, self._tail = head, payload, size, tail
+        self.failed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self._head
+        read = 0
+        try:
+            async for chunk in self._payload:
+                read += len(chunk)
+                yield chunk
+        except Exception:
+            self.failed = True
+            raise
+        if read != self._size:
+            self.failed = True
+            raise OSError(f"the payload ended at byte {read} of {self._size}")
+        yield self._tail

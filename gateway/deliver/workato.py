@@ -27,7 +27,7 @@ class WorkatoClient:
             total=timeout_s, sock_connect=min(CONNECT_TIMEOUT_S, timeout_s)
         )
 
-    async def resume(self, body: bytes | AsyncIterable[bytes], size: int | None = None) -> Attempt:
+    async def resume(self, body: bytes | AsyncIterable[bytes], size: int) -> Attempt:
         """Send one resume request; ``sent`` says whether it may have reached Workato.
 
         A streamed body is sent with its exact ``size`` as Content-Length, never chunked.

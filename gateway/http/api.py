@@ -77,10 +77,10 @@ class Api:
         """One completion event: the JSON document ``{id, key, status, data}``, or (with ``id``,
         ``key`` and ``status`` in the query) a body that is the data itself, of any type."""
         tenant = self._keys.tenant_for(request)
+        form = _payload_form(request)  # 422 or 415 before the body is read
         with await self._bodies.receive(request, self._bodies.max_body_bytes) as body:
-            if "key" in request.query:
-                event = _validated(dict(request.query))
-                media = content_type_of(request.headers)
+            if form is not None:
+                event, media = form
                 result = await self._bodies.accept_payload(
                     tenant.name, API_SOURCE, event, body, media
                 )
@@ -92,6 +92,13 @@ class Api:
         return web.json_response(
             {"outcome": result.outcome, "event_id": event.id, "key": event.key}, status=status
         )
+
+
+def _payload_form(request: web.Request) -> tuple[CompletionEvent, str] | None:
+    """The event in the query and the body's media type, when the body is the data itself."""
+    if "key" not in request.query:
+        return None
+    return _validated(dict(request.query)), content_type_of(request.headers)
 
 
 def _validated(fields: dict[str, object]) -> CompletionEvent:

@@ -10,16 +10,19 @@ blob store with their content type; they reach the action as a claim check.
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
+import structlog
 from aiohttp import web
 
-from gateway.blobs.base import BlobMeta, BlobStore
+from gateway.blobs.base import BlobError, BlobMeta, BlobStore
 from gateway.blobs.pins import Pins
 from gateway.config.settings import IngestSettings
-from gateway.errors import PayloadTooLarge
+from gateway.errors import PayloadTooLarge, Unavailable, UnsupportedMediaType
 from gateway.ingest import streamjson
 from gateway.ingest.rawjson import parse_document, parse_object
 from gateway.ingest.service import Ingest
@@ -27,7 +30,11 @@ from gateway.ingest.spool import Body, receive
 from gateway.messages import CompletionEvent
 from gateway.store.records import JSON, Acceptance
 
+log = structlog.get_logger(__name__)
+
 READ_CHUNK_BYTES = 64 * 1024
+OCTET_STREAM = "application/octet-stream"
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
 LEFTOVER_AGE_S = 3600.0
 Span = tuple[int, int]
 Data = bytes | Span | None
@@ -64,14 +71,15 @@ class Bodies:
         declared = request.content_length
         if declared is not None and declared <= min(self._threshold, cap):
             return Body.of(await request.read())  # the common, small case: one read
-        return await receive(
-            request.content.iter_chunked(READ_CHUNK_BYTES),
-            declared,
-            spool_threshold=self._threshold,
-            cap=cap,
-            spool_dir=self._spool_dir,
-            too_large=lambda: PayloadTooLarge(f"the body exceeds the cap of {cap} bytes"),
-        )
+        with _storage():
+            return await receive(
+                request.content.iter_chunked(READ_CHUNK_BYTES),
+                declared,
+                spool_threshold=self._threshold,
+                cap=cap,
+                spool_dir=self._spool_dir,
+                too_large=lambda: PayloadTooLarge(f"the body exceeds the cap of {cap} bytes"),
+            )
 
     async def event_document(self, body: Body) -> tuple[dict[str, object], Data]:
         """The members of an event document except ``data``, and ``data`` itself: its bytes
@@ -92,7 +100,8 @@ class Bodies:
         self._ingest.require_object(tenant, body.read(data[0], data[0] + 1))
         staged = self._staged()
         try:
-            sha256, size = await asyncio.to_thread(streamjson.copy_span, body, data, staged)
+            with _storage():
+                sha256, size = await asyncio.to_thread(streamjson.copy_span, body, data, staged)
             return await self._store(tenant, source, event, staged, BlobMeta(sha256, size, JSON))
         finally:
             staged.unlink(missing_ok=True)
@@ -111,22 +120,37 @@ class Bodies:
             return await self.accept_data(tenant, source, event, body, span)
         meta = BlobMeta(body.sha256, body.size, content_type)
         async with self._pins.pinned(meta.sha256):
-            if body.path is not None:
-                await self._blobs.put_file(body.path, meta)
-            else:
-                await self._blobs.put_bytes(body.memory or b"", content_type)
+            with _storage():
+                if body.path is not None:
+                    await self._blobs.put_file(body.path, meta)
+                else:
+                    await self._blobs.put_bytes(body.memory or b"", content_type)
             return await self._ingest.accept(tenant, source, event, b"", meta)
 
     async def _store(
         self, tenant: str, source: str, event: CompletionEvent, staged: Path, meta: BlobMeta
     ) -> Acceptance:
         async with self._pins.pinned(meta.sha256):  # the collector keeps off until committed
-            await self._blobs.put_file(staged, meta)
+            with _storage():
+                await self._blobs.put_file(staged, meta)
             return await self._ingest.accept(tenant, source, event, b"", meta)
 
     def _staged(self) -> Path:
         self._spool_dir.mkdir(parents=True, exist_ok=True)
         return self._spool_dir / f"{uuid.uuid4().hex}.data"
+
+
+@contextmanager
+def _storage() -> Iterator[None]:
+    """The blob store or the disk failing is the gateway's problem, not the request's: 503,
+    nothing accepted, the sender retries. A client that went away is not such a failure."""
+    try:
+        yield
+    except ConnectionError:
+        raise
+    except (BlobError, OSError) as exc:
+        log.warning("intake.storage_failed", error=type(exc).__name__)
+        raise Unavailable() from exc
 
 
 def _scan_document(body: Body) -> tuple[dict[str, object], Data]:
@@ -141,6 +165,10 @@ def _scan_document(body: Body) -> tuple[dict[str, object], Data]:
 
 
 def content_type_of(headers: Mapping[str, str]) -> str:
-    """The media type without parameters, lower case (``text/csv; charset=utf-8`` → text/csv)."""
-    value = headers.get("Content-Type", "application/octet-stream")
-    return value.split(";", 1)[0].strip().lower() or "application/octet-stream"
+    """The media type without parameters, lower case (``text/csv; charset=utf-8`` → text/csv);
+    415 unless it is ``type/subtype`` in RFC 6838's restricted names (it is served back)."""
+    value = headers.get("Content-Type", OCTET_STREAM)
+    media = value.split(";", 1)[0].strip().lower() or OCTET_STREAM
+    if not _MEDIA_TYPE.fullmatch(media):
+        raise UnsupportedMediaType("the Content-Type must be a media type such as text/csv")
+    return media

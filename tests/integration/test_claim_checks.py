@@ -10,6 +10,7 @@ import hmac
 import io
 import json
 import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -19,6 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway.blobs.base import BlobError, BlobMeta
 from gateway.blobs.signing import UrlSigner
 from gateway.deliver.payload import body_size
 from gateway.messages import ResumeData
@@ -213,6 +215,126 @@ async def test_413_for_the_reference_too_is_dead_payload_too_large(
     await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded", "data": "x" * 200})
     delivery = await delivery_of(gw, "k", "dead")
     assert (delivery["reason"], delivery["last_status"]) == ("payload_too_large", 413)
+    assert delivery["attempts"] == 2  # inline, then the reference: nothing smaller is left
+
+
+async def test_413_for_a_reference_sent_for_its_size_is_dead_at_once(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    workato.settings = workato.settings.updated({"max_body_bytes": 100})
+    gw = await start_gateway(make_settings(max_request_bytes=800))
+    await wait_for_job(gw, workato, "k")
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded", "data": "x" * 900})
+    delivery = await delivery_of(gw, "k", "dead")
+    assert (delivery["reason"], delivery["attempts"]) == ("payload_too_large", 1)
+
+
+# -- a failing blob store ----------------------------------------------------------------------
+
+
+async def test_blob_store_failure_retries_with_backoff_and_sends_nothing(
+    make_settings: SettingsFactory,
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gw = await start_gateway(make_settings(max_request_bytes=800))
+    job = await wait_for_job(gw, workato, "k")
+    store = gw.gateway.blobs
+
+    async def down(data: bytes, content_type: str) -> BlobMeta:
+        raise BlobError("the blob store is down")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "put_bytes", down)
+        await gw.post(
+            "/v1/events", {"id": "e", "key": "k", "status": "succeeded", "data": "x" * 900}
+        )
+        await asyncio.sleep(1.0)
+        _, wait = await gw.get("/v1/waits/k")
+        assert (wait["delivery"]["state"], wait["delivery"]["reason"]) == (
+            "pending",
+            "claim_check_failed",
+        )
+        # backoff (0.05 s doubling to 0.2 s here), not a spin through the rate window
+        assert wait["delivery"]["attempts"] <= 15
+        assert not [r for r in workato.requests.entries() if r.path == "/api/job/resume"]
+    delivery = await delivery_of(gw, "k", "delivered")
+    assert job.resume.count == 1
+    assert delivery["state"] == "delivered"
+
+
+async def test_payload_that_cannot_be_read_whole_is_an_unsent_attempt_not_an_ambiguous_one(
+    make_settings: SettingsFactory,
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gw = await start_gateway(make_settings({"ingest": {"spool_threshold_bytes": 1024}}))
+    job = await wait_for_job(gw, workato, "k")
+    store = gw.gateway.blobs
+
+    async def broken(sha256: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        yield b'{"rows":['  # then the disk fails
+        raise BlobError("read failed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "read", broken)
+        doc = {"id": "e", "key": "k", "status": "succeeded", "data": {"rows": ["r" * 50] * 100}}
+        await gw.post("/v1/events", doc)
+        await asyncio.sleep(0.5)
+        _, wait = await gw.get("/v1/waits/k")
+        assert wait["delivery"]["reason"] == "payload_read_failed"
+        assert not ambiguous(gw, "k")
+    await delivery_of(gw, "k", "delivered")
+    assert job.resume.count == 1
+    assert job.resume.body is not None
+    assert json.loads(job.resume.body)["data"]["payload"] == doc["data"]
+
+
+def ambiguous(gw: RunningGateway, key: str) -> bool:
+    path = gw.gateway.settings.store.sqlite_path
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        (flag,) = db.execute(
+            "SELECT d.ambiguous FROM deliveries d JOIN waits w ON w.id = d.wait_id WHERE w.key = ?",
+            (key,),
+        ).fetchone()
+    return bool(flag)
+
+
+async def test_download_that_fails_midway_ends_the_connection(
+    make_settings: SettingsFactory,
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gw = await start_gateway(make_settings(max_request_bytes=800))
+    job = await wait_for_job(gw, workato, "k")
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded", "data": "d" * 900})
+    await delivery_of(gw, "k", "delivered")
+    assert job.resume.body is not None
+    url = json.loads(job.resume.body)["data"]["payload_ref"]["url"]
+
+    async def broken(sha256: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        yield b'"ddd'
+        raise BlobError("read failed")
+
+    monkeypatch.setattr(gw.gateway.blobs, "read", broken)
+    started = time.monotonic()
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await fetch(gw.http, url)
+    assert time.monotonic() - started < 3, "the client is not left waiting for the rest"
+
+
+async def test_content_type_that_is_not_a_media_type_is_415(
+    make_settings: SettingsFactory, start_gateway: Start
+) -> None:
+    gw = await start_gateway(make_settings())
+    headers = {**gw.auth, "Content-Type": "text/html<script>"}
+    params = {"id": "e", "key": "k", "status": "succeeded"}
+    async with gw.http.post(gw.url + "/v1/events", data=b"x", headers=headers, params=params) as r:
+        assert r.status == 415
+        assert (await r.json(content_type=None))["type"] == "/problems/media-type"
 
 
 # -- signed URLs -----------------------------------------------------------------------------
