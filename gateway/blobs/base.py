@@ -16,6 +16,9 @@ from typing import Protocol
 
 from gateway.errors import GatewayError
 
+MAX_PRESIGN_S = 7 * 24 * 3600
+"""S3 SigV4 refuses presigned URLs that live longer."""
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
 CHUNK_BYTES = 256 * 1024
 """The most bytes one read yields: bounded memory per download."""
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")

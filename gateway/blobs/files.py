@@ -19,6 +19,7 @@ from pathlib import Path
 
 from gateway.blobs.base import (
     CHUNK_BYTES,
+    DEFAULT_CONTENT_TYPE,
     BlobError,
     BlobMeta,
     BlobMissing,
@@ -27,7 +28,6 @@ from gateway.blobs.base import (
     meta_of,
 )
 
-DEFAULT_CONTENT_TYPE = "application/octet-stream"
 STALE_TEMP_S = 3600.0
 """Temp files older than this at start were left by a crash."""
 _COPY_BUFFER_BYTES = 1024 * 1024

@@ -20,16 +20,23 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from gateway.blobs.base import CHUNK_BYTES, BlobError, BlobMeta, BlobMissing, checked_id, meta_of
+from gateway.blobs.base import (
+    CHUNK_BYTES,
+    DEFAULT_CONTENT_TYPE,
+    MAX_PRESIGN_S,
+    BlobError,
+    BlobMeta,
+    BlobMissing,
+    checked_id,
+    meta_of,
+)
 from gateway.config.blobs import BlobSettings
 
 log = structlog.get_logger(__name__)
 
 PART_BYTES = 8 * 1024 * 1024
 """Multipart part size (S3's minimum is 5 MiB); also the largest single PutObject."""
-MAX_PRESIGN_S = 7 * 24 * 3600
 """SigV4 presigned URLs live at most 7 days."""
-DEFAULT_CONTENT_TYPE = "application/octet-stream"
 _CLIENT_ERRORS = (ClientError, BotoCoreError, aiohttp.ClientError, OSError)
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 

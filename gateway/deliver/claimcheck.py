@@ -6,17 +6,16 @@ the wait's deadline plus a grace period; the blob is kept at least that long (DE
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
-from gateway.blobs.base import BlobStore, meta_of
+from gateway.blobs.base import MAX_PRESIGN_S, BlobStore, meta_of
 from gateway.blobs.pins import Pins
 from gateway.blobs.signing import UrlSigner
 from gateway.clock import Clock
 from gateway.deliver.payload import PayloadRef
 from gateway.store.base import Store
 from gateway.store.records import Claim
-
-MAX_PRESIGN_S = 7 * 24 * 3600  # S3 SigV4 refuses longer
 
 
 class ClaimChecks:
@@ -45,14 +44,15 @@ class ClaimChecks:
 
     async def reference(self, claim: Claim) -> PayloadRef:
         now = self._clock()
-        expires_at = claim.deadline + self._grace_s
+        expires_at = float(math.ceil(claim.deadline + self._grace_s))  # whole seconds, as signed
         meta = claim.blob
         if meta is None:  # the payload is in the event's row: store it now
             meta = meta_of(claim.data, claim.content_type)
         async with self._pins.pinned(meta.sha256):
+            # the row first: bytes stored but never recorded could never be collected
+            await self._store.keep_blob(meta, expires_at, now)
             if claim.blob is None:
                 await self._blobs.put_bytes(claim.data, meta.content_type)
-            await self._store.keep_blob(meta, expires_at, now)
         url = None
         if self._presign:
             expires_at = min(expires_at, now + MAX_PRESIGN_S)

@@ -9,7 +9,7 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
-from gateway.errors import IngestError, InvalidInput
+from gateway.errors import IngestError, InvalidInput, StoreError, Unavailable
 
 log = structlog.get_logger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -37,6 +37,10 @@ async def problem_middleware(request: web.Request, handler: Any) -> web.StreamRe
         return response
     except IngestError as exc:
         return problem(exc.status, exc.problem_type, exc.title, exc.detail, **exc.extensions)
+    except StoreError as exc:  # nothing was committed: the caller may retry
+        log.error("http.store_failed", path=request.path, error=type(exc).__name__)
+        unavailable = Unavailable("the store failed; nothing was accepted, retry")
+        return problem(503, unavailable.problem_type, unavailable.title, unavailable.detail)
     except web.HTTPRequestEntityTooLarge as exc:
         return problem(413, "/problems/too-large", "Payload too large", exc.text or "too large")
     except web.HTTPException as exc:

@@ -120,6 +120,7 @@ class Bodies:
             return await self.accept_data(tenant, source, event, body, span)
         meta = BlobMeta(body.sha256, body.size, content_type)
         async with self._pins.pinned(meta.sha256):
+            await self._ingest.reserve_blob(meta)
             with _storage():
                 if body.path is not None:
                     await self._blobs.put_file(body.path, meta)
@@ -131,6 +132,7 @@ class Bodies:
         self, tenant: str, source: str, event: CompletionEvent, staged: Path, meta: BlobMeta
     ) -> Acceptance:
         async with self._pins.pinned(meta.sha256):  # the collector keeps off until committed
+            await self._ingest.reserve_blob(meta)
             with _storage():
                 await self._blobs.put_file(staged, meta)
             return await self._ingest.accept(tenant, source, event, b"", meta)

@@ -31,6 +31,8 @@ from gateway.store.records import (
 
 log = structlog.get_logger(__name__)
 
+BLOB_RESERVATION_S = 3600.0
+
 
 class Ingest:
     """Registers waits and accepts events for a tenant, durably, idempotently."""
@@ -150,6 +152,12 @@ class Ingest:
             buffer_ttl_s=self._settings.event_buffer_ttl_s,
             blob=blob,
         )
+
+    async def reserve_blob(self, blob: BlobMeta) -> None:
+        """Record a blob before its bytes are stored: bytes whose event never commits (a crash,
+        a refused event) are then still collected once the reservation lapses."""
+        now = self._clock()
+        await self._store.keep_blob(blob, now + BLOB_RESERVATION_S, now)
 
     def require_object(self, tenant: str, leading: bytes) -> None:
         """A raw-mode tenant's data becomes the resume ``data`` itself: it must be an object

@@ -23,6 +23,8 @@ import pytest
 from gateway.blobs.base import BlobError, BlobMeta
 from gateway.blobs.signing import UrlSigner
 from gateway.deliver.payload import body_size
+from gateway.errors import StoreError
+from gateway.ingest import service
 from gateway.messages import ResumeData
 from gateway.sandbox.workato_state import WorkatoSandbox
 from gateway.security.urlkeys import url_signing_keys
@@ -547,3 +549,26 @@ def leave_spool_files(spool: Path, old: str, fresh: str) -> None:
     (spool / fresh).write_bytes(b"in progress")
     hour_ago = time.time() - 3_700
     os.utime(spool / old, (hour_ago, hour_ago))
+
+
+async def test_bytes_of_an_event_that_never_commits_are_still_collected(
+    make_settings: SettingsFactory, start_gateway: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "BLOB_RESERVATION_S", 0.2)
+    gw = await start_gateway(make_settings({"blobs": {"gc_interval_s": 0.1}}))
+
+    async def refused(*args: object, **kwargs: object) -> None:
+        raise StoreError("the database went away")
+
+    csv = b"a,b\n1,2\n"
+    with monkeypatch.context() as patch:
+        patch.setattr(gw.gateway.ingest, "accept", refused)
+        status = await post_event(
+            gw, csv, id="e", key="k", status="succeeded", content_type="text/csv"
+        )
+    assert status == 503  # nothing was accepted: the sender retries
+    sha = hashlib.sha256(csv).hexdigest()
+    deadline = time.monotonic() + 10
+    while await gw.gateway.blobs.stat(sha) is not None:
+        assert time.monotonic() < deadline, "the stored bytes were never collected"
+        await asyncio.sleep(0.05)
