@@ -4,11 +4,14 @@ Recording events one by one costs a lookup and an upsert per event, and two more
 per match. A consumer's batch instead reads, in one query each, which of its events the table
 already holds and the latest wait of each of its keys; ``plan_events`` then decides every
 event exactly as the one-by-one path would, in batch order, and the store writes the plan with
-a few ``executemany`` calls. Pure: no I/O, so the decisions are easy to test and to reuse.
+a few set-based statements. A batch is a consumer's (one ``now``) or HTTP requests that the
+writer merged (each event with its own ``now``). Pure: no I/O, so the decisions are easy to
+test and to reuse.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -41,6 +44,7 @@ class EventRow(NamedTuple):
     state: str  # buffered | matched | late
     wait_id: int | None
     buffer_until: float | None
+    received_at: float
 
 
 class DeliveryRow(NamedTuple):
@@ -68,11 +72,12 @@ def plan_events(
     events: list[NewEvent],
     known: dict[EventIdentity, int],
     latest: dict[WaitKey, LatestWait],
-    now: float,
+    now: float | Sequence[float],
     last_event_row: int,
     last_delivery_id: int,
 ) -> EventPlan:
-    """Decide a batch as if each event were recorded alone, in order, at ``now``.
+    """Decide a batch as if each event were recorded alone, in order, at ``now`` (one time
+    for the whole batch, or one per event).
 
     ``known`` maps the identities already in ``events`` to their row ids, and is extended as
     the batch goes, so that a second copy of an event is a duplicate; ``latest`` maps the keys
@@ -83,7 +88,8 @@ def plan_events(
     plan = EventPlan()
     rows, answers, deliveries = plan.rows, plan.acceptances, plan.deliveries
     resolved: set[int] = set()
-    for event in events:
+    nows = [now] * len(events) if isinstance(now, float | int) else now
+    for event, at in zip(events, nows, strict=True):
         identity = (event.tenant, event.source, event.event_id)
         seen = known.get(identity)
         if seen is not None:
@@ -93,17 +99,17 @@ def plan_events(
         row_id = known[identity] = last_event_row + len(rows) + 1
         wait = latest.get((event.tenant, event.key))
         if wait is None:
-            rows.append(EventRow(row_id, event, "buffered", None, now + event.buffer_ttl_s))
+            rows.append(EventRow(row_id, event, "buffered", None, at + event.buffer_ttl_s, at))
             answers.append(_BUFFERED)
-        elif wait.state == "open" and wait.expires_at > now and wait.id not in resolved:
+        elif wait.state == "open" and wait.expires_at > at and wait.id not in resolved:
             resolved.add(wait.id)
             delivery_id = last_delivery_id + len(deliveries) + 1
             deliveries.append(
                 DeliveryRow(delivery_id, event.tenant, wait.id, row_id, wait.expires_at)
             )
-            rows.append(EventRow(row_id, event, "matched", wait.id, None))
+            rows.append(EventRow(row_id, event, "matched", wait.id, None, at))
             answers.append(Acceptance("matched", delivery_id))
         else:
-            rows.append(EventRow(row_id, event, "late", None, None))
+            rows.append(EventRow(row_id, event, "late", None, None, at))
             answers.append(_LATE)
     return plan

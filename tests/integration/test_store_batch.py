@@ -9,12 +9,13 @@ cancelled, events repeat within and across batches, and buffered events meet the
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +187,105 @@ async def test_a_wait_registered_in_the_batch_takes_an_earlier_buffered_event(
     )
     assert registered[0].matched
     assert [a.outcome for a in accepted] == ["duplicate", "late"]
+
+
+Op = tuple[str, Any, float]
+"""What one HTTP request asks of the store: ("wait" | "cancel" | "event", its input, now)."""
+
+
+def requests(inputs: Inputs, rng: random.Random) -> list[Op]:
+    """Mostly events, between registrations and cancellations; now and then an event that the
+    table refuses (a new one: a duplicate would not reach the CHECK)."""
+    ops: list[Op] = []
+    for _ in range(rng.randrange(20)):
+        draw, now = rng.random(), inputs.tick()
+        if draw < 0.15:
+            ops.append(("wait", inputs.wait(), now))
+        elif draw < 0.2:
+            ops.append(("cancel", (rng.choice(TENANTS), rng.choice(inputs.keys)), now))
+        elif draw < 0.22:
+            bad = replace(inputs.event(), event_id=f"bad{len(ops)}", status="refused")
+            ops.append(("event", bad, now))
+        else:
+            ops.append(("event", inputs.event(), now))
+    return ops
+
+
+async def apply(store: SQLiteStore, op: Op) -> Any:
+    kind, value, now = op
+    if kind == "wait":
+        return await store.register_wait(value, now)
+    if kind == "cancel":
+        return await store.cancel_wait(value[0], value[1], now)
+    return await store.record_event(value, now)
+
+
+async def answer(work: Any) -> Any:
+    try:
+        return await work
+    except Exception as exc:
+        return exc
+
+
+def comparable(result: Any) -> Any:
+    return (type(result), str(result)) if isinstance(result, Exception) else result
+
+
+def count_passes(store: SQLiteStore, seen: Counter[str]) -> None:
+    """Count the set-based passes over more than one event, to show the writer merged."""
+    record_all = store._record_all
+
+    def spy(conn: sqlite3.Connection, events: list[NewEvent], nows: Any) -> Any:
+        seen["merged pass"] += len(events) > 1
+        return record_all(conn, events, nows)
+
+    store._record_all = spy  # type: ignore[method-assign]
+
+
+async def test_http_events_merged_by_the_writer_answer_and_write_as_one_at_a_time(
+    tmp_path: Path,
+) -> None:
+    """``record_event`` calls that meet in one writer batch run as one set-based pass, in FIFO
+    order with the other units; a failing one fails alone."""
+    seen: Counter[str] = Counter()
+    for seed in SEEDS:
+        inputs, rng = Inputs(seed), random.Random(-seed)
+        (tmp_path / str(seed)).mkdir()
+        async with open_pair(tmp_path / str(seed)) as pair:
+            count_passes(pair.batched, seen)
+            for round_ in range(ROUNDS):
+                ops = requests(inputs, rng)
+                concurrent = asyncio.gather(*(answer(apply(pair.batched, op)) for op in ops))
+                got = await asyncio.wait_for(concurrent, 10)
+                expected = [await answer(apply(pair.single, op)) for op in ops]
+                assert list(map(comparable, got)) == list(map(comparable, expected)), (seed, round_)
+                assert rows(pair.paths[0]) == rows(pair.paths[1]), f"seed {seed}, round {round_}"
+                seen.update(
+                    type(r).__name__ if isinstance(r, Exception) else r.outcome for r in got
+                )
+    cases = ("matched", "buffered", "duplicate", "late", "created", "cancelled", "StoreError")
+    assert all(seen[case] > 5 for case in cases), seen
+    assert seen["merged pass"] > 100, seen
+
+
+async def test_merged_events_keep_their_times_and_exact_bytes(pair: Pair) -> None:
+    datas = [
+        b"",
+        b'{"s":"\\u00e9\\n\\"q\\u0000"}',
+        '{"é":"日本😀"}'.encode(),
+        b"1" * 30 + b".5e400",
+    ]
+    events = [
+        NewEvent("acme", "api", f"e{i}", f"ké{i % 2}😀", "succeeded", d, None, 60.0)
+        for i, d in enumerate(datas)
+    ]
+    await pair.batched.register_wait(wait("ké1😀", "t", T0 + 0.25), T0)
+    await pair.single.register_wait(wait("ké1😀", "t", T0 + 0.25), T0)
+    times = [T0 + 0.1 * i for i in range(len(events))]
+    concurrent = asyncio.gather(*map(pair.batched.record_event, events, times))
+    got = await asyncio.wait_for(concurrent, 10)
+    assert got == [await pair.single.record_event(e, t) for e, t in zip(events, times, strict=True)]
+    assert rows(pair.paths[0]) == rows(pair.paths[1])
+    with sqlite3.connect(pair.paths[0]) as conn:
+        stored = conn.execute("SELECT data, typeof(data) FROM events ORDER BY id").fetchall()
+    assert stored == [(d, "blob") for d in datas]

@@ -226,9 +226,12 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 -- name: count_duplicate_rows
 UPDATE events SET duplicates = duplicates + ? WHERE id = ?;
 
--- name: resolve_waits
-UPDATE waits SET state = 'resolved', resolved_at = :now
-WHERE state = 'open' AND id IN (SELECT value FROM json_each(:wait_ids));
+-- name: resolve_waits_at
+-- Each at the time of the event that resolves it (HTTP events merged by the writer each have
+-- their own): :waits is a JSON array of [wait_id, now] pairs.
+UPDATE waits SET state = 'resolved', resolved_at = w.value ->> 1
+FROM json_each(:waits) AS w
+WHERE waits.id = w.value ->> 0 AND waits.state = 'open';
 
 -- name: insert_delivery_rows
 INSERT INTO deliveries (id, tenant, wait_id, event_row, state, deadline, next_attempt_at,
