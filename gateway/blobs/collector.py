@@ -1,5 +1,6 @@
 """Garbage collection of blobs: once every URL handed out has expired and no buffered event or
-unfinished delivery needs the bytes, the row goes first, then the bytes (see ``pins``)."""
+unfinished delivery needs the bytes, the row is marked, the bytes go, then the row (see
+``pins`` for writers in this process)."""
 
 from __future__ import annotations
 
@@ -52,9 +53,10 @@ class BlobCollector:
         for sha256 in await self._store.collectable_blobs(now, BATCH):
             if not self._pins.begin_delete(sha256):
                 continue  # about to be referenced again
-            try:
-                if await self._store.forget_blob(sha256, now):
+            try:  # marked, bytes, row: whichever step fails, the next round finishes the job
+                if await self._store.condemn_blob(sha256, now):
                     await self._blobs.delete(sha256)
+                    await self._store.forget_blob(sha256)
                     deleted += 1
             finally:
                 self._pins.end_delete(sha256)

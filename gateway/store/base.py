@@ -86,8 +86,12 @@ class Store(Protocol):
     async def collectable_blobs(self, now: float, limit: int) -> list[str]:
         """Blobs past their keep-until that no buffered event or unfinished delivery needs."""
 
-    async def forget_blob(self, sha256: str, now: float) -> bool:
-        """Delete a blob's row if it is still collectable; True if it was."""
+    async def condemn_blob(self, sha256: str, now: float) -> bool:
+        """Mark a still collectable blob as being deleted; True if it was marked. Its bytes go
+        next, then ``forget_blob``: a failure in between leaves it marked and collectable."""
+
+    async def forget_blob(self, sha256: str) -> bool:
+        """Delete the row of a blob marked by ``condemn_blob``; True if it was deleted."""
 
     async def claim_watches(
         self, now: float, limit: int, lease_s: float, owner: str

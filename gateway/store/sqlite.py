@@ -618,9 +618,14 @@ class SQLiteStore:
         )
         return [row[0] for row in rows]
 
-    async def forget_blob(self, sha256: str, now: float) -> bool:
+    async def condemn_blob(self, sha256: str, now: float) -> bool:
         return await self._write(
-            lambda conn: self._run(conn, "forget_blob", sha256=sha256, now=now).rowcount == 1
+            lambda conn: self._run(conn, "condemn_blob", sha256=sha256, now=now).rowcount == 1
+        )
+
+    async def forget_blob(self, sha256: str) -> bool:
+        return await self._write(
+            lambda conn: self._run(conn, "forget_blob", sha256=sha256).rowcount == 1
         )
 
     # -- watches ---------------------------------------------------------------------------

@@ -572,3 +572,35 @@ async def test_bytes_of_an_event_that_never_commits_are_still_collected(
     while await gw.gateway.blobs.stat(sha) is not None:
         assert time.monotonic() < deadline, "the stored bytes were never collected"
         await asyncio.sleep(0.05)
+
+
+async def test_a_failed_deletion_is_finished_by_a_later_round(
+    make_settings: SettingsFactory,
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    extra = {"blobs": {"url_grace_s": 0.2, "gc_interval_s": 0.1}}
+    gw = await start_gateway(make_settings(extra, max_request_bytes=800))
+    job = await wait_for_job(gw, workato, "k", timeout_s=0.8)
+    blobs = gw.gateway.blobs
+    failures = []
+    real_delete = blobs.delete
+
+    async def flaky(sha256: str) -> None:
+        if not failures:
+            failures.append(sha256)
+            raise BlobError("the blob store is down")
+        await real_delete(sha256)
+
+    monkeypatch.setattr(blobs, "delete", flaky)
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded", "data": "f" * 900})
+    await delivery_of(gw, "k", "delivered")
+    assert job.resume.body is not None
+    sha = json.loads(job.resume.body)["data"]["payload_ref"]["sha256"]
+    deadline = time.monotonic() + 10
+    while await blobs.stat(sha) is not None:
+        assert time.monotonic() < deadline, "the blob was never collected"
+        await asyncio.sleep(0.05)
+    assert failures == [sha]
+    assert await gw.gateway.store.collectable_blobs(time.time() + 3600, 10) == []  # row gone too

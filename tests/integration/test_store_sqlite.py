@@ -252,8 +252,11 @@ async def test_blob_of_a_buffered_event_is_kept_until_its_buffer_lapses(store: S
     assert await store.collectable_blobs(T0 + 11, 10) == []  # buffer lapsed, not yet swept
     await store.sweep(T0 + 11, T0)
     assert await store.collectable_blobs(T0 + 11, 10) == [sha]
-    assert await store.forget_blob(sha, T0 + 11)
-    assert not await store.forget_blob(sha, T0 + 11)
+    assert not await store.forget_blob(sha)  # not marked yet
+    assert await store.condemn_blob(sha, T0 + 11)
+    assert await store.collectable_blobs(T0 + 11, 10) == [sha]  # a crash now: still collectable
+    assert await store.forget_blob(sha)
+    assert not await store.forget_blob(sha)
 
 
 async def test_blob_of_an_unfinished_delivery_outlives_its_keep_until(store: SQLiteStore) -> None:
@@ -262,7 +265,7 @@ async def test_blob_of_an_unfinished_delivery_outlives_its_keep_until(store: SQL
     assert (await store.record_event(blob_event("k", sha, ttl=10), T0)).outcome == "matched"
     late = T0 + HOUR  # past the intake's keep-until, the delivery still pending
     assert await store.collectable_blobs(late, 10) == []
-    assert not await store.forget_blob(sha, late)
+    assert not await store.condemn_blob(sha, late)
     (claim,) = await store.claim("acme", "cred", late, 1, 60, "me")
     assert claim.blob == BlobMeta(sha, 10, "application/json")
     assert claim.data == b""
@@ -291,3 +294,12 @@ async def test_413_switches_a_delivery_to_claim_check_for_good(store: SQLiteStor
     assert await store.settle(again, "me", retry, T0 + 1)
     (third,) = await store.claim("acme", "cred", T0 + 2, 1, 60, "me")
     assert third.claim_check
+
+
+async def test_a_stored_blob_lifts_the_deletion_mark(store: SQLiteStore) -> None:
+    meta = BlobMeta("d" * 64, 3, "text/csv")
+    await store.keep_blob(meta, T0 + 1, T0)
+    assert await store.condemn_blob(meta.sha256, T0 + 2)
+    await store.keep_blob(meta, T0 + 100, T0 + 2)  # stored again before the row went
+    assert not await store.forget_blob(meta.sha256)
+    assert await store.collectable_blobs(T0 + 50, 10) == []

@@ -190,11 +190,16 @@ WHERE b.keep_until < :now AND NOT EXISTS (
     WHERE e.blob = b.sha256 AND (e.state = 'buffered' OR d.state IN ('pending', 'sending')))
 ORDER BY b.keep_until LIMIT :limit;
 
--- name: forget_blob
-DELETE FROM blobs
+-- name: condemn_blob
+-- keep_until = 0 marks a blob whose bytes are being deleted; a crash leaves it collectable, and
+-- storing the blob again (keep_blob) lifts the mark.
+UPDATE blobs SET keep_until = 0
 WHERE sha256 = :sha256 AND keep_until < :now AND NOT EXISTS (
     SELECT 1 FROM events e LEFT JOIN deliveries d ON d.event_row = e.id
     WHERE e.blob = blobs.sha256 AND (e.state = 'buffered' OR d.state IN ('pending', 'sending')));
+
+-- name: forget_blob
+DELETE FROM blobs WHERE sha256 = :sha256 AND keep_until = 0;
 
 -- Set-based ingest of a consumer's batch (gateway/store/correlation.py). A list travels as one
 -- JSON array parameter, read with json_each, so that each query stays one static text. The
