@@ -35,7 +35,11 @@ def describe(settings: Settings) -> str:
 def _blobs_line(settings: Settings) -> str:
     blobs, ingest = settings.blobs, settings.ingest
     base = blobs.public_base_url or f"http://{settings.server.host}:{settings.server.port}"
-    urls = "S3 presigned URLs" if blobs.presign else f"URLs under {base}/v1/blobs"
+    urls = (
+        "S3 presigned URLs (at most 7 days: may expire before a long wait)"
+        if blobs.presign
+        else f"URLs under {base}/v1/blobs"
+    )
     signing = ", ".join(k.id for k in settings.security.url_keys) or "derived from token keys"
     return (
         f"claim checks   blobs in {blobs.url}, {urls} (keys: {signing}), valid until the "

@@ -26,6 +26,8 @@ from gateway.store.records import Outcome
 
 log = structlog.get_logger(__name__)
 
+LEASE_MARGIN_S = 5.0
+
 
 class Deliverer:
     """Runs the lanes and the sweeper as named, supervised tasks."""
@@ -71,7 +73,11 @@ class Deliverer:
         windows = await self._windows()
         pauses = {p.tenant: p.until for p in await self._store.active_pauses(self._deps.clock())}
         for tenant in self._tenants:
-            client = WorkatoClient(self._session, tenant, self._settings.request_timeout_s)
+            # the lease must outlive any request: what is left of it bounds a long upload
+            longest = self._settings.lease_s - LEASE_MARGIN_S
+            client = WorkatoClient(
+                self._session, tenant, self._settings.request_timeout_s, longest_s=longest
+            )
             lane = Lane(tenant, client, windows[tenant.credential_id], self._deps)
             lane.paused_until = pauses.get(tenant.name, 0.0)
             self._lanes[tenant.name] = lane

@@ -13,12 +13,24 @@ from gateway.messages import JobRef
 
 RESUME_PATH = "/api/job/resume"
 CONNECT_TIMEOUT_S = 5.0
+UPLOAD_FLOOR_BYTES_PER_S = 1_000_000
+"""The slowest upload a large body is given time for (about 50 s for the 50 MB limit)."""
 
 
 class WorkatoClient:
     """Calls ``POST /api/job/resume`` for one tenant over a shared session."""
 
-    def __init__(self, session: aiohttp.ClientSession, tenant: TenantSettings, timeout_s: float):
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        tenant: TenantSettings,
+        timeout_s: float,
+        longest_s: float | None = None,
+    ) -> None:
+        """``timeout_s`` bounds a request; a large body gets time to upload on top (at
+        ``UPLOAD_FLOOR_BYTES_PER_S``), up to ``longest_s`` — which must end before the lease."""
+        self._timeout_s = timeout_s
+        self._longest_s = max(longest_s or timeout_s, timeout_s)
         self._session = session
         self._base = tenant.resolved_base_url
         self._url = self._base + RESUME_PATH
@@ -35,9 +47,13 @@ class WorkatoClient:
         headers = self._headers
         if not isinstance(body, bytes):
             headers = {**headers, "Content-Length": str(size)}
+        timeout = self._timeout
+        total = request_timeout_s(size, self._timeout_s, self._longest_s)
+        if total != self._timeout_s:
+            timeout = aiohttp.ClientTimeout(total=total, sock_connect=self._timeout.sock_connect)
         try:
             async with self._session.post(
-                self._url, data=body, headers=headers, timeout=self._timeout
+                self._url, data=body, headers=headers, timeout=timeout
             ) as response:
                 await response.read()
                 return Attempt(response.status, response.headers.get("Retry-After"))
@@ -63,6 +79,14 @@ class WorkatoClient:
             return None
         status = body.get("status") if isinstance(body, dict) else None
         return status if isinstance(status, str) else None
+
+
+def request_timeout_s(size: int, timeout_s: float, longest_s: float) -> float:
+    """A slow link must not turn a large body into a timeout: time to upload it at
+    ``UPLOAD_FLOOR_BYTES_PER_S`` comes on top, but never past ``longest_s`` (the lease)."""
+    if size <= UPLOAD_FLOOR_BYTES_PER_S:
+        return timeout_s
+    return max(timeout_s, min(timeout_s + size / UPLOAD_FLOOR_BYTES_PER_S, longest_s))
 
 
 def job_path(job: JobRef) -> str:

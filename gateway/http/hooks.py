@@ -23,6 +23,7 @@ from gateway.ingest.service import Ingest
 from gateway.ingest.spool import Body
 from gateway.ingest.webhooks.mapping import map_event, map_spooled
 from gateway.ingest.webhooks.source import WebhookSource
+from gateway.ingest.webhooks.verify import BodyBytes
 from gateway.messages import CompletionEvent
 from gateway.metrics import Metrics
 
@@ -51,11 +52,12 @@ class Hooks:
 
     async def receive(self, request: web.Request) -> web.Response:
         source = self._source(request.match_info["source"])
+        signed_body = source.verifier.reads_body
+        if not signed_body:  # a header credential: refused before a byte of the body is read
+            self._verify(source, request, b"")
         with await self._bodies.receive(request, source.max_body_bytes) as body:
-            if body.memory is not None:
-                self._verify(source, request, body)
-            else:  # hashing a spooled body reads it from disk: keep the loop serving
-                await asyncio.to_thread(self._verify, source, request, body)
+            if signed_body:
+                await self._verify_body(source, request, body)
             event, data = await self._map(source, body, request)
             result = await self._bodies.accept_data(source.tenant, source.name, event, body, data)
         status = 200 if result.outcome == "duplicate" else 202
@@ -78,9 +80,15 @@ class Hooks:
             return mapped.event, mapped.data
         return await asyncio.to_thread(map_spooled, source.mapping, body, request.headers)
 
-    def _verify(self, source: WebhookSource, request: web.Request, body: Body) -> None:
+    async def _verify_body(self, source: WebhookSource, request: web.Request, body: Body) -> None:
+        if body.memory is not None:
+            self._verify(source, request, body.memory)
+        else:  # hashing a spooled body reads it from disk: keep the loop serving
+            await asyncio.to_thread(self._verify, source, request, body.chunks())
+
+    def _verify(self, source: WebhookSource, request: web.Request, body: BodyBytes) -> None:
         try:
-            source.verifier.verify(request.headers, body.chunks(), self._clock())
+            source.verifier.verify(request.headers, body, self._clock())
         except BadSignature as exc:
             # the reason is a fixed word; nothing the sender presented is logged
             reason = exc.extensions["reason"]

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import io
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -404,3 +405,18 @@ async def test_webhook_before_its_wait_is_buffered_then_resumes(
     assert job.resume.count == 1
     assert job.resume.body is not None
     assert b'"payload":{"id": 9, "state": "shipped", "total": 9.90}' in job.resume.body
+
+
+async def test_a_header_credential_is_checked_before_the_body_is_read(gw: RunningGateway) -> None:
+    too_big = b"{" + b" " * (2 * 1024 * 1024) + b"}"  # over the bearer source's 1 MiB cap
+
+    async def post(token: str) -> tuple[int, dict[str, Any]]:
+        headers = {"Authorization": f"Bearer {token}"}
+        url = f"{gw.url}/v1/hooks/bearer"
+        async with gw.http.post(url, data=io.BytesIO(too_big), headers=headers) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    status, problem = await post("not-a-token")
+    assert (status, problem["type"]) == (401, "/problems/bad-signature")
+    status, _ = await post(BEARER_1)
+    assert status == 413  # an authenticated sender learns about the cap

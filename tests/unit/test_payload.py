@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 
 from gateway.deliver.payload import body_size, resume_body, resume_data
+from gateway.deliver.workato import request_timeout_s
 from gateway.ingest.rawjson import parse_object
 from gateway.security.tokens import SealedToken
 from gateway.store.records import Claim
@@ -164,3 +165,20 @@ def test_body_size_matches_for_random_tokens_and_data() -> None:
         token = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
         data = bytes(rng.randrange(256) for _ in range(rng.randint(0, 60)))
         assert body_size(token, data) == len(resume_body(token, data))
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        (1_000, 20.0),  # small bodies: the configured timeout
+        (1_000_000, 20.0),
+        (10_000_000, 30.0),  # 10 s more to upload 10 MB at the 1 MB/s floor
+        (50_000_000, 55.0),  # capped where the lease (60 s) would end, minus its margin
+    ],
+)
+def test_large_bodies_get_time_to_upload_within_the_lease(size: int, expected: float) -> None:
+    assert request_timeout_s(size, timeout_s=20.0, longest_s=55.0) == expected
+
+
+def test_the_upload_allowance_never_shortens_the_timeout() -> None:
+    assert request_timeout_s(50_000_000, timeout_s=20.0, longest_s=2.0) == 20.0

@@ -34,6 +34,9 @@ BodyBytes = bytes | Iterable[bytes]
 
 
 class Verifier(Protocol):
+    reads_body: bool
+    """False when the credential is in the headers alone: it is checked before any body is read."""
+
     def verify(self, headers: Headers, body: BodyBytes, now: float) -> None:
         """Return if the request is authentic; raise ``BadSignature`` otherwise."""
 
@@ -73,6 +76,8 @@ class StandardWebhooks:
     ``binascii.Error``, and needs the whole body in memory. The MAC is computed here, chunk by
     chunk (the tests check it against the library's signatures and published test vector).
     """
+
+    reads_body = True
 
     def __init__(self, secrets: Sequence[bytes], tolerance_s: float) -> None:
         self._secrets = list(secrets)
@@ -134,6 +139,8 @@ def _v1_signatures(header: str) -> list[bytes]:
 class HmacSha256:
     """``<header>: <prefix><hex or base64 of HMAC-SHA256(secret, body)>`` (GitHub, and many)."""
 
+    reads_body = True
+
     def __init__(
         self,
         header: str,
@@ -175,6 +182,8 @@ class Bearer:
     """``Authorization: Bearer <token>``; tokens are compared as SHA-256 digests, so their
     lengths do not show either."""
 
+    reads_body = False
+
     def __init__(self, tokens: Sequence[str]) -> None:
         self._digests = [_sha256(token) for token in tokens]
 
@@ -196,6 +205,8 @@ def _sha256(text: str) -> bytes:
 
 class NoVerification:
     """``verify = { scheme = "none" }``: the configuration chose to trust the network."""
+
+    reads_body = False
 
     def verify(self, headers: Headers, body: BodyBytes, now: float) -> None:
         return None
