@@ -56,12 +56,6 @@ def data_frame(claim: Claim, raw_mode: bool) -> tuple[bytes, bytes]:
     return b"".join((prefix, b',"metadata":', metadata, b',"payload":')), b"}"
 
 
-def resume_data(claim: Claim, raw_mode: bool) -> bytes:
-    """The ``data`` member: the envelope, or in raw mode the event data as it came."""
-    before, after = data_frame(claim, raw_mode)
-    return b"".join((before, claim.data, after))
-
-
 def reference_data(claim: Claim, raw_mode: bool, ref: PayloadRef) -> bytes:
     """``data`` with the payload replaced by its claim check (``payload`` null)."""
     if raw_mode:
@@ -80,11 +74,6 @@ def resume_body(token: str, data: bytes) -> bytes:
     """``{"token": ..., "data": ...}`` with ``data`` spliced in verbatim."""
     head, tail = body_frame(token, b"", b"")
     return b"".join((head, data, tail))
-
-
-def body_size(token: str, data: bytes) -> int:
-    """The exact length of ``resume_body(token, data)`` without building it."""
-    return len(b'{"token":,"data":}') + len(json.dumps(token).encode()) + len(data)
 
 
 class FramedBody:

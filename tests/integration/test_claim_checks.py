@@ -22,7 +22,7 @@ import pytest
 
 from gateway.blobs.base import BlobError, BlobMeta
 from gateway.blobs.signing import UrlSigner
-from gateway.deliver.payload import body_size
+from gateway.deliver.payload import body_frame
 from gateway.errors import StoreError
 from gateway.ingest import service
 from gateway.messages import ResumeData
@@ -67,9 +67,9 @@ async def test_body_exactly_at_the_limit_goes_inline_one_byte_over_by_reference(
 
     def data_for(token: str, size: int) -> bytes:
         # raw mode: the body is {"token":…,"data":<data>}; pad a string to hit ``size`` exactly
-        empty = b'{"s":""}'
-        data = b'{"s":"' + b"x" * (size - body_size(token, empty)) + b'"}'
-        assert body_size(token, data) == size
+        head, tail = body_frame(token, b"", b"")  # raw mode: no envelope
+        data = b'{"s":"' + b"x" * (size - len(head) - len(b'{"s":""}') - len(tail)) + b'"}'
+        assert len(head) + len(data) + len(tail) == size
         return data
 
     at_data = data_for(at.resume.token, limit)

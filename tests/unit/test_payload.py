@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from gateway.deliver.payload import body_size, resume_body, resume_data
+from gateway.deliver.payload import body_frame, data_frame, resume_body
 from gateway.deliver.workato import request_timeout_s
 from gateway.ingest.rawjson import parse_object
 from gateway.security.tokens import SealedToken
@@ -29,6 +29,12 @@ TRICKY_DATA = [
     b"null",
     b"  42  ",
 ]
+
+
+def resume_data(claim: Claim, raw_mode: bool) -> bytes:
+    """``data`` as an inline delivery sends it: the frame around the event's bytes."""
+    before, after = data_frame(claim, raw_mode)
+    return before + claim.data + after
 
 
 def make_claim(data: bytes = b"{}", **changes: object) -> Claim:
@@ -153,18 +159,24 @@ TOKENS = [
 @pytest.mark.parametrize("token", TOKENS)
 @pytest.mark.parametrize("raw_mode", [False, True])
 @pytest.mark.parametrize("data", TRICKY_DATA)
-def test_body_size_is_the_exact_length_of_the_body(token: str, raw_mode: bool, data: bytes) -> None:
-    payload = resume_data(make_claim(data), raw_mode)
-    assert body_size(token, payload) == len(resume_body(token, payload))
+def test_the_frame_around_the_payload_is_the_body(token: str, raw_mode: bool, data: bytes) -> None:
+    """A streamed body is sent as frame + payload + frame with Content-Length = their sizes."""
+    claim = make_claim(data)
+    head, tail = body_frame(token, *data_frame(claim, raw_mode))
+    body = head + data + tail
+    assert body == resume_body(token, resume_data(claim, raw_mode))
+    sent = json.loads(body)
+    assert sent["token"] == token
+    assert (sent["data"] if raw_mode else sent["data"]["payload"]) == json.loads(data)
 
 
-def test_body_size_matches_for_random_tokens_and_data() -> None:
+def test_the_frame_escapes_any_token() -> None:
     rng = random.Random(5)
     alphabet = 'ab"\\/\n\t\x01 é日😀\u2028{}[]:,'
     for _ in range(500):
         token = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
-        data = bytes(rng.randrange(256) for _ in range(rng.randint(0, 60)))
-        assert body_size(token, data) == len(resume_body(token, data))
+        head, tail = body_frame(token, b"", b"")
+        assert json.loads(head + b"[1]" + tail) == {"token": token, "data": [1]}
 
 
 @pytest.mark.parametrize(
