@@ -13,7 +13,7 @@ from aiohttp import web
 
 from gateway.sandbox.alteryx_jobs import AlteryxJob, JobScript, detail
 from gateway.sandbox.alteryx_state import AlteryxSandbox
-from gateway.sandbox.control import CommonControl, missing, parse_model
+from gateway.sandbox.control import CommonControl, parse_model
 
 
 def job_state(job: AlteryxJob, now: float) -> dict[str, Any]:
@@ -48,10 +48,8 @@ class AlteryxControlApi:
         """Route table of the control API."""
         return [
             web.post("/_sandbox/jobs", self.create_job),
-            web.get("/_sandbox/jobs", self.list_jobs),
-            web.get("/_sandbox/jobs/{job_id}", self.get_job),
             web.delete("/_sandbox/tokens", self.revoke_tokens),
-            *CommonControl(self._sandbox).routes(),
+            *CommonControl(self._sandbox, job_state).routes(),
         ]
 
     async def create_job(self, request: web.Request) -> web.Response:
@@ -61,18 +59,6 @@ class AlteryxControlApi:
             return script
         job = self._sandbox.create_job(script)
         return web.json_response({"job_id": job.id, "app_id": script.app_id}, status=201)
-
-    async def list_jobs(self, request: web.Request) -> web.Response:
-        """Every job's state, oldest first."""
-        now = self._sandbox.clock()
-        return web.json_response([job_state(job, now) for job in self._sandbox.jobs()])
-
-    async def get_job(self, request: web.Request) -> web.Response:
-        """One job's state, deleted jobs included."""
-        job = self._sandbox.job(request.match_info["job_id"])
-        if job is None:
-            return missing()
-        return web.json_response(job_state(job, self._sandbox.clock()))
 
     async def revoke_tokens(self, request: web.Request) -> web.Response:
         """Invalidate every access token, so the next API call answers 401."""

@@ -1,14 +1,14 @@
 """What every sandbox's control API (``/_sandbox/...``, no auth) has in common.
 
-Body parsing with the same 400/422 answers, and the request-log, fault-plan, stats, settings and
-reset endpoints, which behave identically whatever the emulated API. Never exposed by a real
-upstream; never put a sandbox on a network.
+Body parsing with the same 400/422 answers, and the job-state, request-log, fault-plan, stats,
+settings and reset endpoints, which behave identically whatever the emulated API. Never exposed
+by a real upstream; never put a sandbox on a network.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -18,6 +18,8 @@ from gateway.sandbox.requestlog import RequestLog
 from gateway.sandbox.responses import json_errors
 
 _Model = TypeVar("_Model", bound=BaseModel)
+_Job = TypeVar("_Job")
+_Job_co = TypeVar("_Job_co", covariant=True)
 
 
 async def parse_model(request: web.Request, model: type[_Model]) -> _Model | web.Response:
@@ -56,7 +58,7 @@ def missing() -> web.Response:
     return web.json_response({"message": "Not found"}, status=404)
 
 
-class Controlled(Protocol):
+class Controlled(Protocol[_Job_co]):
     """What every sandbox state object offers to its control API."""
 
     clock: Callable[[], float]
@@ -68,8 +70,12 @@ class Controlled(Protocol):
 
     def reset(self) -> None: ...
 
+    def job(self, job_id: str) -> _Job_co | None: ...
 
-def sandbox_app(sandbox: Controlled, *route_tables: list[web.RouteDef]) -> web.Application:
+    def jobs(self) -> Sequence[_Job_co]: ...
+
+
+def sandbox_app(sandbox: Controlled[Any], *route_tables: list[web.RouteDef]) -> web.Application:
     """An application with the middlewares of every sandbox, outermost first: request log,
     fault injection, JSON errors."""
     app = web.Application(
@@ -84,17 +90,23 @@ def sandbox_app(sandbox: Controlled, *route_tables: list[web.RouteDef]) -> web.A
     return app
 
 
-class CommonControl:
-    """The endpoints every sandbox shares: request log, fault plan, stats, settings, reset."""
+class CommonControl(Generic[_Job]):
+    """The endpoints every sandbox shares: job states, request log, fault plan, stats, settings,
+    reset. ``job_state`` is what a test may assert about one job at a given time."""
 
-    def __init__(self, sandbox: Controlled) -> None:
+    def __init__(
+        self, sandbox: Controlled[_Job], job_state: Callable[[_Job, float], dict[str, Any]]
+    ) -> None:
         self._sandbox = sandbox
+        self._job_state = job_state
         self._faults = sandbox.faults
         self._requests = sandbox.requests
 
     def routes(self) -> list[web.RouteDef]:
         """Route table of the shared endpoints."""
         return [
+            web.get("/_sandbox/jobs", self.list_jobs),
+            web.get("/_sandbox/jobs/{job_id}", self.get_job),
             web.get("/_sandbox/requests", self.requests),
             web.get("/_sandbox/faults", self.get_faults),
             web.put("/_sandbox/faults", self.put_faults),
@@ -104,6 +116,18 @@ class CommonControl:
             web.put("/_sandbox/settings", self.put_settings),
             web.post("/_sandbox/reset", self.reset),
         ]
+
+    async def list_jobs(self, request: web.Request) -> web.Response:
+        """Every job's state, in the sandbox's order, all read at the same instant."""
+        now = self._sandbox.clock()
+        return web.json_response([self._job_state(job, now) for job in self._sandbox.jobs()])
+
+    async def get_job(self, request: web.Request) -> web.Response:
+        """One job's state, any job the sandbox keeps."""
+        job = self._sandbox.job(request.match_info["job_id"])
+        if job is None:
+            return missing()
+        return web.json_response(self._job_state(job, self._sandbox.clock()))
 
     async def stats(self, request: web.Request) -> web.Response:
         """Totals."""

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.sandbox.control import CommonControl, missing, parse_model
+from gateway.sandbox.control import CommonControl, parse_model
 from gateway.sandbox.pixxel_jobs import JobScript, PixxelJob, detail
 from gateway.sandbox.pixxel_state import PixxelSandbox
 
@@ -43,9 +43,7 @@ class PixxelControlApi:
         """Route table of the control API."""
         return [
             web.post("/_sandbox/jobs", self.create_job),
-            web.get("/_sandbox/jobs", self.list_jobs),
-            web.get("/_sandbox/jobs/{job_id}", self.get_job),
-            *CommonControl(self._sandbox).routes(),
+            *CommonControl(self._sandbox, job_state).routes(),
         ]
 
     async def create_job(self, request: web.Request) -> web.Response:
@@ -56,15 +54,3 @@ class PixxelControlApi:
         job = self._sandbox.create_job(script)
         created = {"job_id": job.id, "workflow_id": script.workflow_id, "tasks": script.tasks}
         return web.json_response(created, status=201)
-
-    async def list_jobs(self, request: web.Request) -> web.Response:
-        """Every job's state, oldest first."""
-        now = self._sandbox.clock()
-        return web.json_response([job_state(job, now) for job in self._sandbox.jobs()])
-
-    async def get_job(self, request: web.Request) -> web.Response:
-        """One job's state."""
-        job = self._sandbox.job(request.match_info["job_id"])
-        if job is None:
-            return missing()
-        return web.json_response(job_state(job, self._sandbox.clock()))

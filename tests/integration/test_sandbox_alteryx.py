@@ -6,31 +6,28 @@ in milliseconds. Every HTTP call is bounded by the session timeout, every wait b
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import re
-import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
-from multidict import CIMultiDictProxy
 
-from gateway.sandbox.alteryx import (
-    AlteryxSandbox,
-    AlteryxSandboxSettings,
-    create_app,
-    serve,
+from gateway.sandbox.alteryx import AlteryxSandbox, AlteryxSandboxSettings, create_app, serve
+from tests.integration.sandbox_harness import (
+    T0,
+    FakeClock,
+    Reply,
+    SandboxClient,
+    sandbox_process,
+    served,
+    serving,
 )
-from gateway.sandbox.server import SandboxServer
 
 CLIENT_ID = "alteryx-client"
 CLIENT_SECRET = "alteryx-secret-0123"
-T0 = 1_700_000_000.0
-STEP_TIMEOUT_S = 10.0
 JOBS = "/webapi/v3/jobs"
 NOT_CANCELLABLE = "This job is not in 'Queued' or 'Running' state."
 ALTERYX_ID = re.compile(r"^[0-9a-f]{24}$")
@@ -38,54 +35,10 @@ ISO_MILLIS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 DENIED = {"message": "Authorization has been denied for this request."}
 
 
-class FakeClock:
-    """The sandbox's clock; tests move it instead of sleeping."""
-
-    def __init__(self, start: float = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@dataclass
-class Reply:
-    status: int
-    body: Any
-    headers: CIMultiDictProxy[str]
-
-
-@dataclass
-class Harness:
-    sandbox: AlteryxSandbox
-    url: str
-    http: aiohttp.ClientSession
-    clock: FakeClock
-
-    async def call(
-        self, method: str, path: str, *, headers: dict[str, str] | None = None, **kwargs: Any
-    ) -> Reply:
-        async with self.http.request(
-            method, self.url + path, headers=headers or {}, **kwargs
-        ) as response:
-            raw = await response.read()
-            return Reply(response.status, json.loads(raw) if raw else None, response.headers)
-
-    async def control(self, method: str, path: str, body: Any = None) -> Any:
-        reply = await self.call(method, "/_sandbox" + path, json=body)
-        assert reply.status < 300, (reply.status, reply.body)
-        return reply.body
-
+class Harness(SandboxClient):
     async def new_job(self, **script: Any) -> str:
         created: dict[str, Any] = await self.control("POST", "/jobs", script)
         return str(created["job_id"])
-
-    async def job_state(self, job_id: str) -> dict[str, Any]:
-        state: dict[str, Any] = await self.control("GET", f"/jobs/{job_id}")
-        return state
 
     async def request_token(
         self, client_id: str = CLIENT_ID, secret: str = CLIENT_SECRET, **form: str
@@ -114,13 +67,6 @@ class Harness:
     async def cancel(self, job_id: str) -> Reply:
         return await self.call("DELETE", f"{JOBS}/{job_id}", headers=await self.bearer())
 
-    async def faults(self, **plan: Any) -> None:
-        await self.control("PUT", "/faults", plan)
-
-    async def requests_log(self) -> list[dict[str, Any]]:
-        entries: list[dict[str, Any]] = await self.control("GET", "/requests")
-        return entries
-
 
 @pytest.fixture
 async def harness() -> AsyncIterator[Harness]:
@@ -128,16 +74,8 @@ async def harness() -> AsyncIterator[Harness]:
     sandbox = AlteryxSandbox(
         AlteryxSandboxSettings(clients={CLIENT_ID: CLIENT_SECRET}), clock=clock
     )
-    server = SandboxServer(create_app(sandbox))
-    async with asyncio.timeout(STEP_TIMEOUT_S):
-        await server.start()
-    try:
-        timeout = aiohttp.ClientTimeout(total=STEP_TIMEOUT_S)
-        async with aiohttp.ClientSession(timeout=timeout) as http:
-            yield Harness(sandbox, server.url, http, clock)
-    finally:
-        async with asyncio.timeout(STEP_TIMEOUT_S):
-            await server.stop()
+    async with served(create_app(sandbox)) as (url, http):
+        yield Harness(url, http, clock)
 
 
 def short_hash(secret: str) -> str:
@@ -148,29 +86,15 @@ def short_hash(secret: str) -> str:
 
 
 async def test_serve_announces_its_url_without_secrets_and_runs_until_cancelled() -> None:
-    lines: list[str] = []
-    announced = asyncio.Event()
-
-    def announce(line: str) -> None:
-        lines.append(line)
-        announced.set()
-
-    task = asyncio.create_task(serve("127.0.0.1", 0, {CLIENT_ID: CLIENT_SECRET}, announce=announce))
-    try:
-        async with asyncio.timeout(STEP_TIMEOUT_S):
-            await announced.wait()
-            url = lines[0].rsplit(" ", 1)[-1]
-            auth = {"Authorization": aiohttp.encode_basic_auth(CLIENT_ID, CLIENT_SECRET)}
-            form = {"grant_type": "client_credentials"}
-            async with (
-                aiohttp.ClientSession() as http,
-                http.post(url + "/webapi/oauth2/token", headers=auth, data=form) as r,
-            ):
-                assert r.status == 200
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await asyncio.wait_for(task, STEP_TIMEOUT_S)
+    async with serving(serve, "127.0.0.1", 0, {CLIENT_ID: CLIENT_SECRET}) as lines:
+        url = lines[0].rsplit(" ", 1)[-1]
+        auth = {"Authorization": aiohttp.encode_basic_auth(CLIENT_ID, CLIENT_SECRET)}
+        form = {"grant_type": "client_credentials"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(url + "/webapi/oauth2/token", headers=auth, data=form) as r,
+        ):
+            assert r.status == 200
     assert any("/webapi/v3/jobs/{jobId}" in line for line in lines)
     assert any(CLIENT_ID in line for line in lines)
     assert all(CLIENT_SECRET not in line for line in lines)
@@ -179,29 +103,19 @@ async def test_serve_announces_its_url_without_secrets_and_runs_until_cancelled(
 @pytest.mark.e2e
 async def test_cli_runs_the_alteryx_sandbox_with_the_given_client() -> None:
     args = ["--port", "0", "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET]
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "sandbox", "alteryx", *args,
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        async with asyncio.timeout(STEP_TIMEOUT_S * 2):
-            assert process.stdout is not None
-            first = (await process.stdout.readline()).decode()
-            assert first.startswith("Alteryx Server sandbox listening on http://127.0.0.1:")
-            url = first.split()[-1]
-            auth = {"Authorization": aiohttp.encode_basic_auth(CLIENT_ID, CLIENT_SECRET)}
-            async with (
-                aiohttp.ClientSession() as http,
-                http.post(
-                    url + "/webapi/oauth2/token",
-                    headers=auth,
-                    data={"grant_type": "client_credentials"},
-                ) as r,
-            ):
-                assert r.status == 200
-    finally:
-        process.terminate()
-        await asyncio.wait_for(process.wait(), STEP_TIMEOUT_S)
+    async with sandbox_process("alteryx", *args) as first:
+        assert first.startswith("Alteryx Server sandbox listening on http://127.0.0.1:")
+        url = first.split()[-1]
+        auth = {"Authorization": aiohttp.encode_basic_auth(CLIENT_ID, CLIENT_SECRET)}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                url + "/webapi/oauth2/token",
+                headers=auth,
+                data={"grant_type": "client_credentials"},
+            ) as r,
+        ):
+            assert r.status == 200
 
 
 # --- OAuth2 token endpoint -----------------------------------------------------------------

@@ -9,28 +9,27 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
 
-from gateway.sandbox.pixxel import (
-    PixxelSandbox,
-    PixxelSandboxSettings,
-    create_app,
-    serve,
+from gateway.sandbox.pixxel import PixxelSandbox, PixxelSandboxSettings, create_app, serve
+from tests.integration.sandbox_harness import (
+    T0,
+    FakeClock,
+    Reply,
+    SandboxClient,
+    sandbox_process,
+    served,
+    serving,
 )
-from gateway.sandbox.server import SandboxServer
 
 API_KEY = "pixxel-api-key-0123"
 OTHER_KEY = "pixxel-api-key-4567"
 AUTH = {"Authorization": API_KEY}
 WORKFLOW = "wf-7f1c"
-T0 = 1_700_000_000.0
-STEP_TIMEOUT_S = 10.0
 # The fields of seed 004's response, job and task.
 JOB_FIELDS = {
     "created_by", "status", "time_taken", "id", "tasks", "val_errors", "spec", "cost",
@@ -45,46 +44,7 @@ TASK_FIELDS = {
 }  # fmt: skip
 
 
-class FakeClock:
-    """The sandbox's clock; tests move it instead of sleeping."""
-
-    def __init__(self, start: float = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@dataclass
-class Reply:
-    status: int
-    body: Any
-
-
-@dataclass
-class Harness:
-    sandbox: PixxelSandbox
-    url: str
-    http: aiohttp.ClientSession
-    clock: FakeClock
-
-    async def call(
-        self, method: str, path: str, *, headers: dict[str, str] | None = None, **kwargs: Any
-    ) -> Reply:
-        async with self.http.request(
-            method, self.url + path, headers=headers or {}, **kwargs
-        ) as response:
-            raw = await response.read()
-            return Reply(response.status, json.loads(raw) if raw else None)
-
-    async def control(self, method: str, path: str, body: Any = None) -> Any:
-        reply = await self.call(method, "/_sandbox" + path, json=body)
-        assert reply.status < 300, (reply.status, reply.body)
-        return reply.body
-
+class Harness(SandboxClient):
     async def new_job(self, **script: Any) -> str:
         created: dict[str, Any] = await self.control(
             "POST", "/jobs", {"workflow_id": WORKFLOW} | script
@@ -104,29 +64,14 @@ class Harness:
         job: dict[str, Any] = reply.body
         return job
 
-    async def faults(self, **plan: Any) -> None:
-        await self.control("PUT", "/faults", plan)
-
-    async def requests_log(self) -> list[dict[str, Any]]:
-        entries: list[dict[str, Any]] = await self.control("GET", "/requests")
-        return entries
-
 
 @pytest.fixture
 async def harness() -> AsyncIterator[Harness]:
     clock = FakeClock()
     settings = PixxelSandboxSettings(api_keys=[API_KEY, OTHER_KEY], created_by="user-9")
     sandbox = PixxelSandbox(settings, clock=clock)
-    server = SandboxServer(create_app(sandbox))
-    async with asyncio.timeout(STEP_TIMEOUT_S):
-        await server.start()
-    try:
-        timeout = aiohttp.ClientTimeout(total=STEP_TIMEOUT_S)
-        async with aiohttp.ClientSession(timeout=timeout) as http:
-            yield Harness(sandbox, server.url, http, clock)
-    finally:
-        async with asyncio.timeout(STEP_TIMEOUT_S):
-            await server.stop()
+    async with served(create_app(sandbox)) as (url, http):
+        yield Harness(url, http, clock)
 
 
 def by_name(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -137,54 +82,30 @@ def by_name(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 async def test_serve_announces_its_url_without_keys_and_runs_until_cancelled() -> None:
-    lines: list[str] = []
-    announced = asyncio.Event()
-
-    def announce(line: str) -> None:
-        lines.append(line)
-        announced.set()
-
-    task = asyncio.create_task(serve("127.0.0.1", 0, [API_KEY], announce=announce))
-    try:
-        async with asyncio.timeout(STEP_TIMEOUT_S):
-            await announced.wait()
-            url = lines[0].rsplit(" ", 1)[-1]
-            async with (
-                aiohttp.ClientSession() as http,
-                http.get(url + "/v0/workflows/w/jobs/j", headers=AUTH) as r,
-            ):
-                assert r.status == 404
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await asyncio.wait_for(task, STEP_TIMEOUT_S)
+    async with serving(serve, "127.0.0.1", 0, [API_KEY]) as lines:
+        url = lines[0].rsplit(" ", 1)[-1]
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(url + "/v0/workflows/w/jobs/j", headers=AUTH) as r,
+        ):
+            assert r.status == 404
     assert any("/v0/workflows/{workflow_id}/jobs/{job_id}" in line for line in lines)
     assert all(API_KEY not in line for line in lines)
 
 
 @pytest.mark.e2e
 async def test_cli_runs_the_pixxel_sandbox_with_the_given_key() -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "sandbox", "pixxel", "--port", "0", "--api-key", API_KEY,
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        async with asyncio.timeout(STEP_TIMEOUT_S * 2):
-            assert process.stdout is not None
-            first = (await process.stdout.readline()).decode()
-            assert first.startswith("Pixxel sandbox listening on http://127.0.0.1:")
-            url = first.split()[-1]
-            async with aiohttp.ClientSession() as http:
-                async with http.post(url + "/_sandbox/jobs", json={"workflow_id": "w"}) as r:
-                    job_id = (await r.json())["job_id"]
-                path = f"/v0/workflows/w/jobs/{job_id}"
-                async with http.get(url + path, headers=AUTH) as r:
-                    assert r.status == 200
-                async with http.get(url + path, headers={"Authorization": "other"}) as r:
-                    assert r.status == 401
-    finally:
-        process.terminate()
-        await asyncio.wait_for(process.wait(), STEP_TIMEOUT_S)
+    async with sandbox_process("pixxel", "--port", "0", "--api-key", API_KEY) as first:
+        assert first.startswith("Pixxel sandbox listening on http://127.0.0.1:")
+        url = first.split()[-1]
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url + "/_sandbox/jobs", json={"workflow_id": "w"}) as r:
+                job_id = (await r.json())["job_id"]
+            path = f"/v0/workflows/w/jobs/{job_id}"
+            async with http.get(url + path, headers=AUTH) as r:
+                assert r.status == 200
+            async with http.get(url + path, headers={"Authorization": "other"}) as r:
+                assert r.status == 401
 
 
 # --- auth ----------------------------------------------------------------------------------

@@ -12,20 +12,22 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
-from multidict import CIMultiDictProxy
 from yarl import URL
 
 from gateway.sandbox.server import SandboxServer
-from gateway.sandbox.workato import (
-    WorkatoSandbox,
-    WorkatoSandboxSettings,
-    create_app,
-    serve,
+from gateway.sandbox.workato import WorkatoSandbox, WorkatoSandboxSettings, create_app, serve
+from tests.integration.sandbox_harness import (
+    STEP_TIMEOUT_S,
+    T0,
+    FakeClock,
+    Reply,
+    SandboxClient,
+    served,
+    serving,
 )
 
 TOKEN = "sandbox-api-token-1"
@@ -34,39 +36,11 @@ LEGACY_EMAIL = "ops@example.com"
 LEGACY_TOKEN = "legacy-user-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LEGACY_AUTH = {"x-user-email": LEGACY_EMAIL, "x-user-token": LEGACY_TOKEN}
-T0 = 1_700_000_000.0
-STEP_TIMEOUT_S = 10.0
 JOB_ID = re.compile(r"^j-[A-Za-z0-9]{8}-[A-Za-z0-9]{6}$")
 JOB_IDS_INVALID = "param is missing or the value is empty or invalid: job_ids"
 
 
-class FakeClock:
-    """The sandbox's clock; tests move it instead of sleeping."""
-
-    def __init__(self, start: float = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@dataclass
-class Reply:
-    status: int
-    body: Any
-    headers: CIMultiDictProxy[str]
-
-
-@dataclass
-class Harness:
-    sandbox: WorkatoSandbox
-    url: str
-    http: aiohttp.ClientSession
-    clock: FakeClock
-
+class Harness(SandboxClient):
     async def call(
         self,
         method: str,
@@ -86,18 +60,9 @@ class Harness:
             body = json.loads(raw) if raw else None
             return Reply(response.status, body, response.headers)
 
-    async def control(self, method: str, path: str, body: Any = None) -> Any:
-        reply = await self.call(method, "/_sandbox" + path, headers={}, json=body)
-        assert reply.status < 300, (reply.status, reply.body)
-        return reply.body
-
     async def new_job(self, **fields: Any) -> dict[str, Any]:
         created: dict[str, Any] = await self.control("POST", "/jobs", fields)
         return created
-
-    async def job_state(self, job_id: str) -> dict[str, Any]:
-        state: dict[str, Any] = await self.control("GET", f"/jobs/{job_id}")
-        return state
 
     async def resume(self, token: str, data: Any = None, **kwargs: Any) -> Reply:
         body = {"token": token} if data is None else {"token": token, "data": data}
@@ -106,17 +71,10 @@ class Harness:
     async def settings(self, **changes: Any) -> None:
         await self.control("PUT", "/settings", changes)
 
-    async def faults(self, **plan: Any) -> None:
-        await self.control("PUT", "/faults", plan)
-
     async def repeat(self, recipe_id: int, body: Any, **kwargs: Any) -> Reply:
         """repeat_jobs one second after the previous call, so its 1/s limit never interferes."""
         self.clock.advance(1.0)
         return await self.call("POST", f"/api/recipes/{recipe_id}/repeat_jobs", json=body, **kwargs)
-
-    async def requests_log(self) -> list[dict[str, Any]]:
-        entries: list[dict[str, Any]] = await self.control("GET", "/requests")
-        return entries
 
 
 @pytest.fixture
@@ -128,16 +86,8 @@ async def harness() -> AsyncIterator[Harness]:
         rate_limit_per_minute=10_000,  # tests of the limit lower it through the control API
     )
     sandbox = WorkatoSandbox(settings, clock=clock)
-    server = SandboxServer(create_app(sandbox))
-    async with asyncio.timeout(STEP_TIMEOUT_S):
-        await server.start()
-    try:
-        timeout = aiohttp.ClientTimeout(total=STEP_TIMEOUT_S)
-        async with aiohttp.ClientSession(timeout=timeout) as http:
-            yield Harness(sandbox, server.url, http, clock)
-    finally:
-        async with asyncio.timeout(STEP_TIMEOUT_S):
-            await server.stop()
+    async with served(create_app(sandbox)) as (url, http):
+        yield Harness(url, http, clock)
 
 
 async def wait_for_status(harness: Harness, job_id: str, status: str) -> dict[str, Any]:
@@ -173,27 +123,13 @@ async def test_server_reports_the_real_port_and_stops_idempotently() -> None:
 
 
 async def test_serve_announces_its_url_and_runs_until_cancelled() -> None:
-    lines: list[str] = []
-    announced = asyncio.Event()
-
-    def announce(line: str) -> None:
-        lines.append(line)
-        announced.set()
-
-    task = asyncio.create_task(serve("127.0.0.1", 0, [TOKEN], announce=announce))
-    try:
-        async with asyncio.timeout(STEP_TIMEOUT_S):
-            await announced.wait()
-            url = lines[0].rsplit(" ", 1)[-1]
-            async with (
-                aiohttp.ClientSession() as http,
-                http.get(url + "/api/recipes/1/jobs", headers=AUTH) as r,
-            ):
-                assert r.status == 200
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await asyncio.wait_for(task, STEP_TIMEOUT_S)
+    async with serving(serve, "127.0.0.1", 0, [TOKEN]) as lines:
+        url = lines[0].rsplit(" ", 1)[-1]
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(url + "/api/recipes/1/jobs", headers=AUTH) as r,
+        ):
+            assert r.status == 200
     assert any("/_sandbox/faults" in line for line in lines)
     assert all(TOKEN not in line for line in lines)
 

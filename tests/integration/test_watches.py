@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from gateway.config.settings import Settings
 from gateway.sandbox.alteryx import AlteryxSandbox, AlteryxSandboxSettings
 from gateway.sandbox.alteryx import JobScript as AlteryxScript
 from gateway.sandbox.alteryx import create_app as alteryx_app
@@ -42,7 +43,9 @@ async def urls(alteryx: AlteryxSandbox, pixxel: PixxelSandbox) -> AsyncIterator[
         yield {"alteryx": a.url, "pixxel": p.url}
 
 
-def watch_settings(make_settings: SettingsFactory, urls: dict[str, str]) -> Any:
+@pytest.fixture
+def settings(make_settings: SettingsFactory, urls: dict[str, str]) -> Settings:
+    """The gateway's settings: one connection to each sandbox, polling fast."""
     return make_settings(
         {
             "polling": {"tick_s": 0.05, "lease_s": 1.0},
@@ -81,6 +84,26 @@ async def eventually(check: Any, timeout_s: float = 10.0) -> Any:
     raise AssertionError(f"not reached within {timeout_s}s")
 
 
+@pytest.fixture
+async def gw(settings: Settings, start_gateway: Start) -> RunningGateway:
+    """The gateway, started after the sandboxes and so stopped before them."""
+    started: RunningGateway = await start_gateway(settings)
+    return started
+
+
+def alteryx_watch(job_id: str, **extra: Any) -> dict[str, Any]:
+    return {"kind": "alteryx", "connection": "ayx", "job_id": job_id, **extra}
+
+
+def pixxel_watch(workflow_id: str, job_id: str) -> dict[str, Any]:
+    return {"kind": "pixxel", "connection": "px", "workflow_id": workflow_id, "job_id": job_id}
+
+
+async def watch_of(gw: RunningGateway, key: str = "k") -> Any:
+    """The wait's ``watch`` as the API shows it."""
+    return (await gw.get(f"/v1/waits/{key}"))[1]["watch"]
+
+
 async def register(
     gw: RunningGateway, workato: WorkatoSandbox, key: str, watch: dict[str, Any], **extra: Any
 ) -> Any:
@@ -93,17 +116,10 @@ async def register(
 
 
 async def test_alteryx_job_is_polled_to_completion_and_resumes_once(
-    make_settings: SettingsFactory,
-    start_gateway: Start,
-    workato: WorkatoSandbox,
-    alteryx: AlteryxSandbox,
-    urls: dict[str, str],
+    gw: RunningGateway, workato: WorkatoSandbox, alteryx: AlteryxSandbox
 ) -> None:
-    gw = await start_gateway(watch_settings(make_settings, urls))
     ayx = alteryx.create_job(AlteryxScript(queued_s=0.1, running_s=0.3))
-    job = await register(
-        gw, workato, "k", {"kind": "alteryx", "connection": "ayx", "job_id": ayx.id}
-    )
+    job = await register(gw, workato, "k", alteryx_watch(ayx.id))
     await eventually(lambda: job.resume.count == 1)
     assert job.resume.data is not None
     assert job.resume.data["status"] == "succeeded"
@@ -119,19 +135,12 @@ async def test_alteryx_job_is_polled_to_completion_and_resumes_once(
 
 
 async def test_alteryx_spelling_variant_and_error_disposition_fail_the_job(
-    make_settings: SettingsFactory,
-    start_gateway: Start,
-    workato: WorkatoSandbox,
-    alteryx: AlteryxSandbox,
-    urls: dict[str, str],
+    gw: RunningGateway, workato: WorkatoSandbox, alteryx: AlteryxSandbox
 ) -> None:
-    gw = await start_gateway(watch_settings(make_settings, urls))
     ayx = alteryx.create_job(
         AlteryxScript(queued_s=0, running_s=0.1, disposition="Error", status_spelling="Completed")
     )
-    job = await register(
-        gw, workato, "k", {"kind": "alteryx", "connection": "ayx", "job_id": ayx.id}
-    )
+    job = await register(gw, workato, "k", alteryx_watch(ayx.id))
     await eventually(lambda: job.resume.count == 1)
     assert job.resume.data is not None
     assert (job.resume.data["status"], job.resume.data["payload"]["status"]) == (
@@ -141,17 +150,10 @@ async def test_alteryx_spelling_variant_and_error_disposition_fail_the_job(
 
 
 async def test_alteryx_revoked_token_is_refreshed(
-    make_settings: SettingsFactory,
-    start_gateway: Start,
-    workato: WorkatoSandbox,
-    alteryx: AlteryxSandbox,
-    urls: dict[str, str],
+    gw: RunningGateway, workato: WorkatoSandbox, alteryx: AlteryxSandbox, urls: dict[str, str]
 ) -> None:
-    gw = await start_gateway(watch_settings(make_settings, urls))
     ayx = alteryx.create_job(AlteryxScript(queued_s=0.2, running_s=0.6))
-    job = await register(
-        gw, workato, "k", {"kind": "alteryx", "connection": "ayx", "job_id": ayx.id}
-    )
+    job = await register(gw, workato, "k", alteryx_watch(ayx.id))
     await eventually(lambda: alteryx.job(ayx.id) is not None and alteryx.job(ayx.id).poll_count)
     async with gw.http.delete(urls["alteryx"] + "/_sandbox/tokens") as resp:
         assert resp.status < 300
@@ -163,13 +165,8 @@ async def test_alteryx_revoked_token_is_refreshed(
 
 
 async def test_pixxel_progress_is_visible_and_failed_tasks_reach_the_action(
-    make_settings: SettingsFactory,
-    start_gateway: Start,
-    workato: WorkatoSandbox,
-    pixxel: PixxelSandbox,
-    urls: dict[str, str],
+    gw: RunningGateway, workato: WorkatoSandbox, pixxel: PixxelSandbox
 ) -> None:
-    gw = await start_gateway(watch_settings(make_settings, urls))
     px = pixxel.create_job(
         PixxelScript(
             workflow_id="wf-1",
@@ -179,15 +176,10 @@ async def test_pixxel_progress_is_visible_and_failed_tasks_reach_the_action(
             failing_tasks=[{"name": "classify", "err_msg": "cloud cover", "failure_type": "data"}],
         )
     )
-    job = await register(
-        gw,
-        workato,
-        "k",
-        {"kind": "pixxel", "connection": "px", "workflow_id": "wf-1", "job_id": px.id},
-    )
+    job = await register(gw, workato, "k", pixxel_watch("wf-1", px.id))
 
     async def progressing() -> bool:
-        watch = (await gw.get("/v1/waits/k"))[1]["watch"]
+        watch = await watch_of(gw)
         return bool(
             watch and watch["job_status"] == "running" and watch["progress"] not in (None, "0")
         )
@@ -204,35 +196,23 @@ async def test_pixxel_progress_is_visible_and_failed_tasks_reach_the_action(
 
 
 async def test_poll_failures_back_off_and_recover(
-    make_settings: SettingsFactory,
-    start_gateway: Start,
-    workato: WorkatoSandbox,
-    pixxel: PixxelSandbox,
-    urls: dict[str, str],
+    settings: Settings, start_gateway: Start, workato: WorkatoSandbox, pixxel: PixxelSandbox
 ) -> None:
     pixxel.faults.set_plan(FaultPlan(scripted=[ScriptedFault(kind="status", status=503, count=3)]))
-    gw = await start_gateway(watch_settings(make_settings, urls))
+    gw = await start_gateway(settings)
     px = pixxel.create_job(PixxelScript(workflow_id="wf", queued_s=0, running_s=0.1))
 
     async def failing() -> bool:
-        watch = (await gw.get("/v1/waits/k"))[1]["watch"]
+        watch = await watch_of(gw)
         return bool(watch and watch["last_error"])
 
-    job = await register(
-        gw,
-        workato,
-        "k",
-        {"kind": "pixxel", "connection": "px", "workflow_id": "wf", "job_id": px.id},
-    )
+    job = await register(gw, workato, "k", pixxel_watch("wf", px.id))
     await eventually(failing)
     await eventually(lambda: job.resume.count == 1)
     assert [r.status for r in pixxel.requests.entries()][:3] == [503, 503, 503]
 
 
-async def test_watch_on_unknown_connection_is_refused(
-    make_settings: SettingsFactory, start_gateway: Start, urls: dict[str, str]
-) -> None:
-    gw = await start_gateway(watch_settings(make_settings, urls))
+async def test_watch_on_unknown_connection_is_refused(gw: RunningGateway) -> None:
     status, problem = await gw.post(
         "/v1/waits",
         {
@@ -254,26 +234,16 @@ async def test_watch_on_unknown_connection_is_refused(
 
 
 async def test_cancelling_the_wait_stops_polling_and_cancels_the_alteryx_job(
-    make_settings: SettingsFactory,
-    start_gateway: Start,
-    workato: WorkatoSandbox,
-    alteryx: AlteryxSandbox,
-    urls: dict[str, str],
+    gw: RunningGateway, workato: WorkatoSandbox, alteryx: AlteryxSandbox
 ) -> None:
-    gw = await start_gateway(watch_settings(make_settings, urls))
     ayx = alteryx.create_job(AlteryxScript(queued_s=0.1, running_s=30))
-    await register(
-        gw,
-        workato,
-        "k",
-        {"kind": "alteryx", "connection": "ayx", "job_id": ayx.id, "cancel_on_close": True},
-    )
+    await register(gw, workato, "k", alteryx_watch(ayx.id, cancel_on_close=True))
     await eventually(lambda: alteryx.job(ayx.id).poll_count >= 1)  # type: ignore[union-attr]
     status, _ = await gw.delete("/v1/waits/k")
     assert status == 200
 
     async def stopped() -> bool:
-        return bool((await gw.get("/v1/waits/k"))[1]["watch"]["state"] == "stopped")
+        return bool((await watch_of(gw))["state"] == "stopped")
 
     await eventually(stopped)
     cancelled = alteryx.job(ayx.id)
@@ -285,18 +255,11 @@ async def test_cancelling_the_wait_stops_polling_and_cancels_the_alteryx_job(
 
 
 async def test_a_restart_in_the_middle_of_a_watch_resumes_it(
-    make_settings: SettingsFactory,
-    start_gateway: Start,
-    workato: WorkatoSandbox,
-    alteryx: AlteryxSandbox,
-    urls: dict[str, str],
+    settings: Settings, start_gateway: Start, workato: WorkatoSandbox, alteryx: AlteryxSandbox
 ) -> None:
-    settings = watch_settings(make_settings, urls)
     first = await start_gateway(settings)
     ayx = alteryx.create_job(AlteryxScript(queued_s=0.2, running_s=2.0))
-    job = await register(
-        first, workato, "k", {"kind": "alteryx", "connection": "ayx", "job_id": ayx.id}
-    )
+    job = await register(first, workato, "k", alteryx_watch(ayx.id))
     await eventually(lambda: alteryx.job(ayx.id).poll_count >= 1)  # type: ignore[union-attr]
     await first.gateway.stop()
     assert job.resume.count == 0
