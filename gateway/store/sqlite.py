@@ -678,11 +678,25 @@ class SQLiteStore:
         await self._write(lambda conn: self._run(conn, "stop_watch", id=claim.id, now=now))
 
     async def counts(self) -> dict[str, dict[str, int]]:
-        rows = await self._read(lambda conn: self._run(conn, "count_states").fetchall())
+        """Counting scans whole tables: it runs in a thread, on a connection of its own, so a
+        large database never stalls the event loop (SQLite releases the GIL while it scans)."""
+        if self._reader is None:
+            raise StoreError("the store is not open")
+        try:
+            rows = await asyncio.to_thread(self._count_states)
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite: {exc}") from exc
         counts: dict[str, dict[str, int]] = {}
         for kind, state, n in rows:
             counts.setdefault(kind, {})[state] = n
         return counts
+
+    def _count_states(self) -> list[tuple[str, str, int]]:
+        conn = sqlite3.connect(f"{Path(self._path).resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return conn.execute(self._q["count_states"]).fetchall()
+        finally:
+            conn.close()
 
 
 def _event_row(row: EventRow) -> tuple[Any, ...]:
