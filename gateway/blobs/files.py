@@ -59,9 +59,11 @@ class FileBlobStore:
         temp = self._temp_path()
         try:
             await asyncio.to_thread(temp.write_bytes, data)
+            await self.put_file(temp, meta)
         except OSError as exc:
             raise BlobError(f"cannot store blob {meta.sha256}: {exc.strerror}") from exc
-        await self.put_file(temp, meta)
+        finally:  # consumed when stored; a failure must not leave it behind
+            await asyncio.to_thread(temp.unlink, missing_ok=True)
         return meta
 
     async def stat(self, sha256: str) -> BlobMeta | None:
@@ -116,7 +118,7 @@ class FileBlobStore:
         except FileNotFoundError:
             return None
         try:
-            content_type = _type_path(data).read_text()
+            content_type = _type_path(data).read_text(encoding="utf-8")
         except FileNotFoundError:  # deleted between the two reads
             content_type = DEFAULT_CONTENT_TYPE
         return BlobMeta(sha256, size, content_type)
@@ -125,8 +127,11 @@ class FileBlobStore:
         final = self._data_path(meta.sha256)
         final.parent.mkdir(exist_ok=True)
         type_temp = self._temp_path()
-        type_temp.write_text(meta.content_type)
-        os.replace(type_temp, _type_path(final))
+        try:
+            type_temp.write_text(meta.content_type, encoding="utf-8")
+            os.replace(type_temp, _type_path(final))
+        finally:
+            type_temp.unlink(missing_ok=True)
         _fsync(source)
         try:
             os.replace(source, final)
