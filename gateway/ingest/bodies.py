@@ -23,7 +23,7 @@ from gateway.blobs.base import BlobError, BlobMeta, BlobStore
 from gateway.blobs.pins import Pins
 from gateway.config.settings import IngestSettings
 from gateway.errors import PayloadTooLarge, Unavailable, UnsupportedMediaType
-from gateway.ingest import streamjson
+from gateway.ingest import jsoncheck, streamjson
 from gateway.ingest.rawjson import parse_document, parse_object
 from gateway.ingest.service import Ingest
 from gateway.ingest.spool import Body, receive
@@ -115,7 +115,7 @@ class Bodies:
                 parse_document(body.memory)  # 422 unless it is JSON
                 data = body.memory.strip(b" \t\r\n")
                 return await self._ingest.accept(tenant, source, event, data)
-            await asyncio.to_thread(streamjson.validate, body)
+            await asyncio.to_thread(jsoncheck.validate, body)
             span = await asyncio.to_thread(streamjson.span_at, body, ())
             return await self.accept_data(tenant, source, event, body, span)
         meta = BlobMeta(body.sha256, body.size, content_type)
@@ -156,7 +156,7 @@ def _storage() -> Iterator[None]:
 
 
 def _scan_document(body: Body) -> tuple[dict[str, object], Data]:
-    streamjson.validate(body)
+    jsoncheck.validate(body)
     spans = streamjson.member_spans(body)
     fields = {
         name: streamjson.load_small(body, span, field=name)

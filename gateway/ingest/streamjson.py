@@ -3,7 +3,7 @@
 A spooled body (invariant 8) is never read whole. A scanner walks it a chunk at a time and
 keeps only a nesting depth and whether it is inside a string, so one 200 MB string costs a
 chunk of memory. Spans are byte offsets into the body; what they name is copied byte-exact
-(invariant 7). The scanner finds without checking; ``validate`` checks, with ijson.
+(invariant 7). The scanner finds without checking; ``jsoncheck.validate`` checks, with ijson.
 
 Speed comes from doing the per-byte work in C. Near the place a value may end, compiled
 patterns scan byte-exact. Across the rest, escape pairs are blanked out (then every '"' left
@@ -14,8 +14,6 @@ it does is halved until the closing bracket is in reach of the exact scan.
 
 from __future__ import annotations
 
-import codecs
-import collections
 import hashlib
 import json
 import os
@@ -25,8 +23,6 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
-import ijson
-
 from gateway.errors import InvalidInput
 from gateway.ingest.rawjson import parse_document
 from gateway.ingest.spool import CHUNK_BYTES, Body
@@ -35,11 +31,11 @@ from gateway.jsonpointer import array_index
 Span = tuple[int, int]
 SMALL_BYTES = 64 * 1024  # the longest member name the walk decodes
 
-_QUOTE, _BACKSLASH = 0x22, 0x5C
+QUOTE, _BACKSLASH = 0x22, 0x5C
 _OPEN_BRACE, _CLOSE_BRACE, _OPEN_BRACKET, _CLOSE_BRACKET = 0x7B, 0x7D, 0x5B, 0x5D
 _OPENERS = (_OPEN_BRACE, _OPEN_BRACKET)
 _SCALAR_FIRST = frozenset(b"-0123456789tfn")
-_SCALAR_BYTES = b"-+.0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+SCALAR_BYTES = b"-+.0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _NOT_MARKS = bytes(sorted(set(range(256)) - set(b'"{}[]')))
 _PARENS = bytes.maketrans(b"{[}]", b"(())")
 _STEPS = bytes.maketrans(b"()", b"\x01\xff")
@@ -49,7 +45,7 @@ _scanstring: Any = json.decoder.scanstring  # type: ignore[attr-defined]  # C-ac
 _Match = Callable[[bytes, int, int], "re.Match[bytes]"]
 
 
-def _matcher(pattern: bytes) -> _Match:
+def matcher(pattern: bytes) -> _Match:
     """``match`` of a pattern that matches the empty string, so it never returns None."""
     return cast(_Match, re.compile(pattern, re.S).match)
 
@@ -60,16 +56,13 @@ def _nested(level: bytes) -> bytes:
 
 _STRING = rb'"(?:[^"\\]++|\\.)*+"'
 _ATOM = rb'[^"{}\[\]]++|' + _STRING
-_WS = _matcher(rb"[ \t\n\r]*")
-_SCALAR = _matcher(rb"[-+.0-9A-Za-z]*")
+_WS = matcher(rb"[ \t\n\r]*")
+_SCALAR = matcher(rb"[-+.0-9A-Za-z]*")
 # String content: stops at the closing '"', at a '\' that ends the stretch, or at its end.
-_STRING_BODY = _matcher(rb'(?:[^"\\]++|\\.)*+')
+_STRING_BODY = matcher(rb'(?:[^"\\]++|\\.)*+')
 # What leaves the depth unchanged: text, whole strings, containers nested up to 2 levels.
-_RUN = _matcher(b"(?:" + _ATOM + b"|" + _nested(_ATOM + b"|" + _nested(_ATOM)) + b")*+")
-_STRICT_STRING_BODY = _matcher(rb'(?:[^"\\\x00-\x1f]++|\\["\\/bfnrt]|\\u[0-9A-Fa-f]{4})*+')
-_PARTIAL_ESCAPE = re.compile(rb"\\(?:u[0-9A-Fa-f]{0,3})?\Z").match
-_QUOTED = re.compile(rb'"[^"]*"')
-_LOW_SURROGATE = re.compile(rb"\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+_RUN = matcher(b"(?:" + _ATOM + b"|" + _nested(_ATOM + b"|" + _nested(_ATOM)) + b")*+")
+QUOTED = re.compile(rb'"[^"]*"')
 
 
 def span_at(body: Body, tokens: Sequence[str], *, chunk_size: int = CHUNK_BYTES) -> Span | None:
@@ -130,17 +123,6 @@ def copy_span(
         dst.unlink(missing_ok=True)
         raise
     return digest.hexdigest(), size
-
-
-def validate(
-    body: Body, start: int = 0, end: int | None = None, *, chunk_size: int = CHUNK_BYTES
-) -> None:
-    """Check that ``[start, end)`` is exactly one JSON value that ``rawjson`` would accept
-    (UTF-8, no NaN or Infinity), a chunk at a time; InvalidInput says what is wrong."""
-    checker = _Checker()
-    for chunk in body.chunks(start, end, chunk_size):
-        checker.feed(chunk)
-    checker.close()
 
 
 def _child_start(cursor: _Cursor, token: str) -> int | None:
@@ -207,7 +189,7 @@ class _Cursor:
             self.pos += 1
             return
         while True:
-            if self.peek() != _QUOTE:
+            if self.peek() != QUOTE:
                 raise self.invalid("expected a member name")
             self.pos += 1
             name = self.string_rest(SMALL_BYTES)
@@ -232,7 +214,7 @@ class _Cursor:
     def skip_value(self) -> int:
         """Move past the value that starts here (after whitespace); its end offset."""
         byte = self.peek()
-        if byte == _QUOTE:
+        if byte == QUOTE:
             self.pos += 1
             self.string_rest()
         elif byte in _OPENERS:
@@ -294,11 +276,11 @@ def _string_end(buf: bytes, pos: int, window: int) -> tuple[int, bool]:
     stretches of doubling length are searched in bulk."""
     n, size = len(buf), window
     end = _STRING_BODY(buf, pos, min(n, pos + window)).end()
-    while end < n and buf[end] != _QUOTE:
+    while end < n and buf[end] != QUOTE:
         if end == n - 1 and buf[end] == _BACKSLASH:
             return n, True
         size *= 2
-        stretch = _blank_escapes(buf[end : end + size])
+        stretch = blank_escapes(buf[end : end + size])
         found = stretch.find(b'"')
         if found >= 0:
             return end + found, False
@@ -343,7 +325,7 @@ def _scan(buf: bytes, pos: int, end: int, state: _Depth) -> tuple[int, _Depth]:
     while pos < end:
         if in_string:
             pos = _STRING_BODY(buf, pos + escaped, end).end()
-            in_string = pos == end or buf[pos] != _QUOTE
+            in_string = pos == end or buf[pos] != QUOTE
             escaped = in_string and pos < end  # stopped at a '\' that ends the stretch
             pos = pos + 1 if pos < end else end
             continue
@@ -361,7 +343,7 @@ def _brackets(buf: bytes, pos: int, end: int, depth: int) -> tuple[int, int]:
     run = _RUN
     while True:
         pos = run(buf, pos, end).end()
-        if pos == end or buf[pos] == _QUOTE:
+        if pos == end or buf[pos] == QUOTE:
             return pos, depth
         depth += 1 if buf[pos] in _OPENERS else -1
         pos += 1
@@ -374,7 +356,7 @@ def _count(stretch: bytes, state: _Depth) -> _Depth | None:
     depth, in_string, escaped = state
     if escaped:
         stretch = stretch[1:]
-    stretch = _blank_escapes(stretch)
+    stretch = blank_escapes(stretch)
     escaped = stretch.endswith(b"\\")
     marks = stretch.translate(None, _NOT_MARKS)  # quotes and brackets
     if in_string:
@@ -384,7 +366,7 @@ def _count(stretch: bytes, state: _Depth) -> _Depth | None:
         marks += b'"'
     marks = marks.replace(b'""', b"")  # strings without brackets in them
     if b'"' in marks:
-        marks = _QUOTED.sub(b"", marks)
+        marks = QUOTED.sub(b"", marks)
     depth_after = _balance(marks, depth)
     return None if depth_after is None else _Depth(depth_after, in_string, escaped)
 
@@ -408,7 +390,7 @@ def _balance(brackets: bytes, depth: int) -> int | None:
     return None if closers >= depth else depth + len(parens) - 2 * closers
 
 
-def _blank_escapes(stretch: bytes) -> bytes:
+def blank_escapes(stretch: bytes) -> bytes:
     """``stretch`` with every escape pair in its strings blanked, so that each '"' left opens
     or closes a string. Positions do not move. It must not start inside an escape pair."""
     if b"\\" not in stretch:
@@ -425,111 +407,3 @@ def _decode_string(raw: bytes) -> str:
     except ValueError as exc:
         raise InvalidInput(f"the body is not JSON: a member name: {exc}") from None
     return name  # type: ignore[no-any-return]
-
-
-class _Checker:
-    """Feeds ijson a body a chunk at a time. A string that a chunk does not finish is checked
-    here and fed as ``""``: yajl would buffer it whole, and it may be most of the body."""
-
-    def __init__(self) -> None:
-        self._parser = ijson.basic_parse_coro(_Discard(maxlen=0))  # 1e999 is valid, as in json
-        self._utf8 = codecs.getincrementaldecoder("utf-8")()
-        self._in_string = False
-        self._carry = b""  # an escape sequence the last chunk cut short
-        self._scalar = 0  # the length of the number or literal the last chunk ended in
-
-    def feed(self, chunk: bytes) -> None:
-        try:
-            self._utf8.decode(chunk)
-        except UnicodeDecodeError:
-            raise InvalidInput("the body is not UTF-8") from None
-        data, pos = chunk, 0
-        if self._in_string:
-            data = self._carry + chunk
-            pos = self._string_end(data, 0)
-            if pos < 0:
-                return
-            self._send(b'"')
-        self._outside(data, pos)
-
-    def close(self) -> None:
-        try:
-            self._utf8.decode(b"", final=True)
-        except UnicodeDecodeError:
-            raise InvalidInput("the body is not UTF-8") from None
-        if self._in_string:
-            raise InvalidInput("the body is not JSON: unterminated string")
-        self._call(self._parser.close)
-
-    def _outside(self, data: bytes, pos: int) -> None:
-        rest = data[pos:]
-        blanked = _blank_escapes(rest)
-        rest = _mask_low_surrogates(rest, blanked)
-        if blanked.count(b'"') % 2 == 0:  # every string it opens, it finishes
-            self._send(rest)
-            self._track_scalar(rest)
-            return
-        opener = blanked.rfind(b'"')
-        self._send(rest[: opener + 1])
-        self._scalar = 0
-        self._in_string = True
-        self._string_end(data, pos + opener + 1)  # runs past the chunk: no end here
-
-    def _string_end(self, data: bytes, pos: int) -> int:
-        """Check string content from ``pos``; the offset past its closing '"', or -1 when it
-        runs past ``data`` (an escape sequence cut short is carried over)."""
-        end = _STRICT_STRING_BODY(data, pos, len(data)).end()
-        self._carry = b""
-        if end < len(data) and data[end] == _QUOTE:
-            self._in_string = False
-            return end + 1
-        if end < len(data):
-            if not _PARTIAL_ESCAPE(data, end):
-                raise InvalidInput("the body is not JSON: invalid character or escape in a string")
-            self._carry = data[end:]
-        return -1
-
-    def _track_scalar(self, piece: bytes) -> None:
-        # yajl holds a token that spans chunks: bound the one a chunk ends in
-        tail = piece[-SMALL_BYTES - 1 :]
-        run = len(tail) - len(tail.rstrip(_SCALAR_BYTES))
-        self._scalar = self._scalar + run if run == len(piece) else run
-        if self._scalar > SMALL_BYTES:
-            raise InvalidInput(f"the body is not JSON: a number is longer than {SMALL_BYTES} bytes")
-
-    def _send(self, data: bytes) -> None:
-        if data:
-            self._call(self._parser.send, data)
-
-    @staticmethod
-    def _call(step: Callable[..., object], *args: bytes) -> None:
-        try:
-            step(*args)
-        except SystemError as exc:  # ijson wraps a number too long for int() in it
-            if not isinstance(exc.__cause__, ValueError):
-                raise
-            raise InvalidInput(f"the body is not JSON: {exc.__cause__}") from None
-        except (ijson.JSONError, ValueError) as exc:
-            # the first line: yajl goes on with an excerpt of the body
-            message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise InvalidInput(f"the body is not JSON: {message}") from None
-
-
-def _mask_low_surrogates(piece: bytes, blanked: bytes) -> bytes:
-    """``piece`` with each escaped low surrogate made an escaped letter: json accepts one
-    alone, yajl makes invalid UTF-8 of it. (``blanked``: the piece with escape pairs blanked.)"""
-    if b"\\u" not in blanked:
-        return piece
-    found = [match.start() for match in _LOW_SURROGATE.finditer(blanked)]
-    if not found:
-        return piece
-    masked = bytearray(piece)
-    for at in found:
-        masked[at + 2 : at + 6] = b"0041"
-    return bytes(masked)
-
-
-class _Discard(collections.deque[object]):
-    """An ijson target that drops every event (a deque of length 0: no Python call per event)."""
-
-    send = collections.deque.append

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from gateway.errors import InvalidInput
-from gateway.ingest import streamjson
+from gateway.ingest import jsoncheck, streamjson
 from gateway.ingest.rawjson import parse_document, parse_object, raw_at
 from gateway.ingest.spool import Body
 from gateway.jsonpointer import parse_pointer
@@ -211,7 +211,7 @@ def accepted_by_rawjson(document: bytes) -> bool:
 
 def accepted_by_validate(document: bytes, size: int) -> bool:
     try:
-        streamjson.validate(Body.of(document), chunk_size=size)
+        jsoncheck.validate(Body.of(document), chunk_size=size)
     except InvalidInput:
         return False
     return True
@@ -260,17 +260,17 @@ def test_validate_agrees_with_rawjson_on_valid_and_broken_documents() -> None:
 def test_validate_says_what_is_wrong(document: bytes, message: str) -> None:
     for size in (1, 16, 1 << 18):
         with pytest.raises(InvalidInput, match=message):
-            streamjson.validate(Body.of(document), chunk_size=size)
+            jsoncheck.validate(Body.of(document), chunk_size=size)
 
 
 def test_validate_checks_a_span_as_one_value() -> None:
     body = Body.of(b'{"data": {"x": [1, "\\u00e9"]}, "bad": [1,]}')
     spans = streamjson.member_spans(body)
-    streamjson.validate(body, *spans["data"], chunk_size=4)
+    jsoncheck.validate(body, *spans["data"], chunk_size=4)
     with pytest.raises(InvalidInput):
-        streamjson.validate(body, *spans["bad"])
+        jsoncheck.validate(body, *spans["bad"])
     with pytest.raises(InvalidInput, match="trailing garbage"):
-        streamjson.validate(body, spans["data"][0], spans["data"][1] + 3)
+        jsoncheck.validate(body, spans["data"][0], spans["data"][1] + 3)
 
 
 def test_copy_span_writes_a_private_file_and_hashes_it(tmp_path: Path) -> None:
@@ -329,7 +329,7 @@ def test_huge_bodies_are_walked_in_bounded_memory(tmp_path: Path) -> None:
             assert span is not None, name
             assert body.read(*span) == b'"e1"', name
             assert set(streamjson.member_spans(body)) == {"data", "event_id"}
-        streamjson.validate(bodies["string"])  # ijson would make one 100 MB str of it
+        jsoncheck.validate(bodies["string"])  # ijson would make one 100 MB str of it
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -342,4 +342,4 @@ def test_validate_bounds_a_number_that_spans_chunks() -> None:
     document = b"1" * (streamjson.SMALL_BYTES + 2)
     for size in (4096, 1 << 18):
         with pytest.raises(InvalidInput, match="longer than"):
-            streamjson.validate(Body.of(document), chunk_size=size)
+            jsoncheck.validate(Body.of(document), chunk_size=size)

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from gateway.config.sources import KEY_TEMPLATE_FIELD, EventStatusName, SourceSettings
 from gateway.errors import InvalidInput
-from gateway.ingest import streamjson
+from gateway.ingest import jsoncheck, streamjson
 from gateway.ingest.rawjson import parse_document, raw_at
 from gateway.ingest.spool import Body
 from gateway.jsonpointer import Pointer, resolve
@@ -77,7 +77,7 @@ def map_spooled(
 ) -> tuple[CompletionEvent, tuple[int, int]]:
     """``map_event`` for a body too large for memory: the event and the span of its data.
     Blocking (it reads the spool file): run it in a thread."""
-    streamjson.validate(body)
+    jsoncheck.validate(body)
 
     def lookup(tokens: Sequence[str]) -> Any:
         span = streamjson.span_at(body, tokens)
