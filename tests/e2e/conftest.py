@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -46,6 +47,26 @@ class Process:
             self.proc.wait(timeout=30)
         self._log.close()
         return self.proc.returncode
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``dev`` writes relative to its working directory, and reads overrides: isolate both."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("RESUME_GATEWAY_"):
+            monkeypatch.delenv(name)
+    return tmp_path
+
+
+@pytest.fixture
+def shell() -> dict[str, str]:
+    """The shell a developer pastes into: curl and openssl on PATH, this venv's python3 first."""
+    for tool in ("curl", "openssl"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not on PATH: the printed and README examples use it")
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return {**os.environ, "PATH": path}
 
 
 @pytest.fixture

@@ -8,10 +8,7 @@ restart on the same data directory keeps the token key and the stored waits.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -71,25 +68,6 @@ class Dev:
             return json.load(response)
 
 
-@pytest.fixture
-def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """``dev`` writes relative to its working directory: give it a scratch one."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("RESUME_GATEWAY_"):
-            monkeypatch.delenv(name)
-    return tmp_path
-
-
-@pytest.fixture
-def shell_env() -> dict[str, str]:
-    """The shell a developer pastes into: curl on PATH, and this venv's python3 first."""
-    if shutil.which("curl") is None:
-        pytest.fail("curl is not on PATH: the dev-mode instructions are curl commands")
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    return {**os.environ, "PATH": path}
-
-
 def bash(script: str, env: dict[str, str]) -> str:
     result = subprocess.run(
         ["bash", "-e", "-c", script],
@@ -132,18 +110,18 @@ def settled_check(script: str, job_id: str, env: dict[str, str]) -> tuple[Any, A
 
 
 def test_printed_steps_resume_the_sandbox_job_once_and_a_restart_keeps_state(
-    in_tmp: Path, shell_env: dict[str, str], processes: list[Process]
+    workdir: Path, shell: dict[str, str], processes: list[Process]
 ) -> None:
-    first = Dev(in_tmp, processes, "dev-1")
+    first = Dev(workdir, processes, "dev-1")
     assert f"data             SQLite and the dev token key under {DATA_DIR}" in first.output
     script = first.shell_steps()
     assert "curl" in script
     assert first.sandbox_url in script
     assert first.url in script
 
-    registered, accepted, job, wait = json_documents(bash(script, shell_env))
+    registered, accepted, job, wait = json_documents(bash(script, shell))
     if wait["delivery"] is None or wait["delivery"]["state"] != "delivered":
-        job, wait = settled_check(script, job["job_id"], shell_env)
+        job, wait = settled_check(script, job["job_id"], shell)
 
     assert (registered["outcome"], accepted["outcome"]) == ("created", "matched")
     assert (job["status"], job["resume_count"]) == ("succeeded", 1)
@@ -159,11 +137,11 @@ def test_printed_steps_resume_the_sandbox_job_once_and_a_restart_keeps_state(
         f"{first.url}/v1/waits",
         {"key": "order-43", "resume_token": pending["resume_token"]},
     )
-    key_file = in_tmp / DATA_DIR / "dev-token.key"
+    key_file = workdir / DATA_DIR / "dev-token.key"
     key_before = key_file.read_bytes()
     assert first.process.terminate() == 0
 
-    second = Dev(in_tmp, processes, "dev-2")
+    second = Dev(workdir, processes, "dev-2")
     assert key_file.read_bytes() == key_before, "the token key was regenerated"
     assert key_file.stat().st_mode & 0o777 == 0o600
     kept = second.call("GET", f"{second.url}/v1/waits/order-42")

@@ -11,10 +11,9 @@ import pytest
 
 from tests.e2e.conftest import Process
 from tests.e2e.test_dev_mode import Dev, bash
-from tests.e2e.test_readme_webhooks import README, shell, workdir
+from tests.e2e.test_readme_webhooks import README
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
-__all__ = ["shell", "workdir"]  # fixtures
 README_SANDBOX_URL = "http://127.0.0.1:8081"
 README_GATEWAY_URL = "http://127.0.0.1:8080"
 CSV = "id,total\n1,42.50\n"

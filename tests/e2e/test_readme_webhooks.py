@@ -7,10 +7,7 @@ with ``openssl`` and must wake its job exactly once with the body's bytes as the
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,26 +22,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 README_GATEWAY_URL = "http://127.0.0.1:8080"
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """``dev`` writes relative to its working directory, and reads overrides: isolate both."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("RESUME_GATEWAY_"):
-            monkeypatch.delenv(name)
-    return tmp_path
-
-
-@pytest.fixture
-def shell() -> dict[str, str]:
-    """A developer's shell: curl and openssl on PATH, and this venv's python3 first."""
-    for tool in ("curl", "openssl"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is not on PATH: the README's webhook examples use it")
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    return {**os.environ, "PATH": path}
 
 
 def webhook_shell_blocks() -> list[str]:
