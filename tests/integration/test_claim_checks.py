@@ -253,7 +253,7 @@ async def test_blob_store_failure_retries_with_backoff_and_sends_nothing(
             "/v1/events", {"id": "e", "key": "k", "status": "succeeded", "data": "x" * 900}
         )
         await asyncio.sleep(1.0)
-        _, wait = await gw.get("/v1/waits/k")
+        wait = await between_attempts(gw, "k")
         assert (wait["delivery"]["state"], wait["delivery"]["reason"]) == (
             "pending",
             "claim_check_failed",
@@ -292,6 +292,16 @@ async def test_payload_that_cannot_be_read_whole_is_an_unsent_attempt_not_an_amb
     assert job.resume.count == 1
     assert job.resume.body is not None
     assert json.loads(job.resume.body)["data"]["payload"] == doc["data"]
+
+
+async def between_attempts(gw: RunningGateway, key: str) -> dict[str, Any]:
+    """The wait as seen between two attempts: a read during one shows the lease (`sending`)."""
+    for _ in range(100):
+        _, wait = await gw.get(f"/v1/waits/{key}")
+        if wait["delivery"]["state"] != "sending":
+            return wait
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"delivery of {key} stayed leased for a second")
 
 
 def ambiguous(gw: RunningGateway, key: str) -> bool:
