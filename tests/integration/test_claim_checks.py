@@ -298,6 +298,7 @@ async def between_attempts(gw: RunningGateway, key: str) -> dict[str, Any]:
     """The wait as seen between two attempts: a read during one shows the lease (`sending`)."""
     for _ in range(100):
         _, wait = await gw.get(f"/v1/waits/{key}")
+        assert isinstance(wait, dict)
         if wait["delivery"]["state"] != "sending":
             return wait
         await asyncio.sleep(0.01)
