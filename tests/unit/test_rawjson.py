@@ -1,16 +1,38 @@
-"""parse_object: json.loads' values, plus the exact bytes of every top-level member."""
+"""split_object: json.loads' values, plus the exact bytes of a top-level member."""
 
 from __future__ import annotations
 
 import json
 import random
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
 from gateway.errors import InvalidInput
-from gateway.ingest.rawjson import Member, parse_document, parse_object, raw_at
+from gateway.ingest.rawjson import parse_document, raw_at, split_object
 from gateway.jsonpointer import parse_pointer, resolve
+
+
+NO_MEMBER = "\x00"  # a name that none of these tests' objects has
+
+
+class Member(NamedTuple):
+    value: Any
+    raw: bytes
+
+
+def parse_object(body: bytes) -> dict[str, Member]:
+    """Every member's value and exact bytes: ``split_object`` asked for each member in turn,
+    and for none (the values alone must be the same)."""
+    values, raw = split_object(body, NO_MEMBER)
+    assert raw is None
+    members = {}
+    for name in values:
+        each, raw = split_object(body, name)
+        assert each == values
+        assert raw is not None
+        members[name] = Member(values[name], raw)
+    return members
 
 
 def values(members: dict[str, Member]) -> dict[str, Any]:

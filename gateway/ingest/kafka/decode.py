@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from gateway.errors import InvalidInput
 from gateway.ingest.kafka.records import Batch, Poison, Record
-from gateway.ingest.rawjson import Member, parse_object
+from gateway.ingest.rawjson import split_object
 from gateway.messages import (
     CompletionEvent,
     KafkaCompletionEvent,
@@ -80,13 +80,13 @@ class Decoder:
         if len(value) > self._max_bytes:
             return Poison("oversized", f"{len(value)} bytes > max_message_bytes {self._max_bytes}")
         try:
-            members = parse_object(value)
+            values, data = split_object(value, "data")
         except InvalidInput as exc:
             return _unparsable(value, exc)
         try:
             if record.topic == self._waits_topic:
-                return self._wait(members, now)
-            return self._event(members)
+                return self._wait(values, now)
+            return self._event(values, data)
         except ValidationError as exc:
             return Poison("invalid", _describe(exc))
         except InvalidInput as exc:
@@ -94,16 +94,15 @@ class Decoder:
         except _UnknownTenant as exc:
             return Poison("unknown_tenant", f"tenant {exc.tenant!r} is not configured")
 
-    def _wait(self, members: dict[str, Member], now: float) -> NewWait:
-        reg = KafkaWaitRegistration.model_validate(_values(members))
+    def _wait(self, values: dict[str, Any], now: float) -> NewWait:
+        reg = KafkaWaitRegistration.model_validate(values)
         self._known(reg.tenant)
         return self._preparer.prepare_wait(reg.tenant, reg, now)
 
-    def _event(self, members: dict[str, Member]) -> NewEvent:
-        event = KafkaCompletionEvent.model_validate(_values(members))
+    def _event(self, values: dict[str, Any], data: bytes | None) -> NewEvent:
+        event = KafkaCompletionEvent.model_validate(values)
         self._known(event.tenant)
-        data = members["data"].raw if "data" in members else b"null"
-        return self._preparer.prepare_event(event.tenant, KAFKA_SOURCE, event, data)
+        return self._preparer.prepare_event(event.tenant, KAFKA_SOURCE, event, data or b"null")
 
     def _known(self, tenant: str) -> None:
         if tenant not in self._tenants:
@@ -114,10 +113,6 @@ class _UnknownTenant(Exception):
     def __init__(self, tenant: str) -> None:
         super().__init__(tenant)
         self.tenant = tenant
-
-
-def _values(members: dict[str, Member]) -> dict[str, Any]:
-    return {name: member.value for name, member in members.items()}
 
 
 def _unparsable(value: bytes, exc: InvalidInput) -> Poison:
