@@ -284,9 +284,8 @@ async def test_payload_that_cannot_be_read_whole_is_an_unsent_attempt_not_an_amb
         patch.setattr(store, "read", broken)
         doc = {"id": "e", "key": "k", "status": "succeeded", "data": {"rows": ["r" * 50] * 100}}
         await gw.post("/v1/events", doc)
-        await asyncio.sleep(0.5)
-        _, wait = await gw.get("/v1/waits/k")
-        assert wait["delivery"]["reason"] == "payload_read_failed"
+        wait = await after_attempt(gw, "k", "payload_read_failed")
+        assert wait["delivery"]["state"] in ("pending", "sending")
         assert not ambiguous(gw, "k")
     await delivery_of(gw, "k", "delivered")
     assert job.resume.count == 1
@@ -303,6 +302,18 @@ async def between_attempts(gw: RunningGateway, key: str) -> dict[str, Any]:
             return wait
         await asyncio.sleep(0.01)
     raise AssertionError(f"delivery of {key} stayed leased for a second")
+
+
+async def after_attempt(gw: RunningGateway, key: str, reason: str) -> dict[str, Any]:
+    """The wait once an attempt of its delivery has ended for ``reason``."""
+    deadline = time.monotonic() + 10
+    while True:
+        _, wait = await gw.get(f"/v1/waits/{key}")
+        assert isinstance(wait, dict)
+        if wait["delivery"]["reason"] == reason:
+            return wait
+        assert time.monotonic() < deadline, f"no attempt ended for {reason}: {wait}"
+        await asyncio.sleep(0.02)
 
 
 def ambiguous(gw: RunningGateway, key: str) -> bool:

@@ -12,7 +12,6 @@ from gateway.errors import InvalidInput
 from gateway.ingest.rawjson import parse_document, raw_at, split_object
 from gateway.jsonpointer import parse_pointer, resolve
 
-
 NO_MEMBER = "\x00"  # a name that none of these tests' objects has
 
 
