@@ -64,9 +64,6 @@ class Store(Protocol):
     async def settle(self, claim: Claim, owner: str, result: Settlement, now: float) -> bool:
         """Record an attempt's result; False if the lease was lost meanwhile."""
 
-    async def next_due(self, tenant: str) -> float | None:
-        """When the tenant's earliest pending delivery becomes due."""
-
     async def record_send(self, credential: str, now: float) -> None:
         """A request outside a claim (a Jobs API lookup) that took a slot of the rate window."""
 

@@ -560,10 +560,6 @@ class SQLiteStore:
             )
         )
 
-    async def next_due(self, tenant: str) -> float | None:
-        row = await self._read(lambda conn: self._one(conn, "next_due", tenant=tenant))
-        return None if row is None else row[0]
-
     async def record_send(self, credential: str, now: float) -> None:
         await self._write(
             lambda conn: self._run(conn, "record_send", credential=credential, now=now)

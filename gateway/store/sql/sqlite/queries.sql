@@ -96,9 +96,6 @@ SET state = :state, reason = :reason, last_status = :last_status,
     finished_at = :finished_at, lease_owner = NULL, lease_until = NULL
 WHERE id = :id AND state = 'sending' AND lease_owner = :owner;
 
--- name: next_due
-SELECT MIN(next_attempt_at) FROM deliveries WHERE tenant = :tenant AND state = 'pending';
-
 -- name: reclaim_leases
 UPDATE deliveries
 SET state = 'pending', ambiguous = 1, lease_owner = NULL, lease_until = NULL,
