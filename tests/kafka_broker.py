@@ -101,7 +101,9 @@ class MotoS3:
     BUCKET = "tansu"
 
     def __init__(self, log_dir: Path) -> None:
-        binary = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+        # the test extra's own server, not whichever one PATH finds first (another Python's)
+        beside = Path(sys.executable).parent / "moto_server"
+        binary = str(beside) if beside.exists() else shutil.which("moto_server") or str(beside)
         if not Path(binary).exists():
             pytest.fail("moto_server is missing: install the test extra (moto[server])")
         self.port = free_port()

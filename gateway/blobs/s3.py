@@ -123,7 +123,12 @@ class S3BlobStore:
 
     async def presigned_url(self, meta: BlobMeta, expires_in_s: float) -> str | None:
         expires = max(1, min(math.ceil(expires_in_s), MAX_PRESIGN_S))
-        params = {"Bucket": self._bucket, "Key": self._key(meta.sha256)}
+        params = {
+            "Bucket": self._bucket,
+            "Key": self._key(meta.sha256),
+            # served as the event declared it, whichever type the object was stored with
+            "ResponseContentType": meta.content_type,
+        }
         url: str = await self._client.generate_presigned_url(
             "get_object", Params=params, ExpiresIn=expires
         )

@@ -1,8 +1,11 @@
 """Signed, expiring blob download URLs: the claim check the resumed Workato action redeems.
 
-The signature is an HMAC-SHA256 over ``{sha256}.{expires}`` and is prefixed with the signing
-key's id, so keys rotate: the first configured key signs, every key verifies. A URL is a
-credential; it is never logged.
+The signature is an HMAC-SHA256 over ``{sha256}.{expires}.{type}`` and is prefixed with the
+signing key's id, so keys rotate: the first configured key signs, every key verifies. ``type``
+is the content type the event declared: one stored blob may be the payload of events that
+declared different types, and each download is served with its own. URLs signed before the
+type was part of them (over ``{sha256}.{expires}``, no ``type`` parameter) still verify, and
+are served with the stored type. A URL is a credential; it is never logged.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import hmac
 import math
 import re
 from collections.abc import Sequence
+from urllib.parse import quote
 
 from gateway.blobs.base import is_blob_id
 
@@ -29,27 +33,40 @@ class UrlSigner:
         self._keys = dict(keys)
         self._base_url = base_url.rstrip("/")
 
-    def url(self, sha256: str, expires_at: float) -> str:
-        """The download URL of blob ``sha256``, valid until ``expires_at`` (epoch seconds)."""
+    def url(self, sha256: str, expires_at: float, content_type: str | None = None) -> str:
+        """The download URL of blob ``sha256``, valid until ``expires_at`` (epoch seconds) and
+        served as ``content_type`` (without one: the old form, served as stored)."""
         if not is_blob_id(sha256):
             raise ValueError("a blob id is 64 lowercase hex digits")
         expires = str(math.ceil(expires_at))
-        sig = f"{self._signing_id}.{_mac(self._signing_key, sha256, expires)}"
-        return f"{self._base_url}/v1/blobs/{sha256}?expires={expires}&sig={sig}"
+        sig = f"{self._signing_id}.{_mac(self._signing_key, sha256, expires, content_type)}"
+        typed = "" if content_type is None else f"&type={quote(content_type, safe='')}"
+        return f"{self._base_url}/v1/blobs/{sha256}?expires={expires}{typed}&sig={sig}"
 
-    def verify(self, sha256: str, expires: str | None, sig: str | None, now: float) -> bool:
-        """Whether the URL's parts were signed by a configured key and have not expired.
-        Any malformed part is simply False."""
+    def verify(
+        self,
+        sha256: str,
+        expires: str | None,
+        sig: str | None,
+        now: float,
+        content_type: str | None = None,
+    ) -> bool:
+        """Whether the URL's parts (``content_type`` is its ``type`` parameter, if any) were
+        signed by a configured key and have not expired. Any malformed part is simply False."""
         if expires is None or sig is None or not sig.isascii() or not _EXPIRES.fullmatch(expires):
             return False
         key_id, _, mac = sig.rpartition(".")
         key = self._keys.get(key_id)
         if key is None or not is_blob_id(sha256):
             return False
-        expected = _mac(key, sha256, expires)
+        expected = _mac(key, sha256, expires, content_type)
         return hmac.compare_digest(expected.encode(), mac.encode()) and now <= int(expires)
 
 
-def _mac(key: bytes, sha256: str, expires: str) -> str:
-    digest = hmac.new(key, f"{sha256}.{expires}".encode(), hashlib.sha256).digest()
+def _mac(key: bytes, sha256: str, expires: str, content_type: str | None) -> str:
+    # neither the id nor the expiry holds a dot: the three parts cannot be confused
+    message = (
+        f"{sha256}.{expires}" if content_type is None else f"{sha256}.{expires}.{content_type}"
+    )
+    digest = hmac.new(key, message.encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()

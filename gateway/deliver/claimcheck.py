@@ -59,5 +59,7 @@ class ClaimChecks:
             url = await self._blobs.presigned_url(meta, expires_at - now)
         if url is None:
             # the signer's URLs are relative: the public address may be known only once bound
-            url = self._public_base_url() + self._signer.url(meta.sha256, expires_at)
+            url = self._public_base_url() + self._signer.url(
+                meta.sha256, expires_at, meta.content_type
+            )
         return PayloadRef(url, meta.size, meta.sha256, meta.content_type, expires_at)

@@ -37,12 +37,15 @@ class BlobDownloads:
 
     async def download(self, request: web.Request) -> web.StreamResponse:
         sha256, query, now = request.match_info["id"], request.query, self._clock()
-        if not self._signer.verify(sha256, query.get("expires"), query.get("sig"), now):
+        declared = query.get("type")  # signed: the content type the event declared
+        if not self._signer.verify(sha256, query.get("expires"), query.get("sig"), now, declared):
             log.info("blobs.download.forbidden")
             raise Forbidden()
         meta = await self._blobs.stat(sha256)
         if meta is None:
             raise NotFound(GONE_DETAIL)
+        if declared is not None:
+            meta = BlobMeta(meta.sha256, meta.size, declared)
         headers = _headers(meta, max_age_s=max(0, int(query["expires"]) - int(now)))
         if _matches(request.headers.get(hdrs.IF_NONE_MATCH), headers[hdrs.ETAG]):
             return web.Response(status=304, headers=headers)

@@ -183,6 +183,13 @@ def _blob_op() -> dict[str, Any]:
     params = [
         {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
         {"name": "expires", "in": "query", "required": True, "schema": {"type": "integer"}},
+        {
+            "name": "type",
+            "in": "query",
+            "required": False,
+            "description": "The Content-Type to serve: the one the event declared (signed)",
+            "schema": {"type": "string"},
+        },
         {"name": "sig", "in": "query", "required": True, "schema": {"type": "string"}},
     ]
     problem = {_media("Problem"): {"schema": _ref("Problem")}}

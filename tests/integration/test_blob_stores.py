@@ -177,6 +177,12 @@ async def test_presigned_url(store: BlobStore) -> None:
         assert answer.status == 200
         assert answer.headers["Content-Type"] == "application/json"
         assert await answer.read() == data
+    # the same bytes as another event's payload: served with the type that event declared
+    as_text = await store.presigned_url(BlobMeta(meta.sha256, meta.size, "text/plain"), 60)
+    assert as_text is not None
+    async with aiohttp.ClientSession() as http, http.get(as_text) as answer:
+        assert answer.status == 200, as_text
+        assert answer.headers["Content-Type"] == "text/plain", as_text
 
 
 @pytest.mark.parametrize("bad_id", TRAVERSALS)

@@ -554,6 +554,48 @@ async def test_claim_checks_on_s3(
     assert (status, got) == (200, b'"' + b"s" * 900 + b'"')
 
 
+@pytest.mark.parametrize("store", ["files", "s3", "s3-presigned"])
+async def test_one_blob_is_served_as_each_event_declared_it(
+    make_settings: SettingsFactory,
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    moto_s3: MotoS3,
+    store: str,
+) -> None:
+    """The same bytes as the payload of two events of different types: stored once, and each
+    download carries the type its own event declared (the URL signs it)."""
+    blobs: dict[str, Any] = {}
+    if store != "files":
+        blobs = {
+            "url": f"s3://{moto_s3.BUCKET}/typed",
+            "s3_endpoint_url": moto_s3.url,
+            "s3_access_key_id": "test",
+            "s3_secret_access_key": "test",
+            "presign": store == "s3-presigned",
+        }
+    gw = await start_gateway(make_settings({"blobs": blobs}))
+    content = b"id;name\n1;x\n"
+    types = {"as-csv": "text/csv", "as-text": "text/plain"}
+    jobs = {key: await wait_for_job(gw, workato, key) for key in types}
+    for key, media in types.items():
+        status = await post_event(
+            gw, content, id=key, key=key, status="succeeded", content_type=media
+        )
+        assert status == 202
+    refs = {}
+    for key, media in types.items():
+        await delivery_of(gw, key, "delivered")
+        body = jobs[key].resume.body
+        assert body is not None
+        refs[key] = json.loads(body)["data"]["payload_ref"]
+        assert refs[key]["content_type"] == media
+    assert refs["as-csv"]["sha256"] == refs["as-text"]["sha256"]  # one blob
+    for key, media in types.items():
+        status, headers, got = await fetch(gw.http, refs[key]["url"])
+        assert (status, got) == (200, content)
+        assert headers["Content-Type"].split(";")[0] == media
+
+
 async def test_spool_leftovers_of_a_killed_process_are_removed_at_start(
     make_settings: SettingsFactory, start_gateway: Start
 ) -> None:

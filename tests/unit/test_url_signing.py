@@ -27,6 +27,12 @@ def parts(url: str) -> tuple[str, str, str]:
     return split.path.rsplit("/", 1)[1], query["expires"][0], query["sig"][0]
 
 
+def typed(url: str) -> str | None:
+    """The ``type`` parameter of a signed URL, decoded, if it has one."""
+    query = parse_qs(urlsplit(url).query, strict_parsing=True)
+    return query["type"][0] if "type" in query else None
+
+
 def test_url_shape() -> None:
     url = UrlSigner([("k1", OLD_KEY)], BASE + "/").url(SHA, EXPIRES_AT)
     assert url.startswith(f"{BASE}/v1/blobs/{SHA}?expires={int(NOW) + 3601}&sig=k1.")
@@ -127,3 +133,21 @@ def test_url_key_settings() -> None:
             UrlKey.model_validate({"id": "k1", "key": bad})
     with pytest.raises(ValidationError, match="id"):
         UrlKey.model_validate({"id": "a/b", "key": base64.b64encode(OLD_KEY).decode()})
+
+
+def test_the_content_type_is_signed() -> None:
+    signer = UrlSigner([("k1", OLD_KEY)], BASE)
+    url = signer.url(SHA, EXPIRES_AT, "text/csv")
+    assert "&type=text%2Fcsv&" in url
+    assert typed(url) == "text/csv"
+    assert signer.verify(*parts(url), now=NOW, content_type="text/csv")
+    assert not signer.verify(*parts(url), now=NOW, content_type="text/html")
+    assert not signer.verify(*parts(url), now=NOW)  # the type left out
+
+
+def test_urls_signed_without_a_type_still_verify_and_take_none() -> None:
+    signer = UrlSigner([("k1", OLD_KEY)], BASE)
+    old = signer.url(SHA, EXPIRES_AT)
+    assert typed(old) is None
+    assert signer.verify(*parts(old), now=NOW)
+    assert not signer.verify(*parts(old), now=NOW, content_type="text/html")  # a type added
