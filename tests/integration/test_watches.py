@@ -4,6 +4,7 @@ Workato sandbox job once the polled job is terminal."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import time
 from collections.abc import AsyncIterator
@@ -77,11 +78,20 @@ def settings(make_settings: SettingsFactory, urls: dict[str, str]) -> Settings:
 async def eventually(check: Any, timeout_s: float = 10.0) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        result = await check() if asyncio.iscoroutinefunction(check) else check()
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
         if result:
             return result
         await asyncio.sleep(0.05)
     raise AssertionError(f"not reached within {timeout_s}s")
+
+
+async def settled(gw: RunningGateway, key: str) -> dict[str, Any] | None:
+    """The wait once its delivery has left ``pending``/``sending``, else None."""
+    _, wait = await gw.get(f"/v1/waits/{key}")
+    delivery = wait.get("delivery")
+    return None if not delivery or delivery["state"] in ("pending", "sending") else dict(wait)
 
 
 @pytest.fixture
@@ -127,7 +137,7 @@ async def test_alteryx_job_is_polled_to_completion_and_resumes_once(
     payload = job.resume.data["payload"]
     assert (payload["id"], payload["disposition"]) == (ayx.id, "Success")
     assert payload["messages"], "the job is read with includeMessages=true"
-    _, wait = await gw.get("/v1/waits/k")
+    wait = await eventually(lambda: settled(gw, "k"))  # the resume counts before it settles
     assert (wait["watch"]["state"], wait["delivery"]["state"]) == ("done", "delivered")
     assert wait["watch"]["polls"] >= 2
     await asyncio.sleep(0.3)
