@@ -3,6 +3,7 @@
     GatewayError
     ├── ConfigError            a configuration value is invalid (names the field)
     ├── StoreError             the database failed; the driver error is chained
+    │   ├── BlobCollected      a collector is deleting the blob being recorded; retry
     │   └── MigrationError     the schema cannot be brought to the expected version
     ├── SecretError            a resume token cannot be encrypted or decrypted
     ├── BrokerError            Kafka cannot be reached or refused; the client error is chained
@@ -38,6 +39,10 @@ class ConfigError(GatewayError):
 
 class StoreError(GatewayError):
     """The store failed."""
+
+
+class BlobCollected(StoreError):
+    """A collector is deleting the blob being recorded; store it again once it is gone."""
 
 
 class MigrationError(StoreError):

@@ -1,6 +1,7 @@
 """Garbage collection of blobs: once every URL handed out has expired and no buffered event or
-unfinished delivery needs the bytes, the row is marked, the bytes go, then the row (see
-``pins`` for writers in this process)."""
+unfinished delivery needs the bytes, the row is marked, the bytes go, then the row. Writers
+wait for a marked row to go (``reservation.py``), those of this process without polling
+(``pins.py``)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
 An intake (or a delivery issuing a claim check) stores a blob and then commits a row that
 needs it; the collector deletes a blob's row and then its bytes. Without coordination the two
 can interleave so that a committed row names deleted bytes. A pinned blob is never collected,
-and pinning waits for a deletion already under way, so the blob is then stored afresh.
+and pinning waits for a deletion already under way, so the blob is then stored afresh. Between
+processes the blob's row does the same, by polling (``reservation.py``).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from gateway.blobs.base import MAX_PRESIGN_S, BlobStore, meta_of
 from gateway.blobs.pins import Pins
+from gateway.blobs.reservation import reserve
 from gateway.blobs.signing import UrlSigner
 from gateway.clock import Clock
 from gateway.deliver.payload import PayloadRef
@@ -50,7 +51,7 @@ class ClaimChecks:
             meta = meta_of(claim.data, claim.content_type)
         async with self._pins.pinned(meta.sha256):
             # the row first: bytes stored but never recorded could never be collected
-            await self._store.keep_blob(meta, expires_at, now)
+            await reserve(self._store, meta, expires_at, self._clock)
             if claim.blob is None:
                 await self._blobs.put_bytes(claim.data, meta.content_type)
         url = None

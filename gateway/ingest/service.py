@@ -12,6 +12,7 @@ from collections.abc import Callable
 import structlog
 
 from gateway.blobs.base import BlobMeta
+from gateway.blobs.reservation import reserve
 from gateway.clock import Clock
 from gateway.config.settings import IngestSettings
 from gateway.errors import InvalidInput
@@ -156,8 +157,7 @@ class Ingest:
     async def reserve_blob(self, blob: BlobMeta) -> None:
         """Record a blob before its bytes are stored: bytes whose event never commits (a crash,
         a refused event) are then still collected once the reservation lapses."""
-        now = self._clock()
-        await self._store.keep_blob(blob, now + BLOB_RESERVATION_S, now)
+        await reserve(self._store, blob, self._clock() + BLOB_RESERVATION_S, self._clock)
 
     def require_object(self, tenant: str, leading: bytes) -> None:
         """A raw-mode tenant's data becomes the resume ``data`` itself: it must be an object

@@ -77,8 +77,9 @@ class Store(Protocol):
     async def sweep(self, now: float, forget_sends_before: float) -> Sweep:
         """Reclaim expired leases, expire waits, deliveries and stale buffered events."""
 
-    async def keep_blob(self, blob: BlobMeta, keep_until: float, now: float) -> None:
-        """Record a stored blob, to be kept at least until ``keep_until`` (a URL's expiry)."""
+    async def keep_blob(self, blob: BlobMeta, keep_until: float, now: float) -> bool:
+        """Record a blob, to be kept at least until ``keep_until`` (a URL's expiry); False,
+        recording nothing, while a collector is deleting it (see ``blobs/reservation.py``)."""
 
     async def collectable_blobs(self, now: float, limit: int) -> list[str]:
         """Blobs past their keep-until that no buffered event or unfinished delivery needs."""

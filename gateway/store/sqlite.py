@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import structlog
 
 from gateway.blobs.base import BlobMeta
-from gateway.errors import MigrationError, StoreError
+from gateway.errors import BlobCollected, MigrationError, StoreError
 from gateway.security.tokens import SealedToken
 from gateway.store.correlation import (
     EventIdentity,
@@ -355,8 +355,9 @@ class SQLiteStore:
             for e, now in zip(events, nows, strict=True)
             if e.blob is not None
         ]
-        if kept:  # even for duplicates, as ``_record`` does: GC must see the stored bytes
-            conn.executemany(self._q["keep_blob"], kept)
+        # even for duplicates, as ``_record`` does: GC must see the stored bytes
+        if conn.executemany(self._q["keep_blob"], kept).rowcount != len(kept):
+            raise BlobCollected()  # rolls the unit back
         return plan.acceptances
 
     def _known_events(
@@ -478,8 +479,11 @@ class SQLiteStore:
             blob=event.blob.sha256 if event.blob else None,
             content_type=event.blob.content_type if event.blob else JSON,
         )
-        if event.blob is not None:  # even for a duplicate: the bytes were stored, GC must see them
-            self._keep_blob(conn, event.blob, now + event.buffer_ttl_s, now)
+        # even for a duplicate: the bytes were stored, GC must see them
+        if event.blob is not None and not self._keep_blob(
+            conn, event.blob, now + event.buffer_ttl_s, now
+        ):
+            raise BlobCollected()  # rolls the unit back
         if duplicates:
             return Acceptance("duplicate")
         if wait_id is None:
@@ -600,13 +604,13 @@ class SQLiteStore:
 
     # -- blobs -----------------------------------------------------------------------------
 
-    async def keep_blob(self, blob: BlobMeta, keep_until: float, now: float) -> None:
-        await self._write(lambda conn: self._keep_blob(conn, blob, keep_until, now))
+    async def keep_blob(self, blob: BlobMeta, keep_until: float, now: float) -> bool:
+        return await self._write(lambda conn: self._keep_blob(conn, blob, keep_until, now))
 
     def _keep_blob(
         self, conn: sqlite3.Connection, blob: BlobMeta, keep_until: float, now: float
-    ) -> None:
-        conn.execute(self._q["keep_blob"], _blob_params(blob, keep_until, now))
+    ) -> bool:
+        return conn.execute(self._q["keep_blob"], _blob_params(blob, keep_until, now)).rowcount == 1
 
     async def collectable_blobs(self, now: float, limit: int) -> list[str]:
         rows = await self._read(

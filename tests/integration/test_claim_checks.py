@@ -615,6 +615,30 @@ def leave_spool_files(spool: Path, old: str, fresh: str) -> None:
     os.utime(spool / old, (hour_ago, hour_ago))
 
 
+async def test_an_intake_waits_out_a_deletion_by_another_process(
+    make_settings: SettingsFactory, start_gateway: Start
+) -> None:
+    """Another gateway process sharing the store has marked a blob and is deleting its bytes
+    (its pins are not ours): an event with the same bytes waits until that row is gone, then
+    stores the bytes afresh and records them as kept."""
+    gw = await start_gateway(make_settings())
+    store, blobs = gw.gateway.store, gw.gateway.blobs
+    csv = b"a,b\n3,4\n"
+    meta = await blobs.put_bytes(csv, "text/csv")
+    now = time.time()
+    assert await store.keep_blob(meta, now - 1, now - 2)  # an expired reservation
+    assert await store.condemn_blob(meta.sha256, now)  # the other process's collector
+    query = {"id": "e", "key": "k", "status": "succeeded", "content_type": "text/csv"}
+    posting = asyncio.create_task(post_event(gw, csv, **query))
+    await asyncio.sleep(0.3)
+    assert not posting.done(), "the intake must wait while the bytes are being deleted"
+    await blobs.delete(meta.sha256)  # ... which it finishes
+    assert await store.forget_blob(meta.sha256)
+    assert await asyncio.wait_for(posting, 10) == 202
+    assert await blobs.stat(meta.sha256) == meta
+    assert await store.collectable_blobs(time.time(), 10) == []
+
+
 async def test_bytes_of_an_event_that_never_commits_are_still_collected(
     make_settings: SettingsFactory, start_gateway: Start, monkeypatch: pytest.MonkeyPatch
 ) -> None:

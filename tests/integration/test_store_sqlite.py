@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.blobs.base import BlobMeta
+from gateway.errors import BlobCollected
 from gateway.security.tokens import SealedToken
 from gateway.store.records import NewEvent, NewWait, Pause, Settlement
 from gateway.store.sqlfiles import load_migrations
@@ -295,10 +296,16 @@ async def test_413_switches_a_delivery_to_claim_check_for_good(store: SQLiteStor
     assert third.claim_check
 
 
-async def test_a_stored_blob_lifts_the_deletion_mark(store: SQLiteStore) -> None:
+async def test_a_blob_being_deleted_is_not_kept_until_its_row_is_gone(store: SQLiteStore) -> None:
+    """A collector (maybe in another process) marked the row: its bytes may go at any moment,
+    so a writer must not record them as kept; once the row is gone, the blob is new again."""
     meta = BlobMeta("d" * 64, 3, "text/csv")
-    await store.keep_blob(meta, T0 + 1, T0)
+    assert await store.keep_blob(meta, T0 + 1, T0)
     assert await store.condemn_blob(meta.sha256, T0 + 2)
-    await store.keep_blob(meta, T0 + 100, T0 + 2)  # stored again before the row went
-    assert not await store.forget_blob(meta.sha256)
+    assert not await store.keep_blob(meta, T0 + 100, T0 + 2)  # the mark stays
+    with pytest.raises(BlobCollected):  # nor can an event name it
+        await store.record_event(blob_event("k", meta.sha256), T0 + 2)
+    assert await store.forget_blob(meta.sha256)
+    assert await store.keep_blob(meta, T0 + 100, T0 + 3)
     assert await store.collectable_blobs(T0 + 50, 10) == []
+    assert await store.keep_blob(meta, T0 + 200, T0 + 4)  # kept longer, not marked: recorded

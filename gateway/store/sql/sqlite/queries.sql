@@ -175,9 +175,12 @@ SELECT kind, connection, state, job_status, progress, polls, last_error, updated
 FROM watches WHERE wait_id = :wait_id;
 
 -- name: keep_blob
+-- Never over a mark (keep_until = 0): a collector, maybe in another process, is deleting the
+-- bytes; the writer waits until the row is gone and then stores the blob afresh.
 INSERT INTO blobs (sha256, size, content_type, created_at, keep_until)
 VALUES (:sha256, :size, :content_type, :now, :keep_until)
-ON CONFLICT (sha256) DO UPDATE SET keep_until = MAX(keep_until, excluded.keep_until);
+ON CONFLICT (sha256) DO UPDATE SET keep_until = MAX(keep_until, excluded.keep_until)
+WHERE blobs.keep_until > 0;
 
 -- name: collectable_blobs
 -- Past every URL's expiry, and no buffered event or unfinished delivery still needs the bytes.
@@ -189,7 +192,7 @@ ORDER BY b.keep_until LIMIT :limit;
 
 -- name: condemn_blob
 -- keep_until = 0 marks a blob whose bytes are being deleted; a crash leaves it collectable, and
--- storing the blob again (keep_blob) lifts the mark.
+-- keep_blob leaves it alone (its writers wait for forget_blob).
 UPDATE blobs SET keep_until = 0
 WHERE sha256 = :sha256 AND keep_until < :now AND NOT EXISTS (
     SELECT 1 FROM events e LEFT JOIN deliveries d ON d.event_row = e.id
