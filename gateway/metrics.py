@@ -56,7 +56,11 @@ class Metrics:
             registry=r,
         )
         self.rows = Gauge(
-            "gateway_rows", "Stored rows by kind and state.", ["kind", "state"], registry=r
+            "gateway_rows",
+            "Rows in flight by kind and state: open waits, buffered events, pending and "
+            "sending deliveries, active watches (finished ones: the *_total counters).",
+            ["kind", "state"],
+            registry=r,
         )
         self.kafka_records = Counter(
             "gateway_kafka_records_total",

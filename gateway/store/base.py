@@ -110,4 +110,6 @@ class Store(Protocol):
     async def stop_watch(self, claim: WatchClaim, now: float) -> None: ...
 
     async def counts(self) -> dict[str, dict[str, int]]:
-        """Row counts by kind and state, for metrics and readiness."""
+        """How many rows are in flight, by kind and state (open waits, buffered events,
+        pending and sending deliveries, active watches), for metrics; every state is there,
+        0 included. Finished rows are counted by the metrics' counters instead."""

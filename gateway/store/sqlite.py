@@ -678,12 +678,13 @@ class SQLiteStore:
         await self._write(lambda conn: self._run(conn, "stop_watch", id=claim.id, now=now))
 
     async def counts(self) -> dict[str, dict[str, int]]:
-        """Counting scans whole tables: it runs in a thread, on a connection of its own, so a
-        large database never stalls the event loop (SQLite releases the GIL while it scans)."""
+        """Counting scans the partial indexes of the active rows, which may still be many: it
+        runs in a thread, on a connection of its own, so that it never stalls the event loop
+        (SQLite releases the GIL while it scans)."""
         if self._reader is None:
             raise StoreError("the store is not open")
         try:
-            rows = await asyncio.to_thread(self._count_states)
+            rows = await asyncio.to_thread(self._count_active)
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite: {exc}") from exc
         counts: dict[str, dict[str, int]] = {}
@@ -691,10 +692,10 @@ class SQLiteStore:
             counts.setdefault(kind, {})[state] = n
         return counts
 
-    def _count_states(self) -> list[tuple[str, str, int]]:
+    def _count_active(self) -> list[tuple[str, str, int]]:
         conn = sqlite3.connect(f"{Path(self._path).resolve().as_uri()}?mode=ro", uri=True)
         try:
-            return conn.execute(self._q["count_states"]).fetchall()
+            return conn.execute(self._q["count_active"]).fetchall()
         finally:
             conn.close()
 

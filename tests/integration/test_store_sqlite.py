@@ -44,6 +44,31 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     await s.close()
 
 
+def states(store: SQLiteStore, table: str) -> dict[str, int]:
+    """Every row of ``table`` by state, read from the file."""
+    with sqlite3.connect(store._path) as conn:
+        return dict(conn.execute(f"SELECT state, COUNT(*) FROM {table} GROUP BY state"))
+
+
+async def test_counts_are_of_the_rows_in_flight_only(store: SQLiteStore) -> None:
+    assert await store.counts() == {
+        "waits": {"open": 0},
+        "events": {"buffered": 0},
+        "deliveries": {"pending": 0, "sending": 0},
+        "watches": {"active": 0},
+    }
+    await store.register_wait(wait("k"), T0)
+    await store.record_event(event("other", "e0"), T0)
+    await store.record_event(event("k"), T0)
+    (claim,) = await store.claim("acme", "c", T0, 1, 30, "w")
+    counts = await store.counts()
+    assert (counts["waits"], counts["events"]) == ({"open": 0}, {"buffered": 1})
+    assert counts["deliveries"] == {"pending": 0, "sending": 1}
+    await store.settle(claim, "w", Settlement("delivered", "http_204", 204), T0 + 1)
+    assert (await store.counts())["deliveries"] == {"pending": 0, "sending": 0}
+    assert states(store, "deliveries") == {"delivered": 1}  # counted by its counter instead
+
+
 async def test_event_for_open_wait_is_matched_and_creates_one_delivery(store: SQLiteStore) -> None:
     assert (await store.register_wait(wait("k"), T0)).outcome == "created"
     accepted = await store.record_event(event("k"), T0 + 1)
@@ -79,23 +104,22 @@ async def test_same_event_twice_is_a_duplicate_and_changes_nothing(store: SQLite
     await store.register_wait(wait("k"), T0)
     assert (await store.record_event(event("k"), T0)).outcome == "matched"
     assert (await store.record_event(event("k"), T0)).outcome == "duplicate"
-    counts = await store.counts()
-    assert counts["deliveries"] == {"pending": 1}
-    assert counts["events"] == {"matched": 1}
+    assert (await store.counts())["deliveries"] == {"pending": 1, "sending": 0}
+    assert states(store, "events") == {"matched": 1}
 
 
 async def test_second_event_after_resolution_is_late(store: SQLiteStore) -> None:
     await store.register_wait(wait("k"), T0)
     await store.record_event(event("k", "e1"), T0)
     assert (await store.record_event(event("k", "e2"), T0)).outcome == "late"
-    assert (await store.counts())["deliveries"] == {"pending": 1}
+    assert (await store.counts())["deliveries"] == {"pending": 1, "sending": 0}
 
 
 async def test_identical_registration_is_a_repeat(store: SQLiteStore) -> None:
     await store.register_wait(wait("k", "t1"), T0)
     again = await store.register_wait(wait("k", "t1"), T0 + 1)
     assert again.outcome == "repeat"
-    assert (await store.counts())["waits"] == {"open": 1}
+    assert states(store, "waits") == {"open": 1}
 
 
 async def test_open_key_with_another_token_conflicts(store: SQLiteStore) -> None:

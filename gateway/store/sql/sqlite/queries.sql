@@ -125,11 +125,14 @@ SELECT tenant, until, reason FROM tenant_pauses WHERE until > :now;
 -- name: forget_pauses
 DELETE FROM tenant_pauses WHERE until <= :now;
 
--- name: count_states
-SELECT 'deliveries' AS kind, state, COUNT(*) FROM deliveries GROUP BY state
-UNION ALL SELECT 'waits', state, COUNT(*) FROM waits GROUP BY state
-UNION ALL SELECT 'events', state, COUNT(*) FROM events GROUP BY state
-UNION ALL SELECT 'watches', state, COUNT(*) FROM watches GROUP BY state;
+-- name: count_active
+-- The rows still in flight, each state counted through its partial index: the cost follows
+-- the work in hand, not the history (finished rows are counted by the *_total counters).
+SELECT 'waits' AS kind, 'open' AS state, COUNT(*) FROM waits WHERE state = 'open'
+UNION ALL SELECT 'events', 'buffered', COUNT(*) FROM events WHERE state = 'buffered'
+UNION ALL SELECT 'deliveries', 'pending', COUNT(*) FROM deliveries WHERE state = 'pending'
+UNION ALL SELECT 'deliveries', 'sending', COUNT(*) FROM deliveries WHERE state = 'sending'
+UNION ALL SELECT 'watches', 'active', COUNT(*) FROM watches WHERE state = 'active';
 
 -- name: insert_watch
 INSERT INTO watches (wait_id, tenant, key, kind, connection, spec, state, next_poll_at, updated_at)
