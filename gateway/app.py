@@ -15,7 +15,6 @@ from aiohttp import web
 
 from gateway.blobs.collector import BlobCollector
 from gateway.blobs.factory import blob_store
-from gateway.blobs.pins import Pins
 from gateway.blobs.signing import UrlSigner
 from gateway.clock import Clock, system_clock
 from gateway.config.settings import Settings
@@ -51,11 +50,9 @@ class Gateway:
         self.metrics = Metrics()
         self.store = open_store(settings.store)
         self.blobs = blob_store(settings.blobs)
-        pins = Pins()
         self._signer = UrlSigner(url_signing_keys(settings.security), base_url="")
         claim_checks = ClaimChecks(
             self.blobs,
-            pins,
             self.store,
             self._signer,
             clock,
@@ -64,7 +61,7 @@ class Gateway:
             presign=settings.blobs.presign,
         )
         self.collector = BlobCollector(
-            self.store, self.blobs, pins, clock, self.metrics, settings.blobs.gc_interval_s
+            self.store, self.blobs, clock, self.metrics, settings.blobs.gc_interval_s
         )
         kafka = settings.kafka
         publish = kafka.enabled and kafka.outcomes_topic is not None
@@ -90,7 +87,7 @@ class Gateway:
             raw_mode_tenants=frozenset(t.name for t in settings.tenants if t.raw_mode),
             connections={c.name: c.kind for c in settings.connections},
         )
-        self.bodies = Bodies(self.ingest, self.blobs, pins, settings.ingest)
+        self.bodies = Bodies(self.ingest, self.blobs, settings.ingest)
         tenant_names = frozenset(t.name for t in settings.tenants)
         self.kafka = (
             KafkaIngest(kafka, self.ingest, tenant_names, clock, self.metrics)

@@ -1,7 +1,7 @@
 """Garbage collection of blobs: once every URL handed out has expired and no buffered event or
 unfinished delivery needs the bytes, the row is marked, the bytes go, then the row. Writers
-wait for a marked row to go (``reservation.py``), those of this process without polling
-(``pins.py``)."""
+record the row before the bytes and wait for a marked row to go (``reservation.py``), so no
+bytes are deleted under a writer, in this process or another."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import asyncio
 import structlog
 
 from gateway.blobs.base import BlobStore
-from gateway.blobs.pins import Pins
 from gateway.clock import Clock
 from gateway.metrics import Metrics
 from gateway.store.base import Store
@@ -25,7 +24,6 @@ class BlobCollector:
         self,
         store: Store,
         blobs: BlobStore,
-        pins: Pins,
         clock: Clock,
         metrics: Metrics,
         interval_s: float,
@@ -33,7 +31,6 @@ class BlobCollector:
         self._metrics = metrics
         self._store = store
         self._blobs = blobs
-        self._pins = pins
         self._clock = clock
         self._interval_s = interval_s
 
@@ -52,15 +49,11 @@ class BlobCollector:
         now = self._clock()
         deleted = 0
         for sha256 in await self._store.collectable_blobs(now, BATCH):
-            if not self._pins.begin_delete(sha256):
-                continue  # about to be referenced again
-            try:  # marked, bytes, row: whichever step fails, the next round finishes the job
-                if await self._store.condemn_blob(sha256, now):
-                    await self._blobs.delete(sha256)
-                    await self._store.forget_blob(sha256)
-                    deleted += 1
-            finally:
-                self._pins.end_delete(sha256)
+            # marked, bytes, row: whichever step fails, the next round finishes the job
+            if await self._store.condemn_blob(sha256, now):
+                await self._blobs.delete(sha256)
+                await self._store.forget_blob(sha256)
+                deleted += 1
         if deleted:
             self._metrics.blobs_collected.inc(deleted)
             log.info("blobs.collected", count=deleted)

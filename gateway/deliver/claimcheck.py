@@ -10,13 +10,16 @@ import math
 from collections.abc import Callable
 
 from gateway.blobs.base import MAX_PRESIGN_S, BlobStore, meta_of
-from gateway.blobs.pins import Pins
 from gateway.blobs.reservation import reserve
 from gateway.blobs.signing import UrlSigner
 from gateway.clock import Clock
 from gateway.deliver.payload import PayloadRef
 from gateway.store.base import Store
 from gateway.store.records import Claim
+
+PATIENCE_S = 1.0
+"""How long a claim check waits out a deletion under way; then the attempt is retried later.
+Well inside the lease margin (``deliverer.LEASE_MARGIN_S``) that the request's timeout leaves."""
 
 
 class ClaimChecks:
@@ -25,7 +28,6 @@ class ClaimChecks:
     def __init__(
         self,
         blobs: BlobStore,
-        pins: Pins,
         store: Store,
         signer: UrlSigner,
         clock: Clock,
@@ -35,7 +37,6 @@ class ClaimChecks:
         presign: bool = False,
     ) -> None:
         self._blobs = blobs
-        self._pins = pins
         self._store = store
         self._signer = signer
         self._public_base_url = public_base_url
@@ -49,11 +50,11 @@ class ClaimChecks:
         meta = claim.blob
         if meta is None:  # the payload is in the event's row: store it now
             meta = meta_of(claim.data, claim.content_type)
-        async with self._pins.pinned(meta.sha256):
-            # the row first: bytes stored but never recorded could never be collected
-            await reserve(self._store, meta, expires_at, self._clock)
-            if claim.blob is None:
-                await self._blobs.put_bytes(claim.data, meta.content_type)
+        # the row first: bytes stored but never recorded could never be collected, and a
+        # collector cannot take what is recorded (a short wait: the attempt holds a lease)
+        await reserve(self._store, meta, expires_at, self._clock, patience_s=PATIENCE_S)
+        if claim.blob is None:
+            await self._blobs.put_bytes(claim.data, meta.content_type)
         url = None
         if self._presign:
             expires_at = min(expires_at, now + MAX_PRESIGN_S)

@@ -6,10 +6,10 @@ import json
 from typing import Any
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 from pydantic import ValidationError
 
-from gateway.errors import IngestError, InvalidInput, StoreError, Unavailable
+from gateway.errors import BlobCollected, IngestError, InvalidInput, StoreError, Unavailable
 
 log = structlog.get_logger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -37,6 +37,14 @@ async def problem_middleware(request: web.Request, handler: Any) -> web.StreamRe
         return response
     except IngestError as exc:
         return problem(exc.status, exc.problem_type, exc.title, exc.detail, **exc.extensions)
+    except BlobCollected:  # expected and short: the payload's bytes are being collected
+        log.warning("http.blob_being_collected", path=request.path)
+        busy = Unavailable(
+            "the payload's stored copy is being deleted; nothing was accepted, retry"
+        )
+        refused = problem(503, busy.problem_type, busy.title, busy.detail)
+        refused.headers[hdrs.RETRY_AFTER] = "1"
+        return refused
     except StoreError as exc:  # nothing was committed: the caller may retry
         log.error("http.store_failed", path=request.path, error=type(exc).__name__)
         unavailable = Unavailable("the store failed; nothing was accepted, retry")

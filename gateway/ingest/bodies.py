@@ -20,7 +20,6 @@ import structlog
 from aiohttp import web
 
 from gateway.blobs.base import BlobError, BlobMeta, BlobStore
-from gateway.blobs.pins import Pins
 from gateway.config.settings import IngestSettings
 from gateway.errors import PayloadTooLarge, Unavailable, UnsupportedMediaType
 from gateway.ingest import jsoncheck, streamjson
@@ -44,10 +43,9 @@ Data = bytes | Span | None
 class Bodies:
     """Receives request bodies and turns them into accepted events."""
 
-    def __init__(self, ingest: Ingest, blobs: BlobStore, pins: Pins, settings: IngestSettings):
+    def __init__(self, ingest: Ingest, blobs: BlobStore, settings: IngestSettings):
         self._ingest = ingest
         self._blobs = blobs
-        self._pins = pins
         self._threshold = settings.spool_threshold_bytes
         self._spool_dir = Path(settings.spool_dir)
         self.max_body_bytes = settings.max_body_bytes
@@ -118,23 +116,21 @@ class Bodies:
             span = await asyncio.to_thread(streamjson.span_at, body, ())
             return await self.accept_data(tenant, source, event, body, span)
         meta = BlobMeta(body.sha256, body.size, content_type)
-        async with self._pins.pinned(meta.sha256):
-            await self._ingest.reserve_blob(meta)
-            with _storage():
-                if body.path is not None:
-                    await self._blobs.put_file(body.path, meta)
-                else:
-                    await self._blobs.put_bytes(body.memory or b"", content_type)
-            return await self._ingest.accept(tenant, source, event, b"", meta)
+        await self._ingest.reserve_blob(meta)  # the row before the bytes (blobs/reservation.py)
+        with _storage():
+            if body.path is not None:
+                await self._blobs.put_file(body.path, meta)
+            else:
+                await self._blobs.put_bytes(body.memory or b"", content_type)
+        return await self._ingest.accept(tenant, source, event, b"", meta)
 
     async def _store(
         self, tenant: str, source: str, event: CompletionEvent, staged: Path, meta: BlobMeta
     ) -> Acceptance:
-        async with self._pins.pinned(meta.sha256):  # the collector keeps off until committed
-            await self._ingest.reserve_blob(meta)
-            with _storage():
-                await self._blobs.put_file(staged, meta)
-            return await self._ingest.accept(tenant, source, event, b"", meta)
+        await self._ingest.reserve_blob(meta)  # the row before the bytes (blobs/reservation.py)
+        with _storage():
+            await self._blobs.put_file(staged, meta)
+        return await self._ingest.accept(tenant, source, event, b"", meta)
 
     def _staged(self) -> Path:
         self._spool_dir.mkdir(parents=True, exist_ok=True)

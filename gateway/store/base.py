@@ -79,7 +79,8 @@ class Store(Protocol):
 
     async def keep_blob(self, blob: BlobMeta, keep_until: float, now: float) -> bool:
         """Record a blob, to be kept at least until ``keep_until`` (a URL's expiry); False,
-        recording nothing, while a collector is deleting it (see ``blobs/reservation.py``)."""
+        recording nothing, while a collector is deleting it (see ``blobs/reservation.py``); a
+        deletion marked long ago was abandoned, and is overridden."""
 
     async def collectable_blobs(self, now: float, limit: int) -> list[str]:
         """Blobs past their keep-until that no buffered event or unfinished delivery needs."""

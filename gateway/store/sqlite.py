@@ -59,6 +59,9 @@ log = structlog.get_logger(__name__)
 
 MAX_BATCH = 512
 FINAL_STATES = ("delivered", "delivered_unconfirmed", "dead", "expired")
+ABANDONED_MARK_S = 600.0
+"""A blob's deletion mark this old was left by a collector that died or keeps failing: a writer
+may lift it (a deletion itself takes milliseconds)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -728,6 +731,7 @@ def _blob_params(blob: BlobMeta, keep_until: float, now: float) -> dict[str, Any
         "content_type": blob.content_type,
         "now": now,
         "keep_until": keep_until,
+        "abandoned_before": now - ABANDONED_MARK_S,
     }
 
 

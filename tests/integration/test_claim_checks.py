@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway.blobs import reservation
 from gateway.blobs.base import BlobError, BlobMeta
 from gateway.blobs.signing import UrlSigner
 from gateway.deliver.payload import body_frame
@@ -506,9 +507,10 @@ async def test_large_signed_webhook_is_verified_and_mapped_from_the_spool(
 async def test_blobs_are_collected_once_expired_and_final(
     make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
 ) -> None:
-    extra = {"blobs": {"url_grace_s": 0.5, "gc_interval_s": 0.1}}
+    # room on a busy machine: delivered within 2.5 s, fetched well before the URL expires
+    extra = {"blobs": {"url_grace_s": 1.5, "gc_interval_s": 0.1}}
     gw = await start_gateway(make_settings(extra, max_request_bytes=800))
-    job = await wait_for_job(gw, workato, "k", timeout_s=1.5)
+    job = await wait_for_job(gw, workato, "k", timeout_s=2.5)
     await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded", "data": "g" * 1000})
     await delivery_of(gw, "k", "delivered")
     assert job.resume.body is not None
@@ -518,10 +520,11 @@ async def test_blobs_are_collected_once_expired_and_final(
     assert (await fetch(gw.http, ref["url"]))[0] == 200  # before expiry: served
 
     deadline = time.monotonic() + 10
-    while await blobs.stat(ref["sha256"]) is not None:
+    while metric(gw, "gateway_blobs_collected_total") < 1:  # counted once the round is done
         assert time.monotonic() < deadline, "the blob was never collected"
         await asyncio.sleep(0.05)
     assert time.time() >= _epoch(ref["expires_at"])  # never before its URL expired
+    assert await blobs.stat(ref["sha256"]) is None
     assert metric(gw, "gateway_blobs_collected_total") == 1
 
 
@@ -616,11 +619,11 @@ def leave_spool_files(spool: Path, old: str, fresh: str) -> None:
 
 
 async def test_an_intake_waits_out_a_deletion_by_another_process(
-    make_settings: SettingsFactory, start_gateway: Start
+    make_settings: SettingsFactory, start_gateway: Start, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Another gateway process sharing the store has marked a blob and is deleting its bytes
-    (its pins are not ours): an event with the same bytes waits until that row is gone, then
-    stores the bytes afresh and records them as kept."""
+    """Another gateway process sharing the store has marked a blob and is deleting its bytes:
+    an event with the same bytes waits until that row is gone, then stores the bytes afresh
+    and records them as kept; one that runs out of patience is a 503 to retry."""
     gw = await start_gateway(make_settings())
     store, blobs = gw.gateway.store, gw.gateway.blobs
     csv = b"a,b\n3,4\n"
@@ -628,8 +631,16 @@ async def test_an_intake_waits_out_a_deletion_by_another_process(
     now = time.time()
     assert await store.keep_blob(meta, now - 1, now - 2)  # an expired reservation
     assert await store.condemn_blob(meta.sha256, now)  # the other process's collector
-    query = {"id": "e", "key": "k", "status": "succeeded", "content_type": "text/csv"}
-    posting = asyncio.create_task(post_event(gw, csv, **query))
+    query = {"id": "e", "key": "k", "status": "succeeded"}
+    headers = {**gw.auth, "Content-Type": "text/csv"}
+    with monkeypatch.context() as patch:
+        patch.setattr(reservation, "PATIENCE_S", 0.2)
+        async with gw.http.post(
+            gw.url + "/v1/events", data=csv, params=query, headers=headers
+        ) as refused:
+            assert (refused.status, refused.headers["Retry-After"]) == (503, "1")
+            assert "being deleted" in (await refused.json(content_type=None))["detail"]
+    posting = asyncio.create_task(post_event(gw, csv, **query, content_type="text/csv"))
     await asyncio.sleep(0.3)
     assert not posting.done(), "the intake must wait while the bytes are being deleted"
     await blobs.delete(meta.sha256)  # ... which it finishes
@@ -637,6 +648,33 @@ async def test_an_intake_waits_out_a_deletion_by_another_process(
     assert await asyncio.wait_for(posting, 10) == 202
     assert await blobs.stat(meta.sha256) == meta
     assert await store.collectable_blobs(time.time(), 10) == []
+
+
+async def test_a_collection_round_during_an_intake_leaves_its_bytes(
+    make_settings: SettingsFactory, start_gateway: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same bytes arrive again after their row expired: a collection round that runs right
+    after the intake stored them finds the row kept (it was recorded first) and deletes
+    nothing, so the accepted event never names deleted bytes."""
+    gw = await start_gateway(make_settings())
+    store, blobs = gw.gateway.store, gw.gateway.blobs
+    csv = b"x,y\n5,6\n"
+    meta = await blobs.put_bytes(csv, "text/csv")
+    now = time.time()
+    assert await store.keep_blob(meta, now - 1, now - 2)  # expired, nothing needs it
+    assert await store.collectable_blobs(now, 10) == [meta.sha256]
+    put_bytes = blobs.put_bytes
+
+    async def store_then_collect(data: bytes, content_type: str) -> BlobMeta:
+        stored = await put_bytes(data, content_type)
+        await gw.gateway.collector.collect()  # a round right after the bytes landed
+        return stored
+
+    monkeypatch.setattr(blobs, "put_bytes", store_then_collect)
+    status = await post_event(gw, csv, id="e", key="k", status="succeeded", content_type="text/csv")
+    assert status == 202
+    assert await blobs.stat(meta.sha256) == meta
+    assert metric(gw, "gateway_blobs_collected_total") == 0
 
 
 async def test_bytes_of_an_event_that_never_commits_are_still_collected(
@@ -668,9 +706,9 @@ async def test_a_failed_deletion_is_finished_by_a_later_round(
     workato: WorkatoSandbox,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    extra = {"blobs": {"url_grace_s": 0.2, "gc_interval_s": 0.1}}
+    extra = {"blobs": {"url_grace_s": 0.5, "gc_interval_s": 0.1}}
     gw = await start_gateway(make_settings(extra, max_request_bytes=800))
-    job = await wait_for_job(gw, workato, "k", timeout_s=0.8)
+    job = await wait_for_job(gw, workato, "k", timeout_s=2.0)  # delivered well before
     blobs = gw.gateway.blobs
     failures = []
     real_delete = blobs.delete
@@ -687,8 +725,9 @@ async def test_a_failed_deletion_is_finished_by_a_later_round(
     assert job.resume.body is not None
     sha = json.loads(job.resume.body)["data"]["payload_ref"]["sha256"]
     deadline = time.monotonic() + 10
-    while await blobs.stat(sha) is not None:
+    while metric(gw, "gateway_blobs_collected_total") < 1:  # bytes, then row, then counted
         assert time.monotonic() < deadline, "the blob was never collected"
         await asyncio.sleep(0.05)
     assert failures == [sha]
+    assert await blobs.stat(sha) is None
     assert await gw.gateway.store.collectable_blobs(time.time() + 3600, 10) == []  # row gone too

@@ -14,7 +14,7 @@ from gateway.errors import BlobCollected
 from gateway.security.tokens import SealedToken
 from gateway.store.records import NewEvent, NewWait, Pause, Settlement
 from gateway.store.sqlfiles import load_migrations
-from gateway.store.sqlite import SQLiteStore
+from gateway.store.sqlite import ABANDONED_MARK_S, SQLiteStore
 
 T0 = 1_700_000_000.0
 HOUR = 3600.0
@@ -318,6 +318,19 @@ async def test_413_switches_a_delivery_to_claim_check_for_good(store: SQLiteStor
     assert await store.settle(again, "me", retry, T0 + 1)
     (third,) = await store.claim("acme", "cred", T0 + 2, 1, 60, "me")
     assert third.claim_check
+
+
+async def test_a_deletion_mark_left_long_ago_is_lifted(store: SQLiteStore) -> None:
+    """A collector that died (or keeps failing) between marking and deleting must not block
+    the blob's writers for ever; marking again keeps the first time, so retries do not."""
+    meta = BlobMeta("e" * 64, 3, "text/csv")
+    assert await store.keep_blob(meta, T0 + 1, T0)
+    assert await store.condemn_blob(meta.sha256, T0 + 2)
+    assert await store.condemn_blob(meta.sha256, T0 + 2 + ABANDONED_MARK_S)  # a failing retry
+    assert not await store.keep_blob(meta, T0 + HOUR, T0 + 1 + ABANDONED_MARK_S)
+    assert await store.keep_blob(meta, T0 + HOUR, T0 + 3 + ABANDONED_MARK_S)
+    assert not await store.forget_blob(meta.sha256)  # the row is kept again, not marked
+    assert await store.collectable_blobs(T0 + 10 + ABANDONED_MARK_S, 10) == []
 
 
 async def test_a_blob_being_deleted_is_not_kept_until_its_row_is_gone(store: SQLiteStore) -> None:

@@ -178,12 +178,13 @@ SELECT kind, connection, state, job_status, progress, polls, last_error, updated
 FROM watches WHERE wait_id = :wait_id;
 
 -- name: keep_blob
--- Never over a mark (keep_until = 0): a collector, maybe in another process, is deleting the
--- bytes; the writer waits until the row is gone and then stores the blob afresh.
+-- Never over a fresh deletion mark (keep_until < 0: minus the time it was marked): a collector,
+-- maybe in another process, is deleting the bytes, and the writer waits for the row to go. A
+-- mark older than :abandoned_before was left by a collector that died or keeps failing: lifted.
 INSERT INTO blobs (sha256, size, content_type, created_at, keep_until)
 VALUES (:sha256, :size, :content_type, :now, :keep_until)
 ON CONFLICT (sha256) DO UPDATE SET keep_until = MAX(keep_until, excluded.keep_until)
-WHERE blobs.keep_until > 0;
+WHERE blobs.keep_until > 0 OR -blobs.keep_until < :abandoned_before;
 
 -- name: collectable_blobs
 -- Past every URL's expiry, and no buffered event or unfinished delivery still needs the bytes.
@@ -194,15 +195,15 @@ WHERE b.keep_until < :now AND NOT EXISTS (
 ORDER BY b.keep_until LIMIT :limit;
 
 -- name: condemn_blob
--- keep_until = 0 marks a blob whose bytes are being deleted; a crash leaves it collectable, and
--- keep_blob leaves it alone (its writers wait for forget_blob).
-UPDATE blobs SET keep_until = 0
+-- keep_until = -(the time of marking) marks a blob whose bytes are being deleted; a crash
+-- leaves it collectable, and marking it again keeps the first time (see keep_blob).
+UPDATE blobs SET keep_until = CASE WHEN keep_until <= 0 THEN keep_until ELSE -:now END
 WHERE sha256 = :sha256 AND keep_until < :now AND NOT EXISTS (
     SELECT 1 FROM events e LEFT JOIN deliveries d ON d.event_row = e.id
     WHERE e.blob = blobs.sha256 AND (e.state = 'buffered' OR d.state IN ('pending', 'sending')));
 
 -- name: forget_blob
-DELETE FROM blobs WHERE sha256 = :sha256 AND keep_until = 0;
+DELETE FROM blobs WHERE sha256 = :sha256 AND keep_until <= 0;
 
 -- Set-based ingest of a consumer's batch (gateway/store/correlation.py). A list travels as one
 -- JSON array parameter, read with json_each, so that each query stays one static text. The
