@@ -21,6 +21,7 @@ MAX_PRESIGN_S = 7 * 24 * 3600
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 CHUNK_BYTES = 256 * 1024
 """The most bytes one read yields: bounded memory per download."""
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -42,6 +43,12 @@ class BlobMeta:
 
 def is_blob_id(value: str) -> bool:
     return bool(_SHA256.fullmatch(value))
+
+
+def is_media_type(value: str) -> bool:
+    """``type/subtype`` in RFC 6838's restricted names, lower case: the only content types a
+    blob is stored and served with (nothing that could break a header)."""
+    return bool(_MEDIA_TYPE.fullmatch(value))
 
 
 def checked_id(sha256: str) -> str:

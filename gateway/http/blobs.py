@@ -14,7 +14,7 @@ from typing import Literal
 import structlog
 from aiohttp import hdrs, web
 
-from gateway.blobs.base import BlobMeta, BlobMissing, BlobStore
+from gateway.blobs.base import BlobMeta, BlobMissing, BlobStore, is_media_type
 from gateway.blobs.signing import UrlSigner
 from gateway.errors import Forbidden, NotFound
 from gateway.http.problems import problem
@@ -38,7 +38,10 @@ class BlobDownloads:
     async def download(self, request: web.Request) -> web.StreamResponse:
         sha256, query, now = request.match_info["id"], request.query, self._clock()
         declared = query.get("type")  # signed: the content type the event declared
-        if not self._signer.verify(sha256, query.get("expires"), query.get("sig"), now, declared):
+        # (checked again all the same: it becomes a header, and only media types are signed)
+        malformed = declared is not None and not is_media_type(declared)
+        signed = self._signer.verify(sha256, query.get("expires"), query.get("sig"), now, declared)
+        if malformed or not signed:
             log.info("blobs.download.forbidden")
             raise Forbidden()
         meta = await self._blobs.stat(sha256)

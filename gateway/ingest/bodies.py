@@ -10,7 +10,6 @@ blob store with their content type; they reach the action as a claim check.
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -19,7 +18,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from gateway.blobs.base import BlobError, BlobMeta, BlobStore
+from gateway.blobs.base import BlobError, BlobMeta, BlobStore, is_media_type
 from gateway.config.settings import IngestSettings
 from gateway.errors import PayloadTooLarge, Unavailable, UnsupportedMediaType
 from gateway.ingest import jsoncheck, streamjson
@@ -33,7 +32,6 @@ log = structlog.get_logger(__name__)
 
 READ_CHUNK_BYTES = 64 * 1024
 OCTET_STREAM = "application/octet-stream"
-_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
 LEFTOVER_AGE_S = 3600.0
 Span = tuple[int, int]
 Data = bytes | Span | None
@@ -166,6 +164,6 @@ def content_type_of(headers: Mapping[str, str]) -> str:
     415 unless it is ``type/subtype`` in RFC 6838's restricted names (it is served back)."""
     value = headers.get("Content-Type", OCTET_STREAM)
     media = value.split(";", 1)[0].strip().lower() or OCTET_STREAM
-    if not _MEDIA_TYPE.fullmatch(media):
+    if not is_media_type(media):
         raise UnsupportedMediaType("the Content-Type must be a media type such as text/csv")
     return media

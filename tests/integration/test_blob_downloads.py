@@ -85,6 +85,17 @@ async def test_whole_blob_with_headers(served: Downloads) -> None:
     assert headers["Cache-Control"] == f"private, max-age={int(TTL_S)}"
 
 
+async def test_served_as_the_signed_type_and_only_a_media_type(served: Downloads) -> None:
+    expires_at = served.clock() + TTL_S
+    typed = served.signer.url(served.meta.sha256, expires_at, "text/csv")
+    status, headers, body = await served.fetch(typed)
+    assert (status, body, headers["Content-Type"]) == (200, DATA, "text/csv")
+    injected = served.signer.url(served.meta.sha256, expires_at, "text/csv\r\nSet-Cookie: a=b")
+    status, headers, _ = await served.fetch(injected)  # signed, but not a media type
+    assert status == 403
+    assert "Set-Cookie" not in headers
+
+
 async def test_cache_lifetime_follows_the_url(served: Downloads) -> None:
     url = served.signed()
     served.clock.advance(TTL_S - 100)
