@@ -12,7 +12,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -294,27 +294,28 @@ async def test_payload_that_cannot_be_read_whole_is_an_unsent_attempt_not_an_amb
     assert json.loads(job.resume.body)["data"]["payload"] == doc["data"]
 
 
-async def between_attempts(gw: RunningGateway, key: str) -> dict[str, Any]:
-    """The wait as seen between two attempts: a read during one shows the lease (`sending`)."""
-    for _ in range(100):
-        _, wait = await gw.get(f"/v1/waits/{key}")
-        assert isinstance(wait, dict)
-        if wait["delivery"]["state"] != "sending":
-            return wait
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"delivery of {key} stayed leased for a second")
-
-
-async def after_attempt(gw: RunningGateway, key: str, reason: str) -> dict[str, Any]:
-    """The wait once an attempt of its delivery has ended for ``reason``."""
+async def wait_when(
+    gw: RunningGateway, key: str, ready: Callable[[dict[str, Any]], bool], what: str
+) -> dict[str, Any]:
+    """The wait once its delivery satisfies ``ready`` (polled for up to 10 s)."""
     deadline = time.monotonic() + 10
     while True:
         _, wait = await gw.get(f"/v1/waits/{key}")
         assert isinstance(wait, dict)
-        if wait["delivery"]["reason"] == reason:
+        if ready(wait["delivery"]):
             return wait
-        assert time.monotonic() < deadline, f"no attempt ended for {reason}: {wait}"
+        assert time.monotonic() < deadline, f"delivery of {key}: {what}, never: {wait}"
         await asyncio.sleep(0.02)
+
+
+async def between_attempts(gw: RunningGateway, key: str) -> dict[str, Any]:
+    """The wait as seen between two attempts: a read during one shows the lease (`sending`)."""
+    return await wait_when(gw, key, lambda d: d["state"] != "sending", "between attempts")
+
+
+async def after_attempt(gw: RunningGateway, key: str, reason: str) -> dict[str, Any]:
+    """The wait once an attempt of its delivery has ended for ``reason``."""
+    return await wait_when(gw, key, lambda d: d["reason"] == reason, f"an attempt ended {reason}")
 
 
 def ambiguous(gw: RunningGateway, key: str) -> bool:
