@@ -136,6 +136,7 @@ async def gateway_run(plan: IngestPlan, workdir: Path, rate_per_minute: int) -> 
         await register_waits(api, keys, jobs)
         registration_s = time.perf_counter() - started
         events = EventMix(api, "run", keys)
+        note(f"ingest: measured run ({plan.warmup_s:g} s warm-up, {plan.duration_s:g} s)")
         result = await closed_loop(_spec(gateway.port, plan), events.request, outcome, meter)
         drain = None
         if rate_per_minute == HIGH_RATE_PER_MINUTE:

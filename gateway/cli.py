@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -19,6 +20,10 @@ from gateway.logs import configure_logging
 from gateway.security.redact import Redactor
 
 DEFAULT_CONFIG = "gateway.toml"
+GC_YOUNG_THRESHOLD = 5_000
+"""Allocations between young collections (CPython's default is 700). Every request and record
+allocates dozens of short-lived objects; collecting them seven times less often cut the
+instructions per ingested event by about 4 % (see bench/README.md)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,9 +122,19 @@ async def serve(settings: Settings, ready: str | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with Gateway(settings) as gateway:
+        _settle_gc()
         if ready:
             print(ready.format(port=gateway.port), flush=True)
         await gateway.run_until(stop)
+
+
+def _settle_gc() -> None:
+    """A serving process's heap: what start-up built (modules, settings, the app) lives as long
+    as the process, so the collector stops walking it, and young collections run less often."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def _dev(args: argparse.Namespace) -> int:

@@ -2,8 +2,10 @@
 
 The event's ``data`` must reach Workato byte for byte (invariant 7), so it is sliced out of the
 original body instead of being re-serialized. Every member is decoded exactly once, by the C
-scanner of the standard library. Webhooks point anywhere into their body (RFC 6901), so
-``raw_at`` walks the same scanner down a pointer's path and slices out the value it names.
+scanner of the standard library, except a raw member that closes the object: that one (the
+usual place of ``data``, and most of the bytes) goes to pydantic's Rust parser, about three
+times faster. Webhooks point anywhere into their body (RFC 6901), so ``raw_at`` walks the same
+scanner down a pointer's path and slices out the value it names.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, cast
+
+from pydantic_core import from_json
 
 from gateway.errors import InvalidInput
 from gateway.jsonpointer import array_index
@@ -132,10 +136,12 @@ def _members(text: str, raw_member: str) -> tuple[dict[str, Any], bytes | None]:
     # directly, and the whitespace regex only where there is whitespace (there rarely is).
     # Errors are those of the general helpers (``_skip``, ``_expect``, ``_scan_value``).
     ws, scan_value, scan_name, blank = _WS_MATCH, _scan_once, _scanstring, _BLANK
-    pos = ws(text, 0).end()
+    pos = ws(text, 0).end() if text[:1] in blank else 0
     if text[pos : pos + 1] != "{":
         raise ValueError("expected '{'")
-    pos = ws(text, pos + 1).end()
+    pos += 1
+    if text[pos : pos + 1] in blank:  # "" at the end: the index below reports it
+        pos = ws(text, pos).end()
     values: dict[str, Any] = {}
     span = None
     if text[pos] == "}":
@@ -152,9 +158,15 @@ def _members(text: str, raw_member: str) -> tuple[dict[str, Any], bytes | None]:
             start = pos + 1
             if text[start : start + 1] in blank:  # "" at the end: the scanner reports it
                 start = ws(text, start).end()
-            values[name], pos = scan_value(text, start)
             if name == raw_member:
+                closing = _closing_value(text, start)
+                if closing is not None:  # the member closes the object: nothing left to scan
+                    values[name], raw = closing
+                    return values, raw
+                values[name], pos = scan_value(text, start)
                 span = start, pos
+            else:
+                values[name], pos = scan_value(text, start)
             if text[pos] in blank:
                 pos = ws(text, pos).end()
             if text[pos] == "}":
@@ -166,6 +178,28 @@ def _members(text: str, raw_member: str) -> tuple[dict[str, Any], bytes | None]:
                 pos = ws(text, pos).end()
     except StopIteration as exc:
         raise ValueError(f"expected a value at {exc.value}") from None
+
+
+def _closing_value(text: str, start: int) -> tuple[Any, bytes] | None:
+    """The value at ``start`` and its bytes, if it runs to the object's closing brace.
+
+    Everything between ``start`` and the last ``}`` is parsed as one value: if that succeeds,
+    the member is the object's last (a later member or duplicate name would make it fail) and
+    the whole body is valid, since the members before were scanned. None sends the caller
+    back to the C scanner, which has the last word on anything refused here.
+    """
+    end = len(text) - 1
+    while end > start and text[end] in _BLANK:
+        end -= 1
+    if end <= start or text[end] != "}":
+        return None
+    while text[end - 1] in _BLANK:  # stops at the value's last character at the latest
+        end -= 1
+    raw = text[start:end].encode("utf-8")
+    try:
+        return from_json(raw, allow_inf_nan=False), raw
+    except ValueError:
+        return None
 
 
 def _scan_value(text: str, pos: int) -> tuple[Any, int]:

@@ -21,24 +21,42 @@ WRITE_PIECE_BYTES = 1 << 18  # one write on the event loop lands in the page cac
 
 
 class Body:
-    """A request body, in memory (small) or in a spool file (large), with its size and sha256."""
+    """A request body, in memory (small) or in a spool file (large), with its size and sha256.
 
-    __slots__ = ("memory", "path", "sha256", "size")
+    An in-memory body hashes itself only when asked: the digest names a blob, and most small
+    bodies are JSON events that never become one.
+    """
+
+    __slots__ = ("_sha256", "memory", "path", "size")
 
     def __init__(
-        self, size: int, sha256: str, *, memory: bytes | None = None, path: Path | None = None
+        self,
+        size: int,
+        sha256: str | None,
+        *,
+        memory: bytes | None = None,
+        path: Path | None = None,
     ) -> None:
         if (memory is None) == (path is None):
             raise ValueError("a body is either in memory or in a file")
+        if sha256 is None and path is not None:
+            raise ValueError("a spooled body's digest is taken while it is written")
         self.size = size
-        self.sha256 = sha256
+        self._sha256 = sha256
         self.memory = memory
         self.path = path
 
     @classmethod
     def of(cls, data: bytes) -> Body:
         """A body held in memory."""
-        return cls(len(data), hashlib.sha256(data).hexdigest(), memory=data)
+        return cls(len(data), None, memory=data)
+
+    @property
+    def sha256(self) -> str:
+        if self._sha256 is None:
+            assert self.memory is not None
+            self._sha256 = hashlib.sha256(self.memory).hexdigest()
+        return self._sha256
 
     def chunks(
         self, start: int = 0, end: int | None = None, chunk_size: int = CHUNK_BYTES

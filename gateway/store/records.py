@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from gateway.blobs.base import BlobMeta
 from gateway.security.tokens import SealedToken
@@ -35,8 +35,10 @@ class NewWait:
     watch: NewWatch | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class NewEvent:
+class NewEvent(NamedTuple):
+    """An event to record. A named tuple, not a frozen dataclass: one is built per ingested
+    event, and a named tuple costs a third as much to build."""
+
     tenant: str
     source: str
     event_id: str

@@ -15,7 +15,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +204,7 @@ def requests(inputs: Inputs, rng: random.Random) -> list[Op]:
         elif draw < 0.2:
             ops.append(("cancel", (rng.choice(TENANTS), rng.choice(inputs.keys)), now))
         elif draw < 0.22:
-            bad = replace(inputs.event(), event_id=f"bad{len(ops)}", status="refused")
+            bad = inputs.event()._replace(event_id=f"bad{len(ops)}", status="refused")
             ops.append(("event", bad, now))
         else:
             ops.append(("event", inputs.event(), now))
