@@ -119,6 +119,47 @@ def test_duplicate_keys_last_wins_like_json_loads() -> None:
     assert members["a"].raw == b'{"x":3}'
 
 
+# -- the raw member that closes the object goes to the Rust parser first ----------------------
+
+DEEP = b"[" * 300 + b"]" * 300  # deeper than the Rust parser's limit, not the C scanner's
+
+
+@pytest.mark.parametrize(
+    ("body", "raw"),
+    [
+        (rb'{"id":"a","data":"\ud800"}', rb'"\ud800"'),  # json.loads takes a lone surrogate
+        (b'{"id":"a","data":' + DEEP + b"}", DEEP),
+        (b'{"data":1,"data":{"x":[2]}}', b'{"x":[2]}'),  # the first one does not close it
+        (b'{"data":{"x":1},"id":"a"}', b'{"x":1}'),  # nor does one with a member after it
+        (b'{"id":"a","data": {"x" : 1} \n}\n', b'{"x" : 1}'),
+    ],
+    ids=["lone-surrogate", "deep", "duplicate", "not-last", "whitespace"],
+)
+def test_the_rust_parser_refusing_leaves_the_answer_to_the_c_scanner(
+    body: bytes, raw: bytes
+) -> None:
+    values, data = split_object(body, "data")
+    assert values == json.loads(body)
+    assert data == raw
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a":1,"data":NaN}',
+        b'{"data":[1,]}',
+        b'{"data":"tab\there"}',
+        b'{"data":1 2}',
+        b'{"data":{"a":1}}}',
+        b'{"data":"\xff"}',
+    ],
+    ids=["nan", "trailing-comma", "control-char", "two-values", "extra-brace", "not-utf8"],
+)
+def test_a_closing_raw_member_that_is_not_json_is_refused(body: bytes) -> None:
+    with pytest.raises(InvalidInput):
+        split_object(body, "data")
+
+
 @pytest.mark.parametrize(
     "body",
     [b"[]", b'"x"', b"1", b"null", b"true", b"", b"   ", b'[{"a":1}]'],
