@@ -96,7 +96,7 @@ class Api:
 
 def _payload_form(request: web.Request) -> tuple[CompletionEvent, str] | None:
     """The event in the query and the body's media type, when the body is the data itself."""
-    if "key" not in request.query:
+    if not request.query_string or "key" not in request.query:
         return None
     return _validated(dict(request.query)), content_type_of(request.headers)
 

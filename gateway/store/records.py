@@ -99,8 +99,9 @@ class Registration:
     conflict: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Acceptance:
+class Acceptance(NamedTuple):
+    """What became of an event (one per ingested event, so a named tuple: cheap to build)."""
+
     outcome: EventOutcome
     delivery_id: int | None = None
 

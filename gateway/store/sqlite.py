@@ -17,7 +17,6 @@ import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -64,14 +63,22 @@ ABANDONED_MARK_S = 600.0
 may lift it (a deletion itself takes milliseconds)."""
 
 
-@dataclass(frozen=True, slots=True)
 class _Recording:
     """A ``record_event`` unit. Run alone (the fallback), it records its event; the writer
-    instead merges consecutive ones into one set-based pass."""
+    instead merges consecutive ones into one set-based pass. One per HTTP event, so a plain
+    class: a frozen dataclass costs three times as much to build."""
 
-    record: Callable[[sqlite3.Connection, NewEvent, float], Acceptance]
-    event: NewEvent
-    now: float
+    __slots__ = ("event", "now", "record")
+
+    def __init__(
+        self,
+        record: Callable[[sqlite3.Connection, NewEvent, float], Acceptance],
+        event: NewEvent,
+        now: float,
+    ) -> None:
+        self.record = record
+        self.event = event
+        self.now = now
 
     def __call__(self, conn: sqlite3.Connection) -> Acceptance:
         return self.record(conn, self.event, self.now)
@@ -359,7 +366,7 @@ class SQLiteStore:
             if e.blob is not None
         ]
         # even for duplicates, as ``_record`` does: GC must see the stored bytes
-        if conn.executemany(self._q["keep_blob"], kept).rowcount != len(kept):
+        if kept and conn.executemany(self._q["keep_blob"], kept).rowcount != len(kept):
             raise BlobCollected()  # rolls the unit back
         return plan.acceptances
 
@@ -395,7 +402,9 @@ class SQLiteStore:
     def _write_plan(self, conn: sqlite3.Connection, plan: EventPlan) -> None:
         q = self._q
         conn.executemany(q["insert_event_rows"], [_event_row(row) for row in plan.rows])
-        conn.executemany(q["count_duplicate_rows"], [(n, i) for i, n in plan.duplicates.items()])
+        if plan.duplicates:
+            duplicates = [(n, i) for i, n in plan.duplicates.items()]
+            conn.executemany(q["count_duplicate_rows"], duplicates)
         if not plan.deliveries:
             return
         received = {row.id: row.received_at for row in plan.rows}

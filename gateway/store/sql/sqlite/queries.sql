@@ -216,10 +216,12 @@ WHERE tenant = :tenant AND source = :source
   AND event_id IN (SELECT value FROM json_each(:event_ids));
 
 -- name: latest_waits
--- The latest wait of each key; SQLite takes a bare column from the row that holds the MAX.
-SELECT key, MAX(id), state, expires_at FROM waits
-WHERE tenant = :tenant AND key IN (SELECT value FROM json_each(:keys))
-GROUP BY key;
+-- The latest wait of each key: its id from the (tenant, key, id) index, then the row by id.
+SELECT k.value, w.id, w.state, w.expires_at
+FROM json_each(:keys) AS k
+JOIN waits AS w ON w.id = (
+    SELECT id FROM waits WHERE tenant = :tenant AND key = k.value ORDER BY id DESC LIMIT 1
+);
 
 -- name: last_event_row
 SELECT COALESCE(MAX(id), 0) FROM events;
