@@ -7,6 +7,8 @@ correlate them in one transaction, and wakes the tenant's delivery lane when a m
 from __future__ import annotations
 
 import json
+import logging
+from collections import Counter
 from collections.abc import Callable
 
 import structlog
@@ -172,12 +174,31 @@ class Ingest:
         registered, accepted = await self._store.ingest_batch(waits, events, self._clock())
         for wait, registration in zip(waits, registered, strict=True):
             self._registered(wait, registration)
-        for event, acceptance in zip(events, accepted, strict=True):
-            self._accepted(event, acceptance)
+        self._accepted_all(events, accepted)
         return registered, accepted
+
+    def _accepted_all(self, events: list[NewEvent], results: list[Acceptance]) -> None:
+        """``_accepted`` for a batch: each count and wake-up once, not once per event."""
+        if log.is_enabled_for(logging.INFO):
+            for event, result in zip(events, results, strict=True):
+                self._log_accepted(event, result)
+        counts = Counter(
+            (e.tenant, e.source, r.outcome) for e, r in zip(events, results, strict=True)
+        )
+        for (tenant, source, outcome), n in counts.items():
+            self._metrics.event_counter(tenant, source, outcome).inc(n)
+        matched = {tenant for (tenant, _, outcome) in counts if outcome == "matched"}
+        for tenant in matched:
+            self._on_match(tenant)
 
     def _accepted(self, event: NewEvent, result: Acceptance) -> None:
         self._metrics.event_counter(event.tenant, event.source, result.outcome).inc()
+        self._log_accepted(event, result)
+        if result.outcome == "matched":
+            self._on_match(event.tenant)
+
+    @staticmethod
+    def _log_accepted(event: NewEvent, result: Acceptance) -> None:
         log.info(
             "event.accepted",
             tenant=event.tenant,
@@ -186,8 +207,6 @@ class Ingest:
             event_id=event.event_id,
             outcome=result.outcome,
         )
-        if result.outcome == "matched":
-            self._on_match(event.tenant)
 
     async def wait(self, tenant: str, key: str) -> WaitView | None:
         return await self._store.get_wait(tenant, key)
