@@ -26,6 +26,8 @@ HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 30.0
 STOP_GRACE_S = 15.0
+WRAPPED_SLOWDOWN = 10
+"""A server under a wrapper such as Valgrind stops this many times slower."""
 LOG_TAIL_BYTES = 4000
 
 
@@ -58,6 +60,7 @@ class Server:
     proc: subprocess.Popen[bytes]
     log: IO[bytes]
     log_path: Path
+    stop_grace_s: float = STOP_GRACE_S
 
     @property
     def url(self) -> str:
@@ -79,18 +82,22 @@ class Supervisor:
         self._workdir = workdir
         self._servers: list[Server] = []
 
-    def start(self, name: str, module: str, args: list[str], port: int) -> Server:
+    def start(
+        self, name: str, module: str, args: list[str], port: int, wrapper: list[str] | None = None
+    ) -> Server:
+        """``python -m module args``, run by ``wrapper`` (a profiler, say) if given."""
         log_path = self._workdir / f"{name}.log"
         log = log_path.open("ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
+            [*(wrapper or []), sys.executable, "-m", module, *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
-        server = Server(name, port, proc, log, log_path)
+        grace_s = STOP_GRACE_S * (WRAPPED_SLOWDOWN if wrapper else 1)
+        server = Server(name, port, proc, log, log_path, grace_s)
         self._servers.append(server)
         return server
 
@@ -99,7 +106,7 @@ class Supervisor:
         if server.proc.poll() is None:
             server.proc.send_signal(signal.SIGTERM)
             try:
-                server.proc.wait(timeout=STOP_GRACE_S)
+                server.proc.wait(timeout=server.stop_grace_s)
             except subprocess.TimeoutExpired:
                 server.proc.kill()
                 server.proc.wait()

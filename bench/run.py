@@ -3,7 +3,7 @@
 The full run takes about three minutes; ``--quick`` is a ~45 s smoke run with shorter
 windows, fewer waits and fewer Kafka events (its figures are noisier, not different in kind).
 ``--only NAME`` (repeatable) runs some of the scenarios: ``ingest``, ``latency``, ``kafka``,
-``payloads``.
+``payloads``, and the opt-in ``instructions`` (Valgrind; instructions per event, noise-free).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.ingest import IngestPlan, run_ingest
+from bench.instructions import InstructionsPlan, run_instructions
 from bench.kafka import KafkaPlan, run_kafka
 from bench.latency import LatencyPlan, run_latency
 from bench.messages import EVENT_BYTES
@@ -37,6 +38,7 @@ class Plan:
     latency: LatencyPlan
     kafka: KafkaPlan
     payloads: PayloadPlan
+    instructions: InstructionsPlan
 
 
 PAYLOADS = PayloadPlan(200_000_000, 45_000_000)  # short: the same in a quick run
@@ -45,14 +47,18 @@ FULL = Plan(
     LatencyPlan(300, 100.0),
     KafkaPlan(100_000, 120.0),
     PAYLOADS,
+    InstructionsPlan(3_000),
 )
 QUICK = Plan(
     IngestPlan(CONCURRENCY, 1.0, 4.0, 1.0, 5.0),
     LatencyPlan(100, 100.0),
     KafkaPlan(20_000, 60.0),
     PAYLOADS,
+    InstructionsPlan(1_000),
 )
 SCENARIOS = ("ingest", "latency", "kafka", "payloads")
+OPT_IN = ("instructions",)
+"""Run only when named: it needs Valgrind and takes about two minutes."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,7 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="a ~30 s smoke run")
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="JSON file to write")
     parser.add_argument(
-        "--only", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)"
+        "--only",
+        action="append",
+        choices=SCENARIOS + OPT_IN,
+        help="run only this scenario (repeatable)",
     )
     return parser
 
@@ -76,6 +85,8 @@ async def run(plan: Plan, workdir: Path, only: Sequence[str] = SCENARIOS) -> dic
         figures.update(await run_kafka(plan.kafka, workdir))
     if "payloads" in only:
         figures.update(await run_payloads(plan.payloads, workdir))
+    if "instructions" in only:
+        figures.update(await run_instructions(plan.instructions, workdir))
     return figures
 
 
