@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from gateway.blobs.base import BlobMeta
 from gateway.errors import BlobCollected
 from gateway.security.tokens import SealedToken
 from gateway.store.records import NewEvent, NewWait, Pause, Settlement
-from gateway.store.sqlfiles import load_migrations
+from gateway.store.sqlfiles import load_migrations, load_queries
 from gateway.store.sqlite import ABANDONED_MARK_S, SQLiteStore
 
 T0 = 1_700_000_000.0
@@ -259,6 +260,53 @@ async def test_migrations_are_versioned_and_idempotent(tmp_path: Path) -> None:
     assert versions == list(range(1, len(versions) + 1))
     assert await store.migrate() == versions
     assert await store.migrate() == []
+
+
+ROW_WRITES = ("insert_wait", "insert_event_rows", "insert_delivery_rows", "insert_watch")
+
+
+async def test_writing_a_row_builds_no_temporary_table(store: SQLiteStore) -> None:
+    """A CHECK (state IN (three or more values)) makes SQLite build an ephemeral table of the
+    values for every row it writes; migration 0005 spells those checks as equalities."""
+    queries = load_queries("sqlite")
+    with sqlite3.connect(store._path) as conn:
+        for name in ROW_WRITES:
+            sql = queries[name]
+            params = dict.fromkeys(re.findall(r":(\w+)", sql)) or (None,) * sql.count("?")
+            program = conn.execute(f"EXPLAIN {sql}", params).fetchall()
+            assert "OpenEphemeral" not in {op[1] for op in program}, name
+
+
+async def test_the_rewritten_checks_keep_rows_and_still_refuse_bad_states(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path, isolation_level=None) as conn:  # a database at version 4
+        conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY)")
+        for version, script in load_migrations("sqlite")[:4]:
+            conn.executescript(f"{script}\nINSERT INTO schema_version VALUES ({version});")
+        conn.execute(
+            "INSERT INTO events (tenant, source, event_id, key, status, data, state, received_at,"
+            " buffer_until) VALUES ('acme', 'api', 'e1', 'k1', 'succeeded', '{}', 'buffered',"
+            " ?, ?)",
+            (T0, T0 + HOUR),
+        )
+
+    migrated = SQLiteStore(str(path))
+    assert await migrated.migrate() == [5]
+    await migrated.open()
+    try:
+        assert (await migrated.register_wait(wait("k1"), T0)).matched  # the buffered event
+        assert states(migrated, "events") == {"matched": 1}
+        assert states(migrated, "deliveries") == {"pending": 1}
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+                conn.execute("UPDATE events SET state = 'lost'")
+            with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+                conn.execute("UPDATE deliveries SET state = 'lost'")
+        await migrated.register_wait(wait("k2", token="t2"), T0)
+        assert (await migrated.record_event(event("k2", "e2"), T0)).outcome == "matched"
+    finally:
+        await migrated.close()
 
 
 # -- blobs -------------------------------------------------------------------------------------
