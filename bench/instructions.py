@@ -10,6 +10,9 @@ but leaves out what instructions miss: kernel time (the gateway's fsyncs), cache
 thread hand-offs. Counts include one quirk: ``rep stosb``
 counts once per byte, so SQLite's page zeroing weighs more than it costs.
 
+A third count needs no server or broker: ``kafka_work.py`` decodes Kafka records and ingests
+them in batches of 1,000, the gateway's own work once aiokafka has fetched them.
+
 Under callgrind a server runs about 60 times slower, so the load generator keeps all 64
 requests in flight and the gateway's group commits are larger than in scenario 1: its store
 costs less per event here than there. Needs ``valgrind`` (``apt-get install valgrind``).
@@ -17,8 +20,10 @@ costs less per event here than there. Needs ``valgrind`` (``apt-get install valg
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +31,7 @@ from bench.console import note
 from bench.httpload import Pool, Reply
 from bench.load import fan_out
 from bench.messages import Api, outcome
-from bench.procs import Server, Supervisor, free_port, wait_ready
+from bench.procs import REPO_ROOT, Supervisor, free_port, wait_ready
 from bench.stack import api_of, gateway_toml, register_waits, start_sandbox
 from bench.stats import ratio
 
@@ -39,6 +44,7 @@ PRODUCTION_RATE_PER_MINUTE = 60
 @dataclass(frozen=True, slots=True)
 class InstructionsPlan:
     events: int
+    kafka_events: int
 
 
 class Callgrind:
@@ -53,16 +59,16 @@ class Callgrind:
             f"--callgrind-out-file={self.out}",
         ]
 
-    def start(self, server: Server) -> None:
-        self._control(server, "on")
+    def start(self, pid: int) -> None:
+        self._control(pid, "on")
 
-    def stop(self, server: Server) -> None:
-        self._control(server, "off")
+    def stop(self, pid: int) -> None:
+        self._control(pid, "off")
 
     @staticmethod
-    def _control(server: Server, state: str) -> None:
+    def _control(pid: int, state: str) -> None:
         subprocess.run(
-            ["callgrind_control", "-i", state, str(server.pid)], check=True, capture_output=True
+            ["callgrind_control", "-i", state, str(pid)], check=True, capture_output=True
         )
 
     def total(self) -> int:
@@ -106,9 +112,9 @@ async def baseline_instructions(plan: InstructionsPlan, workdir: Path) -> float:
         api = api_of(server)
         await post_all(api, [api.event(f"w-{i}", f"w-{i}") for i in range(WARMUP_EVENTS)])
         requests = [api.event(f"e-{i}", f"k-{i}") for i in range(plan.events)]
-        counter.start(server)
+        counter.start(server.pid)
         _accepted(await post_all(api, requests), {"accepted"})
-        counter.stop(server)
+        counter.stop(server.pid)
     return counter.total() / plan.events
 
 
@@ -134,11 +140,52 @@ async def gateway_instructions(plan: InstructionsPlan, workdir: Path) -> float:
             api.event(f"e-{i}", keys[i // 2] if i % 2 == 0 else f"b-{i}")
             for i in range(plan.events)
         ]
-        counter.start(server)
+        counter.start(server.pid)
         _accepted(await post_all(api, requests), {"matched", "buffered"})
-        counter.stop(server)
+        counter.stop(server.pid)
         sandbox.close()
     return counter.total() / plan.events
+
+
+async def kafka_work_instructions(plan: InstructionsPlan, workdir: Path) -> float:
+    """Instructions per event of the gateway's own work on Kafka batches (``kafka_work``)."""
+    counter = Callgrind(workdir, "kafka-work")
+    args = ["--db", str(workdir / "kafka-work.db"), "--events", str(plan.kafka_events)]
+    with (workdir / "kafka-work.log").open("ab") as log:
+        proc = await asyncio.create_subprocess_exec(
+            *counter.wrapper,
+            sys.executable,
+            "-m",
+            "bench.kafka_work",
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+            cwd=REPO_ROOT,
+        )
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    try:
+        await _expect(proc.stdout, "ready")
+        counter.start(proc.pid)
+        proc.stdin.write(b"go\n")
+        await _expect(proc.stdout, "done")
+        counter.stop(proc.pid)
+        proc.stdin.write(b"exit\n")
+        await asyncio.wait_for(proc.wait(), STARTUP_TIMEOUT_S)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench.kafka_work exited with {proc.returncode}")
+    return counter.total() / plan.kafka_events
+
+
+async def _expect(stream: asyncio.StreamReader, word: str) -> None:
+    line = await asyncio.wait_for(stream.readline(), STARTUP_TIMEOUT_S)
+    if line.strip() != word.encode():
+        raise RuntimeError(f"bench.kafka_work said {line!r}, not {word!r}")
 
 
 async def run_instructions(plan: InstructionsPlan, workdir: Path) -> dict[str, float]:
@@ -147,8 +194,11 @@ async def run_instructions(plan: InstructionsPlan, workdir: Path) -> dict[str, f
     baseline = await baseline_instructions(plan, workdir)
     note(f"instructions: gateway under callgrind, {plan.events} events")
     gateway = await gateway_instructions(plan, workdir)
+    note(f"instructions: the gateway's work on {plan.kafka_events} Kafka records, no broker")
+    kafka = await kafka_work_instructions(plan, workdir)
     return {
         "instructions_per_event": gateway,
         "instructions_baseline_per_request": baseline,
         "instructions_cost_ratio": ratio(gateway, baseline),
+        "instructions_kafka_work_per_event": kafka,
     }

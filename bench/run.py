@@ -47,14 +47,14 @@ FULL = Plan(
     LatencyPlan(300, 100.0),
     KafkaPlan(100_000, 120.0),
     PAYLOADS,
-    InstructionsPlan(3_000),
+    InstructionsPlan(3_000, 4_000),
 )
 QUICK = Plan(
     IngestPlan(CONCURRENCY, 1.0, 4.0, 1.0, 5.0),
     LatencyPlan(100, 100.0),
     KafkaPlan(20_000, 60.0),
     PAYLOADS,
-    InstructionsPlan(1_000),
+    InstructionsPlan(1_000, 2_000),
 )
 SCENARIOS = ("ingest", "latency", "kafka", "payloads")
 OPT_IN = ("instructions",)

@@ -122,13 +122,13 @@ async def serve(settings: Settings, ready: str | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with Gateway(settings) as gateway:
-        _settle_gc()
+        settle_gc()
         if ready:
             print(ready.format(port=gateway.port), flush=True)
         await gateway.run_until(stop)
 
 
-def _settle_gc() -> None:
+def settle_gc() -> None:
     """A serving process's heap: what start-up built (modules, settings, the app) lives as long
     as the process, so the collector stops walking it, and young collections run less often."""
     gc.collect()
