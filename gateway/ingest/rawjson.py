@@ -144,6 +144,7 @@ def _members(text: str, raw_member: str) -> tuple[dict[str, Any], bytes | None]:
         pos = ws(text, pos).end()
     values: dict[str, Any] = {}
     span = None
+    tried = False  # the Rust parser gets one try: each try copies the rest of the body
     if text[pos] == "}":
         return _end(text, pos + 1, values, span)
     try:
@@ -159,7 +160,8 @@ def _members(text: str, raw_member: str) -> tuple[dict[str, Any], bytes | None]:
             if text[start : start + 1] in blank:  # "" at the end: the scanner reports it
                 start = ws(text, start).end()
             if name == raw_member:
-                closing = _closing_value(text, start)
+                closing = None if tried else _closing_value(text, start)
+                tried = True
                 if closing is not None:  # the member closes the object: nothing left to scan
                     values[name], raw = closing
                     return values, raw

@@ -7,8 +7,10 @@ import random
 from typing import Any, NamedTuple
 
 import pytest
+from pydantic_core import from_json
 
 from gateway.errors import InvalidInput
+from gateway.ingest import rawjson
 from gateway.ingest.rawjson import parse_document, raw_at, split_object
 from gateway.jsonpointer import parse_pointer, resolve
 
@@ -141,6 +143,23 @@ def test_the_rust_parser_refusing_leaves_the_answer_to_the_c_scanner(
     values, data = split_object(body, "data")
     assert values == json.loads(body)
     assert data == raw
+
+
+def test_a_repeated_raw_member_gets_one_try_of_the_rust_parser(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each try copies the rest of the body: one per name would make a body of many
+    duplicates cost its length squared."""
+    tries = []
+
+    def counted(data: bytes, **options: Any) -> Any:
+        tries.append(len(data))
+        return from_json(data, **options)
+
+    monkeypatch.setattr(rawjson, "from_json", counted)
+    body = b"{" + b",".join([b'"data":0'] * 1000) + b',"id":"x"}'
+    assert split_object(body, "data") == ({"data": 0, "id": "x"}, b"0")
+    assert len(tries) == 1
 
 
 @pytest.mark.parametrize(
