@@ -7,8 +7,8 @@ only while the same events are posted to them (``callgrind_control -i on|off``),
 agrees to about 0.3 %. The cost ratio (the gateway's instructions per event ÷ the baseline's
 per request) is about the inverse of ``ingest_ratio``, whose target 0.5 is a cost ratio of 2,
 but leaves out what instructions miss: kernel time (the gateway's fsyncs), cache misses,
-thread hand-offs. Counts include one quirk: ``rep stosb``
-counts once per byte, so SQLite's page zeroing weighs more than it costs.
+thread hand-offs. One quirk: ``rep stosb`` counts once per byte, so SQLite's page zeroing
+weighs more than it costs.
 
 A third count needs no server or broker: ``kafka_work.py`` decodes Kafka records and ingests
 them in batches of 1,000, the gateway's own work once aiokafka has fetched them.
@@ -32,13 +32,18 @@ from bench.httpload import Pool, Reply
 from bench.load import fan_out
 from bench.messages import Api, outcome
 from bench.procs import REPO_ROOT, Supervisor, free_port, wait_ready
-from bench.stack import api_of, gateway_toml, register_waits, start_sandbox
+from bench.stack import (
+    PRODUCTION_RATE_PER_MINUTE,
+    api_of,
+    gateway_toml,
+    register_waits,
+    start_sandbox,
+)
 from bench.stats import ratio
 
 CONCURRENCY = 64
 WARMUP_EVENTS = 300
 STARTUP_TIMEOUT_S = 300.0
-PRODUCTION_RATE_PER_MINUTE = 60
 
 
 @dataclass(frozen=True, slots=True)
