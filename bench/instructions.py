@@ -29,14 +29,15 @@ from pathlib import Path
 
 from bench.console import note
 from bench.httpload import Pool, Reply
+from bench.ingest import EventMix
 from bench.load import fan_out
 from bench.messages import Api, outcome
 from bench.procs import REPO_ROOT, Supervisor, free_port, wait_ready
 from bench.stack import (
     PRODUCTION_RATE_PER_MINUTE,
     api_of,
-    gateway_toml,
     register_waits,
+    start_gateway,
     start_sandbox,
 )
 from bench.stats import ratio
@@ -128,23 +129,21 @@ async def gateway_instructions(plan: InstructionsPlan, workdir: Path) -> float:
     counter = Callgrind(workdir, "gateway")
     with Supervisor(workdir) as procs:
         sandbox = await start_sandbox(procs)
-        port = free_port()
-        config = workdir / "gateway-instructions.toml"
-        db_path = workdir / "gateway-instructions.db"
-        rate = PRODUCTION_RATE_PER_MINUTE
-        config.write_text(gateway_toml(port, db_path, sandbox.server.url, rate))
-        args = ["run", "--config", str(config)]
-        server = procs.start("gateway", "gateway", args, port, counter.wrapper)
-        await wait_ready(server, "/healthz", STARTUP_TIMEOUT_S)
+        server = await start_gateway(
+            procs,
+            workdir,
+            sandbox,
+            PRODUCTION_RATE_PER_MINUTE,
+            wrapper=counter.wrapper,
+            ready_timeout_s=STARTUP_TIMEOUT_S,
+        )
         api = api_of(server)
         matched = plan.events // 2
         keys = [f"m-{n}" for n in range(matched)]
         await register_waits(api, keys, await sandbox.create_jobs(matched))
         await post_all(api, [api.event(f"w-{i}", f"w-{i}") for i in range(WARMUP_EVENTS)])
-        requests = [
-            api.event(f"e-{i}", keys[i // 2] if i % 2 == 0 else f"b-{i}")
-            for i in range(plan.events)
-        ]
+        mix = EventMix(api, "e", keys)
+        requests = [mix.request(i) for i in range(plan.events)]
         counter.start(server.pid)
         _accepted(await post_all(api, requests), {"matched", "buffered"})
         counter.stop(server.pid)

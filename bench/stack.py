@@ -17,7 +17,7 @@ from typing import Any
 from bench.httpload import Pool, encode_request
 from bench.load import fan_out
 from bench.messages import JSON, Api
-from bench.procs import HOST, Server, Supervisor, free_port, wait_ready
+from bench.procs import HOST, READY_TIMEOUT_S, Server, Supervisor, free_port, wait_ready
 
 API_KEY = "bench-api-key-0123456789"
 WORKATO_TOKEN = "bench-workato-token"
@@ -137,14 +137,21 @@ rate_limit_per_minute = {rate_per_minute}
 
 
 async def start_gateway(
-    procs: Supervisor, workdir: Path, sandbox: Sandbox, rate_per_minute: int = HIGH_RATE_PER_MINUTE
+    procs: Supervisor,
+    workdir: Path,
+    sandbox: Sandbox,
+    rate_per_minute: int = HIGH_RATE_PER_MINUTE,
+    wrapper: list[str] | None = None,
+    ready_timeout_s: float = READY_TIMEOUT_S,
 ) -> Server:
+    """A gateway on the bench's configuration, run by ``wrapper`` (a profiler) if given."""
     port = free_port()
     config = workdir / f"gateway-{port}.toml"
     db_path = workdir / f"gateway-{port}.db"
     config.write_text(gateway_toml(port, db_path, sandbox.server.url, rate_per_minute))
-    server = procs.start("gateway", "gateway", ["run", "--config", str(config)], port)
-    await wait_ready(server, "/healthz")
+    args = ["run", "--config", str(config)]
+    server = procs.start("gateway", "gateway", args, port, wrapper)
+    await wait_ready(server, "/healthz", ready_timeout_s)
     return server
 
 
