@@ -1,15 +1,18 @@
 """Parse a JSON object while keeping the exact bytes of a top-level member.
 
 The event's ``data`` must reach Workato byte for byte (invariant 7), so it is sliced out of the
-original body instead of being re-serialized. Every member is decoded exactly once, by the C
-scanner of the standard library, except a raw member that closes the object: that one (the
-usual place of ``data``, and most of the bytes) goes to pydantic's Rust parser, about three
-times faster. Webhooks point anywhere into their body (RFC 6901), so ``raw_at`` walks the same
-scanner down a pointer's path and slices out the value it names.
+original body instead of being re-serialized. The usual body ends with its raw member
+(``{"id":…,"key":…,"status":…,"data":{…}}``): that layout is cut in two at the member's name
+and each part parsed by pydantic's Rust parser, several times faster than a walk member by
+member. Anything else, and anything the Rust parser refuses, goes to the general walk, the C
+scanner of the standard library, which has the last word. Webhooks point anywhere into their
+body (RFC 6901), so ``raw_at`` walks the same scanner down a pointer's path and slices out the
+value it names.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -32,12 +35,17 @@ _WS_MATCH = cast(Callable[[str, int], re.Match[str]], _WS.match)  # [ \t\n\r]* a
 _scan_once: Any = _DECODER.scan_once  # type: ignore[attr-defined]
 _scanstring: Any = json.decoder.scanstring  # type: ignore[attr-defined]  # C-accelerated
 _BLANK = " \t\n\r"  # what _WS matches; a one-character test is cheaper than the regex
+_BLANK_BYTES = _BLANK.encode()
+_COMMA, _OPEN, _CLOSE, _COLON = b",{}:"
 
 
 def split_object(body: bytes, member: str) -> tuple[dict[str, Any], bytes | None]:
     """The decoded values of a JSON object's top-level members, and the exact bytes of the one
     named ``member`` (None when it is absent). Of duplicate names the last one counts, for
     the value and the bytes alike, as in ``json.loads``."""
+    closing = _split_at_closing_member(body, member)
+    if closing is not None:
+        return closing
     try:
         text = body.decode("utf-8")
         return _members(text, member)
@@ -45,6 +53,57 @@ def split_object(body: bytes, member: str) -> tuple[dict[str, Any], bytes | None
         raise InvalidInput("the body is not UTF-8") from None
     except (ValueError, IndexError, RecursionError) as exc:  # deep nesting recurses in C
         raise InvalidInput(f"the body is not a JSON object: {exc}") from None
+
+
+def _split_at_closing_member(body: bytes, member: str) -> tuple[dict[str, Any], bytes] | None:
+    """``split_object`` for a body whose last member is ``member``, or None.
+
+    The body is cut at the last spelling of the name: what comes before, closed with ``}``,
+    must parse as an object, which proves the comma in front of the name is the object's own
+    (outside any string, at depth one); what follows the colon, up to the closing brace, must
+    parse as one value. Then the whole body is that object plus this member, last, so its
+    value and bytes win over any earlier duplicate, as in ``json.loads``. Each part is parsed
+    once: the cost stays linear in the body, whatever it holds.
+    """
+    name = _spelling(member)
+    at = body.rfind(name)
+    if at < 0:
+        return None
+    before = at - 1
+    while before >= 0 and body[before] in _BLANK_BYTES:
+        before -= 1
+    colon, end = at + len(name), len(body)
+    while colon < end and body[colon] in _BLANK_BYTES:
+        colon += 1
+    while end > colon and body[end - 1] in _BLANK_BYTES:
+        end -= 1
+    if before < 0 or end - colon < 3 or body[colon] != _COLON or body[end - 1] != _CLOSE:
+        return None  # not even ':', a value and '}' after the name
+    start, end = colon + 1, end - 1
+    while start < end and body[start] in _BLANK_BYTES:
+        start += 1
+    while end > start and body[end - 1] in _BLANK_BYTES:
+        end -= 1
+    try:
+        if body[before] == _COMMA:
+            values = from_json(body[:before] + b"}", allow_inf_nan=False)
+            if not isinstance(values, dict):
+                return None
+        elif body[before] == _OPEN and not body[:before].strip(_BLANK_BYTES):
+            values = {}
+        else:
+            return None
+        raw = body[start:end]
+        values[member] = from_json(raw, allow_inf_nan=False)
+    except ValueError:
+        return None
+    return values, raw
+
+
+@functools.cache
+def _spelling(member: str) -> bytes:
+    """The name as the fast path looks for it; other spellings (escapes) take the walk."""
+    return json.dumps(member, ensure_ascii=False).encode()
 
 
 def parse_document(body: bytes) -> Any:
@@ -132,8 +191,8 @@ def _element_start(text: str, pos: int, index: int) -> int | None:
 
 
 def _members(text: str, raw_member: str) -> tuple[dict[str, Any], bytes | None]:
-    # The hot path of every Kafka event and API body: one frame, the C scanners called
-    # directly, and the whitespace regex only where there is whitespace (there rarely is).
+    # Any layout, and the last word on everything the Rust parser refused: one frame, the C
+    # scanners called directly, and the whitespace regex only where there is whitespace.
     # Errors are those of the general helpers (``_skip``, ``_expect``, ``_scan_value``).
     ws, scan_value, scan_name, blank = _WS_MATCH, _scan_once, _scanstring, _BLANK
     pos = ws(text, 0).end() if text[:1] in blank else 0
@@ -144,7 +203,6 @@ def _members(text: str, raw_member: str) -> tuple[dict[str, Any], bytes | None]:
         pos = ws(text, pos).end()
     values: dict[str, Any] = {}
     span = None
-    tried = False  # the Rust parser gets one try: each try copies the rest of the body
     if text[pos] == "}":
         return _end(text, pos + 1, values, span)
     try:
@@ -159,16 +217,9 @@ def _members(text: str, raw_member: str) -> tuple[dict[str, Any], bytes | None]:
             start = pos + 1
             if text[start : start + 1] in blank:  # "" at the end: the scanner reports it
                 start = ws(text, start).end()
+            values[name], pos = scan_value(text, start)
             if name == raw_member:
-                closing = None if tried else _closing_value(text, start)
-                tried = True
-                if closing is not None:  # the member closes the object: nothing left to scan
-                    values[name], raw = closing
-                    return values, raw
-                values[name], pos = scan_value(text, start)
                 span = start, pos
-            else:
-                values[name], pos = scan_value(text, start)
             if text[pos] in blank:
                 pos = ws(text, pos).end()
             if text[pos] == "}":
@@ -180,28 +231,6 @@ def _members(text: str, raw_member: str) -> tuple[dict[str, Any], bytes | None]:
                 pos = ws(text, pos).end()
     except StopIteration as exc:
         raise ValueError(f"expected a value at {exc.value}") from None
-
-
-def _closing_value(text: str, start: int) -> tuple[Any, bytes] | None:
-    """The value at ``start`` and its bytes, if it runs to the object's closing brace.
-
-    Everything between ``start`` and the last ``}`` is parsed as one value: if that succeeds,
-    the member is the object's last (a later member or duplicate name would make it fail) and
-    the whole body is valid, since the members before were scanned. None sends the caller
-    back to the C scanner, which has the last word on anything refused here.
-    """
-    end = len(text) - 1
-    while end > start and text[end] in _BLANK:
-        end -= 1
-    if end <= start or text[end] != "}":
-        return None
-    while text[end - 1] in _BLANK:  # stops at the value's last character at the latest
-        end -= 1
-    raw = text[start:end].encode("utf-8")
-    try:
-        return from_json(raw, allow_inf_nan=False), raw
-    except ValueError:
-        return None
 
 
 def _scan_value(text: str, pos: int) -> tuple[Any, int]:

@@ -121,7 +121,7 @@ def test_duplicate_keys_last_wins_like_json_loads() -> None:
     assert members["a"].raw == b'{"x":3}'
 
 
-# -- the raw member that closes the object goes to the Rust parser first ----------------------
+# -- a body that the raw member closes goes to the Rust parser first --------------------------
 
 DEEP = b"[" * 300 + b"]" * 300  # deeper than the Rust parser's limit, not the C scanner's
 
@@ -131,25 +131,56 @@ DEEP = b"[" * 300 + b"]" * 300  # deeper than the Rust parser's limit, not the C
     [
         (rb'{"id":"a","data":"\ud800"}', rb'"\ud800"'),  # json.loads takes a lone surrogate
         (b'{"id":"a","data":' + DEEP + b"}", DEEP),
-        (b'{"data":1,"data":{"x":[2]}}', b'{"x":[2]}'),  # the first one does not close it
-        (b'{"data":{"x":1},"id":"a"}', b'{"x":1}'),  # nor does one with a member after it
-        (b'{"id":"a","data": {"x" : 1} \n}\n', b'{"x" : 1}'),
+        (rb'{"id":"\udc00","data":1}', b"1"),  # in the part before the name
+        (b'{"data":{"x":1},"id":"a"}', b'{"x":1}'),  # a member after it
+        (b'{"data":{"x":1},"id":"\\"data\\":2}"}', b'{"x":1}'),  # its name inside a string
+        (b'{"id":{"data":2}}', None),  # only inside a nested object
+        (b'{"d\\u0061ta":1}', b"1"),  # spelled with an escape
     ],
-    ids=["lone-surrogate", "deep", "duplicate", "not-last", "whitespace"],
+    ids=[
+        "lone-surrogate",
+        "deep",
+        "surrogate-before",
+        "not-last",
+        "in-string",
+        "nested",
+        "escaped",
+    ],
 )
-def test_the_rust_parser_refusing_leaves_the_answer_to_the_c_scanner(
-    body: bytes, raw: bytes
+def test_what_the_cut_at_the_name_does_not_fit_is_left_to_the_c_scanner(
+    body: bytes, raw: bytes | None
 ) -> None:
     values, data = split_object(body, "data")
     assert values == json.loads(body)
     assert data == raw
 
 
-def test_a_repeated_raw_member_gets_one_try_of_the_rust_parser(
+@pytest.mark.parametrize(
+    ("body", "raw"),
+    [
+        (b'{"id":"a","key":"k","data":{"x":[1,2.50]}}', b'{"x":[1,2.50]}'),
+        (b'{"data":1,"data":{"x":[2]}}', b'{"x":[2]}'),  # the last duplicate wins
+        (b' {"id":"a" ,\n "data" : {"x" : 1} \n}\n', b'{"x" : 1}'),
+        (b'{"data":"only"}', b'"only"'),
+        (b'{"id":",\\"data\\":0}","data":3}', b"3"),  # an earlier spelling in a string
+    ],
+    ids=["usual", "duplicate", "whitespace", "only-member", "in-string-before"],
+)
+def test_a_body_the_raw_member_closes_never_reaches_the_member_walk(
+    body: bytes, raw: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def walked(text: str, member: str) -> Any:
+        raise AssertionError("the member walk ran")
+
+    monkeypatch.setattr(rawjson, "_members", walked)
+    assert split_object(body, "data") == (json.loads(body), raw)
+
+
+def test_a_repeated_raw_member_costs_the_rust_parser_one_pass_over_the_body(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Each try copies the rest of the body: one per name would make a body of many
-    duplicates cost its length squared."""
+    """Each try copies part of the body: one per name would make a body of many duplicates
+    cost its length squared."""
     tries = []
 
     def counted(data: bytes, **options: Any) -> Any:
@@ -159,7 +190,8 @@ def test_a_repeated_raw_member_gets_one_try_of_the_rust_parser(
     monkeypatch.setattr(rawjson, "from_json", counted)
     body = b"{" + b",".join([b'"data":0'] * 1000) + b',"id":"x"}'
     assert split_object(body, "data") == ({"data": 0, "id": "x"}, b"0")
-    assert len(tries) == 1
+    assert len(tries) == 2  # the part before the last name, and the part after it
+    assert sum(tries) <= len(body)
 
 
 @pytest.mark.parametrize(
@@ -424,3 +456,22 @@ def test_raw_at_agrees_with_resolve_on_generated_documents() -> None:
             assert raw is not None
             assert raw in body
             assert json.loads(raw) == resolve(decoded, tokens)
+
+
+def test_the_cut_at_the_name_agrees_with_the_member_walk_on_generated_bodies() -> None:
+    """Bodies full of decoys: the raw member's name in strings, in nested objects, repeated,
+    first, last, missing. Whatever path ``split_object`` takes, its answer is the walk's."""
+    rng = random.Random(7)
+    decoys = ['"data"', ',"data":1}', '{"data":', '\\"data\\":', "data"]
+    for _ in range(2000):
+        members = []
+        for _ in range(rng.randint(0, 5)):
+            name = rng.choice(["data", "data", "id", random_string(rng), rng.choice(decoys)])
+            value: Any = random_value(rng)
+            if rng.random() < 0.3:
+                value = rng.choice([rng.choice(decoys), {"data": value}, [{"data": 1}, value]])
+            members.append(spell_member(name, render(value, rng), rng))
+        body = (random_ws(rng) + "{" + ",".join(members) + random_ws(rng) + "}").encode()
+        expected = rawjson._members(body.decode(), "data")
+        assert split_object(body, "data") == expected
+        assert expected[0] == json.loads(body)
