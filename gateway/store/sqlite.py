@@ -713,7 +713,9 @@ class SQLiteStore:
 
 
 def _event_row(row: EventRow) -> tuple[Any, ...]:
-    """``insert_event_rows``' parameters."""
+    """``insert_event_rows``' parameters, in the types the sqlite3 module binds without its
+    adaptation protocol (int, float, str, bytearray): ``''`` for NULL, the data as a
+    bytearray. A 1 KB copy costs a tenth of adapting the bytes."""
     event, blob = row.event, row.event.blob
     return (
         row.id,
@@ -722,13 +724,13 @@ def _event_row(row: EventRow) -> tuple[Any, ...]:
         event.event_id,
         event.key,
         event.status,
-        event.data,
+        bytearray(event.data),
         row.state,
-        row.wait_id,
+        "" if row.wait_id is None else row.wait_id,
         row.received_at,
-        event.occurred_at,
-        row.buffer_until,
-        None if blob is None else blob.sha256,
+        "" if event.occurred_at is None else event.occurred_at,
+        "" if row.buffer_until is None else row.buffer_until,
+        "" if blob is None else blob.sha256,
         JSON if blob is None else blob.content_type,
     )
 

@@ -230,9 +230,11 @@ SELECT COALESCE(MAX(id), 0) FROM events;
 SELECT COALESCE(MAX(id), 0) FROM deliveries;
 
 -- name: insert_event_rows
+-- '' stands for NULL: the sqlite3 module binds None only after its adaptation protocol, which
+-- raises and clears an AttributeError each time (~3,300 instructions per value).
 INSERT INTO events (id, tenant, source, event_id, key, status, data, state, wait_id,
                     received_at, occurred_at, buffer_until, blob, content_type)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULLIF(?, ''), ?, NULLIF(?, ''), NULLIF(?, ''), NULLIF(?, ''), ?);
 
 -- name: count_duplicate_rows
 UPDATE events SET duplicates = duplicates + ? WHERE id = ?;
