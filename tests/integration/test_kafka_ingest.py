@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from gateway.app import Gateway
 from gateway.errors import BrokerError
@@ -169,3 +170,43 @@ async def test_an_unreachable_broker_fails_the_start_and_closes_what_started(
     with pytest.raises(BrokerError, match="cannot connect to Kafka"):
         async with Gateway(settings):
             pass
+
+
+async def test_batches_persisted_while_an_offset_commit_is_out_are_committed_in_one_request(
+    kafka: Tansu,
+    make_settings: SettingsFactory,
+    start_gateway: Start,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A slow broker answer to the offset commit must not become what the intake waits for:
+    the batches persisted meanwhile hand their offsets on, and one request commits them."""
+    requests: list[dict[Any, int]] = []
+    real_commit = AIOKafkaConsumer.commit
+
+    async def slow_commit(self: Any, offsets: Any = None) -> None:
+        requests.append(dict(offsets or {}))
+        await asyncio.sleep(0.2)
+        await real_commit(self, offsets)
+
+    monkeypatch.setattr(AIOKafkaConsumer, "commit", slow_commit)
+    settings = make_settings({"kafka": kafka_config(kafka.bootstrap, max_batch_records=20)})
+    gw: RunningGateway = await start_gateway(settings)
+    count = 1000
+    events = [
+        Message(EVENTS, f"k{i}".encode(), event_value("acme", f"e{i}", f"k{i}"))
+        for i in range(count)
+    ]
+    await produce(kafka.bootstrap, events)
+    buffered = 'gateway_events_total{outcome="buffered",source="kafka",tenant="acme"}'
+    deadline = time.monotonic() + 30
+    while await committed(kafka.bootstrap, "resume-gateway", [EVENTS]) < count:
+        assert time.monotonic() < deadline, "the offsets did not all get committed"
+        await asyncio.sleep(0.2)
+    assert await metric(gw, buffered) == count
+    assert len(requests) < count / 20 / 2  # far fewer requests than batches of 20
+    # each request only moves offsets forward, partition by partition
+    latest: dict[Any, int] = {}
+    for offsets in requests:
+        for tp, offset in offsets.items():
+            assert offset >= latest.get(tp, 0)
+            latest[tp] = offset

@@ -5,7 +5,10 @@ is persisted in one store transaction, its poison records are dead-lettered, and
 its offsets committed. A redelivered record is recognised by the store as a duplicate
 (``event_id`` per tenant and source) or a repeat (same token). Batches are pipelined — the
 next one is fetched and decoded while the previous one commits — but offsets are committed in
-fetch order, so a crash never skips past a batch that was not persisted.
+fetch order, so a crash never skips past a batch that was not persisted. A batch whose
+successor is already persisted when its turn comes hands its offsets on instead of committing
+them: one round trip to the broker then commits both, so the commits, one at a time, never
+become what the intake waits for.
 
 Shutdown order (``stop``): stop fetching, finish the batches in hand (bounded), commit, leave
 the group, close the dead-letter producer. A rebalance drains the same way before giving up
@@ -19,7 +22,7 @@ import contextlib
 import itertools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
@@ -55,10 +58,14 @@ class BatchIngest(Preparer, Protocol):
     ) -> tuple[list[Registration], list[Acceptance]]: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InFlight:
-    task: asyncio.Task[None]
+    """A fetched batch until its offsets are committed or handed on to its successor."""
+
     started: float  # time.monotonic()
+    task: asyncio.Task[None] = field(init=False)
+    persisted: Batch | None = None
+    """Set once stored and dead-lettered: from then on its offsets may be committed."""
 
 
 class KafkaIngest:
@@ -199,11 +206,12 @@ class KafkaIngest:
             if flow is Flow.PAUSE:  # keep polling, or the group counts us as dead
                 await self._wait_changed(self._settings.fetch_wait_s)
             wait_ms = 0 if flow is Flow.PAUSE else ms(self._settings.fetch_wait_s)
-            fetched = await self._consumer.getmany(
-                timeout_ms=wait_ms, max_records=self._settings.max_batch_records
-            )
-            if fetched:
-                self._submit([record for records in fetched.values() for record in records])
+            size = self._settings.max_batch_records
+            room = max(1, self._settings.max_batches_in_flight - len(self._in_flight))
+            fetched = await self._consumer.getmany(timeout_ms=wait_ms, max_records=room * size)
+            records = [record for records in fetched.values() for record in records]
+            for at in range(0, len(records), size):  # as many batches as there is room for
+                self._submit(records[at : at + size])
 
     def _steer(self, flow: Flow) -> None:
         """Pause every assigned partition while the flow says so; resume them after."""
@@ -234,27 +242,42 @@ class KafkaIngest:
 
     def _submit(self, records: list[Record]) -> None:
         previous = self._in_flight[-1].task if self._in_flight else None
+        entry = InFlight(time.monotonic())
         name = f"kafka-batch-{next(self._numbers)}"
-        task = self._spawn(self._handle(records, previous), name)
-        self._in_flight.append(InFlight(task, time.monotonic()))
+        entry.task = self._spawn(self._handle(records, entry, previous), name)
+        self._in_flight.append(entry)
 
     # -- one batch -------------------------------------------------------------------------
 
-    async def _handle(self, records: list[Record], previous: asyncio.Task[None] | None) -> None:
-        started = time.monotonic()
+    async def _handle(
+        self, records: list[Record], entry: InFlight, previous: asyncio.Task[None] | None
+    ) -> None:
         batch = self._decoder.batch(records, self._clock())
         await self._persist(batch)
         assert self._dead_letters is not None
         try:
             await self._dead_letters.send_all(batch.poison)
+            entry.persisted = batch
             if previous is not None:
                 await asyncio.wait({previous})
                 if previous.cancelled() or previous.exception() is not None:
                     return  # its offsets come first; this batch is read again after a restart
-            await self._commit(batch)
+            if not self._hand_on(entry, batch):
+                await self._commit(batch)
         except KafkaError as exc:
             raise BrokerError(f"Kafka refused: {exc}") from exc
-        self._metrics.kafka_batch.observe(time.monotonic() - started)
+        self._metrics.kafka_batch.observe(time.monotonic() - entry.started)
+
+    def _hand_on(self, entry: InFlight, batch: Batch) -> bool:
+        """Leave this batch's offsets to its successor if that one is persisted already: it
+        waits for this one, then commits both in one request."""
+        at = self._in_flight.index(entry)
+        successor = self._in_flight[at + 1].persisted if at + 1 < len(self._in_flight) else None
+        if successor is None:
+            return False
+        for tp, offset in batch.offsets.items():
+            successor.offsets[tp] = max(offset, successor.offsets.get(tp, 0))
+        return True
 
     async def _persist(self, batch: Batch) -> None:
         if not batch.waits and not batch.events:
