@@ -1,9 +1,12 @@
-"""The SQLite store: group commit, with only the fsync off the event loop.
+"""The SQLite store: group commit, with the log synced and checkpointed beside the writer.
 
 Every write is a unit of work queued to a single writer. The writer runs all queued units in
-one transaction on the event loop (they are short, indexed statements), then hands just the
-``COMMIT`` — the fsync — to a thread, while the next batch queues up. Callers are answered only
-after that commit: durable before acknowledged, at thousands of acknowledgements per fsync.
+one transaction on the event loop (they are short, indexed statements), hands the ``COMMIT`` to
+a thread, and goes on with the next batch as soon as it returns: the sync and the checkpoints
+that SQLite would do inside ``COMMIT`` run beside it (``wal.py``). Callers are answered only
+after a sync that began after their commit: durable before acknowledged, at thousands of
+acknowledgements per fsync. An answer is also the only way a write's effect leaves the store:
+a resume is sent only after the claim that took it was synced, and so everything before it.
 Keeping the statements on the loop thread avoids handing the GIL back and forth per statement.
 Consecutive ``record_event`` units of a batch (HTTP requests) run as one set-based pass, like a
 consumer's batch (see ``correlation.py``): a few statements instead of two to four per event.
@@ -51,6 +54,7 @@ from gateway.store.records import (
     WatchView,
 )
 from gateway.store.sqlfiles import load_migrations, load_queries
+from gateway.store.wal import WriteAheadLog, settle_all
 
 T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], Any]
@@ -89,8 +93,8 @@ class SQLiteStore:
 
     def __init__(self, path: str, *, synchronous: str = "full") -> None:
         self._path = path
-        self._synchronous = synchronous
         self._q = load_queries("sqlite")
+        self._log = WriteAheadLog(path, self._connect, synchronous=synchronous)
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
@@ -105,15 +109,17 @@ class SQLiteStore:
         self._conn = self._connect()
         self._migrate()
         self._reader = self._connect()
+        await self._log.start()
         self._writer = asyncio.create_task(self._write_loop(), name="sqlite-writer")
 
     async def close(self) -> None:
         if self._writer is None:
             return
-        await self._write(lambda conn: None)  # FIFO: everything queued before it is committed
+        await self._write(lambda conn: None)  # FIFO: everything queued before it is synced
         writer, self._writer = self._writer, None
         writer.cancel()
         await asyncio.gather(writer, return_exceptions=True)
+        await self._log.stop()
         for conn in (self._conn, self._reader):
             if conn is not None:
                 conn.close()
@@ -134,8 +140,11 @@ class SQLiteStore:
         Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         # check_same_thread=False: COMMIT runs in the commit thread, never concurrently.
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
+        (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        if mode != "wal":  # e.g. a file system without shared memory: no safe group commit
+            conn.close()
+            raise StoreError(f"SQLite cannot use WAL mode for {self._path} (journal_mode={mode})")
+        self._log.configure(conn)
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=5000")
         return conn
@@ -149,6 +158,8 @@ class SQLiteStore:
             if version > current:
                 self._apply(conn, version, script)
                 applied.append(version)
+        if applied and self._log.syncs_commits:
+            self._log.sync()
         return applied
 
     @staticmethod
@@ -191,13 +202,14 @@ class SQLiteStore:
             self._wake.clear()
             while self._queue:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                futures = [future for _, future in batch]
                 try:
                     results = self._execute([work for work, _ in batch])
                     await self._commit()
                 except sqlite3.Error as exc:
-                    results = [StoreError(f"sqlite: {exc}")] * len(batch)
-                for (_, future), result in zip(batch, results, strict=True):
-                    _settle_future(future, result)
+                    settle_all(futures, [StoreError(f"sqlite: {exc}")] * len(batch))
+                    continue
+                self._log.committed(futures, results)
 
     def _execute(self, batch: list[Work]) -> list[Any]:
         """Run a batch in one open transaction. Units run bare; only if one raises is the batch
@@ -233,10 +245,14 @@ class SQLiteStore:
         conn = self._connection()
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._executor, conn.execute, "COMMIT")
+            await loop.run_in_executor(self._executor, self._commit_now, conn)
         except sqlite3.Error:
             conn.execute("ROLLBACK")
             raise
+
+    def _commit_now(self, conn: sqlite3.Connection) -> None:
+        conn.execute("COMMIT")
+        self._log.after_commit(conn)
 
     @staticmethod
     def _unit(conn: sqlite3.Connection, work: Work) -> Any:
@@ -744,12 +760,3 @@ def _blob_params(blob: BlobMeta, keep_until: float, now: float) -> dict[str, Any
         "keep_until": keep_until,
         "abandoned_before": now - ABANDONED_MARK_S,
     }
-
-
-def _settle_future(future: asyncio.Future[Any], result: Any) -> None:
-    if future.done():  # the caller went away; the work is committed all the same
-        return
-    if isinstance(result, BaseException):
-        future.set_exception(result)
-    else:
-        future.set_result(result)

@@ -1,0 +1,177 @@
+"""The SQLite write-ahead log, kept by the store rather than inside ``COMMIT``.
+
+Left to itself, SQLite syncs the log inside every ``COMMIT`` (``synchronous = full``) and copies
+it into the database file inside every ``COMMIT`` that takes it past 1000 pages (auto-
+checkpoint). The single writer waits for both, and in a busy gateway that wait, tens of
+milliseconds a commit, was what the intake waited for. Here:
+
+- The writer's connection runs at ``synchronous = normal``, which in WAL mode is exactly
+  ``full`` without the sync of the log after each commit. ``committed`` takes the answers of a
+  committed transaction and gives them out only after an ``fdatasync`` of the log that began
+  after that commit; one sync covers every transaction committed before it, while the writer
+  is already running the next one. Durable before acknowledged, as before.
+- A checkpointer copies the log into the database file from a connection and a thread of its
+  own (``PASSIVE``: it never blocks the writer). SQLite restarts the log from its beginning
+  when a transaction begins with everything copied; under writes without a pause that moment
+  may not come, so once the log file passes ``restart_bytes`` the writer's commit is followed
+  by a ``RESTART`` checkpoint, in the commit thread, which bounds the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import structlog
+
+from gateway.errors import StoreError
+
+log = structlog.get_logger(__name__)
+
+CHECKPOINT_EVERY_S = 0.1
+RESTART_BYTES = 64 * 1024 * 1024
+
+
+class WriteAheadLog:
+    """Syncs and checkpoints the log of the database at ``path``: ``start()``, ``stop()``."""
+
+    def __init__(
+        self,
+        path: str,
+        connect: Callable[[], sqlite3.Connection],
+        *,
+        synchronous: str,
+        checkpoint_every_s: float = CHECKPOINT_EVERY_S,
+        restart_bytes: int = RESTART_BYTES,
+    ) -> None:
+        self._file = f"{path}-wal"
+        self._connect = connect
+        self._sync_commits = synchronous == "full"
+        self._synchronous = "normal" if self._sync_commits else synchronous
+        self._checkpoint_every_s = checkpoint_every_s
+        self.restart_bytes = restart_bytes
+        self._unsynced: list[tuple[list[asyncio.Future[Any]], list[Any]]] = []
+        self._to_sync = asyncio.Event()
+        self._to_checkpoint = asyncio.Event()
+        self._threads: list[ThreadPoolExecutor] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._checkpointer: sqlite3.Connection | None = None
+
+    async def start(self) -> None:
+        self._checkpointer = self._connect()
+        sync_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-sync")
+        checkpoint_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-ckpt")
+        self._threads = [sync_thread, checkpoint_thread]
+        self._tasks = [
+            asyncio.create_task(self._sync_loop(sync_thread), name="sqlite-sync"),
+            asyncio.create_task(self._checkpoint_loop(checkpoint_thread), name="sqlite-ckpt"),
+        ]
+
+    async def stop(self) -> None:
+        """Call once every answer was given (the store's last write settled)."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        threads, self._threads = self._threads, []
+        for thread in threads:  # a checkpoint under way finishes before its connection closes
+            thread.shutdown(wait=True)
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
+
+    def configure(self, conn: sqlite3.Connection) -> None:
+        """Every connection's settings: syncs and checkpoints are this object's to make, and a
+        log that was restarted is cut back to ``restart_bytes``."""
+        conn.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute(f"PRAGMA journal_size_limit={self.restart_bytes}")
+
+    # -- the writer's side -----------------------------------------------------------------
+
+    def committed(self, futures: list[asyncio.Future[Any]], results: list[Any]) -> None:
+        """A transaction committed: answer its callers once it is durable."""
+        if self._sync_commits:
+            self._unsynced.append((futures, results))
+            self._to_sync.set()
+        else:
+            settle_all(futures, results)
+        self._to_checkpoint.set()
+
+    def after_commit(self, conn: sqlite3.Connection) -> None:
+        """In the commit thread, right after ``COMMIT``: restart a log that grew too long."""
+        try:
+            size = os.stat(self._file).st_size
+        except FileNotFoundError:
+            return
+        if size <= self.restart_bytes:
+            return
+        try:
+            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+        except sqlite3.Error as exc:  # the commit stands; the next one tries again
+            log.warning("sqlite.log_restart_failed", bytes=size, error=str(exc))
+            return
+        if busy:  # readers or the checkpointer held on: the next commit tries again
+            log.debug("sqlite.log_restart_busy", bytes=size, frames=frames, copied=copied)
+        else:
+            log.info("sqlite.log_restarted", bytes=size, frames=frames)
+
+    @property
+    def syncs_commits(self) -> bool:
+        return self._sync_commits
+
+    def sync(self) -> None:
+        """``fdatasync`` the log: what ``full`` adds to ``normal``. Opened each time, so a log
+        that SQLite recreated is never missed."""
+        fd = os.open(self._file, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
+    # -- background ------------------------------------------------------------------------
+
+    async def _sync_loop(self, thread: ThreadPoolExecutor) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._to_sync.wait()
+            self._to_sync.clear()
+            batches, self._unsynced = self._unsynced, []
+            try:
+                await loop.run_in_executor(thread, self.sync)
+            except OSError as exc:  # committed but maybe not durable: not acknowledged
+                log.error("sqlite.sync_failed", error=str(exc))
+                failed = StoreError(f"sqlite: syncing the log failed: {exc}")
+                batches = [(futures, [failed] * len(futures)) for futures, _ in batches]
+            for futures, results in batches:
+                settle_all(futures, results)
+
+    async def _checkpoint_loop(self, thread: ThreadPoolExecutor) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._to_checkpoint.wait()
+            self._to_checkpoint.clear()
+            try:
+                await loop.run_in_executor(thread, self._checkpoint)
+            except sqlite3.Error as exc:  # the next round copies what this one left
+                log.warning("sqlite.checkpoint_failed", error=str(exc))
+            await asyncio.sleep(self._checkpoint_every_s)
+
+    def _checkpoint(self) -> None:
+        assert self._checkpointer is not None
+        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
+
+def settle_all(futures: list[asyncio.Future[Any]], results: list[Any]) -> None:
+    """Answer each caller with its result, or raise its exception in it."""
+    for future, result in zip(futures, results, strict=True):
+        if future.done():  # the caller went away; the work is committed all the same
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)

@@ -1,0 +1,179 @@
+"""The write-ahead log kept beside the writer (gateway/store/wal.py), on real SQLite files.
+
+Answers wait for a sync that began after their commit; a failed sync answers with an error;
+the writer's commits never checkpoint, the checkpointer copies the log into the database file;
+a log that outgrows its limit under writes without a pause is restarted after a commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.errors import StoreError
+from gateway.security.tokens import SealedToken
+from gateway.store import wal as wal_module
+from gateway.store.records import NewWait
+from gateway.store.sqlite import SQLiteStore
+from gateway.store.wal import WriteAheadLog
+
+ROW = os.urandom(1000)
+
+
+def connector(path: Path) -> Callable[[], sqlite3.Connection]:
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        return conn
+
+    return connect
+
+
+class Writer:
+    """A writer connection configured by the log, as the store's is."""
+
+    def __init__(self, path: Path, log: WriteAheadLog) -> None:
+        self.conn = connector(path)()
+        log.configure(self.conn)
+        self.conn.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, d BLOB)")
+        self.log = log
+
+    def commit_rows(self, n: int) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.executemany("INSERT INTO t (d) VALUES (?)", [(ROW,)] * n)
+        self.conn.execute("COMMIT")
+        self.log.after_commit(self.conn)
+
+
+@pytest.fixture
+async def opened(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    opened: list[tuple[WriteAheadLog, Writer]] = []
+
+    async def open_log(**options: Any) -> tuple[WriteAheadLog, Writer]:
+        path = tmp_path / "w.db"
+        log = WriteAheadLog(str(path), connector(path), **options)
+        writer = Writer(path, log)
+        await log.start()
+        opened.append((log, writer))
+        return log, writer
+
+    yield open_log
+    for log, writer in opened:
+        await log.stop()
+        writer.conn.close()
+
+
+async def test_answers_wait_for_a_sync_that_began_after_the_commit(
+    opened: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log, writer = await opened(synchronous="full")
+    synced = asyncio.Event()
+    release = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    real_fdatasync = os.fdatasync
+
+    def held_fdatasync(fd: int) -> None:
+        loop.call_soon_threadsafe(synced.set)
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result()
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(wal_module.os, "fdatasync", held_fdatasync)
+    writer.commit_rows(10)
+    future: asyncio.Future[Any] = loop.create_future()
+    log.committed([future], ["answer"])
+    try:
+        await asyncio.wait_for(synced.wait(), 5)
+        await asyncio.sleep(0.05)
+        assert not future.done()  # committed, being synced: not answered yet
+    finally:
+        release.set()
+    assert await asyncio.wait_for(future, 5) == "answer"
+
+
+async def test_a_failed_sync_answers_with_an_error(
+    opened: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log, writer = await opened(synchronous="full")
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(wal_module.os, "fdatasync", failing)
+    writer.commit_rows(1)
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    log.committed([future], ["answer"])
+    with pytest.raises(StoreError, match="syncing the log failed"):
+        await asyncio.wait_for(future, 5)
+
+
+async def test_without_full_sync_answers_come_at_once(opened: Callable[..., Any]) -> None:
+    log, writer = await opened(synchronous="normal")
+    writer.commit_rows(1)
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    log.committed([future], ["answer"])
+    assert future.done()
+    assert future.result() == "answer"
+
+
+async def test_the_checkpointer_copies_the_log_and_commits_never_do(
+    opened: Callable[..., Any], tmp_path: Path
+) -> None:
+    log, writer = await opened(synchronous="full", checkpoint_every_s=0.01)
+    assert writer.conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+    database = tmp_path / "w.db"
+    before = database.stat().st_size
+    for _ in range(5):
+        writer.commit_rows(200)
+    assert database.stat().st_size == before  # the commits wrote the log alone
+    log.committed([], [])
+    for _ in range(200):
+        if database.stat().st_size > before + 5 * 200 * len(ROW):
+            break
+        await asyncio.sleep(0.02)
+    assert database.stat().st_size > before + 5 * 200 * len(ROW)
+
+
+async def test_a_log_past_its_limit_is_restarted_after_a_commit(
+    opened: Callable[..., Any], tmp_path: Path
+) -> None:
+    limit = 256 * 1024
+    _, writer = await opened(synchronous="full", restart_bytes=limit, checkpoint_every_s=3600)
+    wal = tmp_path / "w.db-wal"
+    per_commit = 50 * 4200  # 50 rows of 1 KB: about 50 pages of 4 KB, each with its header
+    sizes = []
+    for _ in range(40):  # about eight times the limit, and the checkpointer never runs
+        writer.commit_rows(50)
+        sizes.append(wal.stat().st_size)
+    assert max(sizes) <= limit + 2 * per_commit
+    assert (tmp_path / "w.db").stat().st_size > 30 * 50 * len(ROW)  # copied by the restarts
+
+
+async def test_the_store_answers_a_write_only_after_a_sync_of_its_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fdatasync = os.fdatasync
+
+    def recorded(fd: int) -> None:
+        real_fdatasync(fd)
+        synced.append(fd)
+
+    monkeypatch.setattr(wal_module.os, "fdatasync", recorded)
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    await store.open()
+    try:
+        synced.clear()
+        sealed = SealedToken("k", bytes(60))
+        wait = NewWait("acme", "k-1", "digest-1", sealed, 2e9, None, None)
+        registration = await store.register_wait(wait, 1e9)
+        assert registration.outcome == "created"
+        assert synced  # between the call and its answer
+    finally:
+        await store.close()
