@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 from pydantic import ValidationError
+from pydantic_core import to_json
 
 from gateway.errors import Conflict, NotFound
 from gateway.http.auth import ApiKeys
@@ -12,6 +13,7 @@ from gateway.http.views import wait_json
 from gateway.ingest.bodies import Bodies, content_type_of
 from gateway.ingest.service import Ingest
 from gateway.messages import CompletionEvent, WaitRegistration
+from gateway.store.records import JSON
 
 API_SOURCE = "api"
 CONFLICTS = {
@@ -89,9 +91,8 @@ class Api:
                 event = _validated(fields)
                 result = await self._bodies.accept_data(tenant.name, API_SOURCE, event, body, data)
         status = 200 if result.outcome == "duplicate" else 202
-        return web.json_response(
-            {"outcome": result.outcome, "event_id": event.id, "key": event.key}, status=status
-        )
+        answer = {"outcome": result.outcome, "event_id": event.id, "key": event.key}
+        return web.Response(body=to_json(answer), status=status, content_type=JSON)
 
 
 def _payload_form(request: web.Request) -> tuple[CompletionEvent, str] | None:

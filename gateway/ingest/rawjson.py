@@ -85,9 +85,9 @@ def _split_at_closing_member(body: bytes, member: str) -> tuple[dict[str, Any], 
     while end > start and body[end - 1] in _BLANK_BYTES:
         end -= 1
     try:
-        if body[before] == _COMMA:
+        if body[before] == _COMMA:  # after a member: '{,' parses as '{}' but is no object
             values = from_json(body[:before] + b"}", allow_inf_nan=False)
-            if not isinstance(values, dict):
+            if not isinstance(values, dict) or not values:
                 return None
         elif body[before] == _OPEN and not body[:before].strip(_BLANK_BYTES):
             values = {}

@@ -193,7 +193,8 @@ class Ingest:
 
     def _accepted(self, event: NewEvent, result: Acceptance) -> None:
         self._metrics.event_counter(event.tenant, event.source, result.outcome).inc()
-        self._log_accepted(event, result)
+        if log.is_enabled_for(logging.INFO):  # building the call costs more than the check
+            self._log_accepted(event, result)
         if result.outcome == "matched":
             self._on_match(event.tenant)
 

@@ -1,6 +1,7 @@
 """The Kafka source's pure parts: record decoding into store records or poison (with the
 exact bytes of ``data``), dead-letter headers, the backpressure policy, the outcome message,
-the ``[kafka]`` settings, and the event ``resume-gateway publish`` sends."""
+the ``[kafka]`` settings, the event ``resume-gateway publish`` sends, and the consumer's
+offset order when a batch fails (with fakes in place of the broker's clients)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from gateway.config.loader import settings_from_dict
 from gateway.config.settings import IngestSettings
 from gateway.deliver.outcomes import OutcomePublisher, outcome_message
 from gateway.devkafka import EventToPublish
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, StoreError
+from gateway.ingest.kafka.consumer import KafkaIngest
 from gateway.ingest.kafka.decode import KAFKA_SOURCE, Decoder
 from gateway.ingest.kafka.dlq import dead_letter_headers
 from gateway.ingest.kafka.flow import Backpressure, Flow
@@ -327,3 +329,55 @@ def test_connection_options_carry_sasl_and_tls_from_the_settings() -> None:
     assert (options["sasl_mechanism"], options["sasl_plain_username"]) == ("SCRAM-SHA-512", "gw")
     assert options["sasl_plain_password"] == "s3cret"
     assert "s3cret" not in secure.model_dump_json(), "masked when printed"
+
+
+class SlowFirstIngest:
+    """Prepares like ``Ingest``; its first batch fails last (after the others persisted)."""
+
+    def __init__(self, preparer: Ingest) -> None:
+        self._preparer = preparer
+        self.calls = 0
+
+    def prepare_wait(self, tenant: str, reg: Any, now: float) -> NewWait:
+        return self._preparer.prepare_wait(tenant, reg, now)
+
+    def prepare_event(self, tenant: str, source: str, ev: Any, data: bytes) -> NewEvent:
+        return self._preparer.prepare_event(tenant, source, ev, data)
+
+    async def ingest_batch(self, waits: list[NewWait], events: list[NewEvent]) -> Any:
+        self.calls += 1
+        first = self.calls == 1
+        await asyncio.sleep(0.05 if first else 0.0)
+        if first:
+            raise StoreError("sqlite: disk I/O error")
+        return [], []
+
+
+class RecordingConsumer:
+    def __init__(self) -> None:
+        self.commits: list[dict[Any, int]] = []
+
+    async def commit(self, offsets: dict[Any, int]) -> None:
+        self.commits.append(offsets)
+
+
+class NoDeadLetters:
+    async def send_all(self, poison: list[Any]) -> None:
+        assert not poison
+
+
+async def test_no_batch_after_a_failed_one_commits_its_offsets() -> None:
+    """Offsets are committed in fetch order: the batches behind a failed one are read again
+    after a restart, so none of them may commit (each would commit past the failed one)."""
+    ingest = SlowFirstIngest(cast(Ingest, decoder()._preparer))
+    settings = KafkaSettings(bootstrap_servers=["127.0.0.1:9"], max_batch_records=1)
+    consumer = KafkaIngest(settings, ingest, frozenset({"acme"}), lambda: NOW, Metrics())
+    fake = RecordingConsumer()
+    consumer._consumer, consumer._dead_letters = fake, NoDeadLetters()  # what start() connects
+    for offset in (10, 11, 12):
+        consumer._submit([Rec("resume.events", event(id=f"e{offset}"), offset=offset)])
+    await asyncio.wait_for(consumer.failed.wait(), 2)
+    await consumer._drain(2)
+    assert isinstance(consumer.failure, StoreError)
+    assert fake.commits == []
+    assert ingest.calls == 3

@@ -203,8 +203,19 @@ def test_a_repeated_raw_member_costs_the_rust_parser_one_pass_over_the_body(
         b'{"data":1 2}',
         b'{"data":{"a":1}}}',
         b'{"data":"\xff"}',
+        b'{,"data":2}',
+        b'{ \n,"data":[1]}',
     ],
-    ids=["nan", "trailing-comma", "control-char", "two-values", "extra-brace", "not-utf8"],
+    ids=[
+        "nan",
+        "trailing-comma",
+        "control-char",
+        "two-values",
+        "extra-brace",
+        "not-utf8",
+        "leading-comma",
+        "leading-comma-after-blanks",
+    ],
 )
 def test_a_closing_raw_member_that_is_not_json_is_refused(body: bytes) -> None:
     with pytest.raises(InvalidInput):
@@ -272,6 +283,7 @@ def test_invalid_utf8_is_rejected(body: bytes) -> None:
         b'{"a":"tab\there"}',
         b'{"a":tru}',
         b'{,"a":1}',
+        b'{ \n,"a":[1]}',
         b'\xef\xbb\xbf{"a":1}',
     ],
     ids=[
@@ -284,6 +296,7 @@ def test_invalid_utf8_is_rejected(body: bytes) -> None:
         "control-char",
         "bad-literal",
         "leading-comma",
+        "leading-comma-after-blanks",
         "bom",
     ],
 )

@@ -188,6 +188,8 @@ class KafkaIngest:
         if task.cancelled() or task.exception() is None:
             return
         exc = task.exception()
+        if isinstance(exc, _Abandoned):  # the batch before it failed, and said so
+            return
         log.critical("kafka.task_died", task=task.get_name(), exc_info=exc)
         if self.failure is None:
             self.failure = exc
@@ -261,7 +263,7 @@ class KafkaIngest:
             if previous is not None:
                 await asyncio.wait({previous})
                 if previous.cancelled() or previous.exception() is not None:
-                    return  # its offsets come first; this batch is read again after a restart
+                    raise _Abandoned  # its offsets come first: neither commits, both are read again
             if not self._hand_on(entry, batch):
                 await self._commit(batch)
         except KafkaError as exc:
@@ -325,6 +327,11 @@ class KafkaIngest:
         if revoked:
             log.info("kafka.partitions_revoked", partitions=len(revoked))
             await self._drain(self._settings.session_timeout_s)
+
+
+class _Abandoned(Exception):
+    """A batch fetched after one that failed or was cancelled: its offsets must not be
+    committed either (they are past the failed batch's), nor any after it."""
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped library
