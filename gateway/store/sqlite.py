@@ -5,8 +5,8 @@ one transaction on the event loop (they are short, indexed statements), hands th
 a thread, and goes on with the next batch as soon as it returns: the sync and the checkpoints
 that SQLite would do inside ``COMMIT`` run beside it (``wal.py``). Callers are answered only
 after a sync that began after their commit: durable before acknowledged, at thousands of
-acknowledgements per fsync. An answer is also the only way a write's effect leaves the store:
-a resume is sent only after the claim that took it was synced, and so everything before it.
+acknowledgements per fsync. Whatever acts outside the store does so on an answer, so on synced
+state: a resume is sent only after the claim that took it was synced, and everything before it.
 Keeping the statements on the loop thread avoids handing the GIL back and forth per statement.
 Consecutive ``record_event`` units of a batch (HTTP requests) run as one set-based pass, like a
 consumer's batch (see ``correlation.py``): a few statements instead of two to four per event.
@@ -191,6 +191,8 @@ class SQLiteStore:
     async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         if self._writer is None:
             raise StoreError("the store is not open")
+        if self._log.failure is not None:
+            raise self._log.failure
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append((work, future))
         self._wake.set()
@@ -697,7 +699,8 @@ class SQLiteStore:
         )
 
     async def closed_watches(self, limit: int) -> list[WatchClaim]:
-        rows = await self._read(
+        # through the writer: each answer cancels a job, so it must rest on synced state only
+        rows = await self._write(
             lambda conn: self._run(conn, "closed_watches", limit=limit).fetchall()
         )
         return [WatchClaim(*row) for row in rows]

@@ -9,7 +9,13 @@ milliseconds a commit, was what the intake waited for. Here:
   ``full`` without the sync of the log after each commit. ``committed`` takes the answers of a
   committed transaction and gives them out only after an ``fdatasync`` of the log that began
   after that commit; one sync covers every transaction committed before it, while the writer
-  is already running the next one. Durable before acknowledged, as before.
+  is already running the next one. Durable before acknowledged, as before. The log stays open
+  for the store's lifetime, so a write-back error is reported to this descriptor even if
+  another one (a checkpoint's) saw it first; after a failed sync the log refuses every later
+  answer, because what follows the lost pages in the log is lost with them.
+- Other connections may read a commit up to one sync before it is durable. Whatever acts
+  outside the store on what it reads (the poller cancelling a job) reads through the writer,
+  whose answers wait for the sync.
 - A checkpointer copies the log into the database file from a connection and a thread of its
   own (``PASSIVE``: it never blocks the writer). SQLite restarts the log from its beginning
   when a transaction begins with everything copied; under writes without a pause that moment
@@ -60,8 +66,13 @@ class WriteAheadLog:
         self._threads: list[ThreadPoolExecutor] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._checkpointer: sqlite3.Connection | None = None
+        self._fd: int | None = None
+        self.failure: StoreError | None = None
+        """Set by a failed sync: from then on nothing is acknowledged (restart the gateway)."""
 
     async def start(self) -> None:
+        """Call once the log exists (a connection has read the database)."""
+        self._fd = os.open(self._file, os.O_RDONLY)
         self._checkpointer = self._connect()
         sync_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-sync")
         checkpoint_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-ckpt")
@@ -77,12 +88,17 @@ class WriteAheadLog:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._unsynced:  # committed by a write queued after the last one: answer it too
+            await self._sync_and_answer(self._threads[0])
         threads, self._threads = self._threads, []
         for thread in threads:  # a checkpoint under way finishes before its connection closes
             thread.shutdown(wait=True)
         if self._checkpointer is not None:
             self._checkpointer.close()
             self._checkpointer = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def configure(self, conn: sqlite3.Connection) -> None:
         """Every connection's settings: syncs and checkpoints are this object's to make, and a
@@ -95,7 +111,9 @@ class WriteAheadLog:
 
     def committed(self, futures: list[asyncio.Future[Any]], results: list[Any]) -> None:
         """A transaction committed: answer its callers once it is durable."""
-        if self._sync_commits:
+        if self.failure is not None:
+            settle_all(futures, [self.failure] * len(futures))
+        elif self._sync_commits:
             self._unsynced.append((futures, results))
             self._to_sync.set()
         else:
@@ -106,7 +124,7 @@ class WriteAheadLog:
         """In the commit thread, right after ``COMMIT``: restart a log that grew too long."""
         try:
             size = os.stat(self._file).st_size
-        except FileNotFoundError:
+        except OSError:  # nothing to restart, or nothing known: the next commit looks again
             return
         if size <= self.restart_bytes:
             return
@@ -125,30 +143,38 @@ class WriteAheadLog:
         return self._sync_commits
 
     def sync(self) -> None:
-        """``fdatasync`` the log: what ``full`` adds to ``normal``. Opened each time, so a log
-        that SQLite recreated is never missed."""
-        fd = os.open(self._file, os.O_RDONLY)
-        try:
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
+        """``fdatasync`` the log: what ``full`` adds to ``normal``. (SQLite recreates the log
+        only when its last connection closes, and the store holds three open.)"""
+        if self._fd is None:  # before start(): the migrations, on a log opened for the purpose
+            fd = os.open(self._file, os.O_RDONLY)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            return
+        os.fdatasync(self._fd)
 
     # -- background ------------------------------------------------------------------------
 
     async def _sync_loop(self, thread: ThreadPoolExecutor) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await self._to_sync.wait()
             self._to_sync.clear()
-            batches, self._unsynced = self._unsynced, []
-            try:
-                await loop.run_in_executor(thread, self.sync)
-            except OSError as exc:  # committed but maybe not durable: not acknowledged
-                log.error("sqlite.sync_failed", error=str(exc))
-                failed = StoreError(f"sqlite: syncing the log failed: {exc}")
-                batches = [(futures, [failed] * len(futures)) for futures, _ in batches]
-            for futures, results in batches:
-                settle_all(futures, results)
+            await self._sync_and_answer(thread)
+
+    async def _sync_and_answer(self, thread: ThreadPoolExecutor) -> None:
+        batches, self._unsynced = self._unsynced, []
+        try:
+            if self.failure is None:
+                await asyncio.get_running_loop().run_in_executor(thread, self.sync)
+        except OSError as exc:  # committed but maybe not durable: never acknowledged
+            log.critical("sqlite.sync_failed", error=str(exc))
+            self.failure = StoreError(f"sqlite: syncing the log failed: {exc}")
+        except asyncio.CancelledError:
+            self._unsynced = batches + self._unsynced  # stop() answers them
+            raise
+        for futures, results in batches:
+            settle_all(futures, results if self.failure is None else [self.failure] * len(futures))
 
     async def _checkpoint_loop(self, thread: ThreadPoolExecutor) -> None:
         loop = asyncio.get_running_loop()

@@ -105,12 +105,36 @@ async def test_a_failed_sync_answers_with_an_error(
     def failing(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
+    real_fdatasync = os.fdatasync
     monkeypatch.setattr(wal_module.os, "fdatasync", failing)
     writer.commit_rows(1)
-    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
     log.committed([future], ["answer"])
     with pytest.raises(StoreError, match="syncing the log failed"):
         await asyncio.wait_for(future, 5)
+    # Whatever follows the lost pages in the log is lost with them: nothing is answered again.
+    monkeypatch.setattr(wal_module.os, "fdatasync", real_fdatasync)
+    writer.commit_rows(1)
+    later: asyncio.Future[Any] = loop.create_future()
+    log.committed([later], ["answer"])
+    with pytest.raises(StoreError, match="syncing the log failed"):
+        await asyncio.wait_for(later, 5)
+
+
+async def test_stopping_answers_what_was_committed_but_not_yet_synced(
+    opened: Callable[..., Any],
+) -> None:
+    log, writer = await opened(synchronous="full")
+    writer.commit_rows(1)
+    futures: list[asyncio.Future[Any]] = []
+    for n in range(3):
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        log.committed([future], [n])
+        futures.append(future)
+        await asyncio.sleep(0)  # the sync loop may be part-way through when stop() comes
+    await log.stop()
+    assert [f.result() for f in futures] == [0, 1, 2]
 
 
 async def test_without_full_sync_answers_come_at_once(opened: Callable[..., Any]) -> None:
