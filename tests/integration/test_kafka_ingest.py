@@ -66,6 +66,17 @@ async def metric(gw: RunningGateway, line: str) -> float:
     return 0.0
 
 
+BUFFERED = 'gateway_events_total{outcome="buffered",source="kafka",tenant="acme"}'
+
+
+def lone_events(count: int) -> list[Message]:
+    """Events of keys that no wait names: each is buffered."""
+    return [
+        Message(EVENTS, f"k{i}".encode(), event_value("acme", f"e{i}", f"k{i}"))
+        for i in range(count)
+    ]
+
+
 def data_of(i: int) -> bytes:
     """Bytes that a JSON round trip would change: the gateway must pass them on as they are."""
     return b'{"order": %d, "n": 1.0000000000000001, "note": "\xc3\xbcn\xc3\xafcode"}' % i
@@ -130,14 +141,9 @@ async def test_a_graceful_stop_commits_what_it_persisted_and_a_restart_reads_not
     settings = make_settings({"kafka": kafka_config(kafka.bootstrap, max_batch_records=50)})
     gw: RunningGateway = await start_gateway(settings)
     count = 600
-    events = [
-        Message(EVENTS, f"k{i}".encode(), event_value("acme", f"e{i}", f"k{i}"))
-        for i in range(count)
-    ]
-    await produce(kafka.bootstrap, events)
-    buffered = 'gateway_events_total{outcome="buffered",source="kafka",tenant="acme"}'
+    await produce(kafka.bootstrap, lone_events(count))
     deadline = time.monotonic() + 20
-    while await metric(gw, buffered) < count:
+    while await metric(gw, BUFFERED) < count:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
     await gw.gateway.stop()
@@ -145,8 +151,8 @@ async def test_a_graceful_stop_commits_what_it_persisted_and_a_restart_reads_not
 
     again: RunningGateway = await start_gateway(settings)
     await asyncio.sleep(3)  # a join, and time to read anything left uncommitted
-    assert await metric(again, buffered) == 0
-    assert await metric(again, buffered.replace("buffered", "duplicate")) == 0
+    assert await metric(again, BUFFERED) == 0
+    assert await metric(again, BUFFERED.replace("buffered", "duplicate")) == 0
 
 
 async def test_readiness_reports_kafka(
@@ -192,17 +198,12 @@ async def test_batches_persisted_while_an_offset_commit_is_out_are_committed_in_
     settings = make_settings({"kafka": kafka_config(kafka.bootstrap, max_batch_records=20)})
     gw: RunningGateway = await start_gateway(settings)
     count = 1000
-    events = [
-        Message(EVENTS, f"k{i}".encode(), event_value("acme", f"e{i}", f"k{i}"))
-        for i in range(count)
-    ]
-    await produce(kafka.bootstrap, events)
-    buffered = 'gateway_events_total{outcome="buffered",source="kafka",tenant="acme"}'
+    await produce(kafka.bootstrap, lone_events(count))
     deadline = time.monotonic() + 30
     while await committed(kafka.bootstrap, "resume-gateway", [EVENTS]) < count:
         assert time.monotonic() < deadline, "the offsets did not all get committed"
         await asyncio.sleep(0.2)
-    assert await metric(gw, buffered) == count
+    assert await metric(gw, BUFFERED) == count
     assert len(requests) < count / 20 / 2  # far fewer requests than batches of 20
     # each request only moves offsets forward, partition by partition
     latest: dict[Any, int] = {}
