@@ -59,7 +59,7 @@ class WriteAheadLog:
         self._sync_commits = synchronous == "full"
         self._synchronous = "normal" if self._sync_commits else synchronous
         self._checkpoint_every_s = checkpoint_every_s
-        self.restart_bytes = restart_bytes
+        self._restart_bytes = restart_bytes
         self._unsynced: list[tuple[list[asyncio.Future[Any]], list[Any]]] = []
         self._to_sync = asyncio.Event()
         self._to_checkpoint = asyncio.Event()
@@ -105,7 +105,7 @@ class WriteAheadLog:
         log that was restarted is cut back to ``restart_bytes``."""
         conn.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
         conn.execute("PRAGMA wal_autocheckpoint=0")
-        conn.execute(f"PRAGMA journal_size_limit={self.restart_bytes}")
+        conn.execute(f"PRAGMA journal_size_limit={self._restart_bytes}")
 
     # -- the writer's side -----------------------------------------------------------------
 
@@ -122,11 +122,13 @@ class WriteAheadLog:
 
     def after_commit(self, conn: sqlite3.Connection) -> None:
         """In the commit thread, right after ``COMMIT``: restart a log that grew too long."""
-        try:
-            size = os.stat(self._file).st_size
-        except OSError:  # nothing to restart, or nothing known: the next commit looks again
+        if self._fd is None:
             return
-        if size <= self.restart_bytes:
+        try:
+            size = os.fstat(self._fd).st_size
+        except OSError:  # nothing known: the next commit looks again
+            return
+        if size <= self._restart_bytes:
             return
         try:
             busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
