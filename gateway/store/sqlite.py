@@ -16,6 +16,7 @@ Reads use a second connection, which in WAL mode sees the last commit and never 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -101,11 +102,13 @@ class SQLiteStore:
         self._queue: list[tuple[Work, asyncio.Future[Any]]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
+        self._closing = False
         self._conn = self._connect()
         self._migrate()
         self._reader = self._connect()
@@ -115,7 +118,9 @@ class SQLiteStore:
     async def close(self) -> None:
         if self._writer is None:
             return
-        await self._write(lambda conn: None)  # FIFO: everything queued before it is synced
+        self._closing = True  # refuse new writes: none may queue behind the last one
+        with contextlib.suppress(StoreError):  # a failed log answers it so; it still drains
+            await self._enqueue(lambda conn: None)  # FIFO: what was queued before it is done
         writer, self._writer = self._writer, None
         writer.cancel()
         await asyncio.gather(writer, return_exceptions=True)
@@ -189,10 +194,13 @@ class SQLiteStore:
             raise StoreError(f"sqlite: {exc}") from exc
 
     async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        if self._writer is None:
+        if self._writer is None or self._closing:
             raise StoreError("the store is not open")
         if self._log.failure is not None:
             raise self._log.failure
+        return await self._enqueue(work)
+
+    async def _enqueue(self, work: Callable[[sqlite3.Connection], T]) -> T:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append((work, future))
         self._wake.set()

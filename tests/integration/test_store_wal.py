@@ -201,3 +201,25 @@ async def test_the_store_answers_a_write_only_after_a_sync_of_its_log(
         assert synced  # between the call and its answer
     finally:
         await store.close()
+
+
+async def test_closing_answers_every_write_before_it_and_refuses_the_ones_after(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    await store.open()
+    sealed = SealedToken("k", bytes(60))
+
+    def register(n: int) -> Any:
+        wait = NewWait("acme", f"k-{n}", f"digest-{n}", sealed, 2e9, None, None)
+        return asyncio.ensure_future(store.register_wait(wait, 1e9))
+
+    before = [register(n) for n in range(5)]
+    await asyncio.sleep(0)  # queued
+    closing = asyncio.ensure_future(store.close())
+    await asyncio.sleep(0)  # close() has queued its last write
+    after = register(99)
+    await asyncio.wait_for(closing, 5)
+    assert [(await r).outcome for r in before] == ["created"] * 5
+    with pytest.raises(StoreError, match="not open"):
+        await asyncio.wait_for(after, 1)
