@@ -92,7 +92,7 @@ class WriteAheadLog:
             await self._sync_and_answer(self._threads[0])
         threads, self._threads = self._threads, []
         for thread in threads:  # a checkpoint under way finishes before its connection closes
-            thread.shutdown(wait=True)
+            await asyncio.to_thread(thread.shutdown)
         if self._checkpointer is not None:
             self._checkpointer.close()
             self._checkpointer = None
