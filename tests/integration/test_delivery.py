@@ -315,6 +315,7 @@ async def test_a_dead_lane_stops_the_gateway_instead_of_limping(
     make_settings: SettingsFactory, start_gateway: Start
 ) -> None:
     gw = await start_gateway(make_settings())
+    await gw.gateway.poller.stop(1.0)  # the lanes alone find the store closed, not the poller
     await gw.gateway.store.close()  # every claim now fails
     with pytest.raises(StoreError):
         await asyncio.wait_for(gw.gateway.run_until(asyncio.Event()), timeout=5)
