@@ -18,7 +18,7 @@ from gateway.config.secrets import Secret
 
 DEFAULT_MAX_MESSAGE_BYTES = 1_048_576  # Kafka's own default message.max.bytes, roughly
 DEFAULT_MAX_BATCH_RECORDS = 1000
-DEFAULT_MAX_BATCHES_IN_FLIGHT = 8
+DEFAULT_MAX_BATCHES_IN_FLIGHT = 16
 DEFAULT_DLQ_MAX_REQUEST_BYTES = 16 * 1_048_576
 
 
@@ -53,7 +53,8 @@ class KafkaSettings(Section):
     """A larger value goes to the dead-letter topic as ``oversized``."""
     max_partition_fetch_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=1)
     max_batches_in_flight: int = Field(default=DEFAULT_MAX_BATCHES_IN_FLIGHT, ge=1)
-    """Fetched batches not yet committed; at this many the consumer stops fetching."""
+    """Fetched batches not yet committed; at this many the consumer stops fetching. Enough
+    for the records fetched ahead to keep the loop busy while the store commits."""
     pause_after_s: float = Field(default=5.0, gt=0)
     """When the oldest batch in flight is this old, the store is behind: pause the partitions
     until the backlog is down to half of ``max_batches_in_flight``."""
