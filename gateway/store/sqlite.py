@@ -62,6 +62,7 @@ Work = Callable[[sqlite3.Connection], Any]
 log = structlog.get_logger(__name__)
 
 MAX_BATCH = 512
+DEFAULT_CACHE_MB = 64
 FINAL_STATES = ("delivered", "delivered_unconfirmed", "dead", "expired")
 ABANDONED_MARK_S = 600.0
 """A blob's deletion mark this old was left by a collector that died or keeps failing: a writer
@@ -92,8 +93,11 @@ class _Recording:
 class SQLiteStore:
     """``Store`` on a SQLite file in WAL mode."""
 
-    def __init__(self, path: str, *, synchronous: str = "full") -> None:
+    def __init__(
+        self, path: str, *, synchronous: str = "full", cache_mb: int = DEFAULT_CACHE_MB
+    ) -> None:
         self._path = path
+        self._cache_mb = cache_mb
         self._q = load_queries("sqlite")
         self._log = WriteAheadLog(path, self._connect, synchronous=synchronous)
         self._executor: ThreadPoolExecutor | None = None
@@ -110,6 +114,7 @@ class SQLiteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
         self._closing = False
         self._conn = self._connect()
+        self._conn.execute(f"PRAGMA cache_size={-1024 * self._cache_mb}")  # negative: KiB
         self._migrate()
         self._reader = self._connect()
         await self._log.start()

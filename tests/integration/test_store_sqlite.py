@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from gateway.blobs.base import BlobMeta
+from gateway.config.settings import StoreSettings
 from gateway.errors import BlobCollected
 from gateway.security.tokens import SealedToken
+from gateway.store.factory import open_store
 from gateway.store.records import NewEvent, NewWait, Pause, Settlement
 from gateway.store.sqlfiles import load_migrations, load_queries
 from gateway.store.sqlite import ABANDONED_MARK_S, SQLiteStore
@@ -394,3 +396,15 @@ async def test_a_blob_being_deleted_is_not_kept_until_its_row_is_gone(store: SQL
     assert await store.keep_blob(meta, T0 + 100, T0 + 3)
     assert await store.collectable_blobs(T0 + 50, 10) == []
     assert await store.keep_blob(meta, T0 + 200, T0 + 4)  # kept longer, not marked: recorded
+
+
+async def test_the_writer_keeps_the_configured_page_cache(tmp_path: Path) -> None:
+    settings = StoreSettings(url=f"sqlite:///{tmp_path / 'store.db'}", sqlite_cache_mb=48)
+    store = open_store(settings)
+    await store.open()
+    try:
+        assert isinstance(store, SQLiteStore)
+        writer = store._connection()
+        assert writer.execute("PRAGMA cache_size").fetchone() == (-48 * 1024,)  # KiB
+    finally:
+        await store.close()
