@@ -381,3 +381,46 @@ async def test_no_batch_after_a_failed_one_commits_its_offsets() -> None:
     assert isinstance(consumer.failure, StoreError)
     assert fake.commits == []
     assert ingest.calls == 3
+
+
+class PersistedIngest(SlowFirstIngest):
+    """Prepares like ``Ingest``; every batch persists at once."""
+
+    async def ingest_batch(self, waits: list[NewWait], events: list[NewEvent]) -> Any:
+        self.calls += 1
+        return [], []
+
+
+async def test_the_next_fetch_request_leaves_before_the_batch_is_decoded() -> None:
+    """aiokafka sends its next fetch request from its own task, a few turns of the loop after
+    ``getmany`` drained the buffer (here: three hops of callbacks, as in aiokafka 0.12). The
+    batch waits for it, so the broker's round trip overlaps the decoding and the writing."""
+    settings = KafkaSettings(bootstrap_servers=["127.0.0.1:9"], max_batch_records=1)
+    consumer = KafkaIngest(
+        settings,
+        PersistedIngest(cast(Ingest, decoder()._preparer)),
+        frozenset({"acme"}),
+        lambda: NOW,
+        Metrics(),
+    )
+    consumer._consumer, consumer._dead_letters = RecordingConsumer(), NoDeadLetters()
+    happened: list[str] = []
+    batch_of = consumer._decoder.batch
+
+    def decode(records: Any, now: float) -> Any:
+        happened.append("decoded")
+        return batch_of(records, now)
+
+    consumer._decoder.batch = decode  # type: ignore[method-assign]
+    loop = asyncio.get_running_loop()
+
+    def hop(left: int) -> None:
+        if left:
+            loop.call_soon(hop, left - 1)
+        else:
+            happened.append("fetch request sent")
+
+    hop(3)  # what the drain set off
+    consumer._submit([Rec("resume.events", event(id="e1"), offset=1)])
+    await asyncio.wait_for(asyncio.wait({consumer._in_flight[0].task}), 2)
+    assert happened == ["fetch request sent", "decoded"]
