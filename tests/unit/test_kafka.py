@@ -115,6 +115,11 @@ def test_a_registration_is_sealed_and_never_kept_in_clear() -> None:
             json.dumps({"tenant": "ghost", "key": "k", "resume_token": "t"}).encode(),
             "unknown_tenant",
         ),
+        (  # only an event's data is kept raw (and not decoded): here it is a stray member
+            "resume.waits",
+            json.dumps({"tenant": "acme", "key": "k", "resume_token": "t", "data": 1}).encode(),
+            "invalid",
+        ),
         (
             "resume.waits",
             json.dumps(

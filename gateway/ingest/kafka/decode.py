@@ -79,12 +79,13 @@ class Decoder:
             return Poison("not_json", "the record has no value")
         if len(value) > self._max_bytes:
             return Poison("oversized", f"{len(value)} bytes > max_message_bytes {self._max_bytes}")
-        try:
-            values, data = split_object(value, "data")
+        waits = record.topic == self._waits_topic
+        try:  # a registration has no raw member: all of it is decoded and validated
+            values, data = split_object(value, None if waits else "data")
         except InvalidInput as exc:
             return _unparsable(value, exc)
         try:
-            if record.topic == self._waits_topic:
+            if waits:
                 return self._wait(values, now)
             return self._event(values, data)
         except ValidationError as exc:
