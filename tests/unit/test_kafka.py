@@ -396,10 +396,8 @@ class PersistedIngest(SlowFirstIngest):
         return [], []
 
 
-async def test_the_next_fetch_request_leaves_before_the_batch_is_decoded() -> None:
-    """aiokafka sends its next fetch request from its own task, a few turns of the loop after
-    ``getmany`` drained the buffer (here: three hops of callbacks, as in aiokafka 0.12). The
-    batch waits for it, so the broker's round trip overlaps the decoding and the writing."""
+def watched_consumer(happened: list[str]) -> KafkaIngest:
+    """A consumer whose batches persist at once, noting each batch it decodes."""
     settings = KafkaSettings(bootstrap_servers=["127.0.0.1:9"], max_batch_records=1)
     consumer = KafkaIngest(
         settings,
@@ -409,14 +407,22 @@ async def test_the_next_fetch_request_leaves_before_the_batch_is_decoded() -> No
         Metrics(),
     )
     consumer._consumer, consumer._dead_letters = RecordingConsumer(), NoDeadLetters()
-    happened: list[str] = []
     batch_of = consumer._decoder.batch
 
     def decode(records: Any, now: float) -> Any:
-        happened.append("decoded")
+        happened.append(f"decoded {records[0].offset}")
         return batch_of(records, now)
 
     consumer._decoder.batch = decode  # type: ignore[method-assign]
+    return consumer
+
+
+async def test_the_next_fetch_request_leaves_before_the_batches_are_decoded() -> None:
+    """aiokafka sends its next fetch request from its own task, a few turns of the loop after
+    ``getmany`` drained the buffer (here: three hops of callbacks, as in aiokafka 0.12). The
+    batches wait for it, so the broker's round trip overlaps the decoding and the writing."""
+    happened: list[str] = []
+    consumer = watched_consumer(happened)
     loop = asyncio.get_running_loop()
 
     def hop(left: int) -> None:
@@ -426,6 +432,21 @@ async def test_the_next_fetch_request_leaves_before_the_batch_is_decoded() -> No
             happened.append("fetch request sent")
 
     hop(3)  # what the drain set off
-    consumer._submit([Rec("resume.events", event(id="e1"), offset=1)])
-    await asyncio.wait_for(asyncio.wait({consumer._in_flight[0].task}), 2)
-    assert happened == ["fetch request sent", "decoded"]
+    await consumer._start_batches([Rec("resume.events", event(id="e1"), offset=1)])
+    await asyncio.wait_for(consumer._drain(2), 2)
+    assert happened == ["fetch request sent", "decoded 1"]
+
+
+async def test_fetched_batches_start_in_fetch_order_however_coarse_the_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Their store writes queue in the order they start: one key's events stay in order."""
+    loop = asyncio.get_running_loop()
+    fine = loop.time
+    monkeypatch.setattr(loop, "time", lambda: round(fine(), 2))  # 10 ms ticks: equal deadlines
+    happened: list[str] = []
+    consumer = watched_consumer(happened)
+    records = [Rec("resume.events", event(id=f"e{n}"), offset=n) for n in range(1, 9)]
+    await consumer._start_batches(records)
+    await asyncio.wait_for(consumer._drain(2), 2)
+    assert happened == [f"decoded {n}" for n in range(1, 9)]

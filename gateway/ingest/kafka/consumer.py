@@ -45,7 +45,7 @@ log = structlog.get_logger(__name__)
 
 READY_TIMEOUT_S = 2.0
 FETCH_HEADSTART_S = 0.001
-"""How long a fetched batch waits before it is decoded. aiokafka sends the next fetch request
+"""How long fetched batches wait before they are decoded. aiokafka sends the next fetch request
 from a task of its own, a few turns of the event loop after ``getmany`` drained its buffer;
 decoding and writing the batches first held the loop for a tenth of a second, and only then did
 the request leave, so the broker's round trip was added to every cycle instead of overlapping
@@ -218,8 +218,20 @@ class KafkaIngest:
             room = max(1, self._settings.max_batches_in_flight - len(self._in_flight))
             fetched = await self._consumer.getmany(timeout_ms=wait_ms, max_records=room * size)
             records = [record for records in fetched.values() for record in records]
-            for at in range(0, len(records), size):  # as many batches as there is room for
-                self._submit(records[at : at + size])
+            if records:
+                await self._start_batches(records)
+
+    async def _start_batches(self, records: list[Record]) -> None:
+        """As many batches as there is room for, in flight at once (a rebalance or a stop
+        waits for them), started in fetch order once aiokafka's fetcher has had the loop."""
+        go = asyncio.Event()
+        size = self._settings.max_batch_records
+        for at in range(0, len(records), size):
+            self._submit(records[at : at + size], go)
+        try:
+            await asyncio.sleep(FETCH_HEADSTART_S)
+        finally:  # even when stopped: the batches in flight finish and commit
+            go.set()  # wakes them in the order they waited, which is the fetch order
 
     def _steer(self, flow: Flow) -> None:
         """Pause every assigned partition while the flow says so; resume them after."""
@@ -248,19 +260,24 @@ class KafkaIngest:
     def _oldest_age_s(self) -> float:
         return time.monotonic() - self._in_flight[0].started if self._in_flight else 0.0
 
-    def _submit(self, records: list[Record]) -> None:
+    def _submit(self, records: list[Record], go: asyncio.Event | None = None) -> None:
         previous = self._in_flight[-1].task if self._in_flight else None
         entry = InFlight(time.monotonic())
         name = f"kafka-batch-{next(self._numbers)}"
-        entry.task = self._spawn(self._handle(records, entry, previous), name)
+        entry.task = self._spawn(self._handle(records, entry, previous, go), name)
         self._in_flight.append(entry)
 
     # -- one batch -------------------------------------------------------------------------
 
     async def _handle(
-        self, records: list[Record], entry: InFlight, previous: asyncio.Task[None] | None
+        self,
+        records: list[Record],
+        entry: InFlight,
+        previous: asyncio.Task[None] | None,
+        go: asyncio.Event | None,
     ) -> None:
-        await asyncio.sleep(FETCH_HEADSTART_S)  # the next fetch request leaves first
+        if go is not None:  # see FETCH_HEADSTART_S
+            await go.wait()
         batch = self._decoder.batch(records, self._clock())
         await self._persist(batch)
         assert self._dead_letters is not None
