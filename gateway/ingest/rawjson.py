@@ -40,6 +40,8 @@ _scanstring: Any = json.decoder.scanstring  # type: ignore[attr-defined]  # C-ac
 _BLANK = " \t\n\r"  # what _WS matches; a one-character test is cheaper than the regex
 _BLANK_BYTES = _BLANK.encode()
 _COMMA, _OPEN, _CLOSE, _COLON = b",{}:"
+_VALUE_STARTS = frozenset(b'{["-0123456789tfn')
+_MAY_NEST_TOO_DEEP = 900
 
 
 def split_object(body: bytes, member: str | None) -> tuple[dict[str, Any], bytes | None]:
@@ -108,10 +110,18 @@ def _split_at_closing_member(body: bytes, member: str) -> tuple[dict[str, Any], 
 
 
 def _is_json(value: bytes) -> bool:
-    """Whether ``value`` is one JSON value, as simdjson reads RFC 8259 (it also refuses some
-    JSON the walk takes: numbers beyond 64 bits, lone surrogates, very deep nesting)."""
+    """Whether ``value`` is one JSON value, never taking what the walk refuses (refusing what it
+    takes is fine: the walk then decides). simdjson also refuses numbers beyond 64 bits and
+    lone surrogates; it skips a byte-order mark, which is no JSON, and nests 1024 levels deep
+    where the walk stops near 990: a value with that many containers goes to pydantic's
+    parser, which stops at 200, as before."""
+    if not value or value[0] not in _VALUE_STARTS:
+        return False
     try:
-        simdjson.Parser().parse(value)  # the document is dropped at once, its parser with it
+        if value.count(b"[") + value.count(b"{") >= _MAY_NEST_TOO_DEEP:
+            from_json(value, allow_inf_nan=False)
+        else:
+            simdjson.Parser().parse(value)  # the document is dropped at once, its parser too
     except (ValueError, RuntimeError):
         return False
     return True

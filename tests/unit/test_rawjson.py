@@ -217,6 +217,9 @@ def test_a_repeated_raw_member_costs_the_parsers_one_pass_over_the_body(
         b'{"data":"\xff"}',
         b'{,"data":2}',
         b'{ \n,"data":[1]}',
+        b'{"id":"a","data":\xef\xbb\xbf{"x":1}}',
+        b'{"id":"a","data": \xef\xbb\xbf 1}',
+        b'{"id":"a","data":' + b"[" * 1000 + b"]" * 1000 + b"}",
     ],
     ids=[
         "nan",
@@ -227,6 +230,9 @@ def test_a_repeated_raw_member_costs_the_parsers_one_pass_over_the_body(
         "not-utf8",
         "leading-comma",
         "leading-comma-after-blanks",
+        "byte-order-mark",
+        "byte-order-mark-in-blanks",
+        "deeper-than-the-walk-goes",
     ],
 )
 def test_a_closing_raw_member_that_is_not_json_is_refused(body: bytes) -> None:
