@@ -38,9 +38,9 @@ class StoreSettings(_Section):
     url: str = "sqlite:///.data/gateway.db"
     sqlite_synchronous: Literal["full", "normal"] = "full"
     sqlite_cache_mb: int = Field(default=DEFAULT_SQLITE_CACHE_MB, ge=1)
-    """Page cache of the writer's connection. SQLite's own default (2 MB) holds a fraction of
-    the indexes an intake of a few hundred thousand events touches at random; each miss is a
-    read and a copy on the event loop."""
+    """Page cache of the writer's connection, in MiB. SQLite's own default (2 MiB) holds a
+    fraction of the indexes an intake of a few hundred thousand events touches at random; each
+    miss is a read and a copy on the event loop."""
 
     @field_validator("url")
     @classmethod

@@ -78,9 +78,9 @@ class Bodies:
             )
 
     async def event_document(self, body: Body) -> tuple[dict[str, object], Data]:
-        """The members of an event document (its ``data`` member's value, if there, goes
-        unused), and ``data`` itself: its bytes (in memory) or its span in a spooled body,
-        which is validated and scanned in a thread."""
+        """The values of an event document's members other than ``data``, and ``data`` itself,
+        never decoded: its bytes (in memory) or its span in a spooled body, which is validated
+        and scanned in a thread."""
         if body.memory is not None:
             return split_object(body.memory, "data")
         return await asyncio.to_thread(_scan_document, body)

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import structlog
 
 from gateway.blobs.base import BlobMeta
+from gateway.config.settings import DEFAULT_SQLITE_CACHE_MB
 from gateway.errors import BlobCollected, MigrationError, StoreError
 from gateway.security.tokens import SealedToken
 from gateway.store.correlation import (
@@ -62,7 +63,6 @@ Work = Callable[[sqlite3.Connection], Any]
 log = structlog.get_logger(__name__)
 
 MAX_BATCH = 512
-DEFAULT_CACHE_MB = 64
 FINAL_STATES = ("delivered", "delivered_unconfirmed", "dead", "expired")
 ABANDONED_MARK_S = 600.0
 """A blob's deletion mark this old was left by a collector that died or keeps failing: a writer
@@ -94,7 +94,7 @@ class SQLiteStore:
     """``Store`` on a SQLite file in WAL mode."""
 
     def __init__(
-        self, path: str, *, synchronous: str = "full", cache_mb: int = DEFAULT_CACHE_MB
+        self, path: str, *, synchronous: str = "full", cache_mb: int = DEFAULT_SQLITE_CACHE_MB
     ) -> None:
         self._path = path
         self._cache_mb = cache_mb
