@@ -7,9 +7,8 @@ decoded value. The usual body ends with its raw member
 the part before parsed by pydantic's Rust parser and the member's bytes checked by simdjson,
 which validates a document without building it, five times faster than decoding it. Anything
 else, and anything either parser refuses, goes to the general walk, the C scanner of the
-standard library, which has the last word. Webhooks point anywhere into their
-body (RFC 6901), so ``raw_at`` walks the same scanner down a pointer's path and slices out the
-value it names.
+standard library, which has the last word. Webhooks point anywhere into their body (RFC 6901),
+so ``raw_at`` walks the same scanner down a pointer's path and slices out the value it names.
 """
 
 from __future__ import annotations
@@ -111,10 +110,10 @@ def _split_at_closing_member(body: bytes, member: str) -> tuple[dict[str, Any], 
 
 def _is_json(value: bytes) -> bool:
     """Whether ``value`` is one JSON value, never taking what the walk refuses (refusing what it
-    takes is fine: the walk then decides). simdjson also refuses numbers beyond 64 bits and
-    lone surrogates; it skips a byte-order mark, which is no JSON, and nests 1024 levels deep
-    where the walk stops near 990: a value with that many containers goes to pydantic's
-    parser, which stops at 200, as before."""
+    takes is fine: the walk then decides). simdjson refuses numbers beyond 64 bits and lone
+    surrogates, which the walk takes; it skips a byte-order mark, which is no JSON, and nests
+    1024 levels deep where the walk stops near 990, so a value with 900 containers or more,
+    which could be nested that deep, goes to pydantic's parser (it stops at 200), as before."""
     if not value or value[0] not in _VALUE_STARTS:
         return False
     try:
@@ -218,7 +217,7 @@ def _element_start(text: str, pos: int, index: int) -> int | None:
 
 
 def _members(text: str, raw_member: str | None) -> tuple[dict[str, Any], bytes | None]:
-    # Any layout, and the last word on everything the Rust parser refused: one frame, the C
+    # Any layout, and the last word on everything the fast path refused: one frame, the C
     # scanners called directly, and the whitespace regex only where there is whitespace.
     # Errors are those of the general helpers (``_skip``, ``_expect``, ``_scan_value``).
     ws, scan_value, scan_name, blank = _WS_MATCH, _scan_once, _scanstring, _BLANK
