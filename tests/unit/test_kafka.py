@@ -379,8 +379,8 @@ async def test_no_batch_after_a_failed_one_commits_its_offsets() -> None:
     consumer = KafkaIngest(settings, ingest, frozenset({"acme"}), lambda: NOW, Metrics())
     fake = RecordingConsumer()
     consumer._consumer, consumer._dead_letters = fake, NoDeadLetters()  # what start() connects
-    for offset in (10, 11, 12):
-        consumer._submit([Rec("resume.events", event(id=f"e{offset}"), offset=offset)])
+    records = [Rec("resume.events", event(id=f"e{n}"), offset=n) for n in (10, 11, 12)]
+    await consumer._start_batches(records)  # one batch each (max_batch_records=1)
     await asyncio.wait_for(consumer.failed.wait(), 2)
     await consumer._drain(2)
     assert isinstance(consumer.failure, StoreError)

@@ -260,7 +260,7 @@ class KafkaIngest:
     def _oldest_age_s(self) -> float:
         return time.monotonic() - self._in_flight[0].started if self._in_flight else 0.0
 
-    def _submit(self, records: list[Record], go: asyncio.Event | None = None) -> None:
+    def _submit(self, records: list[Record], go: asyncio.Event) -> None:
         previous = self._in_flight[-1].task if self._in_flight else None
         entry = InFlight(time.monotonic())
         name = f"kafka-batch-{next(self._numbers)}"
@@ -274,10 +274,9 @@ class KafkaIngest:
         records: list[Record],
         entry: InFlight,
         previous: asyncio.Task[None] | None,
-        go: asyncio.Event | None,
+        go: asyncio.Event,
     ) -> None:
-        if go is not None:  # see FETCH_HEADSTART_S
-            await go.wait()
+        await go.wait()  # see FETCH_HEADSTART_S
         batch = self._decoder.batch(records, self._clock())
         await self._persist(batch)
         assert self._dead_letters is not None
