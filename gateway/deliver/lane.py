@@ -7,7 +7,6 @@ same transaction that records the sends), so a crash cannot forget a request tha
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from gateway.metrics import Metrics
 from gateway.security.tokens import TokenCipher
 from gateway.store.base import Store
 from gateway.store.records import JSON, Claim, FinalState, Outcome, Pause, Settlement
+from gateway.wakeable import sleep_or_wake
 
 log = structlog.get_logger(__name__)
 
@@ -125,8 +125,7 @@ class Lane:
             log.error("delivery.crashed", tenant=self.tenant.name, exc_info=task.exception())
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=max(seconds, 0.0))
+        await sleep_or_wake(self._wake, seconds)
         self._wake.clear()
 
     # -- one delivery ----------------------------------------------------------------------

@@ -18,7 +18,6 @@ partitions, so their new owner starts exactly where this one stopped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import time
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from gateway.ingest.kafka.records import Batch, Poison, Record
 from gateway.kafka_connection import close_consumer, connection_options, ms
 from gateway.metrics import Metrics
 from gateway.store.records import Acceptance, NewEvent, NewWait, Registration
+from gateway.wakeable import sleep_or_wake
 
 log = structlog.get_logger(__name__)
 
@@ -254,8 +254,7 @@ class KafkaIngest:
             log.info("kafka.resumed", batches_in_flight=len(self._in_flight))
 
     async def _wait_changed(self, timeout_s: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout=max(timeout_s, 0.0))
+        await sleep_or_wake(self._changed, timeout_s)
 
     def _oldest_age_s(self) -> float:
         return time.monotonic() - self._in_flight[0].started if self._in_flight else 0.0
