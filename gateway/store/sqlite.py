@@ -2,11 +2,12 @@
 
 Every write is a unit of work queued to a single writer. The writer runs all queued units in
 one transaction on the event loop (they are short, indexed statements), hands the ``COMMIT`` to
-a thread, and goes on with the next batch as soon as it returns: the sync and the checkpoints
-that SQLite would do inside ``COMMIT`` run beside it (``wal.py``). Callers are answered only
-after a sync that began after their commit: durable before acknowledged, at thousands of
-acknowledgements per fsync. Whatever acts outside the store does so on an answer, so on synced
-state: a resume is sent only after the claim that took it was synced, and everything before it.
+the log's thread, and goes on with the next batch as soon as it returns: the sync that SQLite
+would do inside ``COMMIT`` follows it in that thread, and the checkpoints run beside it
+(``wal.py``). Callers are answered only after a sync that began after their commit: durable
+before acknowledged, with one fsync for a whole batch. Whatever acts outside the store does so
+on an answer, so on synced state: a resume is sent only after the claim that took it was
+synced, and everything before it.
 Keeping the statements on the loop thread avoids handing the GIL back and forth per statement.
 Consecutive ``record_event`` units of a batch (HTTP requests) run as one set-based pass, like a
 consumer's batch (see ``correlation.py``): a few statements instead of two to four per event.
@@ -20,7 +21,6 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -100,7 +100,6 @@ class SQLiteStore:
         self._cache_mb = cache_mb
         self._q = load_queries("sqlite")
         self._log = WriteAheadLog(path, self._connect, synchronous=synchronous)
-        self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._queue: list[tuple[Work, asyncio.Future[Any]]] = []
@@ -111,7 +110,6 @@ class SQLiteStore:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
         self._closing = False
         self._conn = self._connect()
         self._conn.execute(f"PRAGMA cache_size={-1024 * self._cache_mb}")  # negative: KiB
@@ -134,8 +132,6 @@ class SQLiteStore:
             if conn is not None:
                 conn.close()
         self._conn = self._reader = None
-        assert self._executor is not None
-        self._executor.shutdown(wait=True)
 
     async def migrate(self) -> list[int]:
         """Apply pending migrations and return the versions applied (for the CLI)."""
@@ -148,7 +144,7 @@ class SQLiteStore:
 
     def _connect(self) -> sqlite3.Connection:
         Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-        # check_same_thread=False: COMMIT runs in the commit thread, never concurrently.
+        # check_same_thread=False: COMMIT runs in the log's thread, never concurrently.
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
         if mode != "wal":  # e.g. a file system without shared memory: no safe group commit
@@ -220,11 +216,9 @@ class SQLiteStore:
                 futures = [future for _, future in batch]
                 try:
                     results = self._execute([work for work, _ in batch])
-                    await self._commit()
+                    await self._log.commit(self._connection(), futures, results)
                 except sqlite3.Error as exc:
                     settle_all(futures, [StoreError(f"sqlite: {exc}")] * len(batch))
-                    continue
-                self._log.committed(futures, results)
 
     def _execute(self, batch: list[Work]) -> list[Any]:
         """Run a batch in one open transaction. Units run bare; only if one raises is the batch
@@ -255,19 +249,6 @@ class SQLiteStore:
         if len(run) == 1:  # the one-by-one path costs less for a lone event
             return [run[0](conn)]
         return self._record_all(conn, [r.event for r in run], [r.now for r in run])
-
-    async def _commit(self) -> None:
-        conn = self._connection()
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(self._executor, self._commit_now, conn)
-        except sqlite3.Error:
-            conn.execute("ROLLBACK")
-            raise
-
-    def _commit_now(self, conn: sqlite3.Connection) -> None:
-        conn.execute("COMMIT")
-        self._log.after_commit(conn)
 
     @staticmethod
     def _unit(conn: sqlite3.Connection, work: Work) -> Any:

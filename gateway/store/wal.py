@@ -6,13 +6,15 @@ checkpoint). The single writer waits for both, and in a busy gateway that wait, 
 milliseconds a commit, was what the intake waited for. Here:
 
 - The writer's connection runs at ``synchronous = normal``, which in WAL mode is exactly
-  ``full`` without the sync of the log after each commit. ``committed`` takes the answers of a
-  committed transaction and gives them out only after an ``fdatasync`` of the log that began
-  after that commit; one sync covers every transaction committed before it, while the writer
-  is already running the next one. Durable before acknowledged, as before. The log stays open
-  for the store's lifetime, so a write-back error is reported to this descriptor even if
-  another one (a checkpoint's) saw it first; after a failed sync the log refuses every later
-  answer, because what follows the lost pages in the log is lost with them.
+  ``full`` without the sync of the log after each commit. ``commit`` runs the writer's
+  ``COMMIT`` in the log's thread, returns as soon as it is done, so that the writer goes on
+  with its next transaction, and the same thread then ``fdatasync``s the log and only then
+  gives the transaction's callers their answers. Durable before acknowledged, as before. The
+  sync follows its commit in the thread without a round trip through the busy event loop:
+  each hand-over between threads is a wait for the GIL. The log stays open for the store's
+  lifetime, so a write-back error is reported to this descriptor even if another one (a
+  checkpoint's) saw it first; after a failed sync the log refuses every later answer, because
+  what follows the lost pages in the log is lost with them.
 - Other connections may read a commit up to one sync before it is durable. Whatever acts
   outside the store on what it reads (the poller cancelling a job) reads through the writer,
   whose answers wait for the sync.
@@ -20,7 +22,7 @@ milliseconds a commit, was what the intake waited for. Here:
   own (``PASSIVE``: it never blocks the writer). SQLite restarts the log from its beginning
   when a transaction begins with everything copied; under writes without a pause that moment
   may not come, so once the log file passes ``restart_bytes`` the writer's commit is followed
-  by a ``RESTART`` checkpoint, in the commit thread, which bounds the log.
+  by a ``RESTART`` checkpoint, in the log's thread, which bounds the log.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ RESTART_BYTES = 64 * 1024 * 1024
 
 
 class WriteAheadLog:
-    """Syncs and checkpoints the log of the database at ``path``: ``start()``, ``stop()``."""
+    """Commits, syncs and checkpoints the log of the database at ``path``: ``start()``,
+    ``stop()``."""
 
     def __init__(
         self,
@@ -60,11 +63,10 @@ class WriteAheadLog:
         self._synchronous = "normal" if self._sync_commits else synchronous
         self._checkpoint_every_s = checkpoint_every_s
         self._restart_bytes = restart_bytes
-        self._unsynced: list[tuple[list[asyncio.Future[Any]], list[Any]]] = []
-        self._to_sync = asyncio.Event()
+        self._committer: ThreadPoolExecutor | None = None
         self._to_checkpoint = asyncio.Event()
-        self._threads: list[ThreadPoolExecutor] = []
-        self._tasks: list[asyncio.Task[None]] = []
+        self._checkpoint_thread: ThreadPoolExecutor | None = None
+        self._checkpointing: asyncio.Task[None] | None = None
         self._checkpointer: sqlite3.Connection | None = None
         self._fd: int | None = None
         self.failure: StoreError | None = None
@@ -74,24 +76,23 @@ class WriteAheadLog:
         """Call once the log exists (a connection has read the database)."""
         self._fd = os.open(self._file, os.O_RDONLY)
         self._checkpointer = self._connect()
-        sync_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-sync")
-        checkpoint_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-ckpt")
-        self._threads = [sync_thread, checkpoint_thread]
-        self._tasks = [
-            asyncio.create_task(self._sync_loop(sync_thread), name="sqlite-sync"),
-            asyncio.create_task(self._checkpoint_loop(checkpoint_thread), name="sqlite-ckpt"),
-        ]
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-ckpt")
+        self._checkpoint_thread = thread
+        self._checkpointing = asyncio.create_task(self._checkpoint_loop(thread), name="sqlite-ckpt")
 
     async def stop(self) -> None:
-        """Call once every answer was given (the store's last write settled)."""
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._unsynced:  # committed by a write queued after the last one: answer it too
-            await self._sync_and_answer(self._threads[0])
-        threads, self._threads = self._threads, []
-        for thread in threads:  # a checkpoint under way finishes before its connection closes
+        """Call once the writer has stopped: commits handed over before are synced and
+        answered first."""
+        if self._committer is not None:
+            committer, self._committer = self._committer, None
+            await asyncio.to_thread(committer.shutdown)  # its answers are on the loop by then
+        if self._checkpointing is not None:
+            checkpointing, self._checkpointing = self._checkpointing, None
+            checkpointing.cancel()
+            await asyncio.gather(checkpointing, return_exceptions=True)
+        if self._checkpoint_thread is not None:  # a checkpoint under way finishes first
+            thread, self._checkpoint_thread = self._checkpoint_thread, None
             await asyncio.to_thread(thread.shutdown)
         if self._checkpointer is not None:
             self._checkpointer.close()
@@ -109,19 +110,75 @@ class WriteAheadLog:
 
     # -- the writer's side -----------------------------------------------------------------
 
-    def committed(self, futures: list[asyncio.Future[Any]], results: list[Any]) -> None:
-        """A transaction committed: answer its callers once it is durable."""
-        if self.failure is not None:
-            settle_all(futures, [self.failure] * len(futures))
-        elif self._sync_commits:
-            self._unsynced.append((futures, results))
-            self._to_sync.set()
-        else:
+    async def commit(
+        self, conn: sqlite3.Connection, futures: list[asyncio.Future[Any]], results: list[Any]
+    ) -> None:
+        """``COMMIT`` the transaction open on ``conn`` in the log's thread and return once it
+        is committed, so that the writer can go on; ``futures`` get their ``results`` once it
+        is durable (at once without ``synchronous = full``). A failed ``COMMIT`` is rolled back
+        and raised, and answers nobody."""
+        if self._committer is None:
+            raise StoreError("the log is not started")
+        loop = asyncio.get_running_loop()
+        committed: asyncio.Future[None] = loop.create_future()
+        # submit, not run_in_executor: the thread answers on the loop itself, twice
+        self._committer.submit(self._commit, loop, conn, committed, futures, results)
+        try:
+            await committed
+        except sqlite3.Error:
+            conn.execute("ROLLBACK")
+            raise
+        if not self._sync_commits:
             settle_all(futures, results)
         self._to_checkpoint.set()
 
-    def after_commit(self, conn: sqlite3.Connection) -> None:
-        """In the commit thread, right after ``COMMIT``: restart a log that grew too long."""
+    @property
+    def syncs_commits(self) -> bool:
+        return self._sync_commits
+
+    def sync(self) -> None:
+        """``fdatasync`` the log: what ``full`` adds to ``normal``. (SQLite recreates the log
+        only when its last connection closes, and the store holds three open.)"""
+        if self._fd is None:  # before start(): the migrations, on a log opened for the purpose
+            fd = os.open(self._file, os.O_RDONLY)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            return
+        os.fdatasync(self._fd)
+
+    # -- the log's thread ------------------------------------------------------------------
+
+    def _commit(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        conn: sqlite3.Connection,
+        committed: asyncio.Future[None],
+        futures: list[asyncio.Future[Any]],
+        results: list[Any],
+    ) -> None:
+        """``COMMIT``, restart a log that grew too long, tell the writer (``committed``), then
+        sync and answer: the next ``COMMIT`` waits behind this sync, the writer's next
+        statements do not."""
+        try:
+            conn.execute("COMMIT")
+        except Exception as exc:  # the writer rolls back and answers with the error
+            loop.call_soon_threadsafe(_settle, committed, exc)
+            return
+        self._restart_if_long(conn)
+        loop.call_soon_threadsafe(_settle, committed, None)
+        if not self._sync_commits:
+            return
+        error = None
+        try:
+            self.sync()
+        except OSError as exc:
+            error = exc
+        loop.call_soon_threadsafe(self._answer, futures, results, error)
+
+    def _restart_if_long(self, conn: sqlite3.Connection) -> None:
+        """Right after ``COMMIT``: restart a log that grew too long."""
         if self._fd is None:
             return
         try:
@@ -140,43 +197,16 @@ class WriteAheadLog:
         else:
             log.info("sqlite.log_restarted", bytes=size, frames=frames)
 
-    @property
-    def syncs_commits(self) -> bool:
-        return self._sync_commits
-
-    def sync(self) -> None:
-        """``fdatasync`` the log: what ``full`` adds to ``normal``. (SQLite recreates the log
-        only when its last connection closes, and the store holds three open.)"""
-        if self._fd is None:  # before start(): the migrations, on a log opened for the purpose
-            fd = os.open(self._file, os.O_RDONLY)
-            try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
-            return
-        os.fdatasync(self._fd)
+    def _answer(
+        self, futures: list[asyncio.Future[Any]], results: list[Any], error: OSError | None
+    ) -> None:
+        """On the loop, once the commit was synced (or its sync failed)."""
+        if error is not None and self.failure is None:  # committed, maybe not durable
+            log.critical("sqlite.sync_failed", error=str(error))
+            self.failure = StoreError(f"sqlite: syncing the log failed: {error}")
+        settle_all(futures, results if self.failure is None else [self.failure] * len(futures))
 
     # -- background ------------------------------------------------------------------------
-
-    async def _sync_loop(self, thread: ThreadPoolExecutor) -> None:
-        while True:
-            await self._to_sync.wait()
-            self._to_sync.clear()
-            await self._sync_and_answer(thread)
-
-    async def _sync_and_answer(self, thread: ThreadPoolExecutor) -> None:
-        batches, self._unsynced = self._unsynced, []
-        try:
-            if self.failure is None:
-                await asyncio.get_running_loop().run_in_executor(thread, self.sync)
-        except OSError as exc:  # committed but maybe not durable: never acknowledged
-            log.critical("sqlite.sync_failed", error=str(exc))
-            self.failure = StoreError(f"sqlite: syncing the log failed: {exc}")
-        except asyncio.CancelledError:
-            self._unsynced = batches + self._unsynced  # stop() answers them
-            raise
-        for futures, results in batches:
-            settle_all(futures, results if self.failure is None else [self.failure] * len(futures))
 
     async def _checkpoint_loop(self, thread: ThreadPoolExecutor) -> None:
         loop = asyncio.get_running_loop()
@@ -192,6 +222,15 @@ class WriteAheadLog:
     def _checkpoint(self) -> None:
         assert self._checkpointer is not None
         self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
+
+def _settle(future: asyncio.Future[None], error: Exception | None) -> None:
+    if future.done():  # the writer was cancelled; what it handed over goes on regardless
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 def settle_all(futures: list[asyncio.Future[Any]], results: list[Any]) -> None:

@@ -1,8 +1,9 @@
 """The write-ahead log kept beside the writer (gateway/store/wal.py), on real SQLite files.
 
-Answers wait for a sync that began after their commit; a failed sync answers with an error;
-the writer's commits never checkpoint, the checkpointer copies the log into the database file;
-a log that outgrows its limit under writes without a pause is restarted after a commit.
+The writer goes on once its commit is done, while its answers wait for a sync that began after
+the commit; a failed sync answers with an error; the writer's commits never checkpoint, the
+checkpointer copies the log into the database file; a log that outgrows its limit under writes
+without a pause is restarted after a commit.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +47,12 @@ class Writer:
         self.conn.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, d BLOB)")
         self.log = log
 
-    def commit_rows(self, n: int) -> None:
+    async def commit_rows(
+        self, n: int, futures: Sequence[asyncio.Future[Any]] = (), results: Sequence[Any] = ()
+    ) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
         self.conn.executemany("INSERT INTO t (d) VALUES (?)", [(ROW,)] * n)
-        self.conn.execute("COMMIT")
-        self.log.after_commit(self.conn)
+        await self.log.commit(self.conn, list(futures), list(results))
 
 
 @pytest.fixture
@@ -73,7 +76,7 @@ async def opened(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
 async def test_answers_wait_for_a_sync_that_began_after_the_commit(
     opened: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log, writer = await opened(synchronous="full")
+    _, writer = await opened(synchronous="full")
     synced = asyncio.Event()
     release = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -85,10 +88,11 @@ async def test_answers_wait_for_a_sync_that_began_after_the_commit(
         real_fdatasync(fd)
 
     monkeypatch.setattr(wal_module.os, "fdatasync", held_fdatasync)
-    writer.commit_rows(10)
     future: asyncio.Future[Any] = loop.create_future()
-    log.committed([future], ["answer"])
     try:
+        await asyncio.wait_for(
+            writer.commit_rows(10, [future], ["answer"]), 5
+        )  # the writer goes on
         await asyncio.wait_for(synced.wait(), 5)
         await asyncio.sleep(0.05)
         assert not future.done()  # committed, being synced: not answered yet
@@ -97,27 +101,62 @@ async def test_answers_wait_for_a_sync_that_began_after_the_commit(
     assert await asyncio.wait_for(future, 5) == "answer"
 
 
+async def test_the_sync_follows_the_commit_without_waiting_for_the_loop(
+    opened: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, writer = await opened(synchronous="full")
+    syncing = threading.Event()
+    real_fdatasync = os.fdatasync
+
+    def recorded(fd: int) -> None:
+        syncing.set()
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(wal_module.os, "fdatasync", recorded)
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    await writer.commit_rows(1, [future], ["answer"])
+    assert syncing.wait(5)  # blocks the loop: the log's thread starts the sync on its own
+    assert await asyncio.wait_for(future, 5) == "answer"
+
+
+async def test_a_failed_commit_is_rolled_back_and_answers_nobody(
+    opened: Callable[..., Any],
+) -> None:
+    log, writer = await opened(synchronous="full")
+    conn = writer.conn
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    conn.execute("CREATE TABLE child (p INTEGER REFERENCES parent DEFERRABLE INITIALLY DEFERRED)")
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("INSERT INTO child VALUES (1)")  # no parent 1: the COMMIT itself refuses
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    with pytest.raises(sqlite3.IntegrityError):
+        await asyncio.wait_for(log.commit(conn, [future], ["answer"]), 5)
+    assert not conn.in_transaction
+    assert conn.execute("SELECT count(*) FROM child").fetchone() == (0,)
+    await asyncio.sleep(0.05)
+    assert not future.done()
+
+
 async def test_a_failed_sync_answers_with_an_error(
     opened: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log, writer = await opened(synchronous="full")
+    _, writer = await opened(synchronous="full")
 
     def failing(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
     real_fdatasync = os.fdatasync
     monkeypatch.setattr(wal_module.os, "fdatasync", failing)
-    writer.commit_rows(1)
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
-    log.committed([future], ["answer"])
+    await writer.commit_rows(1, [future], ["answer"])
     with pytest.raises(StoreError, match="syncing the log failed"):
         await asyncio.wait_for(future, 5)
     # Whatever follows the lost pages in the log is lost with them: nothing is answered again.
     monkeypatch.setattr(wal_module.os, "fdatasync", real_fdatasync)
-    writer.commit_rows(1)
     later: asyncio.Future[Any] = loop.create_future()
-    log.committed([later], ["answer"])
+    await writer.commit_rows(1, [later], ["answer"])
     with pytest.raises(StoreError, match="syncing the log failed"):
         await asyncio.wait_for(later, 5)
 
@@ -126,22 +165,19 @@ async def test_stopping_answers_what_was_committed_but_not_yet_synced(
     opened: Callable[..., Any],
 ) -> None:
     log, writer = await opened(synchronous="full")
-    writer.commit_rows(1)
     futures: list[asyncio.Future[Any]] = []
     for n in range(3):
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        log.committed([future], [n])
+        await writer.commit_rows(1, [future], [n])
         futures.append(future)
-        await asyncio.sleep(0)  # the sync loop may be part-way through when stop() comes
-    await log.stop()
+    await log.stop()  # the last syncs may still be under way
     assert [f.result() for f in futures] == [0, 1, 2]
 
 
 async def test_without_full_sync_answers_come_at_once(opened: Callable[..., Any]) -> None:
-    log, writer = await opened(synchronous="normal")
-    writer.commit_rows(1)
+    _, writer = await opened(synchronous="normal")
     future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    log.committed([future], ["answer"])
+    await writer.commit_rows(1, [future], ["answer"])
     assert future.done()
     assert future.result() == "answer"
 
@@ -149,14 +185,16 @@ async def test_without_full_sync_answers_come_at_once(opened: Callable[..., Any]
 async def test_the_checkpointer_copies_the_log_and_commits_never_do(
     opened: Callable[..., Any], tmp_path: Path
 ) -> None:
-    log, writer = await opened(synchronous="full", checkpoint_every_s=0.01)
+    _, writer = await opened(synchronous="full", checkpoint_every_s=0.01)
     assert writer.conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
     database = tmp_path / "w.db"
     before = database.stat().st_size
-    for _ in range(5):
-        writer.commit_rows(200)
+    for _ in range(5):  # SQLite's own COMMIT, as the log's thread runs it
+        writer.conn.execute("BEGIN IMMEDIATE")
+        writer.conn.executemany("INSERT INTO t (d) VALUES (?)", [(ROW,)] * 200)
+        writer.conn.execute("COMMIT")
     assert database.stat().st_size == before  # the commits wrote the log alone
-    log.committed([], [])
+    await writer.commit_rows(1)  # a commit through the log wakes the checkpointer
     for _ in range(200):
         if database.stat().st_size > before + 5 * 200 * len(ROW):
             break
@@ -173,7 +211,7 @@ async def test_a_log_past_its_limit_is_restarted_after_a_commit(
     per_commit = 50 * 4200  # 50 rows of 1 KB: about 50 pages of 4 KB, each with its header
     sizes = []
     for _ in range(40):  # about eight times the limit, and the checkpointer never runs
-        writer.commit_rows(50)
+        await writer.commit_rows(50)
         sizes.append(wal.stat().st_size)
     assert max(sizes) <= limit + 2 * per_commit
     assert (tmp_path / "w.db").stat().st_size > 30 * 50 * len(ROW)  # copied by the restarts
