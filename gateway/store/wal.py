@@ -11,10 +11,12 @@ milliseconds a commit, was what the intake waited for. Here:
   with its next transaction, and the same thread then ``fdatasync``s the log and only then
   gives the transaction's callers their answers. Durable before acknowledged, as before. The
   sync follows its commit in the thread without a round trip through the busy event loop:
-  each hand-over between threads is a wait for the GIL. The log stays open for the store's
-  lifetime, so a write-back error is reported to this descriptor even if another one (a
-  checkpoint's) saw it first; after a failed sync the log refuses every later answer, because
-  what follows the lost pages in the log is lost with them.
+  each hand-over between threads is a wait for the GIL. The next ``COMMIT`` waits behind that
+  sync, the writer's next statements do not: where syncs take longer than the writer's
+  transactions, batches grow instead. The log stays open for the store's lifetime, so a
+  write-back error is reported to this descriptor even if another one (a checkpoint's) saw it
+  first; after a failed sync the log refuses every later answer, because what follows the lost
+  pages in the log is lost with them.
 - Other connections may read a commit up to one sync before it is durable. Whatever acts
   outside the store on what it reads (the poller cancelling a job) reads through the writer,
   whose answers wait for the sync.
@@ -115,8 +117,7 @@ class WriteAheadLog:
     ) -> None:
         """``COMMIT`` the transaction open on ``conn`` in the log's thread and return once it
         is committed, so that the writer can go on; ``futures`` get their ``results`` once it
-        is durable (at once without ``synchronous = full``). A failed ``COMMIT`` is rolled back
-        and raised, and answers nobody."""
+        is durable. A failed ``COMMIT`` is rolled back and raised, and answers nobody."""
         if self._committer is None:
             raise StoreError("the log is not started")
         loop = asyncio.get_running_loop()
@@ -126,10 +127,9 @@ class WriteAheadLog:
         try:
             await committed
         except sqlite3.Error:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite may have rolled it back already (disk full)
+                conn.execute("ROLLBACK")
             raise
-        if not self._sync_commits:
-            settle_all(futures, results)
         self._to_checkpoint.set()
 
     @property
@@ -159,23 +159,26 @@ class WriteAheadLog:
         results: list[Any],
     ) -> None:
         """``COMMIT``, restart a log that grew too long, tell the writer (``committed``), then
-        sync and answer: the next ``COMMIT`` waits behind this sync, the writer's next
-        statements do not."""
+        sync and answer. Whatever fails, both are told: an exception left here would go to an
+        executor future nobody reads, and the writer would wait for ever."""
+        call = loop.call_soon_threadsafe
         try:
             conn.execute("COMMIT")
         except Exception as exc:  # the writer rolls back and answers with the error
-            loop.call_soon_threadsafe(_settle, committed, exc)
+            call(_settle, committed, exc)
             return
-        self._restart_if_long(conn)
-        loop.call_soon_threadsafe(_settle, committed, None)
-        if not self._sync_commits:
-            return
-        error = None
         try:
-            self.sync()
-        except OSError as exc:
-            error = exc
-        loop.call_soon_threadsafe(self._answer, futures, results, error)
+            self._restart_if_long(conn)
+        except Exception:  # the commit stands whatever the restart did
+            log.exception("sqlite.log_restart_crashed")
+        call(_settle, committed, None)
+        error: Exception | None = None
+        if self._sync_commits:  # the next COMMIT waits behind this sync; the writer does not
+            try:
+                self.sync()
+            except Exception as exc:  # committed, maybe not durable
+                error = exc
+        call(self._answer, futures, results, error)
 
     def _restart_if_long(self, conn: sqlite3.Connection) -> None:
         """Right after ``COMMIT``: restart a log that grew too long."""
@@ -198,9 +201,9 @@ class WriteAheadLog:
             log.info("sqlite.log_restarted", bytes=size, frames=frames)
 
     def _answer(
-        self, futures: list[asyncio.Future[Any]], results: list[Any], error: OSError | None
+        self, futures: list[asyncio.Future[Any]], results: list[Any], error: Exception | None
     ) -> None:
-        """On the loop, once the commit was synced (or its sync failed)."""
+        """On the loop, once the commit was synced (or its sync failed, or there is none)."""
         if error is not None and self.failure is None:  # committed, maybe not durable
             log.critical("sqlite.sync_failed", error=str(error))
             self.failure = StoreError(f"sqlite: syncing the log failed: {error}")

@@ -138,6 +138,20 @@ async def test_a_failed_commit_is_rolled_back_and_answers_nobody(
     assert not future.done()
 
 
+async def test_a_crash_after_the_commit_still_frees_the_writer_and_answers(
+    opened: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log, writer = await opened(synchronous="full")
+
+    def crashing(conn: sqlite3.Connection) -> None:
+        raise RuntimeError("unexpected")
+
+    monkeypatch.setattr(log, "_restart_if_long", crashing)
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    await asyncio.wait_for(writer.commit_rows(1, [future], ["answer"]), 5)
+    assert await asyncio.wait_for(future, 5) == "answer"  # the commit stands, and was synced
+
+
 async def test_a_failed_sync_answers_with_an_error(
     opened: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -162,39 +176,67 @@ async def test_a_failed_sync_answers_with_an_error(
 
 
 async def test_stopping_answers_what_was_committed_but_not_yet_synced(
-    opened: Callable[..., Any],
+    opened: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log, writer = await opened(synchronous="full")
+    holding = threading.Event()
+    release = threading.Event()
+    real_fdatasync = os.fdatasync
+
+    def held_fdatasync(fd: int) -> None:
+        if holding.is_set():
+            assert release.wait(5)
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(wal_module.os, "fdatasync", held_fdatasync)
     futures: list[asyncio.Future[Any]] = []
     for n in range(3):
+        if n == 2:
+            await asyncio.wait_for(futures[1], 5)  # synced: the next sync is the last one's
+            holding.set()  # the last one is committed, and its sync waits
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         await writer.commit_rows(1, [future], [n])
         futures.append(future)
-    await log.stop()  # the last syncs may still be under way
+    stopping = asyncio.ensure_future(log.stop())
+    await asyncio.sleep(0.05)
+    assert not stopping.done()
+    assert not futures[2].done()
+    release.set()
+    await asyncio.wait_for(stopping, 5)
     assert [f.result() for f in futures] == [0, 1, 2]
 
 
-async def test_without_full_sync_answers_come_at_once(opened: Callable[..., Any]) -> None:
+async def test_without_full_sync_answers_come_without_a_sync(
+    opened: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, writer = await opened(synchronous="normal")
+    synced: list[int] = []
+    monkeypatch.setattr(wal_module.os, "fdatasync", synced.append)
     future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     await writer.commit_rows(1, [future], ["answer"])
-    assert future.done()
-    assert future.result() == "answer"
+    assert await asyncio.wait_for(future, 5) == "answer"
+    assert synced == []
 
 
 async def test_the_checkpointer_copies_the_log_and_commits_never_do(
-    opened: Callable[..., Any], tmp_path: Path
+    opened: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, writer = await opened(synchronous="full", checkpoint_every_s=0.01)
+    log, writer = await opened(synchronous="full", checkpoint_every_s=0.01)
     assert writer.conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+    release = threading.Event()
+    checkpoint = log._checkpoint
+
+    def held_checkpoint() -> None:
+        assert release.wait(5)
+        checkpoint()
+
+    monkeypatch.setattr(log, "_checkpoint", held_checkpoint)
     database = tmp_path / "w.db"
     before = database.stat().st_size
-    for _ in range(5):  # SQLite's own COMMIT, as the log's thread runs it
-        writer.conn.execute("BEGIN IMMEDIATE")
-        writer.conn.executemany("INSERT INTO t (d) VALUES (?)", [(ROW,)] * 200)
-        writer.conn.execute("COMMIT")
+    for _ in range(5):
+        await writer.commit_rows(200)
     assert database.stat().st_size == before  # the commits wrote the log alone
-    await writer.commit_rows(1)  # a commit through the log wakes the checkpointer
+    release.set()
     for _ in range(200):
         if database.stat().st_size > before + 5 * 200 * len(ROW):
             break
@@ -210,7 +252,7 @@ async def test_a_log_past_its_limit_is_restarted_after_a_commit(
     wal = tmp_path / "w.db-wal"
     per_commit = 50 * 4200  # 50 rows of 1 KB: about 50 pages of 4 KB, each with its header
     sizes = []
-    for _ in range(40):  # about eight times the limit, and the checkpointer never runs
+    for _ in range(40):  # about eight times the limit; the checkpointer runs once, at the start
         await writer.commit_rows(50)
         sizes.append(wal.stat().st_size)
     assert max(sizes) <= limit + 2 * per_commit
