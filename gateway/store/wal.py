@@ -181,7 +181,9 @@ class WriteAheadLog:
         call(self._answer, futures, results, error)
 
     def _restart_if_long(self, conn: sqlite3.Connection) -> None:
-        """Right after ``COMMIT``: restart a log that grew too long."""
+        """Right after ``COMMIT``: restart a log that grew too long. It never waits: a reader
+        or a checkpoint in its way would hold the writer, which waits for this, up to the
+        connection's busy timeout (seconds); the next commit tries again instead."""
         if self._fd is None:
             return
         try:
@@ -191,7 +193,12 @@ class WriteAheadLog:
         if size <= self._restart_bytes:
             return
         try:
-            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            (timeout_ms,) = conn.execute("PRAGMA busy_timeout").fetchone()
+            conn.execute("PRAGMA busy_timeout=0")
+            try:
+                busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            finally:
+                conn.execute(f"PRAGMA busy_timeout={int(timeout_ms)}")
         except sqlite3.Error as exc:  # the commit stands; the next one tries again
             log.warning("sqlite.log_restart_failed", bytes=size, error=str(exc))
             return

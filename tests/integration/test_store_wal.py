@@ -303,3 +303,27 @@ async def test_closing_answers_every_write_before_it_and_refuses_the_ones_after(
     assert [(await r).outcome for r in before] == ["created"] * 5
     with pytest.raises(StoreError, match="not open"):
         await asyncio.wait_for(after, 1)
+
+
+async def test_a_restart_that_meets_a_reader_does_not_hold_the_writer(
+    opened: Callable[..., Any], tmp_path: Path
+) -> None:
+    limit = 256 * 1024
+    _, writer = await opened(synchronous="full", restart_bytes=limit, checkpoint_every_s=3600)
+    reader = connector(tmp_path / "w.db")()
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM t").fetchone()  # holds its snapshot of the log
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for _ in range(10):  # twice the limit: each commit after that tries a restart
+            await writer.commit_rows(50)
+        assert loop.time() - started < 2  # not a busy timeout (5 s) per try
+        assert writer.conn.execute("PRAGMA busy_timeout").fetchone() == (5000,)
+        reader.execute("COMMIT")
+        await writer.commit_rows(50)  # the reader is gone: this commit restarts the log
+        await writer.commit_rows(50)  # written from the log's start
+        (_, frames, _) = reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert frames < 100  # this commit's, not the 600 or so written before
+    finally:
+        reader.close()
