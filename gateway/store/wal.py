@@ -23,8 +23,9 @@ milliseconds a commit, was what the intake waited for. Here:
 - A checkpointer copies the log into the database file from a connection and a thread of its
   own (``PASSIVE``: it never blocks the writer). SQLite restarts the log from its beginning
   when a transaction begins with everything copied; under writes without a pause that moment
-  may not come, so once the log file passes ``restart_bytes`` the writer's commit is followed
-  by a ``RESTART`` checkpoint, in the log's thread, which bounds the log.
+  may not come, so once the log file passes ``restart_bytes`` each of the writer's commits is
+  followed by a ``RESTART`` checkpoint, in the log's thread, until one succeeds: that bounds the
+  log unless a reader holds an old snapshot at every commit.
 """
 
 from __future__ import annotations
@@ -181,9 +182,11 @@ class WriteAheadLog:
         call(self._answer, futures, results, error)
 
     def _restart_if_long(self, conn: sqlite3.Connection) -> None:
-        """Right after ``COMMIT``: restart a log that grew too long. It never waits: a reader
-        or a checkpoint in its way would hold the writer, which waits for this, up to the
-        connection's busy timeout (seconds); the next commit tries again instead."""
+        """Right after ``COMMIT``: restart a log that grew too long. It never waits for a lock:
+        a reader on an older snapshot would hold the writer, which waits for this, up to the
+        connection's busy timeout (seconds); the next commit tries again instead. (A running
+        checkpoint makes it give up at once anyway; what it copies before giving up stays
+        copied.)"""
         if self._fd is None:
             return
         try:
