@@ -8,7 +8,6 @@ SIGKILL after a grace period) in ``Supervisor.__exit__`` whatever happened.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import signal
 import socket
@@ -21,6 +20,7 @@ from types import TracebackType
 from typing import IO
 
 from bench.httpload import Pool, encode_request
+from gateway.children import die_with_parent
 
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -29,15 +29,6 @@ STOP_GRACE_S = 15.0
 WRAPPED_SLOWDOWN = 10
 """A server under a wrapper such as Valgrind stops this many times slower."""
 LOG_TAIL_BYTES = 4000
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the bench dies, even by SIGKILL."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class ServerFailed(RuntimeError):
@@ -94,7 +85,7 @@ class Supervisor:
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent(),  # even if the bench dies by SIGKILL
         )
         grace_s = STOP_GRACE_S * (WRAPPED_SLOWDOWN if wrapper else 1)
         server = Server(name, port, proc, log, log_path, grace_s)

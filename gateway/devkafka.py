@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
+from gateway.children import die_with_parent
 from gateway.errors import BrokerError, ConfigError, InvalidInput
 from gateway.ingest.rawjson import parse_document
 
@@ -66,6 +67,7 @@ class LocalBroker:
             self._storage,
             stdout=self._log or asyncio.subprocess.DEVNULL,
             stderr=self._log or asyncio.subprocess.DEVNULL,
+            preexec_fn=die_with_parent(),
         )
         await self._until_listening()
 

@@ -27,6 +27,7 @@ from typing import IO, Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from gateway.children import die_with_parent
 from gateway.devkafka import ensure_topics, tansu_binary
 
 EVENTS, WAITS, DLQ, OUTCOMES = "resume.events", "resume.waits", "resume.dlq", "resume.outcomes"
@@ -72,7 +73,13 @@ class Tansu:
         self._log = self._log_path.open("ab")
         args = [str(tansu_binary()), "broker", "--listener-url", url]
         args += ["--advertised-listener-url", url, "--storage-engine", self._storage]
-        self._proc = subprocess.Popen(args, stdout=self._log, stderr=self._log, env=self._env)
+        self._proc = subprocess.Popen(
+            args,
+            stdout=self._log,
+            stderr=self._log,
+            env=self._env,
+            preexec_fn=die_with_parent(),
+        )
         wait_listening(self.port, self._proc, "tansu", self._log_path)
 
     def kill(self) -> None:
@@ -111,7 +118,10 @@ class MotoS3:
         self._log_path = log_dir / "moto.log"
         self._log = self._log_path.open("ab")
         self._proc = subprocess.Popen(
-            [binary, "-H", "127.0.0.1", "-p", str(self.port)], stdout=self._log, stderr=self._log
+            [binary, "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self._log,
+            stderr=self._log,
+            preexec_fn=die_with_parent(),
         )
         wait_listening(self.port, self._proc, "moto_server", self._log_path)
         request = urllib.request.Request(f"{self.url}/{self.BUCKET}", method="PUT")

@@ -15,6 +15,8 @@ from typing import IO
 
 import pytest
 
+from gateway.children import die_with_parent
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -33,6 +35,7 @@ class Process:
             stdout=self._log,
             stderr=self._log,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=die_with_parent(),  # a killed pytest leaves no gateway behind
         )
 
     def kill(self) -> None:

@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
+from gateway.children import die_with_parent
 from gateway.sandbox.server import SandboxServer
 
 T0 = 1_700_000_000.0
@@ -123,7 +124,13 @@ async def serving(
 async def sandbox_process(*args: str) -> AsyncIterator[str]:
     """``python -m gateway sandbox *args`` until the block ends; yields its first output line."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "sandbox", *args, stdout=asyncio.subprocess.PIPE
+        sys.executable,
+        "-m",
+        "gateway",
+        "sandbox",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        preexec_fn=die_with_parent(),
     )
     try:
         async with asyncio.timeout(STEP_TIMEOUT_S * 2):
