@@ -166,13 +166,13 @@ class WriteAheadLog:
         try:
             conn.execute("COMMIT")
         except Exception as exc:  # the writer rolls back and answers with the error
-            call(_settle, committed, exc)
+            call(settle_all, [committed], [exc])
             return
         try:
             self._restart_if_long(conn)
         except Exception:  # the commit stands whatever the restart did
             log.exception("sqlite.log_restart_crashed")
-        call(_settle, committed, None)
+        call(settle_all, [committed], [None])  # a cancelled writer's is done: skipped
         error: Exception | None = None
         if self._sync_commits:  # the next COMMIT waits behind this sync; the writer does not
             try:
@@ -235,15 +235,6 @@ class WriteAheadLog:
     def _checkpoint(self) -> None:
         assert self._checkpointer is not None
         self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-
-
-def _settle(future: asyncio.Future[None], error: Exception | None) -> None:
-    if future.done():  # the writer was cancelled; what it handed over goes on regardless
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
 
 
 def settle_all(futures: list[asyncio.Future[Any]], results: list[Any]) -> None:
