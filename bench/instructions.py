@@ -143,7 +143,7 @@ async def gateway_instructions(plan: InstructionsPlan, workdir: Path) -> float:
         await register_waits(api, keys, await sandbox.create_jobs(matched))
         await post_all(api, [api.event(f"w-{i}", f"w-{i}") for i in range(WARMUP_EVENTS)])
         mix = EventMix(api, "e", keys)
-        requests = [mix.request(i) for i in range(plan.events)]
+        requests = [mix.request() for _ in range(plan.events)]
         counter.start(server.pid)
         _accepted(await post_all(api, requests), {"matched", "buffered"})
         counter.stop(server.pid)

@@ -43,14 +43,14 @@ class Plan:
 
 PAYLOADS = PayloadPlan(200_000_000, 45_000_000)  # short: the same in a quick run
 FULL = Plan(
-    IngestPlan(CONCURRENCY, 2.0, 15.0, 2.0, 20.0),
+    IngestPlan(CONCURRENCY, 7, 3, 1.0, 2.5, 2.0, 20.0),
     LatencyPlan(300, 100.0),
     KafkaPlan(100_000, 120.0),
     PAYLOADS,
     InstructionsPlan(3_000, 4_000),
 )
 QUICK = Plan(
-    IngestPlan(CONCURRENCY, 1.0, 4.0, 1.0, 5.0),
+    IngestPlan(CONCURRENCY, 3, 1, 0.5, 1.5, 1.0, 5.0),
     LatencyPlan(100, 100.0),
     KafkaPlan(20_000, 60.0),
     PAYLOADS,
@@ -108,6 +108,7 @@ def metadata(plan: Plan, quick: bool, started: float) -> dict[str, float | int |
         "meta_loadavg_1m_at_end": os.getloadavg()[0],
         "meta_ingest_concurrency": plan.ingest.concurrency,
         "meta_ingest_window_s": plan.ingest.duration_s,
+        "meta_ingest_rounds": plan.ingest.rounds,
         "meta_event_bytes_approx": EVENT_BYTES,
         "meta_latency_events": plan.latency.waits,
         "meta_latency_rate_per_s": plan.latency.rate_per_s,
