@@ -1,10 +1,11 @@
 """Correlating a whole batch of events in memory, for a store that writes it set-based.
 
 Recording events one by one costs a lookup and an upsert per event, and two more statements
-per match. A consumer's batch instead reads, in one query each, which of its events the table
-already holds and the latest wait of each of its keys; ``plan_events`` then decides every
-event exactly as the one-by-one path would, in batch order, and the store writes the plan with
-a few set-based statements. A batch is a consumer's (one ``now``) or HTTP requests that the
+per match. A consumer's batch instead reads the latest wait of each of its keys in one query,
+and which of its events the table already holds in another (the SQLite store only once a first
+plan, made as if it held none, met one); ``plan_events`` then decides every event exactly as
+the one-by-one path would, in batch order, and the store writes the plan with a few set-based
+statements. A batch is a consumer's (one ``now``) or HTTP requests that the
 writer merged (each event with its own ``now``). Pure: no I/O, so the decisions are easy to
 test and to reuse.
 """

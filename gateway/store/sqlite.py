@@ -363,15 +363,17 @@ class SQLiteStore:
         and rows."""
         if not events:
             return []
-        plan = plan_events(
-            events,
-            self._known_events(conn, events),
-            self._latest_waits(conn, events),
-            nows,
-            self._one(conn, "last_event_row")[0],
-            self._one(conn, "last_delivery_id")[0],
-        )
-        self._write_plan(conn, plan)
+        latest = self._latest_waits(conn, events)
+        last_row, last_delivery = self._one(conn, "last_ids")
+        plan = plan_events(events, {}, latest, nows, last_row, last_delivery)
+        try:
+            self._insert_event_rows(conn, plan)
+        except sqlite3.IntegrityError:  # an event of the batch is stored already
+            self._run(conn, "delete_events_after", id=last_row)
+            known = self._known_events(conn, events)
+            plan = plan_events(events, known, latest, nows, last_row, last_delivery)
+            self._insert_event_rows(conn, plan)
+        self._write_matches(conn, plan)
         kept = [
             _blob_params(e.blob, now + e.buffer_ttl_s, now)
             for e, now in zip(events, nows, strict=True)
@@ -411,9 +413,17 @@ class SQLiteStore:
                 latest[tenant, key] = LatestWait(wait_id, state, expires_at)
         return latest
 
-    def _write_plan(self, conn: sqlite3.Connection, plan: EventPlan) -> None:
+    def _insert_event_rows(self, conn: sqlite3.Connection, plan: EventPlan) -> None:
+        """The plan's new events, first of its writes. The plan is first made as if none of
+        the batch's events were stored (most batches: the lookup costs more than the rare
+        retry), so an event stored already fails here on its identity's UNIQUE index; the
+        caller then deletes the rows inserted before it (a savepoint would copy every page
+        the batch touches to a journal) and plans again knowing what is stored."""
+        conn.executemany(self._q["insert_event_rows"], [_event_row(row) for row in plan.rows])
+
+    def _write_matches(self, conn: sqlite3.Connection, plan: EventPlan) -> None:
+        """The rest of the plan: duplicates counted, waits resolved, deliveries queued."""
         q = self._q
-        conn.executemany(q["insert_event_rows"], [_event_row(row) for row in plan.rows])
         if plan.duplicates:
             duplicates = [(n, i) for i, n in plan.duplicates.items()]
             conn.executemany(q["count_duplicate_rows"], duplicates)

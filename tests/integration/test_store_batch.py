@@ -289,3 +289,21 @@ async def test_merged_events_keep_their_times_and_exact_bytes(pair: Pair) -> Non
     with sqlite3.connect(pair.paths[0]) as conn:
         stored = conn.execute("SELECT data, typeof(data) FROM events ORDER BY id").fetchall()
     assert stored == [(d, "blob") for d in datas]
+
+
+async def test_a_batch_meeting_an_event_already_stored_is_planned_again_with_it(
+    pair: Pair,
+) -> None:
+    """The batch is first written as if none of its events were stored; the one that was
+    makes that attempt fail, and nothing of it may remain."""
+    await pair.batched.ingest_batch([wait("k", "t")], [event("e1", "other")], T0)
+    batch = [event("e2", "k"), event("e1", "other"), event("e3", "x")]
+    _, accepted = await pair.batched.ingest_batch([], batch, T0 + 1)
+    assert [a.outcome for a in accepted] == ["matched", "duplicate", "buffered"]
+    with sqlite3.connect(pair.paths[0]) as conn:
+        assert conn.execute("SELECT event_id, state, duplicates FROM events").fetchall() == [
+            ("e1", "buffered", 1),
+            ("e2", "matched", 0),
+            ("e3", "buffered", 0),
+        ]
+        assert conn.execute("SELECT wait_id, event_row FROM deliveries").fetchall() == [(1, 2)]

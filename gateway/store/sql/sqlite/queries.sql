@@ -223,11 +223,9 @@ JOIN waits AS w ON w.id = (
     SELECT id FROM waits WHERE tenant = :tenant AND key = k.value ORDER BY id DESC LIMIT 1
 );
 
--- name: last_event_row
-SELECT COALESCE(MAX(id), 0) FROM events;
-
--- name: last_delivery_id
-SELECT COALESCE(MAX(id), 0) FROM deliveries;
+-- name: last_ids
+-- The largest rowids of events and deliveries, from which a batch numbers its new rows.
+SELECT (SELECT COALESCE(MAX(id), 0) FROM events), (SELECT COALESCE(MAX(id), 0) FROM deliveries);
 
 -- name: insert_event_rows
 -- '' stands for NULL: the sqlite3 module binds None only after its adaptation protocol, which
@@ -235,6 +233,10 @@ SELECT COALESCE(MAX(id), 0) FROM deliveries;
 INSERT INTO events (id, tenant, source, event_id, key, status, data, state, wait_id,
                     received_at, occurred_at, buffer_until, blob, content_type)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULLIF(?, ''), ?, NULLIF(?, ''), NULLIF(?, ''), NULLIF(?, ''), ?);
+
+-- name: delete_events_after
+-- A batch's rows inserted before one of its events met its stored copy (see _record_all).
+DELETE FROM events WHERE id > :id;
 
 -- name: count_duplicate_rows
 UPDATE events SET duplicates = duplicates + ? WHERE id = ?;
