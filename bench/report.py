@@ -38,7 +38,7 @@ HEADLINES = (
     Row(
         "ingest, rate limit lifted",
         "ingest_unlimited_events_per_s",
-        "ingest_baseline_events_per_s",
+        "ingest_unlimited_baseline_events_per_s",
         "ingest_unlimited_ratio",
         "-",
     ),
