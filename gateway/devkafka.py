@@ -90,7 +90,8 @@ class LocalBroker:
             return
         proc.terminate()
         try:
-            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                await proc.wait()
         except TimeoutError:
             proc.kill()
             await proc.wait()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +25,7 @@ from gateway.kafka_connection import connection_options
 from gateway.messages import OutcomeMessage
 from gateway.metrics import Metrics
 from gateway.store.records import Outcome
+from gateway.wakeable import sleep_or_wake
 
 log = structlog.get_logger(__name__)
 
@@ -108,8 +108,7 @@ class OutcomePublisher:
     async def stop(self, timeout_s: float) -> None:
         """Publish what is queued (bounded by ``timeout_s``), then close. Idempotent."""
         if self._task is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), timeout_s)
+            await sleep_or_wake(self._idle, timeout_s)
             task, self._task = self._task, None
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

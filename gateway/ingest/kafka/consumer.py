@@ -176,7 +176,8 @@ class KafkaIngest:
         if consumer is None or self.failed.is_set():
             return "down"
         try:
-            topics = await asyncio.wait_for(consumer.topics(), READY_TIMEOUT_S)
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                topics = await consumer.topics()
         except (KafkaError, TimeoutError):
             return "down"
         return "up" if set(self._settings.topics) <= set(topics) else "topics_missing"
