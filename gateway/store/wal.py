@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -45,6 +47,13 @@ log = structlog.get_logger(__name__)
 
 CHECKPOINT_EVERY_S = 0.1
 RESTART_BYTES = 64 * 1024 * 1024
+_Commit = tuple[
+    asyncio.AbstractEventLoop,
+    sqlite3.Connection,
+    "asyncio.Future[None]",
+    list["asyncio.Future[Any]"],
+    list[Any],
+]
 
 
 class WriteAheadLog:
@@ -66,7 +75,8 @@ class WriteAheadLog:
         self._synchronous = "normal" if self._sync_commits else synchronous
         self._checkpoint_every_s = checkpoint_every_s
         self._restart_bytes = restart_bytes
-        self._committer: ThreadPoolExecutor | None = None
+        self._commits: queue.SimpleQueue[_Commit | None] = queue.SimpleQueue()
+        self._committer: threading.Thread | None = None
         self._to_checkpoint = asyncio.Event()
         self._checkpoint_thread: ThreadPoolExecutor | None = None
         self._checkpointing: asyncio.Task[None] | None = None
@@ -79,7 +89,10 @@ class WriteAheadLog:
         """Call once the log exists (a connection has read the database)."""
         self._fd = os.open(self._file, os.O_RDONLY)
         self._checkpointer = self._connect()
-        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
+        self._committer = threading.Thread(
+            target=self._commit_forever, name="sqlite-commit", daemon=True
+        )
+        self._committer.start()
         thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-ckpt")
         self._checkpoint_thread = thread
         self._checkpointing = asyncio.create_task(self._checkpoint_loop(thread), name="sqlite-ckpt")
@@ -89,7 +102,8 @@ class WriteAheadLog:
         answered first."""
         if self._committer is not None:
             committer, self._committer = self._committer, None
-            await asyncio.to_thread(committer.shutdown)  # its answers are on the loop by then
+            self._commits.put(None)  # after every commit handed over
+            await asyncio.to_thread(committer.join)  # its answers are on the loop by then
         if self._checkpointing is not None:
             checkpointing, self._checkpointing = self._checkpointing, None
             checkpointing.cancel()
@@ -123,8 +137,7 @@ class WriteAheadLog:
             raise StoreError("the log is not started")
         loop = asyncio.get_running_loop()
         committed: asyncio.Future[None] = loop.create_future()
-        # submit, not run_in_executor: the thread answers on the loop itself, twice
-        self._committer.submit(self._commit, loop, conn, committed, futures, results)
+        self._commits.put((loop, conn, committed, futures, results))  # it answers on the loop
         try:
             await committed
         except sqlite3.Error:
@@ -150,6 +163,15 @@ class WriteAheadLog:
         os.fdatasync(self._fd)
 
     # -- the log's thread ------------------------------------------------------------------
+
+    def _commit_forever(self) -> None:
+        """The thread's loop: a queue the thread blocks on without the GIL, and nothing else,
+        so that it takes the GIL from the busy event loop as seldom as it can."""
+        while (commit := self._commits.get()) is not None:
+            try:
+                self._commit(*commit)
+            except Exception:  # the loop closed under it, say; the next commit is still run
+                log.exception("sqlite.commit_thread_crashed")
 
     def _commit(
         self,

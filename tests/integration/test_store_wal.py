@@ -152,6 +152,29 @@ async def test_a_crash_after_the_commit_still_frees_the_writer_and_answers(
     assert await asyncio.wait_for(future, 5) == "answer"  # the commit stands, and was synced
 
 
+async def test_the_log_thread_outlives_an_error_that_escapes_a_commit(
+    opened: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer handed to a loop that has closed, say: logged, and the next commit runs."""
+    log, writer = await opened(synchronous="full")
+    real_commit = log._commit
+    escaped: list[bool] = []
+
+    def escaping_once(*commit: Any) -> None:
+        if not escaped:
+            escaped.append(True)
+            raise RuntimeError("Event loop is closed")
+        real_commit(*commit)
+
+    monkeypatch.setattr(log, "_commit", escaping_once)
+    with pytest.raises(TimeoutError):  # nobody could be told: this writer waits in vain
+        await asyncio.wait_for(writer.commit_rows(1), 0.2)
+    writer.conn.execute("ROLLBACK")
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    await asyncio.wait_for(writer.commit_rows(1, [future], ["answer"]), 5)
+    assert await asyncio.wait_for(future, 5) == "answer"
+
+
 async def test_a_failed_sync_answers_with_an_error(
     opened: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
