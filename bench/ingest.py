@@ -112,7 +112,8 @@ class Paired:
 
 @dataclass(frozen=True, slots=True)
 class Drain:
-    """Deliveries still owed when the load stopped, and how fast they went out afterwards."""
+    """Deliveries still owed when the load stopped, and how fast they went out afterwards
+    (for a run: all its windows' backlogs, and the seconds spent draining them)."""
 
     backlog: int
     delivered: int
@@ -167,9 +168,10 @@ async def paired_run(
         base_windows.append(await _window(plan, baseline, base_events, base_meter))
         sandbox.close()
     drain = None
-    if drains:
-        backlog, delivered = sum(d.backlog for d in drains), sum(d.delivered for d in drains)
-        drain = Drain(backlog, delivered, sum(d.seconds for d in drains))
+    if drains:  # what a drain left is in the next one's backlog too: count it once
+        delivered = sum(d.delivered for d in drains)
+        left = drains[-1].backlog - drains[-1].delivered
+        drain = Drain(delivered + left, delivered, sum(d.seconds for d in drains))
     return Paired(base_windows, gateway_windows, probe, count, registration_s, drain)
 
 

@@ -87,8 +87,9 @@ HEADLINES = (
 )
 HEADER = ("figure", "value", "baseline", "ratio", "target")
 RATIO_NOTE = (
-    "(ratio = value / baseline: higher is better for ingest, lower for latency, instructions,"
-    " memory)"
+    "(ratio = value / baseline, except ingest's: the median of each gateway window over the"
+    " baseline windows around it; higher is better for ingest, lower for latency,"
+    " instructions, memory)"
 )
 
 

@@ -75,7 +75,7 @@ class WriteAheadLog:
         self._synchronous = "normal" if self._sync_commits else synchronous
         self._checkpoint_every_s = checkpoint_every_s
         self._restart_bytes = restart_bytes
-        self._commits: queue.SimpleQueue[_Commit | None] = queue.SimpleQueue()
+        self._commits: queue.SimpleQueue[_Commit | None] | None = None
         self._committer: threading.Thread | None = None
         self._to_checkpoint = asyncio.Event()
         self._checkpoint_thread: ThreadPoolExecutor | None = None
@@ -89,8 +89,10 @@ class WriteAheadLog:
         """Call once the log exists (a connection has read the database)."""
         self._fd = os.open(self._file, os.O_RDONLY)
         self._checkpointer = self._connect()
+        commits: queue.SimpleQueue[_Commit | None] = queue.SimpleQueue()
+        self._commits = commits  # its own: a thread left from an earlier start never reads it
         self._committer = threading.Thread(
-            target=self._commit_forever, name="sqlite-commit", daemon=True
+            target=self._commit_forever, args=(commits,), name="sqlite-commit", daemon=True
         )
         self._committer.start()
         thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-ckpt")
@@ -100,7 +102,7 @@ class WriteAheadLog:
     async def stop(self) -> None:
         """Call once the writer has stopped: commits handed over before are synced and
         answered first."""
-        if self._committer is not None:
+        if self._committer is not None and self._commits is not None:
             committer, self._committer = self._committer, None
             self._commits.put(None)  # after every commit handed over
             await asyncio.to_thread(committer.join)  # its answers are on the loop by then
@@ -133,7 +135,7 @@ class WriteAheadLog:
         """``COMMIT`` the transaction open on ``conn`` in the log's thread and return once it
         is committed, so that the writer can go on; ``futures`` get their ``results`` once it
         is durable. A failed ``COMMIT`` is rolled back and raised, and answers nobody."""
-        if self._committer is None:
+        if self._committer is None or self._commits is None:
             raise StoreError("the log is not started")
         loop = asyncio.get_running_loop()
         committed: asyncio.Future[None] = loop.create_future()
@@ -164,14 +166,14 @@ class WriteAheadLog:
 
     # -- the log's thread ------------------------------------------------------------------
 
-    def _commit_forever(self) -> None:
+    def _commit_forever(self, commits: queue.SimpleQueue[_Commit | None]) -> None:
         """The thread's loop: a queue the thread blocks on without the GIL, and nothing else,
         so that it takes the GIL from the busy event loop as seldom as it can."""
-        while (commit := self._commits.get()) is not None:
+        while (commit := commits.get()) is not None:
             try:
                 self._commit(*commit)
             except Exception:  # the loop closed under it, say; the next commit is still run
-                log.exception("sqlite.commit_thread_crashed")
+                log.exception("sqlite.commit_unanswered")
 
     def _commit(
         self,
@@ -182,8 +184,8 @@ class WriteAheadLog:
         results: list[Any],
     ) -> None:
         """``COMMIT``, restart a log that grew too long, tell the writer (``committed``), then
-        sync and answer. Whatever fails, both are told: an exception left here would go to an
-        executor future nobody reads, and the writer would wait for ever."""
+        sync and answer. Whatever fails, both are told: an exception left here would tell
+        nobody, and the writer would wait for ever."""
         call = loop.call_soon_threadsafe
         try:
             conn.execute("COMMIT")

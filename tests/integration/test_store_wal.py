@@ -155,7 +155,7 @@ async def test_a_crash_after_the_commit_still_frees_the_writer_and_answers(
 async def test_the_log_thread_outlives_an_error_that_escapes_a_commit(
     opened: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An answer handed to a loop that has closed, say: logged, and the next commit runs."""
+    """An answer handed to a loop that has closed, say: the thread goes on with the next."""
     log, writer = await opened(synchronous="full")
     real_commit = log._commit
     escaped: list[bool] = []
@@ -173,6 +173,18 @@ async def test_the_log_thread_outlives_an_error_that_escapes_a_commit(
     future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     await asyncio.wait_for(writer.commit_rows(1, [future], ["answer"]), 5)
     assert await asyncio.wait_for(future, 5) == "answer"
+
+
+async def test_a_log_stopped_and_started_again_commits_and_answers(
+    opened: Callable[..., Any],
+) -> None:
+    log, writer = await opened(synchronous="full")
+    await writer.commit_rows(1)
+    await log.stop()
+    await log.start()
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    await asyncio.wait_for(writer.commit_rows(1, [future], ["again"]), 5)
+    assert await asyncio.wait_for(future, 5) == "again"
 
 
 async def test_a_failed_sync_answers_with_an_error(
