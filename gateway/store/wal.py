@@ -75,8 +75,7 @@ class WriteAheadLog:
         self._synchronous = "normal" if self._sync_commits else synchronous
         self._checkpoint_every_s = checkpoint_every_s
         self._restart_bytes = restart_bytes
-        self._commits: queue.SimpleQueue[_Commit | None] | None = None
-        self._committer: threading.Thread | None = None
+        self._committer: tuple[threading.Thread, queue.SimpleQueue[_Commit | None]] | None = None
         self._to_checkpoint = asyncio.Event()
         self._checkpoint_thread: ThreadPoolExecutor | None = None
         self._checkpointing: asyncio.Task[None] | None = None
@@ -89,12 +88,12 @@ class WriteAheadLog:
         """Call once the log exists (a connection has read the database)."""
         self._fd = os.open(self._file, os.O_RDONLY)
         self._checkpointer = self._connect()
-        commits: queue.SimpleQueue[_Commit | None] = queue.SimpleQueue()
-        self._commits = commits  # its own: a thread left from an earlier start never reads it
-        self._committer = threading.Thread(
+        commits: queue.SimpleQueue[_Commit | None] = queue.SimpleQueue()  # this start's own
+        committer = threading.Thread(
             target=self._commit_forever, args=(commits,), name="sqlite-commit", daemon=True
         )
-        self._committer.start()
+        committer.start()
+        self._committer = committer, commits
         thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-ckpt")
         self._checkpoint_thread = thread
         self._checkpointing = asyncio.create_task(self._checkpoint_loop(thread), name="sqlite-ckpt")
@@ -102,9 +101,9 @@ class WriteAheadLog:
     async def stop(self) -> None:
         """Call once the writer has stopped: commits handed over before are synced and
         answered first."""
-        if self._committer is not None and self._commits is not None:
-            committer, self._committer = self._committer, None
-            self._commits.put(None)  # after every commit handed over
+        if self._committer is not None:
+            (committer, commits), self._committer = self._committer, None
+            commits.put(None)  # after every commit handed over
             await asyncio.to_thread(committer.join)  # its answers are on the loop by then
         if self._checkpointing is not None:
             checkpointing, self._checkpointing = self._checkpointing, None
@@ -135,11 +134,12 @@ class WriteAheadLog:
         """``COMMIT`` the transaction open on ``conn`` in the log's thread and return once it
         is committed, so that the writer can go on; ``futures`` get their ``results`` once it
         is durable. A failed ``COMMIT`` is rolled back and raised, and answers nobody."""
-        if self._committer is None or self._commits is None:
+        if self._committer is None:
             raise StoreError("the log is not started")
+        _, commits = self._committer
         loop = asyncio.get_running_loop()
         committed: asyncio.Future[None] = loop.create_future()
-        self._commits.put((loop, conn, committed, futures, results))  # it answers on the loop
+        commits.put((loop, conn, committed, futures, results))  # the thread answers on the loop
         try:
             await committed
         except sqlite3.Error:
