@@ -210,6 +210,9 @@ class SQLiteStore:
     async def _write_loop(self) -> None:
         while True:
             await self._wake.wait()
+            # One more turn of the loop first: the handlers it woke with the first of them
+            # enqueue too, so that a batch, and the work shared by its events, grows.
+            await asyncio.sleep(0)
             self._wake.clear()
             while self._queue:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]

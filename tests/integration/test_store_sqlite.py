@@ -7,6 +7,7 @@ import re
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -239,6 +240,35 @@ async def test_concurrent_writes_are_group_committed_and_all_durable(tmp_path: P
     assert {r.outcome for r in results} == {"buffered"}
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 500
+
+
+async def test_the_writer_waits_a_turn_of_the_loop_for_more_of_its_batch(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second write that comes a turn of the loop after the first, as the handlers of
+    requests read in one turn do, shares the first one's transaction."""
+    batches: list[int] = []
+    commit = store._log.commit
+
+    async def counted(conn: sqlite3.Connection, futures: list[Any], results: list[Any]) -> None:
+        batches.append(len(futures))
+        await commit(conn, futures, results)
+
+    monkeypatch.setattr(store._log, "commit", counted)
+    loop = asyncio.get_running_loop()
+    writes: list[asyncio.Future[Any]] = []
+    both = asyncio.Event()
+
+    def write(n: int) -> None:
+        writes.append(asyncio.ensure_future(store.record_event(event(f"k{n}", f"e{n}"), T0)))
+        if len(writes) == 2:
+            both.set()
+
+    loop.call_soon(write, 1)  # its task enqueues a turn later, and wakes the writer
+    loop.call_soon(loop.call_soon, write, 2)  # ... in the turn the writer wakes in
+    await both.wait()
+    await asyncio.gather(*writes)
+    assert batches == [2]
 
 
 async def test_one_failing_unit_does_not_sink_its_batch(store: SQLiteStore) -> None:
