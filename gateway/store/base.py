@@ -6,6 +6,7 @@ Correlation happens inside the store, in the same transaction that persists the 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Protocol
 
 from gateway.blobs.base import BlobMeta
@@ -41,8 +42,10 @@ class Store(Protocol):
     async def register_wait(self, wait: NewWait, now: float) -> Registration:
         """Persist a wait and match it with the oldest buffered event for its key."""
 
-    async def record_event(self, event: NewEvent, now: float) -> Acceptance:
-        """Persist an event and match it with the open wait for its key, or buffer it."""
+    def record_event(self, event: NewEvent, now: float) -> Awaitable[Acceptance]:
+        """Persist an event and match it with the open wait for its key, or buffer it. An
+        awaitable rather than a coroutine: an implementation may hand back its writer's
+        future, without a frame of its own around it (one per HTTP event)."""
 
     async def ingest_batch(
         self, waits: list[NewWait], events: list[NewEvent], now: float

@@ -1,13 +1,12 @@
 """The SQLite store: group commit, with the log synced and checkpointed beside the writer.
 
 Every write is a unit of work queued to a single writer. The writer runs all queued units in
-one transaction on the event loop (they are short, indexed statements), hands the ``COMMIT`` to
-the log's thread, and goes on with the next batch as soon as it returns: the sync that SQLite
-would do inside ``COMMIT`` follows it in that thread, and the checkpoints run beside it
-(``wal.py``). Callers are answered only after a sync that began after their commit: durable
-before acknowledged, with one fsync for a whole batch. Whatever acts outside the store does so
-on an answer, so on synced state: a resume is sent only after the claim that took it was
-synced, and everything before it.
+one transaction on the event loop (they are short, indexed statements), commits it, and goes on
+with the next batch at once: the sync that SQLite would do inside ``COMMIT`` follows in the
+log's thread, and the checkpoints run beside it (``wal.py``). Callers are answered only after
+a sync that began after their commit: durable before acknowledged, with one fsync for a whole
+batch. Whatever acts outside the store does so on an answer, so on synced state: a resume is
+sent only after the claim that took it was synced, and everything before it.
 Keeping the statements on the loop thread avoids handing the GIL back and forth per statement.
 Consecutive ``record_event`` units of a batch (HTTP requests) run as one set-based pass, like a
 consumer's batch (see ``correlation.py``): a few statements instead of two to four per event.
@@ -20,7 +19,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -144,7 +143,7 @@ class SQLiteStore:
 
     def _connect(self) -> sqlite3.Connection:
         Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-        # check_same_thread=False: COMMIT runs in the log's thread, never concurrently.
+        # check_same_thread=False: the checkpointer's connection is used in its own thread.
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
         if mode != "wal":  # e.g. a file system without shared memory: no safe group commit
@@ -194,18 +193,21 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite: {exc}") from exc
 
-    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    def _write(self, work: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue ``work`` for the writer; the future is its result once durable. A plain
+        function returning the future: every write, one per HTTP event, would otherwise add
+        coroutine frames to create, suspend and resume."""
         if self._writer is None or self._closing:
             raise StoreError("the store is not open")
         if self._log.failure is not None:
             raise self._log.failure
-        return await self._enqueue(work)
+        return self._enqueue(work)
 
-    async def _enqueue(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    def _enqueue(self, work: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append((work, future))
         self._wake.set()
-        return await future
+        return future
 
     async def _write_loop(self) -> None:
         while True:
@@ -219,7 +221,7 @@ class SQLiteStore:
                 futures = [future for _, future in batch]
                 try:
                     results = self._execute([work for work, _ in batch])
-                    await self._log.commit(self._connection(), futures, results)
+                    self._log.commit(self._connection(), futures, results)
                 except sqlite3.Error as exc:
                     settle_all(futures, [StoreError(f"sqlite: {exc}")] * len(batch))
 
@@ -487,8 +489,8 @@ class SQLiteStore:
 
     # -- events ----------------------------------------------------------------------------
 
-    async def record_event(self, event: NewEvent, now: float) -> Acceptance:
-        return await self._write(_Recording(self._record, event, now))
+    def record_event(self, event: NewEvent, now: float) -> Awaitable[Acceptance]:
+        return self._write(_Recording(self._record, event, now))
 
     def _record(self, conn: sqlite3.Connection, event: NewEvent, now: float) -> Acceptance:
         # Only the latest wait of a key can be open: a key is registered again only once closed.

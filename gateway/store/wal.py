@@ -6,17 +6,16 @@ checkpoint). The single writer waits for both, and in a busy gateway that wait, 
 milliseconds a commit, was what the intake waited for. Here:
 
 - The writer's connection runs at ``synchronous = normal``, which in WAL mode is exactly
-  ``full`` without the sync of the log after each commit. ``commit`` runs the writer's
-  ``COMMIT`` in the log's thread, returns as soon as it is done, so that the writer goes on
-  with its next transaction, and the same thread then ``fdatasync``s the log and only then
-  gives the transaction's callers their answers. Durable before acknowledged, as before. The
-  sync follows its commit in the thread without a round trip through the busy event loop:
-  each hand-over between threads is a wait for the GIL. The next ``COMMIT`` waits behind that
-  sync, the writer's next statements do not: where syncs take longer than the writer's
-  transactions, batches grow instead. The log stays open for the store's lifetime, so a
-  write-back error is reported to this descriptor even if another one (a checkpoint's) saw it
-  first; after a failed sync the log refuses every later answer, because what follows the lost
-  pages in the log is lost with them.
+  ``full`` without the sync of the log after each commit. The writer runs its ``COMMIT``
+  itself, on the loop (it writes the batch's pages into the log, without the GIL), hands the
+  ``fdatasync`` of the log to the log's thread and goes on with its next transaction at once;
+  the thread gives the transaction's callers their answers only after that sync. Durable
+  before acknowledged, as before. One hand-over a commit, each way: each is a wait for the GIL
+  held by the busy loop, and a thread that ran the ``COMMIT`` too took the GIL three times
+  more, at a cost that showed (the loop sat idle while the writer waited for it). The log
+  stays open for the store's lifetime, so a write-back error is reported to this descriptor
+  even if another one (a checkpoint's) saw it first; after a failed sync the log refuses every
+  later answer, because what follows the lost pages in the log is lost with them.
 - Other connections may read a commit up to one sync before it is durable. Whatever acts
   outside the store on what it reads (the poller cancelling a job) reads through the writer,
   whose answers wait for the sync.
@@ -24,8 +23,8 @@ milliseconds a commit, was what the intake waited for. Here:
   own (``PASSIVE``: it never blocks the writer). SQLite restarts the log from its beginning
   when a transaction begins with everything copied; under writes without a pause that moment
   may not come, so once the log file passes ``restart_bytes`` each of the writer's commits is
-  followed by a ``RESTART`` checkpoint, in the log's thread, until one succeeds: that bounds the
-  log unless a reader holds an old snapshot at every commit.
+  followed by a ``RESTART`` checkpoint until one succeeds: that bounds the log unless a reader
+  holds an old snapshot at every commit.
 """
 
 from __future__ import annotations
@@ -47,13 +46,7 @@ log = structlog.get_logger(__name__)
 
 CHECKPOINT_EVERY_S = 0.1
 RESTART_BYTES = 64 * 1024 * 1024
-_Commit = tuple[
-    asyncio.AbstractEventLoop,
-    sqlite3.Connection,
-    "asyncio.Future[None]",
-    list["asyncio.Future[Any]"],
-    list[Any],
-]
+_Sync = tuple[asyncio.AbstractEventLoop, list["asyncio.Future[Any]"], list[Any]]
 
 
 class WriteAheadLog:
@@ -75,7 +68,7 @@ class WriteAheadLog:
         self._synchronous = "normal" if self._sync_commits else synchronous
         self._checkpoint_every_s = checkpoint_every_s
         self._restart_bytes = restart_bytes
-        self._committer: tuple[threading.Thread, queue.SimpleQueue[_Commit | None]] | None = None
+        self._syncer: tuple[threading.Thread, queue.SimpleQueue[_Sync | None]] | None = None
         self._to_checkpoint = asyncio.Event()
         self._checkpoint_thread: ThreadPoolExecutor | None = None
         self._checkpointing: asyncio.Task[None] | None = None
@@ -88,12 +81,12 @@ class WriteAheadLog:
         """Call once the log exists (a connection has read the database)."""
         self._fd = os.open(self._file, os.O_RDONLY)
         self._checkpointer = self._connect()
-        commits: queue.SimpleQueue[_Commit | None] = queue.SimpleQueue()  # this start's own
-        committer = threading.Thread(
-            target=self._commit_forever, args=(commits,), name="sqlite-commit", daemon=True
+        syncs: queue.SimpleQueue[_Sync | None] = queue.SimpleQueue()  # this start's own
+        syncer = threading.Thread(
+            target=self._sync_forever, args=(syncs,), name="sqlite-sync", daemon=True
         )
-        committer.start()
-        self._committer = committer, commits
+        syncer.start()
+        self._syncer = syncer, syncs
         thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-ckpt")
         self._checkpoint_thread = thread
         self._checkpointing = asyncio.create_task(self._checkpoint_loop(thread), name="sqlite-ckpt")
@@ -101,10 +94,10 @@ class WriteAheadLog:
     async def stop(self) -> None:
         """Call once the writer has stopped: commits handed over before are synced and
         answered first."""
-        if self._committer is not None:
-            (committer, commits), self._committer = self._committer, None
-            commits.put(None)  # after every commit handed over
-            await asyncio.to_thread(committer.join)  # its answers are on the loop by then
+        if self._syncer is not None:
+            (syncer, syncs), self._syncer = self._syncer, None
+            syncs.put(None)  # after every commit handed over
+            await asyncio.to_thread(syncer.join)  # its answers are on the loop by then
         if self._checkpointing is not None:
             checkpointing, self._checkpointing = self._checkpointing, None
             checkpointing.cancel()
@@ -128,25 +121,31 @@ class WriteAheadLog:
 
     # -- the writer's side -----------------------------------------------------------------
 
-    async def commit(
+    def commit(
         self, conn: sqlite3.Connection, futures: list[asyncio.Future[Any]], results: list[Any]
     ) -> None:
-        """``COMMIT`` the transaction open on ``conn`` in the log's thread and return once it
-        is committed, so that the writer can go on; ``futures`` get their ``results`` once it
-        is durable. A failed ``COMMIT`` is rolled back and raised, and answers nobody."""
-        if self._committer is None:
+        """``COMMIT`` the transaction open on ``conn``, restart a log that grew too long, and
+        hand the sync to the log's thread: ``futures`` get their ``results`` once it is durable.
+        Returns as soon as the ``COMMIT`` is done, so that the writer goes on. A failed
+        ``COMMIT`` is rolled back and raised, and answers nobody."""
+        if self._syncer is None:
             raise StoreError("the log is not started")
-        _, commits = self._committer
-        loop = asyncio.get_running_loop()
-        committed: asyncio.Future[None] = loop.create_future()
-        commits.put((loop, conn, committed, futures, results))  # the thread answers on the loop
         try:
-            await committed
+            conn.execute("COMMIT")
         except sqlite3.Error:
             if conn.in_transaction:  # SQLite may have rolled it back already (disk full)
                 conn.execute("ROLLBACK")
             raise
+        try:
+            self._restart_if_long(conn)
+        except Exception:  # the commit stands whatever the restart did
+            log.exception("sqlite.log_restart_crashed")
         self._to_checkpoint.set()
+        if not self._sync_commits:
+            self._answer(futures, results, None)
+            return
+        _, syncs = self._syncer
+        syncs.put((asyncio.get_running_loop(), futures, results))  # answered on the loop
 
     @property
     def syncs_commits(self) -> bool:
@@ -166,49 +165,35 @@ class WriteAheadLog:
 
     # -- the log's thread ------------------------------------------------------------------
 
-    def _commit_forever(self, commits: queue.SimpleQueue[_Commit | None]) -> None:
+    def _sync_forever(self, syncs: queue.SimpleQueue[_Sync | None]) -> None:
         """The thread's loop: a queue the thread blocks on without the GIL, and nothing else,
         so that it takes the GIL from the busy event loop as seldom as it can."""
-        while (commit := commits.get()) is not None:
+        while (handed := syncs.get()) is not None:
             try:
-                self._commit(*commit)
-            except Exception:  # the loop closed under it, say; the next commit is still run
-                log.exception("sqlite.commit_unanswered")
+                self._sync_and_answer(*handed)
+            except Exception:  # the loop closed under it, say; the next sync is still run
+                log.exception("sqlite.sync_unanswered")
 
-    def _commit(
+    def _sync_and_answer(
         self,
         loop: asyncio.AbstractEventLoop,
-        conn: sqlite3.Connection,
-        committed: asyncio.Future[None],
         futures: list[asyncio.Future[Any]],
         results: list[Any],
     ) -> None:
-        """``COMMIT``, restart a log that grew too long, tell the writer (``committed``), then
-        sync and answer. Whatever fails, both are told: an exception left here would tell
-        nobody, and the writer would wait for ever."""
-        call = loop.call_soon_threadsafe
-        try:
-            conn.execute("COMMIT")
-        except Exception as exc:  # the writer rolls back and answers with the error
-            call(settle_all, [committed], [exc])
-            return
-        try:
-            self._restart_if_long(conn)
-        except Exception:  # the commit stands whatever the restart did
-            log.exception("sqlite.log_restart_crashed")
-        call(settle_all, [committed], [None])  # a cancelled writer's is done: skipped
+        """Sync the log, then answer on the loop, with the error if the sync failed."""
         error: Exception | None = None
-        if self._sync_commits:  # the next COMMIT waits behind this sync; the writer does not
-            try:
-                self.sync()
-            except Exception as exc:  # committed, maybe not durable
-                error = exc
-        call(self._answer, futures, results, error)
+        try:
+            self.sync()
+        except Exception as exc:  # committed, maybe not durable
+            error = exc
+        loop.call_soon_threadsafe(self._answer, futures, results, error)
 
     def _restart_if_long(self, conn: sqlite3.Connection) -> None:
         """Right after ``COMMIT``: restart a log that grew too long. It never waits for a lock:
-        a reader on an older snapshot would hold the writer, which waits for this, up to the
-        connection's busy timeout (seconds); the next commit tries again instead. (A running
+        a reader on an older snapshot would hold the writer, and the loop with it, up to the
+        connection's busy timeout (seconds); the next commit tries again instead. (What it
+        does wait for is copying what the checkpointer left, and a sync of the database file:
+        once per ``restart_bytes`` of log.) (A running
         checkpoint makes it give up at once anyway; what it copies before giving up stays
         copied.)"""
         if self._fd is None:

@@ -250,9 +250,9 @@ async def test_the_writer_waits_a_turn_of_the_loop_for_more_of_its_batch(
     batches: list[int] = []
     commit = store._log.commit
 
-    async def counted(conn: sqlite3.Connection, futures: list[Any], results: list[Any]) -> None:
+    def counted(conn: sqlite3.Connection, futures: list[Any], results: list[Any]) -> None:
         batches.append(len(futures))
-        await commit(conn, futures, results)
+        commit(conn, futures, results)
 
     monkeypatch.setattr(store._log, "commit", counted)
     loop = asyncio.get_running_loop()
@@ -264,8 +264,8 @@ async def test_the_writer_waits_a_turn_of_the_loop_for_more_of_its_batch(
         if len(writes) == 2:
             both.set()
 
-    loop.call_soon(write, 1)  # its task enqueues a turn later, and wakes the writer
-    loop.call_soon(loop.call_soon, write, 2)  # ... in the turn the writer wakes in
+    loop.call_soon(write, 1)  # enqueues, and wakes the writer
+    loop.call_soon(loop.call_soon, write, 2)  # enqueues in the turn the writer wakes in
     await both.wait()
     await asyncio.gather(*writes)
     assert batches == [2]

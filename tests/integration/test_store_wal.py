@@ -47,12 +47,12 @@ class Writer:
         self.conn.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, d BLOB)")
         self.log = log
 
-    async def commit_rows(
+    def commit_rows(
         self, n: int, futures: Sequence[asyncio.Future[Any]] = (), results: Sequence[Any] = ()
     ) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
         self.conn.executemany("INSERT INTO t (d) VALUES (?)", [(ROW,)] * n)
-        await self.log.commit(self.conn, list(futures), list(results))
+        self.log.commit(self.conn, list(futures), list(results))
 
 
 @pytest.fixture
@@ -90,9 +90,7 @@ async def test_answers_wait_for_a_sync_that_began_after_the_commit(
     monkeypatch.setattr(wal_module.os, "fdatasync", held_fdatasync)
     future: asyncio.Future[Any] = loop.create_future()
     try:
-        await asyncio.wait_for(
-            writer.commit_rows(10, [future], ["answer"]), 5
-        )  # the writer goes on
+        writer.commit_rows(10, [future], ["answer"])  # the writer goes on
         await asyncio.wait_for(synced.wait(), 5)
         await asyncio.sleep(0.05)
         assert not future.done()  # committed, being synced: not answered yet
@@ -114,7 +112,7 @@ async def test_the_sync_follows_the_commit_without_waiting_for_the_loop(
 
     monkeypatch.setattr(wal_module.os, "fdatasync", recorded)
     future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    await writer.commit_rows(1, [future], ["answer"])
+    writer.commit_rows(1, [future], ["answer"])
     assert syncing.wait(5)  # blocks the loop: the log's thread starts the sync on its own
     assert await asyncio.wait_for(future, 5) == "answer"
 
@@ -131,7 +129,7 @@ async def test_a_failed_commit_is_rolled_back_and_answers_nobody(
     conn.execute("INSERT INTO child VALUES (1)")  # no parent 1: the COMMIT itself refuses
     future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     with pytest.raises(sqlite3.IntegrityError):
-        await asyncio.wait_for(log.commit(conn, [future], ["answer"]), 5)
+        log.commit(conn, [future], ["answer"])
     assert not conn.in_transaction
     assert conn.execute("SELECT count(*) FROM child").fetchone() == (0,)
     await asyncio.sleep(0.05)
@@ -148,42 +146,43 @@ async def test_a_crash_after_the_commit_still_frees_the_writer_and_answers(
 
     monkeypatch.setattr(log, "_restart_if_long", crashing)
     future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    await asyncio.wait_for(writer.commit_rows(1, [future], ["answer"]), 5)
+    writer.commit_rows(1, [future], ["answer"])
     assert await asyncio.wait_for(future, 5) == "answer"  # the commit stands, and was synced
 
 
-async def test_the_log_thread_outlives_an_error_that_escapes_a_commit(
+async def test_the_log_thread_outlives_an_error_that_escapes_a_sync(
     opened: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An answer handed to a loop that has closed, say: the thread goes on with the next."""
     log, writer = await opened(synchronous="full")
-    real_commit = log._commit
+    real_sync = log._sync_and_answer
     escaped: list[bool] = []
 
-    def escaping_once(*commit: Any) -> None:
+    def escaping_once(*handed: Any) -> None:
         if not escaped:
             escaped.append(True)
             raise RuntimeError("Event loop is closed")
-        real_commit(*commit)
+        real_sync(*handed)
 
-    monkeypatch.setattr(log, "_commit", escaping_once)
-    with pytest.raises(TimeoutError):  # nobody could be told: this writer waits in vain
-        await asyncio.wait_for(writer.commit_rows(1), 0.2)
-    writer.conn.execute("ROLLBACK")
+    monkeypatch.setattr(log, "_sync_and_answer", escaping_once)
+    lost: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    writer.commit_rows(1, [lost], ["lost"])
     future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    await asyncio.wait_for(writer.commit_rows(1, [future], ["answer"]), 5)
+    writer.commit_rows(1, [future], ["answer"])
     assert await asyncio.wait_for(future, 5) == "answer"
+    assert escaped
+    assert not lost.done()  # nobody could be told of the first
 
 
 async def test_a_log_stopped_and_started_again_commits_and_answers(
     opened: Callable[..., Any],
 ) -> None:
     log, writer = await opened(synchronous="full")
-    await writer.commit_rows(1)
+    writer.commit_rows(1)
     await log.stop()
     await log.start()
     future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    await asyncio.wait_for(writer.commit_rows(1, [future], ["again"]), 5)
+    writer.commit_rows(1, [future], ["again"])
     assert await asyncio.wait_for(future, 5) == "again"
 
 
@@ -199,13 +198,13 @@ async def test_a_failed_sync_answers_with_an_error(
     monkeypatch.setattr(wal_module.os, "fdatasync", failing)
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
-    await writer.commit_rows(1, [future], ["answer"])
+    writer.commit_rows(1, [future], ["answer"])
     with pytest.raises(StoreError, match="syncing the log failed"):
         await asyncio.wait_for(future, 5)
     # Whatever follows the lost pages in the log is lost with them: nothing is answered again.
     monkeypatch.setattr(wal_module.os, "fdatasync", real_fdatasync)
     later: asyncio.Future[Any] = loop.create_future()
-    await writer.commit_rows(1, [later], ["answer"])
+    writer.commit_rows(1, [later], ["answer"])
     with pytest.raises(StoreError, match="syncing the log failed"):
         await asyncio.wait_for(later, 5)
 
@@ -230,7 +229,7 @@ async def test_stopping_answers_what_was_committed_but_not_yet_synced(
             await asyncio.wait_for(futures[1], 5)  # synced: the next sync is the last one's
             holding.set()  # the last one is committed, and its sync waits
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        await writer.commit_rows(1, [future], [n])
+        writer.commit_rows(1, [future], [n])
         futures.append(future)
     stopping = asyncio.ensure_future(log.stop())
     await asyncio.sleep(0.05)
@@ -248,7 +247,7 @@ async def test_without_full_sync_answers_come_without_a_sync(
     synced: list[int] = []
     monkeypatch.setattr(wal_module.os, "fdatasync", synced.append)
     future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    await writer.commit_rows(1, [future], ["answer"])
+    writer.commit_rows(1, [future], ["answer"])
     assert await asyncio.wait_for(future, 5) == "answer"
     assert synced == []
 
@@ -269,7 +268,7 @@ async def test_the_checkpointer_copies_the_log_and_commits_never_do(
     database = tmp_path / "w.db"
     before = database.stat().st_size
     for _ in range(5):
-        await writer.commit_rows(200)
+        writer.commit_rows(200)
     assert database.stat().st_size == before  # the commits wrote the log alone
     release.set()
     for _ in range(200):
@@ -288,7 +287,7 @@ async def test_a_log_past_its_limit_is_restarted_after_a_commit(
     per_commit = 50 * 4200  # 50 rows of 1 KB: about 50 pages of 4 KB, each with its header
     sizes = []
     for _ in range(40):  # about eight times the limit; the checkpointer runs once, at the start
-        await writer.commit_rows(50)
+        writer.commit_rows(50)
         sizes.append(wal.stat().st_size)
     assert max(sizes) <= limit + 2 * per_commit
     assert (tmp_path / "w.db").stat().st_size > 30 * 50 * len(ROW)  # copied by the restarts
@@ -352,13 +351,13 @@ async def test_a_restart_that_meets_a_reader_does_not_hold_the_writer(
         loop = asyncio.get_running_loop()
         started = loop.time()
         for _ in range(10):  # over twice the limit: each commit past it tries a restart
-            await writer.commit_rows(50)
+            writer.commit_rows(50)
         assert loop.time() - started < 2  # not a busy timeout (5 s) per try
         assert (tmp_path / "w.db-wal").stat().st_size > limit  # so restarts were tried
         assert writer.conn.execute("PRAGMA busy_timeout").fetchone() == (5000,)
         reader.execute("COMMIT")
-        await writer.commit_rows(50)  # the reader is gone: this commit restarts the log
-        await writer.commit_rows(50)  # written from the log's start
+        writer.commit_rows(50)  # the reader is gone: this commit restarts the log
+        writer.commit_rows(50)  # written from the log's start
         (_, frames, _) = reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         assert frames < 100  # this commit's (about 15), not the 180 or so written before
     finally:
