@@ -7,7 +7,8 @@ milliseconds a commit, was what the intake waited for. Here:
 
 - The writer's connection runs at ``synchronous = normal``, which in WAL mode is exactly
   ``full`` without the sync of the log after each commit. The writer runs its ``COMMIT``
-  itself, on the loop (it writes the batch's pages into the log, without the GIL), hands the
+  itself, on the loop (it writes the batch's pages into the log, without the GIL; the first
+  commit after the log was reset also syncs the log's new header), hands the
   ``fdatasync`` of the log to the log's thread and goes on with its next transaction at once;
   the thread gives the transaction's callers their answers only after that sync. Durable
   before acknowledged, as before. One hand-over a commit, each way: each is a wait for the GIL
@@ -192,8 +193,8 @@ class WriteAheadLog:
         """Right after ``COMMIT``: restart a log that grew too long. It never waits for a lock:
         a reader on an older snapshot would hold the writer, and the loop with it, up to the
         connection's busy timeout (seconds); the next commit tries again instead. (What it
-        does wait for is copying what the checkpointer left, and a sync of the database file:
-        once per ``restart_bytes`` of log.) (A running
+        does wait for is copying what the checkpointer left, with a sync of the log before and
+        of the database file after: once per ``restart_bytes`` of log.) (A running
         checkpoint makes it give up at once anyway; what it copies before giving up stays
         copied.)"""
         if self._fd is None:

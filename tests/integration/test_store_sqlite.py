@@ -271,16 +271,24 @@ async def test_the_writer_waits_a_turn_of_the_loop_for_more_of_its_batch(
     assert batches == [2]
 
 
-async def test_one_failing_unit_does_not_sink_its_batch(store: SQLiteStore) -> None:
-    async def bad() -> None:
-        await store._write(lambda conn: conn.execute("INSERT INTO nope VALUES (1)"))
+async def test_one_failing_unit_does_not_sink_its_batch(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches: list[int] = []
+    commit = store._log.commit
 
-    outcomes = await asyncio.gather(
+    def counted(conn: sqlite3.Connection, futures: list[Any], results: list[Any]) -> None:
+        batches.append(len(futures))
+        commit(conn, futures, results)
+
+    monkeypatch.setattr(store._log, "commit", counted)
+    outcomes = await asyncio.gather(  # all three queued in this turn: one batch
         store.record_event(event("a", "1"), T0),
-        bad(),
+        store._write(lambda conn: conn.execute("INSERT INTO nope VALUES (1)")),
         store.record_event(event("b", "2"), T0),
         return_exceptions=True,
     )
+    assert batches == [3]
     assert outcomes[0].outcome == "buffered"  # type: ignore[union-attr]
     assert isinstance(outcomes[1], Exception)
     assert outcomes[2].outcome == "buffered"  # type: ignore[union-attr]

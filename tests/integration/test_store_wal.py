@@ -117,6 +117,48 @@ async def test_the_sync_follows_the_commit_without_waiting_for_the_loop(
     assert await asyncio.wait_for(future, 5) == "answer"
 
 
+class SlowToCommit:
+    """The writer's connection, but its ``COMMIT`` first gives the log's thread a moment to
+    start a sync: a sync started then would not cover the commit."""
+
+    def __init__(self, conn: sqlite3.Connection, syncing: threading.Event) -> None:
+        self._conn = conn
+        self._syncing = syncing
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.in_transaction
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "COMMIT":
+            self._syncing.wait(0.3)
+        return self._conn.execute(sql, *args)
+
+
+async def test_the_sync_that_answers_a_commit_begins_after_it(
+    opened: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log, writer = await opened(synchronous="full")
+    wal = tmp_path / "w.db-wal"
+    syncing = threading.Event()
+    synced_sizes: list[int] = []
+    real_fdatasync = os.fdatasync
+
+    def recorded(fd: int) -> None:
+        synced_sizes.append(os.fstat(fd).st_size)  # what this sync covers at the least
+        syncing.set()
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(wal_module.os, "fdatasync", recorded)
+    writer.conn.execute("BEGIN IMMEDIATE")
+    writer.conn.executemany("INSERT INTO t (d) VALUES (?)", [(ROW,)] * 20)
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    log.commit(SlowToCommit(writer.conn, syncing), [future], ["answer"])
+    committed = wal.stat().st_size
+    assert await asyncio.wait_for(future, 5) == "answer"
+    assert synced_sizes[-1] >= committed
+
+
 async def test_a_failed_commit_is_rolled_back_and_answers_nobody(
     opened: Callable[..., Any],
 ) -> None:
@@ -136,7 +178,7 @@ async def test_a_failed_commit_is_rolled_back_and_answers_nobody(
     assert not future.done()
 
 
-async def test_a_crash_after_the_commit_still_frees_the_writer_and_answers(
+async def test_a_crash_after_the_commit_leaves_it_standing_and_answered(
     opened: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log, writer = await opened(synchronous="full")
@@ -269,6 +311,7 @@ async def test_the_checkpointer_copies_the_log_and_commits_never_do(
     before = database.stat().st_size
     for _ in range(5):
         writer.commit_rows(200)
+        await asyncio.sleep(0.02)  # the checkpoint task starts, and is held
     assert database.stat().st_size == before  # the commits wrote the log alone
     release.set()
     for _ in range(200):
@@ -286,7 +329,7 @@ async def test_a_log_past_its_limit_is_restarted_after_a_commit(
     wal = tmp_path / "w.db-wal"
     per_commit = 50 * 4200  # 50 rows of 1 KB: about 50 pages of 4 KB, each with its header
     sizes = []
-    for _ in range(40):  # about eight times the limit; the checkpointer runs once, at the start
+    for _ in range(40):  # about eight times the limit; the checkpointer gets no turn meanwhile
         writer.commit_rows(50)
         sizes.append(wal.stat().st_size)
     assert max(sizes) <= limit + 2 * per_commit
