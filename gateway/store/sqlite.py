@@ -222,8 +222,19 @@ class SQLiteStore:
                 try:
                     results = self._execute([work for work, _ in batch])
                     self._log.commit(self._connection(), futures, results)
-                except sqlite3.Error as exc:
+                except Exception as exc:  # the batch fails; the writer, and the store, go on
+                    self._abandon(exc)
                     settle_all(futures, [StoreError(f"sqlite: {exc}")] * len(batch))
+
+    def _abandon(self, exc: Exception) -> None:
+        """After a failed batch: roll back what it left open, so that the next one can begin,
+        and log a failure that is not SQLite's own (a bug) in full."""
+        if not isinstance(exc, sqlite3.Error):
+            log.error("sqlite.batch_crashed", exc_info=exc)
+        conn = self._conn
+        if conn is not None and conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
 
     def _execute(self, batch: list[Work]) -> list[Any]:
         """Run a batch in one open transaction. Units run bare; only if one raises is the batch

@@ -13,7 +13,7 @@ import pytest
 
 from gateway.blobs.base import BlobMeta
 from gateway.config.settings import StoreSettings
-from gateway.errors import BlobCollected
+from gateway.errors import BlobCollected, StoreError
 from gateway.security.tokens import SealedToken
 from gateway.store.factory import open_store
 from gateway.store.records import NewEvent, NewWait, Pause, Settlement
@@ -292,6 +292,30 @@ async def test_one_failing_unit_does_not_sink_its_batch(
     assert outcomes[0].outcome == "buffered"  # type: ignore[union-attr]
     assert isinstance(outcomes[1], Exception)
     assert outcomes[2].outcome == "buffered"  # type: ignore[union-attr]
+
+
+async def test_the_writer_outlives_a_batch_that_crashes(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure that is not SQLite's, in the middle of a transaction: the batch is answered
+    with an error, the transaction rolled back, and the next batch is written."""
+    execute = store._execute
+    crashed: list[bool] = []
+
+    def crashing_once(batch: list[Any]) -> list[Any]:
+        results = execute(batch)
+        if not crashed:  # its statements ran, in a transaction still open
+            crashed.append(True)
+            raise RuntimeError("a bug")
+        return results
+
+    monkeypatch.setattr(store, "_execute", crashing_once)
+    with pytest.raises(StoreError, match="a bug"):
+        await asyncio.wait_for(store.record_event(event("a", "1"), T0), 5)
+    second = await asyncio.wait_for(store.record_event(event("b", "2"), T0), 5)
+    assert second.outcome == "buffered"
+    again = await asyncio.wait_for(store.record_event(event("a", "1"), T0), 5)
+    assert again.outcome == "buffered"  # not "duplicate": the crashed batch was rolled back
 
 
 async def test_migrations_are_versioned_and_idempotent(tmp_path: Path) -> None:
