@@ -12,8 +12,9 @@ milliseconds a commit, was what the intake waited for. Here:
   ``fdatasync`` of the log to the log's thread and goes on with its next transaction at once;
   the thread gives the transaction's callers their answers only after that sync. Durable
   before acknowledged, as before. One hand-over a commit, each way: each is a wait for the GIL
-  held by the busy loop, and a thread that ran the ``COMMIT`` too took the GIL three times
-  more, at a cost that showed (the loop sat idle while the writer waited for it). The log
+  held by the busy loop. A thread that ran the ``COMMIT`` too took the GIL three times more,
+  and the loop sat idle while the writer waited for it; now the loop writes the pages itself
+  instead, which, measured side by side, came out about even in events per second. The log
   stays open for the store's lifetime, so a write-back error is reported to this descriptor
   even if another one (a checkpoint's) saw it first; after a failed sync the log refuses every
   later answer, because what follows the lost pages in the log is lost with them.
