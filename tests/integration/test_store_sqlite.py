@@ -242,11 +242,8 @@ async def test_concurrent_writes_are_group_committed_and_all_durable(tmp_path: P
         assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 500
 
 
-async def test_the_writer_waits_a_turn_of_the_loop_for_more_of_its_batch(
-    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A second write that comes a turn of the loop after the first, as the handlers of
-    requests read in one turn do, shares the first one's transaction."""
+def counted_batches(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of each batch the store's writer commits from now on."""
     batches: list[int] = []
     commit = store._log.commit
 
@@ -255,6 +252,15 @@ async def test_the_writer_waits_a_turn_of_the_loop_for_more_of_its_batch(
         commit(conn, futures, results)
 
     monkeypatch.setattr(store._log, "commit", counted)
+    return batches
+
+
+async def test_the_writer_waits_a_turn_of_the_loop_for_more_of_its_batch(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second write that comes a turn of the loop after the first, as the handlers of
+    requests read in one turn do, shares the first one's transaction."""
+    batches = counted_batches(store, monkeypatch)
     loop = asyncio.get_running_loop()
     writes: list[asyncio.Future[Any]] = []
     both = asyncio.Event()
@@ -274,14 +280,7 @@ async def test_the_writer_waits_a_turn_of_the_loop_for_more_of_its_batch(
 async def test_one_failing_unit_does_not_sink_its_batch(
     store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    batches: list[int] = []
-    commit = store._log.commit
-
-    def counted(conn: sqlite3.Connection, futures: list[Any], results: list[Any]) -> None:
-        batches.append(len(futures))
-        commit(conn, futures, results)
-
-    monkeypatch.setattr(store._log, "commit", counted)
+    batches = counted_batches(store, monkeypatch)
     outcomes = await asyncio.gather(  # all three queued in this turn: one batch
         store.record_event(event("a", "1"), T0),
         store._write(lambda conn: conn.execute("INSERT INTO nope VALUES (1)")),
