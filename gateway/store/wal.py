@@ -193,11 +193,10 @@ class WriteAheadLog:
     def _restart_if_long(self, conn: sqlite3.Connection) -> None:
         """Right after ``COMMIT``: restart a log that grew too long. It never waits for a lock:
         a reader on an older snapshot would hold the writer, and the loop with it, up to the
-        connection's busy timeout (seconds); the next commit tries again instead. (What it
+        connection's busy timeout (seconds); the next commit tries again instead. What it
         does wait for is copying what the checkpointer left, with a sync of the log before and
-        of the database file after: once per ``restart_bytes`` of log.) (A running
-        checkpoint makes it give up at once anyway; what it copies before giving up stays
-        copied.)"""
+        of the database file after: once per ``restart_bytes`` of log. (A running checkpoint
+        makes it give up at once anyway; what it copies before giving up stays copied.)"""
         if self._fd is None:
             return
         try:
