@@ -105,11 +105,13 @@ class SQLiteStore:
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
+        self._closed = asyncio.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
         self._closing = False
+        self._closed = asyncio.Event()
         self._conn = self._connect()
         self._conn.execute(f"PRAGMA cache_size={-1024 * self._cache_mb}")  # negative: KiB
         self._migrate()
@@ -118,19 +120,27 @@ class SQLiteStore:
         self._writer = asyncio.create_task(self._write_loop(), name="sqlite-writer")
 
     async def close(self) -> None:
+        """Answer every write queued before, then disconnect. A call while another one is
+        under way waits for that one to end."""
+        if self._closing:
+            await self._closed.wait()
+            return
         if self._writer is None:
             return
         self._closing = True  # refuse new writes: none may queue behind the last one
-        with contextlib.suppress(StoreError):  # a failed log answers it so; it still drains
-            await self._enqueue(lambda conn: None)  # FIFO: what was queued before it is done
-        writer, self._writer = self._writer, None
-        writer.cancel()
-        await asyncio.gather(writer, return_exceptions=True)
-        await self._log.stop()
-        for conn in (self._conn, self._reader):
-            if conn is not None:
-                conn.close()
-        self._conn = self._reader = None
+        try:
+            with contextlib.suppress(StoreError):  # a failed log answers it so; it drains
+                await self._enqueue(lambda conn: None)  # FIFO: what was queued before is done
+            writer, self._writer = self._writer, None
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+            await self._log.stop()
+            for conn in (self._conn, self._reader):
+                if conn is not None:
+                    conn.close()
+            self._conn = self._reader = None
+        finally:
+            self._closed.set()
 
     async def migrate(self) -> list[int]:
         """Apply pending migrations and return the versions applied (for the CLI)."""

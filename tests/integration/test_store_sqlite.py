@@ -317,6 +317,18 @@ async def test_the_writer_outlives_a_batch_that_crashes(
     assert again.outcome == "buffered"  # not "duplicate": the crashed batch was rolled back
 
 
+async def test_two_closes_at_once_both_end_with_the_store_closed(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "c.db"))
+    await store.open()
+    queued = asyncio.ensure_future(store.record_event(event("k", "e"), T0))
+    await asyncio.wait_for(asyncio.gather(store.close(), store.close()), 5)
+    assert queued.done()  # answered before either close returned
+    assert queued.result().outcome == "buffered"
+    with pytest.raises(StoreError, match="not open"):
+        await store.record_event(event("k", "f"), T0)
+    await store.close()  # and once more, after both
+
+
 async def test_migrations_are_versioned_and_idempotent(tmp_path: Path) -> None:
     store = SQLiteStore(str(tmp_path / "m.db"))
     versions = [version for version, _ in load_migrations("sqlite")]
