@@ -235,6 +235,8 @@ class SQLiteStore:
                 except Exception as exc:  # the batch fails; the writer, and the store, go on
                     self._abandon(exc)
                     settle_all(futures, [StoreError(f"sqlite: {exc}")] * len(batch))
+                if self._queue:  # a long queue: requests and answers get a turn in between
+                    await asyncio.sleep(0)
 
     def _abandon(self, exc: Exception) -> None:
         """After a failed batch: roll back what it left open, so that the next one can begin,

@@ -18,7 +18,7 @@ from gateway.security.tokens import SealedToken
 from gateway.store.factory import open_store
 from gateway.store.records import NewEvent, NewWait, Pause, Settlement
 from gateway.store.sqlfiles import load_migrations, load_queries
-from gateway.store.sqlite import ABANDONED_MARK_S, SQLiteStore
+from gateway.store.sqlite import ABANDONED_MARK_S, MAX_BATCH, SQLiteStore
 
 T0 = 1_700_000_000.0
 HOUR = 3600.0
@@ -275,6 +275,27 @@ async def test_the_writer_waits_a_turn_of_the_loop_for_more_of_its_batch(
     await both.wait()
     await asyncio.gather(*writes)
     assert batches == [2]
+
+
+async def test_the_writer_lets_the_loop_run_between_the_batches_of_a_long_queue(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More writes queued than one batch takes: the loop gets a turn between the batches, so
+    that requests and the answers of earlier commits do not wait for the whole queue."""
+    happened: list[object] = []
+    commit = store._log.commit
+    loop = asyncio.get_running_loop()
+
+    def noted(conn: sqlite3.Connection, futures: list[Any], results: list[Any]) -> None:
+        happened.append(len(futures))
+        commit(conn, futures, results)
+        loop.call_soon(happened.append, "turn")  # runs at the loop's next turn
+
+    monkeypatch.setattr(store._log, "commit", noted)
+    await asyncio.gather(
+        *(store.record_event(event(f"k{n}", f"e{n}"), T0) for n in range(MAX_BATCH + 1))
+    )
+    assert happened[:3] == [MAX_BATCH, "turn", 1]
 
 
 async def test_one_failing_unit_does_not_sink_its_batch(
