@@ -468,7 +468,9 @@ class SQLiteStore:
         )
 
     async def get_wait(self, tenant: str, key: str) -> WaitView | None:
-        return await self._read(lambda conn: self._view(conn, tenant, key))
+        """Read through the writer, whose answers wait for the sync: the reader's connection
+        would show a commit a sync before it is durable."""
+        return await self._write(lambda conn: self._view(conn, tenant, key))
 
     def _view(self, conn: sqlite3.Connection, tenant: str, key: str) -> WaitView | None:
         row = self._one(conn, "wait_view", tenant=tenant, key=key)

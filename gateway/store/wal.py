@@ -19,8 +19,8 @@ milliseconds a commit, was what the intake waited for. Here:
   even if another one (a checkpoint's) saw it first; after a failed sync the log refuses every
   later answer, because what follows the lost pages in the log is lost with them.
 - Other connections may read a commit up to one sync before it is durable. Whatever acts
-  outside the store on what it reads (the poller cancelling a job) reads through the writer,
-  whose answers wait for the sync.
+  outside the store on what it reads (the poller cancelling a job), or shows it to a client
+  (``GET /v1/waits/{key}``), reads through the writer, whose answers wait for the sync.
 - A checkpointer copies the log into the database file from a connection and a thread of its
   own (``PASSIVE``: it never blocks the writer). SQLite restarts the log from its beginning
   when a transaction begins with everything copied; under writes without a pause that moment

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from gateway.blobs.base import BlobMeta
 from gateway.config.settings import StoreSettings
 from gateway.errors import BlobCollected, StoreError
 from gateway.security.tokens import SealedToken
+from gateway.store import wal as wal_module
 from gateway.store.factory import open_store
 from gateway.store.records import NewEvent, NewWait, Pause, Settlement
 from gateway.store.sqlfiles import load_migrations, load_queries
@@ -52,6 +55,37 @@ def states(store: SQLiteStore, table: str) -> dict[str, int]:
     """Every row of ``table`` by state, read from the file."""
     with sqlite3.connect(store._path) as conn:
         return dict(conn.execute(f"SELECT state, COUNT(*) FROM {table} GROUP BY state"))
+
+
+async def test_a_wait_is_shown_resolved_only_once_its_resolution_is_durable(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``get_wait`` (``GET /v1/waits/{key}``) reads through the writer: it never shows a commit
+    whose sync is still running, as another connection would, a sync early."""
+    await store.register_wait(wait("k"), T0)
+    holding, release = threading.Event(), threading.Event()
+    real_fdatasync = os.fdatasync
+
+    def held_fdatasync(fd: int) -> None:
+        if holding.is_set():
+            assert release.wait(5)
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(wal_module.os, "fdatasync", held_fdatasync)
+    holding.set()
+    try:
+        matching = asyncio.ensure_future(store.record_event(event("k"), T0))
+        await asyncio.sleep(0.05)
+        assert states(store, "waits") == {"resolved": 1}  # committed, its sync held
+        viewing = asyncio.ensure_future(store.get_wait("acme", "k"))
+        await asyncio.sleep(0.05)
+        assert not viewing.done()
+    finally:
+        release.set()
+    view = await asyncio.wait_for(viewing, 5)
+    assert view is not None
+    assert view.state == "resolved"
+    assert (await matching).outcome == "matched"
 
 
 async def test_counts_are_of_the_rows_in_flight_only(store: SQLiteStore) -> None:
