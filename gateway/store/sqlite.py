@@ -222,9 +222,7 @@ class SQLiteStore:
     async def _write_loop(self) -> None:
         while True:
             await self._wake.wait()
-            # One more turn of the loop first: the handlers it woke with the first of them
-            # enqueue too, so that a batch, and the work shared by its events, grows.
-            await asyncio.sleep(0)
+            await self._gather()
             self._wake.clear()
             while self._queue:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
@@ -237,6 +235,20 @@ class SQLiteStore:
                     settle_all(futures, [StoreError(f"sqlite: {exc}")] * len(batch))
                 if self._queue:  # a long queue: requests and answers get a turn in between
                     await asyncio.sleep(0)
+
+    async def _gather(self) -> None:
+        """Let a batch grow while writes keep coming, a turn of the loop at a time: the
+        handlers of the requests read in one turn run in the next and enqueue, and each batch
+        shares the work of its events (lookups, a commit, a sync, a wake-up of the waiting
+        handlers). It stops at the first turn that brings no write, or at a full batch. A
+        turn costs a few microseconds; a lone write waits two."""
+        await asyncio.sleep(0)
+        queued = len(self._queue)
+        while queued < MAX_BATCH:
+            await asyncio.sleep(0)
+            if len(self._queue) == queued:
+                return
+            queued = len(self._queue)
 
     def _abandon(self, exc: Exception) -> None:
         """After a failed batch: roll back what it left open, so that the next one can begin,

@@ -311,6 +311,32 @@ async def test_the_writer_waits_a_turn_of_the_loop_for_more_of_its_batch(
     assert batches == [2]
 
 
+async def test_the_writer_waits_while_each_turn_of_the_loop_brings_more_writes(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes that come one turn of the loop apart, as requests read in successive turns do,
+    share one transaction; the first turn that brings none ends the wait."""
+    batches = counted_batches(store, monkeypatch)
+    loop = asyncio.get_running_loop()
+    writes: list[asyncio.Future[Any]] = []
+    chain = 5
+    all_written = asyncio.Event()
+
+    def write(n: int) -> None:
+        writes.append(asyncio.ensure_future(store.record_event(event(f"k{n}", f"e{n}"), T0)))
+        if n < chain:
+            loop.call_soon(write, n + 1)  # the next one, a turn later
+        else:
+            all_written.set()
+
+    write(1)
+    await all_written.wait()
+    await asyncio.gather(*writes)
+    assert batches == [chain]
+    await store.record_event(event("alone", "e-alone"), T0)  # a turn later: a batch of its own
+    assert batches == [chain, 1]
+
+
 async def test_the_writer_lets_the_loop_run_between_the_batches_of_a_long_queue(
     store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
