@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import sqlite3
-import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +15,11 @@ from gateway.blobs.base import BlobMeta
 from gateway.config.settings import StoreSettings
 from gateway.errors import BlobCollected, StoreError
 from gateway.security.tokens import SealedToken
-from gateway.store import wal as wal_module
 from gateway.store.factory import open_store
 from gateway.store.records import NewEvent, NewWait, Pause, Settlement
 from gateway.store.sqlfiles import load_migrations, load_queries
 from gateway.store.sqlite import ABANDONED_MARK_S, MAX_BATCH, SQLiteStore
+from tests.integration.held_syncs import HeldSyncs
 
 T0 = 1_700_000_000.0
 HOUR = 3600.0
@@ -63,16 +61,8 @@ async def test_a_wait_is_shown_resolved_only_once_its_resolution_is_durable(
     """``get_wait`` (``GET /v1/waits/{key}``) reads through the writer: it never shows a commit
     whose sync is still running, as another connection would, a sync early."""
     await store.register_wait(wait("k"), T0)
-    holding, release = threading.Event(), threading.Event()
-    real_fdatasync = os.fdatasync
-
-    def held_fdatasync(fd: int) -> None:
-        if holding.is_set():
-            assert release.wait(5)
-        real_fdatasync(fd)
-
-    monkeypatch.setattr(wal_module.os, "fdatasync", held_fdatasync)
-    holding.set()
+    syncs = HeldSyncs(monkeypatch)
+    syncs.hold()
     try:
         matching = asyncio.ensure_future(store.record_event(event("k"), T0))
         await asyncio.sleep(0.05)
@@ -81,7 +71,7 @@ async def test_a_wait_is_shown_resolved_only_once_its_resolution_is_durable(
         await asyncio.sleep(0.05)
         assert not viewing.done()
     finally:
-        release.set()
+        syncs.release()
     view = await asyncio.wait_for(viewing, 5)
     assert view is not None
     assert view.state == "resolved"

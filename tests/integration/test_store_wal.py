@@ -24,6 +24,7 @@ from gateway.store import wal as wal_module
 from gateway.store.records import NewWait
 from gateway.store.sqlite import SQLiteStore
 from gateway.store.wal import WriteAheadLog
+from tests.integration.held_syncs import HeldSyncs
 
 ROW = os.urandom(1000)
 
@@ -255,21 +256,12 @@ async def test_stopping_answers_what_was_committed_but_not_yet_synced(
     opened: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log, writer = await opened(synchronous="full")
-    holding = threading.Event()
-    release = threading.Event()
-    real_fdatasync = os.fdatasync
-
-    def held_fdatasync(fd: int) -> None:
-        if holding.is_set():
-            assert release.wait(5)
-        real_fdatasync(fd)
-
-    monkeypatch.setattr(wal_module.os, "fdatasync", held_fdatasync)
+    syncs = HeldSyncs(monkeypatch)
     futures: list[asyncio.Future[Any]] = []
     for n in range(3):
         if n == 2:
             await asyncio.wait_for(futures[1], 5)  # synced: the next sync is the last one's
-            holding.set()  # the last one is committed, and its sync waits
+            syncs.hold()  # the last one is committed, and its sync waits
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         writer.commit_rows(1, [future], [n])
         futures.append(future)
@@ -277,7 +269,7 @@ async def test_stopping_answers_what_was_committed_but_not_yet_synced(
     await asyncio.sleep(0.05)
     assert not stopping.done()
     assert not futures[2].done()
-    release.set()
+    syncs.release()
     await asyncio.wait_for(stopping, 5)
     assert [f.result() for f in futures] == [0, 1, 2]
 
