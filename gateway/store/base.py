@@ -54,7 +54,8 @@ class Store(Protocol):
         only after this returns (DESIGN 5.2)."""
 
     async def get_wait(self, tenant: str, key: str) -> WaitView | None:
-        """The most recent wait registered under ``key``."""
+        """The most recent wait registered under ``key``, as durably stored: it is shown to
+        clients, so never a commit before its sync."""
 
     async def cancel_wait(self, tenant: str, key: str, now: float) -> Cancellation:
         """Cancel an open wait, or a resolved one whose delivery has not started."""

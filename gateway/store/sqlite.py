@@ -1,8 +1,9 @@
 """The SQLite store: group commit, with the log synced and checkpointed beside the writer.
 
-Every write is a unit of work queued to a single writer. The writer runs all queued units in
-one transaction on the event loop (they are short, indexed statements), commits it, and goes on
-with the next batch at once: the sync that SQLite would do inside ``COMMIT`` follows in the
+Every write is a unit of work queued to a single writer. The writer lets a batch gather while
+each turn of the loop brings more units, runs it (up to ``MAX_BATCH`` units) in one transaction
+on the event loop (they are short, indexed statements), commits it, and goes on with the next
+batch after a turn of the loop: the sync that SQLite would do inside ``COMMIT`` follows in the
 log's thread, and the checkpoints run beside it (``wal.py``). Callers are answered only after
 a sync that began after their commit: durable before acknowledged, with one fsync for a whole
 batch. Whatever acts outside the store does so on an answer, so on synced state: a resume is
@@ -10,7 +11,9 @@ sent only after the claim that took it was synced, and everything before it.
 Keeping the statements on the loop thread avoids handing the GIL back and forth per statement.
 Consecutive ``record_event`` units of a batch (HTTP requests) run as one set-based pass, like a
 consumer's batch (see ``correlation.py``): a few statements instead of two to four per event.
-Reads use a second connection, which in WAL mode sees the last commit and never waits.
+Reads use a second connection, which in WAL mode sees the last commit and never waits; a read
+whose result is shown to a client or acted on (``get_wait``, ``closed_watches``) goes through
+the writer instead, so that it never sees a commit before its sync.
 """
 
 from __future__ import annotations
@@ -222,7 +225,8 @@ class SQLiteStore:
     async def _write_loop(self) -> None:
         while True:
             await self._wake.wait()
-            await self._gather()
+            if self._queue:  # not a wake-up left from writes taken by the last pass
+                await self._gather()
             self._wake.clear()
             while self._queue:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
@@ -240,8 +244,10 @@ class SQLiteStore:
         """Let a batch grow while writes keep coming, a turn of the loop at a time: the
         handlers of the requests read in one turn run in the next and enqueue, and each batch
         shares the work of its events (lookups, a commit, a sync, a wake-up of the waiting
-        handlers). It stops at the first turn that brings no write, or at a full batch. A
-        turn costs a few microseconds; a lone write waits two."""
+        handlers). It stops at the first turn that brings no write, or at a full batch. The
+        first turn is always waited: the handlers of the turn the writer woke in run after it
+        in the next one, so only the turn after shows whether they wrote. A turn costs a few
+        microseconds; a lone write waits two."""
         await asyncio.sleep(0)
         queued = len(self._queue)
         while queued < MAX_BATCH:

@@ -327,6 +327,35 @@ async def test_the_writer_waits_while_each_turn_of_the_loop_brings_more_writes(
     assert batches == [chain, 1]
 
 
+async def test_the_writer_stops_gathering_at_a_full_batch(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes that keep coming a turn apart do not hold the first batch back once it is full."""
+    commit = store._log.commit
+    loop = asyncio.get_running_loop()
+    writes: list[asyncio.Future[Any]] = []
+    written_at_commits: list[int] = []
+    chain = MAX_BATCH + 10
+    all_written = asyncio.Event()
+
+    def noted(conn: sqlite3.Connection, futures: list[Any], results: list[Any]) -> None:
+        written_at_commits.append(len(writes))
+        commit(conn, futures, results)
+
+    def write(n: int) -> None:
+        writes.append(asyncio.ensure_future(store.record_event(event(f"k{n}", f"e{n}"), T0)))
+        if n < chain:
+            loop.call_soon(write, n + 1)
+        else:
+            all_written.set()
+
+    monkeypatch.setattr(store._log, "commit", noted)
+    write(1)
+    await all_written.wait()
+    await asyncio.gather(*writes)
+    assert written_at_commits[0] <= MAX_BATCH + 1  # not the whole chain
+
+
 async def test_the_writer_lets_the_loop_run_between_the_batches_of_a_long_queue(
     store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
