@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 import structlog
-from aiohttp import web
 
 from gateway.blobs.base import BlobError, BlobMeta, BlobStore, is_media_type
 from gateway.config.settings import IngestSettings
@@ -36,6 +36,25 @@ LEFTOVER_AGE_S = 3600.0
 Span = tuple[int, int]
 Data = bytes | Span | None
 """An event's data: its bytes, or where they are in a spooled body, or absent (null)."""
+
+
+class Chunks(Protocol):
+    """A large body, read a chunk at a time."""
+
+    def iter_chunked(self, n: int) -> AsyncIterator[bytes]: ...
+
+
+class Upload(Protocol):
+    """A request body as the HTTP layer hands it over (aiohttp's request is one): its declared
+    length, the whole of it, or its chunks. The intake needs nothing else of HTTP."""
+
+    @property
+    def content_length(self) -> int | None: ...
+
+    @property
+    def content(self) -> Chunks: ...
+
+    async def read(self) -> bytes: ...
 
 
 class Bodies:
@@ -62,14 +81,14 @@ class Bodies:
             path.unlink(missing_ok=True)
         return len(stale)
 
-    async def receive(self, request: web.Request, cap: int) -> Body:
-        """The request's body, spooled above the threshold; 413 as soon as it exceeds ``cap``."""
-        declared = request.content_length
+    async def receive(self, upload: Upload, cap: int) -> Body:
+        """The body, spooled above the threshold; 413 as soon as it exceeds ``cap``."""
+        declared = upload.content_length
         if declared is not None and declared <= min(self._threshold, cap):
-            return Body.of(await request.read())  # the common, small case: one read
+            return Body.of(await upload.read())  # the common, small case: one read
         with _storage():
             return await receive(
-                request.content.iter_chunked(READ_CHUNK_BYTES),
+                upload.content.iter_chunked(READ_CHUNK_BYTES),
                 declared,
                 spool_threshold=self._threshold,
                 cap=cap,
