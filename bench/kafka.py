@@ -1,11 +1,15 @@
 """Scenario 3, Kafka intake: events consumed → persisted → correlated per second.
 
-100,000 ~1 KB completion events wait in ``resume.events`` (4 partitions) on a local Tansu
-broker; half of them match a wait registered beforehand through ``resume.waits``. The gateway
-(SQLite ``synchronous = full``, one store transaction per fetched batch, offsets committed
-after it) consumes the backlog; the baseline is a raw aiokafka consumer (``kafka_baseline.py``)
-reading the same topic in its own group, ``json.loads`` per record and a commit per fetch. The
-baseline runs before and after the gateway, as in scenario 1.
+100,000 ~1 KB completion events wait on a local Tansu broker, split over four window topics
+(``resume.events.0`` … ``.3``, 4 partitions each); half of them match a wait registered
+beforehand through ``resume.waits``. The gateway (SQLite ``synchronous = full``, one store
+transaction per fetched batch, offsets committed after it) consumes one window topic at a time,
+restarted on the same database with that topic configured; the baseline is a raw aiokafka
+consumer (``kafka_baseline.py``, ``json.loads`` per record and a commit per fetch), in a group
+of its own, reading the same window topic before and after each gateway window. As in scenario
+1, each gateway window is compared with the mean of the two raw windows around it, and
+``kafka_ratio`` is the median of those paired ratios: one raw run before the gateway and one
+after, a minute apart, differed by up to 30 %.
 
 Both sides are timed the same way, from outside: the bench polls the group's committed offsets
 (which the gateway advances only after the store commit), from the first commit to the last,
@@ -15,6 +19,7 @@ so the group join (about a second on Tansu) is not counted for either.
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,14 +44,26 @@ EVENTS, WAITS, DLQ = "resume.events", "resume.waits", "resume.dlq"
 GATEWAY_GROUP = "resume-gateway"
 TENANT = "bench"  # the tenant of bench.stack.gateway_toml
 POLL_S = 0.02
+TIMED_FROM, TIMED_TO = 0.2, 0.8
 PRODUCE_CHUNK = 10_000
 READY_TIMEOUT_S = 15.0
 
 
 @dataclass(frozen=True, slots=True)
 class KafkaPlan:
-    events: int
+    per_window: int
+    """Events in each window topic."""
     timeout_s: float
+    windows: int = 4
+    """Gateway windows, each on a window topic of its own, between raw-consumer windows."""
+
+    @property
+    def events(self) -> int:
+        return self.per_window * self.windows
+
+
+def window_topic(window: int) -> str:
+    return f"{EVENTS}.{window}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,17 +99,23 @@ class Progress:
         return sum(o for o in offsets if o is not None and o > 0)
 
     async def timed(self, total: int, meter: CpuMeter, timeout_s: float, proc: Server) -> Consumed:
-        """Poll until ``total`` records are committed; time the span from the first commit."""
+        """Poll until ``total`` records are committed; time the steady middle of the run, from
+        the first poll past ``TIMED_FROM`` of ``total`` to the first past ``TIMED_TO``. The
+        gateway decodes up to 16 batches ahead of its commits: timed from its first commit, the
+        decoding done before it went uncounted, and the shorter the run the more that flattered
+        it. In the middle, as many records are in flight at both ends of the span."""
         deadline = time.monotonic() + timeout_s
-        first: tuple[int, CpuSample] | None = None
+        start: tuple[int, CpuSample] | None = None
+        end: tuple[int, CpuSample] | None = None
         while True:
             done = await self.committed()
-            if first is None and done > 0:
-                first = (done, meter.sample())
-            if done >= total and first is not None:
-                last = meter.sample()
-                seconds = last.wall_s - first[1].wall_s
-                return Consumed(total - first[0], seconds, meter.percent(first[1], last))
+            if start is None and done >= total * TIMED_FROM:
+                start = (done, meter.sample())
+            if end is None and start is not None and done >= total * TIMED_TO:
+                end = (done, meter.sample())
+            if done >= total and start is not None and end is not None:
+                seconds = end[1].wall_s - start[1].wall_s
+                return Consumed(end[0] - start[0], seconds, meter.percent(start[1], end[1]))
             if time.monotonic() > deadline or proc.proc.poll() is not None:
                 raise ServerFailed(f"{proc.name}: {done} of {total} committed\n{proc.log_tail()}")
             await asyncio.sleep(POLL_S)
@@ -134,20 +157,22 @@ def waits(count: int) -> list[tuple[bytes, bytes]]:
     return [(b"m-%d" % i, body % (TENANT.encode(), i, i)) for i in range(count)]
 
 
-def events(count: int) -> list[tuple[bytes, bytes]]:
-    """Even events take the next registered key (they match); odd ones a key of their own."""
+def events(start: int, count: int) -> list[tuple[bytes, bytes]]:
+    """Events ``start`` to ``start + count``: even ones take the next registered key (they
+    match); odd ones a key of their own."""
     body = b'{"tenant":"%s","id":"k-%d","key":"%s","status":"succeeded","data":%s}'
     out = []
-    for i in range(count):
+    for i in range(start, start + count):
         key = b"m-%d" % (i // 2) if i % 2 == 0 else b"b-%d" % i
         out.append((key, body % (TENANT.encode(), i, key, EVENT_DATA)))
     return out
 
 
-def kafka_toml(bootstrap: str) -> str:
+def kafka_toml(bootstrap: str, events_topic: str) -> str:
     return f"""
 [kafka]
 bootstrap_servers = ["{bootstrap}"]
+events_topic = "{events_topic}"
 session_timeout_s = {SESSION_TIMEOUT_S}
 heartbeat_interval_s = {HEARTBEAT_INTERVAL_S}
 fetch_wait_s = 0.1
@@ -156,20 +181,23 @@ max_batch_records = {MAX_BATCH_RECORDS}
 
 
 class KafkaGateway:
-    """The gateway configured for the scenario; started twice on the same database."""
+    """The gateway configured for the scenario; started for the set-up, then once per window,
+    always on the same database."""
 
     def __init__(self, procs: Supervisor, workdir: Path, sandbox_url: str, bootstrap: str):
         self.port = free_port()
         self._procs = procs
-        self._config = workdir / "gateway-kafka.toml"
-        toml = gateway_toml(
+        self._workdir = workdir
+        self._bootstrap = bootstrap
+        self._toml = gateway_toml(
             self.port, workdir / "gateway-kafka.db", sandbox_url, PRODUCTION_RATE_PER_MINUTE
         )
-        self._config.write_text(toml + kafka_toml(bootstrap))
 
-    async def start(self) -> Server:
+    async def start(self, events_topic: str) -> Server:
+        config = self._workdir / f"gateway-kafka-{events_topic}.toml"
+        config.write_text(self._toml + kafka_toml(self._bootstrap, events_topic))
         server = self._procs.start(
-            "gateway", "gateway", ["run", "--config", str(self._config)], self.port
+            "gateway", "gateway", ["run", "--config", str(config)], self.port
         )
         await wait_ready(server, "/readyz")
         return server
@@ -193,15 +221,17 @@ def bootstrap_of(broker: Server) -> str:
     return f"{HOST}:{broker.port}"
 
 
-async def baseline_run(procs: Supervisor, broker: Server, name: str, plan: KafkaPlan) -> Consumed:
-    """The raw consumer through the whole backlog, in a group of its own."""
+async def baseline_run(
+    procs: Supervisor, broker: Server, name: str, topic: str, plan: KafkaPlan
+) -> Consumed:
+    """The raw consumer through a window topic, in a group of its own."""
     group = f"raw-{name}"
-    args = ["--bootstrap", bootstrap_of(broker), "--topic", EVENTS, "--group", group]
-    args += ["--count", str(plan.events), "--max-records", str(MAX_BATCH_RECORDS)]
+    args = ["--bootstrap", bootstrap_of(broker), "--topic", topic, "--group", group]
+    args += ["--count", str(plan.per_window), "--max-records", str(MAX_BATCH_RECORDS)]
     server = procs.start(f"kafka-baseline-{name}", "bench.kafka_baseline", args, 0)
     meter = CpuMeter({"consumer": server.pid, "broker": broker.pid})
-    async with Progress(bootstrap_of(broker), group, EVENTS) as progress:
-        result = await progress.timed(plan.events, meter, plan.timeout_s, server)
+    async with Progress(bootstrap_of(broker), group, topic) as progress:
+        result = await progress.timed(plan.per_window, meter, plan.timeout_s, server)
     procs.stop(server)
     return result
 
@@ -224,78 +254,101 @@ class Backlog:
 
 
 async def set_up(procs: Supervisor, broker: Server, workdir: Path, plan: KafkaPlan) -> Backlog:
-    """Waits registered through Kafka (untimed), then the events' backlog produced."""
+    """Waits registered through Kafka (untimed), then the events produced, a window's share
+    into each window topic."""
     sandbox = await start_sandbox(procs)
     bootstrap = bootstrap_of(broker)
     gateway = KafkaGateway(procs, workdir, sandbox.server.url, bootstrap)
     matched = plan.events // 2
     note(f"kafka: registering {matched:,} waits through {WAITS}")
     await produce(bootstrap, WAITS, waits(matched))
-    server = await gateway.start()
+    server = await gateway.start(EVENTS)  # an events topic that stays empty
     meter = CpuMeter({"gateway": server.pid})
     async with Progress(bootstrap, GATEWAY_GROUP, WAITS) as progress:
         registered = await progress.timed(matched, meter, plan.timeout_s, server)
     procs.stop(server)  # SIGTERM: commits, leaves the group
-    note(f"kafka: producing {plan.events:,} events into {EVENTS}")
-    produce_per_s = await produce(bootstrap, EVENTS, events(plan.events))
+    note(f"kafka: producing {plan.events:,} events into {plan.windows} window topics")
+    per, started = plan.per_window, time.perf_counter()
+    for window in range(plan.windows):
+        await produce(bootstrap, window_topic(window), events(window * per, per))
+    produce_per_s = plan.events / (time.perf_counter() - started)
     return Backlog(gateway, registered.per_s, produce_per_s)
 
 
 async def gateway_run(
-    procs: Supervisor, broker: Server, plan: KafkaPlan, backlog: Backlog
+    procs: Supervisor, broker: Server, plan: KafkaPlan, backlog: Backlog, window: int
 ) -> GatewayKafka:
-    server = await backlog.gateway.start()
+    """The gateway through one window topic; its outcomes are this process's only."""
+    topic = window_topic(window)
+    server = await backlog.gateway.start(topic)
     meter = CpuMeter({"gateway": server.pid, "broker": broker.pid})
-    async with Progress(bootstrap_of(broker), GATEWAY_GROUP, EVENTS) as progress:
-        result = await progress.timed(plan.events, meter, plan.timeout_s, server)
+    async with Progress(bootstrap_of(broker), GATEWAY_GROUP, topic) as progress:
+        result = await progress.timed(plan.per_window, meter, plan.timeout_s, server)
     outcomes = await backlog.gateway.outcomes()
     procs.stop(server)
     return GatewayKafka(result, outcomes, backlog.waits_per_s, backlog.produce_per_s)
 
 
 async def run_kafka(plan: KafkaPlan, workdir: Path) -> dict[str, float]:
-    """Baseline, gateway, baseline again, all on one broker; the figures of scenario 3."""
+    """Raw consumer and gateway windows, alternating, all on one broker; the figures of
+    scenario 3."""
     with Supervisor(workdir) as procs:
         broker = await start_broker(procs)
-        await ensure_topics(bootstrap_of(broker), [EVENTS, WAITS, DLQ], PARTITIONS)
+        topics = [EVENTS, WAITS, DLQ] + [window_topic(w) for w in range(plan.windows)]
+        await ensure_topics(bootstrap_of(broker), topics, PARTITIONS)
         backlog = await set_up(procs, broker, workdir, plan)
-        note("kafka: raw aiokafka consumer (before)")
-        before = await baseline_run(procs, broker, "before", plan)
-        note("kafka: gateway through the backlog")
-        gateway = await gateway_run(procs, broker, plan, backlog)
-        note("kafka: raw aiokafka consumer (after)")
-        after = await baseline_run(procs, broker, "after", plan)
-    return kafka_figures(before, gateway, after)
+        note(f"kafka: {plan.windows} gateway windows between raw aiokafka consumer windows")
+        raws = [await baseline_run(procs, broker, "0", window_topic(0), plan)]
+        gateways: list[GatewayKafka] = []
+        for window in range(plan.windows):
+            gateways.append(await gateway_run(procs, broker, plan, backlog, window))
+            name, topic = str(window + 1), window_topic(window)
+            raws.append(await baseline_run(procs, broker, name, topic, plan))
+    return kafka_figures(raws, gateways)
 
 
-def kafka_figures(before: Consumed, gateway: GatewayKafka, after: Consumed) -> dict[str, float]:
-    result = gateway.result
-    baseline = (before.per_s + after.per_s) / 2
-    matched = gateway.outcomes.get("matched", 0.0)
-    counted = sum(gateway.outcomes.values())
+def kafka_figures(raws: list[Consumed], gateways: list[GatewayKafka]) -> dict[str, float]:
+    """``raws`` has one window more than ``gateways``: gateway window n is compared with the
+    mean of raw windows n and n + 1."""
+    results = [gateway.result for gateway in gateways]
+    ratios = [
+        result.per_s / ((raws[n].per_s + raws[n + 1].per_s) / 2) for n, result in enumerate(results)
+    ]
+    gateway, baseline = _joined(results), _joined(raws)
+    raw_rates = [raw.per_s for raw in raws]
+    outcomes: dict[str, float] = {}
+    for run in gateways:
+        for outcome, count in run.outcomes.items():
+            outcomes[outcome] = outcomes.get(outcome, 0.0) + count
+    counted = sum(outcomes.values())
     return {
-        "kafka_events_per_s": result.per_s,
-        "kafka_baseline_events_per_s": baseline,
-        "kafka_ratio": result.per_s / baseline,
-        "kafka_baseline_before_events_per_s": before.per_s,
-        "kafka_baseline_after_events_per_s": after.per_s,
-        "kafka_baseline_spread": abs(before.per_s - after.per_s) / baseline,
-        "kafka_window_s": result.seconds,
+        "kafka_ratio": statistics.median(ratios),
+        "kafka_ratio_min": min(ratios),
+        "kafka_ratio_max": max(ratios),
+        "kafka_windows": len(ratios),
+        "kafka_events_per_s": gateway.per_s,
+        "kafka_baseline_events_per_s": baseline.per_s,
+        "kafka_baseline_spread": (max(raw_rates) - min(raw_rates)) / baseline.per_s,
+        "kafka_window_s": gateway.seconds / len(results),
         "kafka_events_counted": counted,
-        "kafka_matched_fraction": matched / max(1.0, counted),
-        "kafka_gateway_cpu_us_per_event": _us_per_event(result, "gateway"),
-        "kafka_baseline_cpu_us_per_event": (
-            _us_per_event(before, "consumer") + _us_per_event(after, "consumer")
-        )
-        / 2,
-        "kafka_wait_registrations_per_s": gateway.waits_per_s,
-        "kafka_produce_events_per_s": gateway.produce_per_s,
-        **{f"kafka_cpu_{name}_pct": pct for name, pct in result.cpu_percent.items()},
-        **{
-            f"kafka_baseline_cpu_{name}_pct": (pct + after.cpu_percent[name]) / 2
-            for name, pct in before.cpu_percent.items()
-        },
+        "kafka_matched_fraction": outcomes.get("matched", 0.0) / max(1.0, counted),
+        "kafka_gateway_cpu_us_per_event": _us_per_event(gateway, "gateway"),
+        "kafka_baseline_cpu_us_per_event": _us_per_event(baseline, "consumer"),
+        "kafka_wait_registrations_per_s": gateways[0].waits_per_s,
+        "kafka_produce_events_per_s": gateways[0].produce_per_s,
+        **{f"kafka_cpu_{name}_pct": pct for name, pct in gateway.cpu_percent.items()},
+        **{f"kafka_baseline_cpu_{name}_pct": pct for name, pct in baseline.cpu_percent.items()},
     }
+
+
+def _joined(runs: list[Consumed]) -> Consumed:
+    """Several windows as one: records and seconds summed, CPU weighted by each one's length."""
+    seconds = sum(run.seconds for run in runs)
+    cpu: dict[str, float] = {}
+    for run in runs:
+        for name, pct in run.cpu_percent.items():
+            cpu[name] = cpu.get(name, 0.0) + pct * run.seconds / seconds
+    return Consumed(sum(run.records for run in runs), seconds, cpu)
 
 
 def _us_per_event(run: Consumed, process: str) -> float:

@@ -69,7 +69,7 @@ async def run(db: Path, count: int) -> None:
         await store.ingest_batch(waits, [], NOW)
         records = [
             Record(TOPIC, i % PARTITIONS, i, 0, key, value)
-            for i, (key, value) in enumerate(events(count))
+            for i, (key, value) in enumerate(events(0, count))
         ]
         decoder = Decoder(ingest, frozenset({TENANT}), TOPIC, "resume.waits", MAX_MESSAGE_BYTES)
         settle_gc()  # as a serving gateway does once started

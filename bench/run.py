@@ -52,7 +52,7 @@ FULL = Plan(
 QUICK = Plan(
     IngestPlan(CONCURRENCY, 3, 1, 0.5, 1.5, 1.0, 5.0),
     LatencyPlan(100, 100.0),
-    KafkaPlan(20_000, 60.0),
+    KafkaPlan(20_000, 60.0, windows=2),
     PAYLOADS,
     InstructionsPlan(1_000, 2_000),
 )
@@ -113,6 +113,7 @@ def metadata(plan: Plan, quick: bool, started: float) -> dict[str, float | int |
         "meta_latency_events": plan.latency.waits,
         "meta_latency_rate_per_s": plan.latency.rate_per_s,
         "meta_kafka_events": plan.kafka.events,
+        "meta_kafka_windows": plan.kafka.windows,
     }
 
 
