@@ -87,9 +87,9 @@ HEADLINES = (
 )
 HEADER = ("figure", "value", "baseline", "ratio", "target")
 RATIO_NOTE = (
-    "(ratio = value / baseline, except ingest's: the median of each gateway window over the"
-    " baseline windows around it; higher is better for ingest, lower for latency,"
-    " instructions, memory)"
+    "(ratio = value / baseline, except ingest's and Kafka's: the median of each gateway window"
+    " over the baseline windows around it; higher is better for ingest and Kafka, lower for"
+    " latency, instructions, memory)"
 )
 
 
