@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 LOADGEN = "loadgen"
@@ -70,3 +70,14 @@ class CpuMeter:
         ours = used[LOADGEN] + sum(used[name] for name in self._processes)
         used[OTHERS] = used.pop(_MACHINE) - ours
         return used
+
+
+def weighted_percent(windows: Sequence[tuple[Mapping[str, float], float]]) -> dict[str, float]:
+    """The CPU percentages of several windows as of one, each weighted by its length: pairs
+    of (percentages, seconds)."""
+    total_s = sum(seconds for _, seconds in windows)
+    cpu: dict[str, float] = {}
+    for percent, seconds in windows:
+        for name, pct in percent.items():
+            cpu[name] = cpu.get(name, 0.0) + pct * seconds / total_s
+    return cpu

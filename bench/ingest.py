@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.console import note
-from bench.cpu import CpuMeter
+from bench.cpu import CpuMeter, weighted_percent
 from bench.load import ClosedLoop, Throughput, closed_loop
 from bench.messages import ACCEPTED, Api, outcome
 from bench.procs import HOST, Server, Supervisor
@@ -203,16 +203,11 @@ async def run_ingest(plan: IngestPlan, workdir: Path) -> dict[str, float]:
 
 def combined(windows: list[Throughput]) -> Throughput:
     """Several windows as one: their counts summed, CPU weighted by each window's length."""
-    window_s = sum(window.window_s for window in windows)
-    cpu: dict[str, float] = {}
-    for window in windows:
-        for name, pct in window.cpu_percent.items():
-            cpu[name] = cpu.get(name, 0.0) + pct * window.window_s / window_s
     return Throughput(
         sum((window.outcomes for window in windows), Counter()),
         sum((window.total for window in windows), Counter()),
-        window_s,
-        cpu,
+        sum(window.window_s for window in windows),
+        weighted_percent([(window.cpu_percent, window.window_s) for window in windows]),
         sum(window.reconnects for window in windows),
     )
 

@@ -1,19 +1,20 @@
 """Scenario 3, Kafka intake: events consumed → persisted → correlated per second.
 
-100,000 ~1 KB completion events wait on a local Tansu broker, split over four window topics
-(``resume.events.0`` … ``.3``, 4 partitions each); half of them match a wait registered
+100,000 ~1 KB completion events wait in each of four window topics (``resume.events.0`` …
+``.3``, 4 partitions each) on a local Tansu broker; half of them match a wait registered
 beforehand through ``resume.waits``. The gateway (SQLite ``synchronous = full``, one store
 transaction per fetched batch, offsets committed after it) consumes one window topic at a time,
 restarted on the same database with that topic configured; the baseline is a raw aiokafka
 consumer (``kafka_baseline.py``, ``json.loads`` per record and a commit per fetch), in a group
-of its own, reading the same window topic before and after each gateway window. As in scenario
-1, each gateway window is compared with the mean of the two raw windows around it, and
-``kafka_ratio`` is the median of those paired ratios: one raw run before the gateway and one
-after, a minute apart, differed by up to 30 %.
+of its own for each window: the first reads topic 0, and each one after a gateway window reads
+the topic that window read. As in scenario 1, each gateway window is compared with the mean of
+the two raw windows around it, and ``kafka_ratio`` is the median of those paired ratios: one
+raw run before the gateway and one after, a minute apart, differed by up to 30 %.
 
 Both sides are timed the same way, from outside: the bench polls the group's committed offsets
-(which the gateway advances only after the store commit), from the first commit to the last,
-so the group join (about a second on Tansu) is not counted for either.
+(which the gateway advances only after the store commit) and times the steady middle of each
+window (``Progress.timed``), so neither the group join (about a second on Tansu) nor the
+filling and draining of the gateway's pipeline is counted.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.console import note
-from bench.cpu import CpuMeter, CpuSample
+from bench.cpu import CpuMeter, CpuSample, weighted_percent
 from bench.httpload import Pool, encode_request
 from bench.kafka_config import (
     HEARTBEAT_INTERVAL_S,
@@ -98,24 +99,33 @@ class Progress:
         offsets = await asyncio.gather(*(self._probe.committed(p) for p in self._partitions))
         return sum(o for o in offsets if o is not None and o > 0)
 
-    async def timed(self, total: int, meter: CpuMeter, timeout_s: float, proc: Server) -> Consumed:
-        """Poll until ``total`` records are committed; time the steady middle of the run, from
-        the first poll past ``TIMED_FROM`` of ``total`` to the first past ``TIMED_TO``. The
-        gateway decodes up to 16 batches ahead of its commits: timed from its first commit, the
-        decoding done before it went uncounted, and the shorter the run the more that flattered
-        it. In the middle, as many records are in flight at both ends of the span."""
+    async def timed(
+        self, total: int, meter: CpuMeter, timeout_s: float, proc: Server, *, steady: bool = True
+    ) -> Consumed:
+        """Poll until ``total`` records are committed. ``steady``: time the middle of the run,
+        from the first poll past ``TIMED_FROM`` of ``total`` to a later one past ``TIMED_TO``,
+        and fail if the polls caught less than half of that span. The gateway decodes up to 16
+        batches ahead of its commits: timed from its first commit, the decoding done before it
+        went uncounted, and the shorter the run the more that flattered it; in the middle, as
+        many records are in flight at both ends. Otherwise (a context figure): from the first
+        commit seen to the last."""
+        low, high = (TIMED_FROM, TIMED_TO) if steady else (0.0, 1.0)
         deadline = time.monotonic() + timeout_s
         start: tuple[int, CpuSample] | None = None
         end: tuple[int, CpuSample] | None = None
         while True:
             done = await self.committed()
-            if start is None and done >= total * TIMED_FROM:
-                start = (done, meter.sample())
-            if end is None and start is not None and done >= total * TIMED_TO:
+            if start is None:
+                if done > 0 and done >= total * low:
+                    start = (done, meter.sample())
+            elif end is None and done >= total * high:
                 end = (done, meter.sample())
             if done >= total and start is not None and end is not None:
+                records = end[0] - start[0]
+                if steady and records < total * (high - low) / 2:
+                    raise ServerFailed(f"{proc.name}: committed too fast to time ({records})")
                 seconds = end[1].wall_s - start[1].wall_s
-                return Consumed(end[0] - start[0], seconds, meter.percent(start[1], end[1]))
+                return Consumed(records, seconds, meter.percent(start[1], end[1]))
             if time.monotonic() > deadline or proc.proc.poll() is not None:
                 raise ServerFailed(f"{proc.name}: {done} of {total} committed\n{proc.log_tail()}")
             await asyncio.sleep(POLL_S)
@@ -246,7 +256,8 @@ class GatewayKafka:
 
 @dataclass(frozen=True, slots=True)
 class Backlog:
-    """What the set-up left: a gateway whose waits are registered, events in the topic."""
+    """What the set-up left: a gateway whose waits are registered, events in the window
+    topics."""
 
     gateway: KafkaGateway
     waits_per_s: float
@@ -265,13 +276,15 @@ async def set_up(procs: Supervisor, broker: Server, workdir: Path, plan: KafkaPl
     server = await gateway.start(EVENTS)  # an events topic that stays empty
     meter = CpuMeter({"gateway": server.pid})
     async with Progress(bootstrap, GATEWAY_GROUP, WAITS) as progress:
-        registered = await progress.timed(matched, meter, plan.timeout_s, server)
+        registered = await progress.timed(matched, meter, plan.timeout_s, server, steady=False)
     procs.stop(server)  # SIGTERM: commits, leaves the group
     note(f"kafka: producing {plan.events:,} events into {plan.windows} window topics")
-    per, started = plan.per_window, time.perf_counter()
+    per, producing_s = plan.per_window, 0.0
     for window in range(plan.windows):
-        await produce(bootstrap, window_topic(window), events(window * per, per))
-    produce_per_s = plan.events / (time.perf_counter() - started)
+        producing_s += per / await produce(
+            bootstrap, window_topic(window), events(window * per, per)
+        )
+    produce_per_s = plan.events / producing_s
     return Backlog(gateway, registered.per_s, produce_per_s)
 
 
@@ -328,7 +341,7 @@ def kafka_figures(raws: list[Consumed], gateways: list[GatewayKafka]) -> dict[st
         "kafka_windows": len(ratios),
         "kafka_events_per_s": gateway.per_s,
         "kafka_baseline_events_per_s": baseline.per_s,
-        "kafka_baseline_spread": (max(raw_rates) - min(raw_rates)) / baseline.per_s,
+        "kafka_baseline_spread": (max(raw_rates) - min(raw_rates)) / statistics.mean(raw_rates),
         "kafka_window_s": gateway.seconds / len(results),
         "kafka_events_counted": counted,
         "kafka_matched_fraction": outcomes.get("matched", 0.0) / max(1.0, counted),
@@ -343,12 +356,11 @@ def kafka_figures(raws: list[Consumed], gateways: list[GatewayKafka]) -> dict[st
 
 def _joined(runs: list[Consumed]) -> Consumed:
     """Several windows as one: records and seconds summed, CPU weighted by each one's length."""
-    seconds = sum(run.seconds for run in runs)
-    cpu: dict[str, float] = {}
-    for run in runs:
-        for name, pct in run.cpu_percent.items():
-            cpu[name] = cpu.get(name, 0.0) + pct * run.seconds / seconds
-    return Consumed(sum(run.records for run in runs), seconds, cpu)
+    return Consumed(
+        sum(run.records for run in runs),
+        sum(run.seconds for run in runs),
+        weighted_percent([(run.cpu_percent, run.seconds) for run in runs]),
+    )
 
 
 def _us_per_event(run: Consumed, process: str) -> float:
