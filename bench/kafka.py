@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,7 +149,7 @@ async def start_broker(procs: Supervisor) -> Server:
 
 
 async def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> float:
-    """Send (key, value) pairs; records per second."""
+    """Send (key, value) pairs; the seconds it took."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
     await producer.start()
     started = time.perf_counter()
@@ -159,7 +160,7 @@ async def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]])
             await asyncio.gather(*sent)
     finally:
         await producer.stop()
-    return len(values) / (time.perf_counter() - started)
+    return time.perf_counter() - started
 
 
 def waits(count: int) -> list[tuple[bytes, bytes]]:
@@ -250,8 +251,6 @@ async def baseline_run(
 class GatewayKafka:
     result: Consumed
     outcomes: dict[str, float]
-    waits_per_s: float
-    produce_per_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,9 +280,7 @@ async def set_up(procs: Supervisor, broker: Server, workdir: Path, plan: KafkaPl
     note(f"kafka: producing {plan.events:,} events into {plan.windows} window topics")
     per, producing_s = plan.per_window, 0.0
     for window in range(plan.windows):
-        producing_s += per / await produce(
-            bootstrap, window_topic(window), events(window * per, per)
-        )
+        producing_s += await produce(bootstrap, window_topic(window), events(window * per, per))
     produce_per_s = plan.events / producing_s
     return Backlog(gateway, registered.per_s, produce_per_s)
 
@@ -299,7 +296,7 @@ async def gateway_run(
         result = await progress.timed(plan.per_window, meter, plan.timeout_s, server)
     outcomes = await backlog.gateway.outcomes()
     procs.stop(server)
-    return GatewayKafka(result, outcomes, backlog.waits_per_s, backlog.produce_per_s)
+    return GatewayKafka(result, outcomes)
 
 
 async def run_kafka(plan: KafkaPlan, workdir: Path) -> dict[str, float]:
@@ -317,10 +314,12 @@ async def run_kafka(plan: KafkaPlan, workdir: Path) -> dict[str, float]:
             gateways.append(await gateway_run(procs, broker, plan, backlog, window))
             name, topic = str(window + 1), window_topic(window)
             raws.append(await baseline_run(procs, broker, name, topic, plan))
-    return kafka_figures(raws, gateways)
+    return kafka_figures(raws, gateways, backlog)
 
 
-def kafka_figures(raws: list[Consumed], gateways: list[GatewayKafka]) -> dict[str, float]:
+def kafka_figures(
+    raws: list[Consumed], gateways: list[GatewayKafka], backlog: Backlog
+) -> dict[str, float]:
     """``raws`` has one window more than ``gateways``: gateway window n is compared with the
     mean of raw windows n and n + 1."""
     results = [gateway.result for gateway in gateways]
@@ -329,10 +328,7 @@ def kafka_figures(raws: list[Consumed], gateways: list[GatewayKafka]) -> dict[st
     ]
     gateway, baseline = _joined(results), _joined(raws)
     raw_rates = [raw.per_s for raw in raws]
-    outcomes: dict[str, float] = {}
-    for run in gateways:
-        for outcome, count in run.outcomes.items():
-            outcomes[outcome] = outcomes.get(outcome, 0.0) + count
+    outcomes = sum((Counter(run.outcomes) for run in gateways), Counter[str]())
     counted = sum(outcomes.values())
     return {
         "kafka_ratio": statistics.median(ratios),
@@ -347,8 +343,8 @@ def kafka_figures(raws: list[Consumed], gateways: list[GatewayKafka]) -> dict[st
         "kafka_matched_fraction": outcomes.get("matched", 0.0) / max(1.0, counted),
         "kafka_gateway_cpu_us_per_event": _us_per_event(gateway, "gateway"),
         "kafka_baseline_cpu_us_per_event": _us_per_event(baseline, "consumer"),
-        "kafka_wait_registrations_per_s": gateways[0].waits_per_s,
-        "kafka_produce_events_per_s": gateways[0].produce_per_s,
+        "kafka_wait_registrations_per_s": backlog.waits_per_s,
+        "kafka_produce_events_per_s": backlog.produce_per_s,
         **{f"kafka_cpu_{name}_pct": pct for name, pct in gateway.cpu_percent.items()},
         **{f"kafka_baseline_cpu_{name}_pct": pct for name, pct in baseline.cpu_percent.items()},
     }

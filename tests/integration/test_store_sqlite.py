@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -266,17 +266,44 @@ async def test_concurrent_writes_are_group_committed_and_all_durable(tmp_path: P
         assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 500
 
 
+def on_commit(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch, hook: Callable[[int], object]
+) -> None:
+    """From now on, ``hook`` gets the size of each batch just before the writer commits it."""
+    commit = store._log.commit
+
+    def hooked(conn: sqlite3.Connection, futures: list[Any], results: list[Any]) -> None:
+        hook(len(futures))
+        commit(conn, futures, results)
+
+    monkeypatch.setattr(store._log, "commit", hooked)
+
+
 def counted_batches(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The size of each batch the store's writer commits from now on."""
     batches: list[int] = []
-    commit = store._log.commit
-
-    def counted(conn: sqlite3.Connection, futures: list[Any], results: list[Any]) -> None:
-        batches.append(len(futures))
-        commit(conn, futures, results)
-
-    monkeypatch.setattr(store._log, "commit", counted)
+    on_commit(store, monkeypatch, batches.append)
     return batches
+
+
+async def write_a_turn_apart(
+    store: SQLiteStore, count: int, writes: list[asyncio.Future[Any]]
+) -> None:
+    """``count`` events recorded one turn of the loop apart, as requests read in successive
+    turns are, into ``writes``; returns once all are answered."""
+    loop = asyncio.get_running_loop()
+    all_written = asyncio.Event()
+
+    def write(n: int) -> None:
+        writes.append(asyncio.ensure_future(store.record_event(event(f"k{n}", f"e{n}"), T0)))
+        if n < count:
+            loop.call_soon(write, n + 1)  # the next one, a turn later
+        else:
+            all_written.set()
+
+    write(1)
+    await all_written.wait()
+    await asyncio.gather(*writes)
 
 
 async def test_the_writer_waits_a_turn_of_the_loop_for_more_of_its_batch(
@@ -307,21 +334,8 @@ async def test_the_writer_waits_while_each_turn_of_the_loop_brings_more_writes(
     """Writes that come one turn of the loop apart, as requests read in successive turns do,
     share one transaction; the first turn that brings none ends the wait."""
     batches = counted_batches(store, monkeypatch)
-    loop = asyncio.get_running_loop()
-    writes: list[asyncio.Future[Any]] = []
     chain = 5
-    all_written = asyncio.Event()
-
-    def write(n: int) -> None:
-        writes.append(asyncio.ensure_future(store.record_event(event(f"k{n}", f"e{n}"), T0)))
-        if n < chain:
-            loop.call_soon(write, n + 1)  # the next one, a turn later
-        else:
-            all_written.set()
-
-    write(1)
-    await all_written.wait()
-    await asyncio.gather(*writes)
+    await write_a_turn_apart(store, chain, [])
     assert batches == [chain]
     await store.record_event(event("alone", "e-alone"), T0)  # a turn later: a batch of its own
     assert batches == [chain, 1]
@@ -331,28 +345,10 @@ async def test_the_writer_stops_gathering_at_a_full_batch(
     store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Writes that keep coming a turn apart do not hold the first batch back once it is full."""
-    commit = store._log.commit
-    loop = asyncio.get_running_loop()
     writes: list[asyncio.Future[Any]] = []
     written_at_commits: list[int] = []
-    chain = MAX_BATCH + 10
-    all_written = asyncio.Event()
-
-    def noted(conn: sqlite3.Connection, futures: list[Any], results: list[Any]) -> None:
-        written_at_commits.append(len(writes))
-        commit(conn, futures, results)
-
-    def write(n: int) -> None:
-        writes.append(asyncio.ensure_future(store.record_event(event(f"k{n}", f"e{n}"), T0)))
-        if n < chain:
-            loop.call_soon(write, n + 1)
-        else:
-            all_written.set()
-
-    monkeypatch.setattr(store._log, "commit", noted)
-    write(1)
-    await all_written.wait()
-    await asyncio.gather(*writes)
+    on_commit(store, monkeypatch, lambda _size: written_at_commits.append(len(writes)))
+    await write_a_turn_apart(store, MAX_BATCH + 10, writes)
     assert written_at_commits[0] <= MAX_BATCH + 1  # not the whole chain
 
 
@@ -362,15 +358,13 @@ async def test_the_writer_lets_the_loop_run_between_the_batches_of_a_long_queue(
     """More writes queued than one batch takes: the loop gets a turn between the batches, so
     that requests and the answers of earlier commits do not wait for the whole queue."""
     happened: list[object] = []
-    commit = store._log.commit
     loop = asyncio.get_running_loop()
 
-    def noted(conn: sqlite3.Connection, futures: list[Any], results: list[Any]) -> None:
-        happened.append(len(futures))
-        commit(conn, futures, results)
-        loop.call_soon(happened.append, "turn")  # runs at the loop's next turn
+    def noted(size: int) -> None:
+        happened.append(size)
+        loop.call_soon(happened.append, "turn")  # runs at the loop's next turn, after the commit
 
-    monkeypatch.setattr(store._log, "commit", noted)
+    on_commit(store, monkeypatch, noted)
     await asyncio.gather(
         *(store.record_event(event(f"k{n}", f"e{n}"), T0) for n in range(MAX_BATCH + 1))
     )
