@@ -16,7 +16,7 @@ from gateway.blobs.base import BlobStore
 from gateway.clock import Clock
 from gateway.config.settings import DeliverySettings, TenantSettings
 from gateway.deliver.claimcheck import ClaimChecks
-from gateway.deliver.lane import Lane, LaneDeps
+from gateway.deliver.lane import Credential, Lane, LaneDeps
 from gateway.deliver.limiter import SlidingWindow
 from gateway.deliver.workato import WorkatoClient
 from gateway.metrics import Metrics
@@ -70,7 +70,7 @@ class Deliverer:
     async def start(self) -> None:
         """Open the HTTP session, restore rate windows and pauses, start lanes and the sweeper."""
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        windows = await self._windows()
+        credentials = await self._credentials()
         pauses = {p.tenant: p.until for p in await self._store.active_pauses(self._deps.clock())}
         for tenant in self._tenants:
             # the lease must outlive any request: what is left of it bounds a long upload
@@ -78,22 +78,24 @@ class Deliverer:
             client = WorkatoClient(
                 self._session, tenant, self._settings.request_timeout_s, longest_s=longest
             )
-            lane = Lane(tenant, client, windows[tenant.credential_id], self._deps)
+            lane = Lane(tenant, client, credentials[tenant.credential_id], self._deps)
             lane.paused_until = pauses.get(tenant.name, 0.0)
             self._lanes[tenant.name] = lane
             self._spawn(lane.run(), f"lane-{tenant.name}")
         self._spawn(self._sweep_forever(), "sweeper")
 
-    async def _windows(self) -> dict[str, SlidingWindow]:
-        """One window per credential (tenants sharing a credential share it), from the store."""
-        windows: dict[str, SlidingWindow] = {}
+    async def _credentials(self) -> dict[str, Credential]:
+        """One rate window per credential (tenants sharing a credential share it), from the
+        store."""
+        credentials: dict[str, Credential] = {}
         span = self._settings.rate_window_s + self._settings.rate_margin_s
         for tenant in self._tenants:
             cid = tenant.credential_id
-            if cid not in windows:
+            if cid not in credentials:
                 history = await self._store.recent_sends(cid, self._deps.clock() - span)
-                windows[cid] = SlidingWindow(tenant.rate_limit_per_minute, span, history)
-        return windows
+                window = SlidingWindow(tenant.rate_limit_per_minute, span, history)
+                credentials[cid] = Credential(window)
+        return credentials
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)

@@ -10,7 +10,7 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -57,15 +57,27 @@ class LaneDeps:
     """Told of every finished delivery (e.g. to publish it to ``resume.outcomes``)."""
 
 
+@dataclass(slots=True)
+class Credential:
+    """What the lanes of one credential share: its rate window, and the turn they take to use
+    it. A claim reads the free slots, awaits the store's commit, then records its sends; another
+    lane of the credential, or a reconcile lookup, taking those slots meanwhile would overrun
+    the limit."""
+
+    window: SlidingWindow
+    turn: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
 class Lane:
     """Delivers one tenant's outbox, earliest deadline first, at its rate limit."""
 
     def __init__(
-        self, tenant: TenantSettings, client: WorkatoClient, window: SlidingWindow, deps: LaneDeps
+        self, tenant: TenantSettings, client: WorkatoClient, credential: Credential, deps: LaneDeps
     ) -> None:
         self.tenant = tenant
         self._client = client
-        self._window = window
+        self._credential = credential
+        self._window = credential.window
         self._deps = deps
         self._backoff = Backoff(deps.settings.backoff_base_s, deps.settings.backoff_cap_s)
         self._wake = asyncio.Event()
@@ -89,11 +101,13 @@ class Lane:
                 # Nothing may leave before a slot frees: new work need not wake us.
                 await asyncio.sleep(self._window.next_free_at(now) - now)
                 continue
-            room = min(
-                self._window.available(now),
-                self._deps.settings.max_in_flight - len(self._in_flight),
-            )
-            claimed = await self._claim(now, room) if room > 0 else 0
+            async with self._credential.turn:
+                now = self._deps.clock()
+                room = min(
+                    self._window.available(now),
+                    self._deps.settings.max_in_flight - len(self._in_flight),
+                )
+                claimed = await self._claim(now, room) if room > 0 else 0
             if claimed < room or room == 0:
                 await self._sleep(self._deps.settings.poll_interval_s)
 
@@ -197,10 +211,11 @@ class Lane:
         The Jobs API shares the resume endpoint's rate limit, so the lookup takes a window slot
         or is skipped. A job still ``pending`` proves nothing (it may be running after resume).
         """
-        now = self._deps.clock()
-        if self._window.available(now) == 0:
-            return verdict
-        self._window.record(now)
+        async with self._credential.turn:
+            now = self._deps.clock()
+            if self._window.available(now) == 0:
+                return verdict
+            self._window.record(now)
         await self._deps.store.record_send(self.tenant.credential_id, now)
         job = JobRef.model_validate_json(claim.job_json or "")
         if job.managed_user_id is None and self.tenant.managed_user_id:

@@ -14,7 +14,7 @@ from gateway.errors import StoreError
 from gateway.sandbox.faults import FaultPlan, ScriptedFault
 from gateway.sandbox.workato_jobs import Job, Owner
 from gateway.sandbox.workato_state import WorkatoSandbox
-from tests.conftest import WORKATO_TOKEN, RunningGateway, SettingsFactory
+from tests.conftest import API_KEY, WORKATO_TOKEN, RunningGateway, SettingsFactory
 
 Start = Any
 
@@ -261,6 +261,50 @@ async def test_rate_limit_is_never_exceeded_and_backlog_drains_at_full_rate(
     assert len(sent) == 20, "no request was refused or repeated"
     assert all(sent[i + limit] - sent[i] >= window for i in range(len(sent) - limit))
     assert elapsed < 3 * (window + 0.05) + 1.0, f"backlog drained too slowly: {elapsed:.2f}s"
+
+
+async def test_tenants_sharing_a_credential_share_its_limit_without_a_lane_dying(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox, workato_url: str
+) -> None:
+    """Two lanes on one credential each read the free slots before their claim's commit: the
+    second must not claim the slots the first takes meanwhile (its lane died on the limiter's
+    check, and the gateway with it)."""
+    limit, window = 5, 1.0
+    workato.settings = workato.settings.updated(
+        {"rate_limit_per_minute": limit, "window_s": window}
+    )
+    tenant = {"base_url": workato_url, "api_token": WORKATO_TOKEN, "rate_limit_per_minute": limit}
+    tenants = [
+        {"name": "acme", "api_keys": [API_KEY], **tenant},
+        {"name": "beta", "api_keys": ["beta-api-key-0123456789"], **tenant},
+    ]
+    settings = make_settings(
+        {"tenants": tenants, "delivery": {"rate_window_s": window, "rate_margin_s": 0.05}}
+    )
+    gw = await start_gateway(settings)
+    beta = {"Authorization": "Bearer beta-api-key-0123456789"}
+
+    async def post(path: str, body: dict[str, Any], headers: dict[str, str]) -> None:
+        async with gw.http.post(gw.url + path, json=body, headers=headers) as resp:
+            assert resp.status in (201, 202), await resp.text()
+
+    jobs = []
+    for i in range(24):
+        job = workato.create_job()
+        headers = gw.auth if i % 2 else beta
+        await post("/v1/waits", {"key": f"k{i}", "resume_token": job.resume.token}, headers)
+        jobs.append((job, headers))
+    await asyncio.gather(
+        *(
+            post("/v1/events", {"id": f"e{i}", "key": f"k{i}", "status": "succeeded"}, headers)
+            for i, (_, headers) in enumerate(jobs)
+        )
+    )
+    await eventually(lambda: all(job.resume.count == 1 for job, _ in jobs), timeout_s=15)
+    assert not gw.gateway.deliverer.failed.is_set(), gw.gateway.deliverer.failure
+    sent = sorted(r.at for r in workato.requests.entries() if r.path == "/api/job/resume")
+    assert len(sent) == 24, "no request was refused or repeated"
+    assert all(sent[i + limit] - sent[i] >= window for i in range(len(sent) - limit))
 
 
 async def test_backlog_goes_earliest_deadline_first(
