@@ -238,7 +238,8 @@ class Lane:
             )
             await self._pause(self._deps.settings.auth_pause_s, "credential_rejected")
             return self._deps.settings.auth_pause_s
-        return self._backoff.delay(claim.attempt, self._deps.rng)
+        left = claim.deadline - self._deps.clock()
+        return self._backoff.delay(claim.attempt, self._deps.rng, within_s=left)
 
     async def _pause(self, seconds: float, reason: str) -> None:
         until = self._deps.clock() + seconds

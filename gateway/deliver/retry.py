@@ -16,9 +16,11 @@ class Backoff:
     base_s: float
     cap_s: float
 
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        ceiling = min(self.cap_s, self.base_s * 2 ** min(max(attempt - 1, 0), 32))
-        return rng.uniform(0.0, ceiling)
+    def delay(self, attempt: int, rng: random.Random, within_s: float = float("inf")) -> float:
+        """A delay drawn below ``within_s`` too (the time left before the wait's deadline):
+        a draw past the deadline would give up on a wait that still had time for a retry."""
+        ceiling = min(self.cap_s, self.base_s * 2 ** min(max(attempt - 1, 0), 32), within_s)
+        return rng.uniform(0.0, max(ceiling, 0.0))
 
 
 def settlement(

@@ -65,6 +65,25 @@ def test_attempt_zero_or_negative_uses_the_base_ceiling() -> None:
     assert all(0.0 <= backoff.delay(a, rng) <= 2.0 for a in (0, -3) for _ in range(500))
 
 
+def test_a_backoff_longer_than_the_time_left_is_drawn_within_it_and_keeps_retrying() -> None:
+    """A 503 at attempt 9 with 100 s left: the ceiling is 256 s, and drawn over it most delays
+    landed past the deadline, so the wait expired while there was time for a retry."""
+    backoff = Backoff(base_s=1.0, cap_s=300.0)
+    rng = random.Random(3)
+    claim = make_claim(deadline=NOW + 100.0)
+    draws = [backoff.delay(9, rng, within_s=claim.deadline - NOW) for _ in range(2_000)]
+    outcomes = {
+        settlement(Verdict(Action.RETRY, "http_503"), claim, 503, NOW, d).state for d in draws
+    }
+    assert outcomes == {"pending"}
+    assert min(draws) < 5.0  # still full jitter, over the time left
+    assert max(draws) > 95.0
+
+
+def test_no_time_left_draws_no_delay() -> None:
+    assert Backoff(base_s=1.0, cap_s=300.0).delay(3, random.Random(1), within_s=-2.0) == 0.0
+
+
 def test_backoff_is_reproducible_with_a_seeded_rng() -> None:
     backoff = Backoff(base_s=1.0, cap_s=30.0)
     first = [backoff.delay(a, random.Random(9)) for a in range(1, 20)]
