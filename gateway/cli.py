@@ -103,6 +103,7 @@ def _redactor(settings: Settings) -> Redactor:
     if settings.kafka.sasl_password is not None:
         secrets.append(settings.kafka.sasl_password.get_secret_value())
     secrets += [v for source in settings.sources for v in source.verify.secret_values()]
+    secrets += [v for connection in settings.connections for v in connection.secret_values()]
     return Redactor(secrets)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -24,11 +24,12 @@ def configure_logging(fmt: str, level: str, redactor: Redactor, *, final: bool =
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            stamp,
             structlog.processors.format_exc_info,
             redactor,
             renderer,
@@ -37,3 +38,35 @@ def configure_logging(fmt: str, level: str, redactor: Redactor, *, final: bool =
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=final,
     )
+    _route_standard_logging(level, stamp, redactor, renderer)
+
+
+def _route_standard_logging(level: str, stamp: Any, redactor: Redactor, renderer: Any) -> None:
+    """Libraries log through the standard library: aiohttp's "Error handling request", whose
+    traceback quotes a malformed header line, API key and all. Their records go through the
+    same redactor and renderer; unconfigured, Python printed them raw to stderr."""
+    handler = _LibraryRecords(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                stamp,
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redactor,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for earlier in [h for h in root.handlers if isinstance(h, _LibraryRecords)]:
+        root.removeHandler(earlier)
+    root.addHandler(handler)
+    root.setLevel(LEVELS.get(level, logging.ERROR))
+
+
+class _LibraryRecords(logging.StreamHandler[TextIO]):
+    """The handler ``configure_logging`` installs, so that configuring again replaces it."""

@@ -35,12 +35,18 @@ class AlteryxConnection(_Polling):
     api_path: str = "/webapi"
     token_path: str = "/webapi/oauth2/token"
 
+    def secret_values(self) -> list[str]:
+        return [self.client_secret.get_secret_value()]
+
 
 class PixxelConnection(_Polling):
     """Pixxel: the API key goes in ``Authorization`` as it is."""
 
     kind: Literal["pixxel"]
     api_key: Secret
+
+    def secret_values(self) -> list[str]:
+        return [self.api_key.get_secret_value()]
 
 
 ConnectionSettings = Annotated[AlteryxConnection | PixxelConnection, Field(discriminator="kind")]

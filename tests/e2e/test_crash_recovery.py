@@ -170,6 +170,7 @@ async def test_sigkill_mid_delivery_loses_nothing_and_doubles_nothing(
         second = Process(["run", "--config", str(config)], tmp_path / "gateway-2.log")
         processes.append(second)
         wait_http(f"{gw}/healthz")
+        await _malformed_request_with_the_api_key(gw_port)
         await poll(lambda: _at_least(stats, EVENTS), timeout_s=120)
         final = await stats()
         states = await _delivery_states(client, gw)
@@ -190,6 +191,18 @@ async def test_sigkill_mid_delivery_loses_nothing_and_doubles_nothing(
     assert len(refs) == EVENTS // 10, "the large payloads went by claim check"
     assert all(f["note"] == "ünïcode ✓" * 300 for f in fetched), "and their URLs serve them"
     _assert_no_secrets(tmp_path, client.answers, [j["resume_token"] for j in jobs])
+
+
+async def _malformed_request_with_the_api_key(port: int) -> None:
+    """A header line with a control character: aiohttp refuses it (400) and logs an error whose
+    traceback quotes the line, key and all."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = f"GET /v1/waits/x HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {API_KEY}\x01\r\n\r\n"
+    writer.write(head.encode())
+    status_line = await reader.readline()
+    writer.close()
+    await writer.wait_closed()
+    assert status_line.split()[1] == b"400"
 
 
 def _by_ref(job: dict[str, Any]) -> bool:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import structlog
 
+from gateway.cli import _redactor
+from gateway.config.loader import settings_from_dict
 from gateway.logs import configure_logging
 from gateway.security.redact import MASK, Redactor
 
@@ -141,8 +144,12 @@ def test_text_without_secrets_is_unchanged() -> None:
 
 @pytest.fixture
 def reset_structlog() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     yield
     structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.mark.usefixtures("reset_structlog")
@@ -192,3 +199,44 @@ def test_log_level_filter_applies(capsys: pytest.CaptureFixture[str]) -> None:
     log.warning("loud")
     lines = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
     assert [x["event"] for x in lines] == ["loud"]
+
+
+@pytest.mark.usefixtures("reset_structlog")
+def test_library_records_are_scrubbed_and_rendered_like_the_gateways_own(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """aiohttp logs a malformed request through the standard library, its traceback quoting the
+    header line; unconfigured, Python printed it raw to stderr."""
+    configure_logging("json", "info", Redactor([API_KEY]))
+    configure_logging("json", "info", Redactor([API_KEY]))  # again: one handler, not two
+    header = f"b'Authorization: Bearer {API_KEY}\\x01'"
+    try:
+        raise ValueError(f"Invalid header value char: {header}")
+    except ValueError as exc:
+        logging.getLogger("aiohttp.server").error(
+            "Error handling request from %s", "127.0.0.1", exc_info=exc
+        )
+    logging.getLogger("aiohttp.server").debug("below the level")
+
+    out = capsys.readouterr().err
+    assert API_KEY not in out
+    (line,) = [json.loads(x) for x in out.splitlines()]
+    assert line["event"] == "Error handling request from 127.0.0.1"
+    assert (line["level"], line["logger"]) == ("error", "aiohttp.server")
+    assert "ValueError: Invalid header value char" in line["exception"]
+
+
+def test_the_cli_redactor_learns_the_polled_connections_secrets() -> None:
+    """An Alteryx client secret and a Pixxel API key (sent without ``Bearer``, so no pattern
+    catches it) are known values."""
+    connections = [
+        {"name": "a", "kind": "alteryx", "base_url": "http://a", "client_id": "c"}
+        | {"client_secret": "alteryx-client-s3cret"},
+        {"name": "p", "kind": "pixxel", "base_url": "http://p", "api_key": "pixxel-k3y-42"},
+    ]
+    tenant = {"name": "acme", "data_center": "us", "api_token": "wrk-token"}
+    settings = settings_from_dict(
+        {"env": "dev", "tenants": [tenant], "connections": connections}, {}
+    )
+    line = _redactor(settings).scrub("failed: alteryx-client-s3cret, Authorization: pixxel-k3y-42")
+    assert line == "failed: [redacted], Authorization: [redacted]"
