@@ -63,6 +63,8 @@ class IngestError(GatewayError):
     status = 400
     problem_type = "about:blank"
     title = "Bad request"
+    headers: tuple[tuple[str, str], ...] = ()
+    """Response headers the status calls for."""
 
     def __init__(self, detail: str | None = None, **extensions: Any) -> None:
         super().__init__(detail)
@@ -84,6 +86,7 @@ class Unauthorized(IngestError):
     status = 401
     problem_type = "/problems/unauthorized"
     title = "Unauthorized"
+    headers = (("WWW-Authenticate", "Bearer"),)  # a 401 names a scheme (RFC 9110, 15.5.2)
 
 
 class BadSignature(Unauthorized):

@@ -34,4 +34,6 @@ def _presented_key(request: web.Request) -> str | None:
 
 
 def _digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()
+    # aiohttp decodes header bytes that are not UTF-8 to lone surrogates: a plain encode()
+    # raised on them, and a key that cannot match answered 500 instead of 401
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()

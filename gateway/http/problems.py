@@ -13,6 +13,8 @@ from gateway.errors import BlobCollected, IngestError, InvalidInput, StoreError,
 
 log = structlog.get_logger(__name__)
 PROBLEM_JSON = "application/problem+json"
+KEPT_HEADERS = (hdrs.ALLOW, hdrs.RETRY_AFTER, hdrs.WWW_AUTHENTICATE)
+"""What an aiohttp error's own response says that its problem document must say too."""
 
 
 def problem(status: int, type_: str, title: str, detail: str, **extensions: Any) -> web.Response:
@@ -36,7 +38,9 @@ async def problem_middleware(request: web.Request, handler: Any) -> web.StreamRe
         response: web.StreamResponse = await handler(request)
         return response
     except IngestError as exc:
-        return problem(exc.status, exc.problem_type, exc.title, exc.detail, **exc.extensions)
+        refused = problem(exc.status, exc.problem_type, exc.title, exc.detail, **exc.extensions)
+        refused.headers.extend(exc.headers)
+        return refused
     except BlobCollected:  # expected and short: the payload's bytes are being collected
         log.warning("http.blob_being_collected", path=request.path)
         busy = Unavailable(
@@ -54,7 +58,11 @@ async def problem_middleware(request: web.Request, handler: Any) -> web.StreamRe
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return problem(exc.status, "about:blank", exc.reason, exc.reason)
+        answer = problem(exc.status, "about:blank", exc.reason, exc.reason)
+        for name in KEPT_HEADERS:  # e.g. a 405's Allow
+            if name in exc.headers:
+                answer.headers[name] = exc.headers[name]
+        return answer
     except Exception:
         log.exception("http.unhandled", path=request.path, method=request.method)
         return problem(500, "/problems/internal", "Internal error", "the request failed; see logs")

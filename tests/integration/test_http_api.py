@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -65,7 +67,34 @@ async def test_missing_or_wrong_api_key_is_401(gw: RunningGateway) -> None:
     for headers in ({}, {"Authorization": "Bearer nope"}):
         async with gw.http.post(gw.url + "/v1/events", json={}, headers=headers) as resp:
             assert resp.status == 401
+            assert resp.headers["WWW-Authenticate"] == "Bearer"
             assert (await resp.json(content_type=None))["type"] == "/problems/unauthorized"
+
+
+async def test_a_key_that_is_not_utf8_is_401_not_500(gw: RunningGateway) -> None:
+    """aiohttp decodes such header bytes to lone surrogates; hashing them raised."""
+    for header in (b"Authorization: Bearer \xff\xfe", b"X-API-Key: \xff"):
+        head, body = await raw_request(gw, b"GET /v1/waits/a HTTP/1.1\r\n" + header)
+        assert head.startswith(b"HTTP/1.1 401 "), head
+        assert json.loads(body)["type"] == "/problems/unauthorized"
+
+
+async def test_a_method_not_allowed_says_which_are(gw: RunningGateway) -> None:
+    async with gw.http.patch(gw.url + "/v1/waits/x", headers=gw.auth) as resp:
+        assert resp.status == 405
+        assert resp.content_type == "application/problem+json"
+        assert set(resp.headers["Allow"].split(",")) == {"GET", "HEAD", "DELETE"}
+
+
+async def raw_request(gw: RunningGateway, request_line_and_headers: bytes) -> tuple[bytes, bytes]:
+    """Bytes no HTTP client library would send; the head and body of the answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.gateway.port)
+    writer.write(request_line_and_headers + b"\r\nHost: gw\r\nConnection: close\r\n\r\n")
+    answer = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head, body
 
 
 async def test_event_outcomes_buffered_matched_duplicate_late(gw: RunningGateway) -> None:

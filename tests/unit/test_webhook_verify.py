@@ -162,6 +162,29 @@ def test_a_timestamp_that_is_not_integer_seconds_is_refused(stamp: str) -> None:
     assert reason(standard(NEW_WHSEC), headers) == "bad_timestamp"
 
 
+def test_a_timestamp_of_thousands_of_digits_is_refused_not_crashed() -> None:
+    headers = std_headers(NEW_WHSEC)
+    headers["webhook-timestamp"] = "9" * 4_400  # int() of it raised ValueError: a 500
+    assert reason(standard(NEW_WHSEC), headers) == "bad_timestamp"
+
+
+def test_a_message_id_that_is_not_utf8_is_signed_as_the_bytes_that_came() -> None:
+    """aiohttp hands header bytes that are not UTF-8 over as lone surrogates (``\\xff`` as
+    ``\\udcff``); encoding them raised, a 500."""
+    key = base64.b64decode(NEW_WHSEC.removeprefix("whsec_"))
+    mac = hmac.new(key, f"m\xff.{NOW}.".encode("latin-1") + BODY, hashlib.sha256).digest()
+    headers = CIMultiDict(
+        {
+            "webhook-id": "m\udcff",
+            "webhook-timestamp": str(NOW),
+            "webhook-signature": "v1," + base64.b64encode(mac).decode(),
+        }
+    )
+    standard(NEW_WHSEC).verify(headers, BODY, NOW)
+    headers["webhook-id"] = "m\udcfe"
+    assert reason(standard(NEW_WHSEC), headers) == "bad_signature"
+
+
 def test_a_body_that_is_not_utf8_is_refused_not_crashed() -> None:
     headers = std_headers(NEW_WHSEC)
     assert reason(standard(NEW_WHSEC), headers, b"\xff\xfe") == "bad_signature"
@@ -227,6 +250,8 @@ def test_bearer_accepts_each_configured_token_only() -> None:
         "missing_signature"
     )
     assert reason(check, CIMultiDict()) == "missing_signature"
+    not_utf8 = CIMultiDict({"Authorization": "Bearer \udcff\udcfe"})  # as aiohttp decodes it
+    assert reason(check, not_utf8) == "bad_signature"
 
 
 def test_none_accepts_anything() -> None:

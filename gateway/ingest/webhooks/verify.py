@@ -27,6 +27,11 @@ from gateway.config.sources import (
 )
 from gateway.errors import BadSignature
 
+WIRE = "surrogateescape"
+"""How aiohttp decoded header bytes that are not UTF-8: encoding back so gives the bytes the
+sender sent (and signed), where a plain ``encode()`` raised on them."""
+MAX_DIGITS = 20
+"""A Unix timestamp is 10 digits; ``int()`` of thousands of them is slow, then refused."""
 Headers = Mapping[str, str]
 """Case-insensitive in practice: aiohttp's request headers (or a ``multidict.CIMultiDict``)."""
 BodyBytes = bytes | Iterable[bytes]
@@ -86,7 +91,7 @@ class StandardWebhooks:
     def verify(self, headers: Headers, body: BodyBytes, now: float) -> None:
         msg_id, timestamp, signatures = _standard_headers(headers)
         _check_timestamp(timestamp, now, self._tolerance_s)
-        signed = f"{msg_id}.{timestamp}.".encode()
+        signed = f"{msg_id}.{timestamp}.".encode("utf-8", WIRE)
         macs = [hmac.new(key, signed, hashlib.sha256) for key in self._secrets]
         utf8 = codecs.getincrementaldecoder("utf-8")()
         try:
@@ -110,7 +115,7 @@ def _standard_headers(headers: Headers) -> tuple[str, int, str]:
         raise rejected(
             "missing_signature", "webhook-id, webhook-timestamp and webhook-signature are required"
         )
-    if not (timestamp.isascii() and timestamp.isdigit()):
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= MAX_DIGITS):
         raise rejected("bad_timestamp", "webhook-timestamp must be integer Unix seconds")
     return msg_id, int(timestamp), signatures
 
@@ -200,7 +205,7 @@ def _chunks(body: BodyBytes) -> Iterable[bytes]:
 
 
 def _sha256(text: str) -> bytes:
-    return hashlib.sha256(text.encode()).digest()
+    return hashlib.sha256(text.encode("utf-8", WIRE)).digest()
 
 
 class NoVerification:
