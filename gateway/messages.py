@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 Key = Field(min_length=1, max_length=512, description="Correlation key shared by wait and event.")
 EventStatus = Literal["succeeded", "failed"]
@@ -13,6 +14,20 @@ EventStatus = Literal["succeeded", "failed"]
 
 class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _finite(value: Any) -> Any:
+    """pydantic's JSON parser takes NaN and Infinity, but they are not JSON: echoed into a resume
+    request, Workato's parser would refuse it, and the delivery would end dead."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("NaN and Infinity are not JSON numbers")
+    if isinstance(value, dict):
+        for item in value.values():
+            _finite(item)
+    elif isinstance(value, list):
+        for item in value:
+            _finite(item)
+    return value
 
 
 class JobRef(_Message):
@@ -59,7 +74,7 @@ class WaitRegistration(_Message):
     watch: Watch | None = Field(
         default=None, description="Let the gateway poll this job and report completion itself."
     )
-    metadata: dict[str, Any] | None = Field(
+    metadata: Annotated[dict[str, Any] | None, AfterValidator(_finite)] = Field(
         default=None, description="Echoed back to the action in the resume data."
     )
 

@@ -47,6 +47,17 @@ async def test_invalid_registration_names_the_field(gw: RunningGateway) -> None:
     assert problem["type"] == "/problems/invalid-input"
 
 
+async def test_nan_or_infinity_in_metadata_is_refused(gw: RunningGateway) -> None:
+    """Not JSON: echoed in the resume request, Workato's parser would refuse it."""
+    for number in (b"NaN", b"-Infinity"):
+        body = b'{"key":"k","resume_token":"t","metadata":{"a":[{"b":%s}]}}' % number
+        async with gw.http.post(gw.url + "/v1/waits", data=body, headers=gw.auth) as resp:
+            assert resp.status == 422
+            problem = await resp.json(content_type=None)
+        assert [e["field"] for e in problem["errors"]] == ["metadata"]
+        assert "NaN and Infinity" in problem["detail"]
+
+
 async def test_expires_at_in_the_past_is_refused(gw: RunningGateway) -> None:
     status, problem = await gw.post(
         "/v1/waits", {"key": "k", "resume_token": "t", "expires_at": "2001-01-01T00:00:00Z"}
