@@ -58,7 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     _config_arg(migrate)
     migrate.set_defaults(command=_migrate)
     check = sub.add_parser("check-config", help="validate a config file, print it masked")
-    check.add_argument("file", nargs="?", default=None)
+    check.add_argument(
+        "file", nargs="?", default=None, help="default: $RESUME_GATEWAY_CONFIG or gateway.toml"
+    )
     check.set_defaults(command=_check_config)
     sandbox = sub.add_parser("sandbox", help="run an emulator of a third-party API")
     sandbox.add_argument("kind", choices=["workato", "alteryx", "pixxel"])
@@ -80,9 +82,13 @@ def _parser() -> argparse.ArgumentParser:
 def _config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
-        default=os.environ.get("RESUME_GATEWAY_CONFIG", DEFAULT_CONFIG),
+        default=_default_config(),
         help="TOML file (default: $RESUME_GATEWAY_CONFIG or gateway.toml)",
     )
+
+
+def _default_config() -> str:
+    return os.environ.get("RESUME_GATEWAY_CONFIG", DEFAULT_CONFIG)
 
 
 def _settings(path: str | None) -> Settings:
@@ -180,7 +186,7 @@ def _migrate(args: argparse.Namespace) -> int:
 def _check_config(args: argparse.Namespace) -> int:
     from gateway.config.describe import describe
 
-    settings = _settings(args.file or DEFAULT_CONFIG)
+    settings = _settings(args.file or _default_config())  # the file ``run`` would read
     print(describe(settings))
     return 0
 

@@ -170,6 +170,17 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     assert effective_settings(result.stdout)["server"]["port"] == 9999
 
 
+def test_check_config_without_a_file_checks_the_one_run_would_read(tmp_path: Path) -> None:
+    """``$RESUME_GATEWAY_CONFIG``, as for ``run``: it checked defaults and the environment, and
+    called valid a file that ``run`` refused."""
+    bad = write(tmp_path, f'{SECURITY}\n[server]\nport = "notaport"\n', name="bad.toml")
+
+    result = cli("check-config", env={"RESUME_GATEWAY_CONFIG": str(bad)})
+
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "server.port" in result.stderr
+
+
 # -- migrate -------------------------------------------------------------------------------
 
 
