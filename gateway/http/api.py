@@ -6,7 +6,7 @@ from aiohttp import web
 from pydantic import ValidationError
 from pydantic_core import to_json
 
-from gateway.errors import Conflict, NotFound
+from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.http.auth import ApiKeys
 from gateway.http.problems import invalid
 from gateway.http.views import wait_json
@@ -95,11 +95,21 @@ class Api:
         return web.Response(body=to_json(answer), status=status, content_type=JSON)
 
 
+QUERY_FIELDS = ("id", "key", "status")
+
+
 def _payload_form(request: web.Request) -> tuple[CompletionEvent, str] | None:
-    """The event in the query and the body's media type, when the body is the data itself."""
-    if not request.query_string or "key" not in request.query:
+    """The event in the query and the body's media type, when the body is the data itself:
+    any of its fields in the query says so, and a missing one is named."""
+    query = request.query
+    if not request.query_string or not any(name in query for name in QUERY_FIELDS):
         return None
-    return _validated(dict(request.query)), content_type_of(request.headers)
+    if "data" in query:
+        raise InvalidInput(
+            "data: in this form the body is the data; it is never taken from the query",
+            errors=[{"field": "data", "message": "not a query parameter"}],
+        )
+    return _validated(dict(query)), content_type_of(request.headers)
 
 
 def _validated(fields: dict[str, object]) -> CompletionEvent:

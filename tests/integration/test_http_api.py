@@ -135,6 +135,23 @@ async def test_invalid_event_names_the_field(gw: RunningGateway) -> None:
     assert [e["field"] for e in problem["errors"]] == ["status"]
 
 
+async def test_query_form_names_a_missing_field_and_refuses_data_in_the_query(
+    gw: RunningGateway,
+) -> None:
+    """Without ``key`` the body was read as a JSON document: "not a JSON object"."""
+    cases = {
+        "id=q1&status=succeeded": ["key"],
+        "id=q1&key=k&status=succeeded&data=x": ["data"],
+    }
+    headers = {**gw.auth, "Content-Type": "text/csv"}
+    for query, fields in cases.items():
+        url = f"{gw.url}/v1/events?{query}"
+        async with gw.http.post(url, data=b"a,b\n1,2\n", headers=headers) as resp:
+            assert resp.status == 422, query
+            problem = await resp.json(content_type=None)
+        assert [e["field"] for e in problem["errors"]] == fields
+
+
 async def test_event_body_that_is_not_json_is_422(gw: RunningGateway) -> None:
     async with gw.http.post(gw.url + "/v1/events", data=b"{nope", headers=gw.auth) as resp:
         assert resp.status == 422
