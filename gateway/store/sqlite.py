@@ -326,7 +326,8 @@ class SQLiteStore:
         if same is not None:
             if same[1] != wait.key:
                 return Registration("conflict", None, conflict="token_registered_under_other_key")
-            return Registration("repeat", self._view(conn, wait.tenant, wait.key))
+            # the token's own wait: the key's latest may be a later one
+            return Registration("repeat", self._view(conn, wait.tenant, wait.key, same[0]))
         if self._one(conn, "open_wait_by_key", tenant=wait.tenant, key=wait.key) is not None:
             return Registration("conflict", None, conflict="key_open_with_other_token")
         wait_id = self._insert_wait(conn, wait, now)
@@ -490,8 +491,10 @@ class SQLiteStore:
         would show a commit a sync before it is durable."""
         return await self._write(lambda conn: self._view(conn, tenant, key))
 
-    def _view(self, conn: sqlite3.Connection, tenant: str, key: str) -> WaitView | None:
-        row = self._one(conn, "wait_view", tenant=tenant, key=key)
+    def _view(
+        self, conn: sqlite3.Connection, tenant: str, key: str, wait_id: int | None = None
+    ) -> WaitView | None:
+        row = self._one(conn, "wait_view", tenant=tenant, key=key, id=wait_id)
         return None if row is None else self._view_of(conn, row)
 
     def _view_of(self, conn: sqlite3.Connection, row: tuple[Any, ...]) -> WaitView:
@@ -518,7 +521,7 @@ class SQLiteStore:
         return await self._write(lambda conn: self._cancel(conn, tenant, key, now))
 
     def _cancel(self, conn: sqlite3.Connection, tenant: str, key: str, now: float) -> Cancellation:
-        row = self._one(conn, "wait_view", tenant=tenant, key=key)
+        row = self._one(conn, "wait_view", tenant=tenant, key=key, id=None)
         if row is None:
             return Cancellation("not_found", None)
         wait_id, view = row[0], self._view_of(conn, row)

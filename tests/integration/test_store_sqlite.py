@@ -150,6 +150,21 @@ async def test_identical_registration_is_a_repeat(store: SQLiteStore) -> None:
     assert states(store, "waits") == {"open": 1}
 
 
+async def test_a_repeat_shows_the_tokens_own_wait_not_a_later_one_of_its_key(
+    store: SQLiteStore,
+) -> None:
+    """A retried registration that lands after the key was registered again: it showed the
+    new wait (open, no event) instead of its own (resolved, its delivery queued)."""
+    await store.register_wait(wait("k", "t1"), T0)
+    await store.record_event(event("k", "e1"), T0 + 1)
+    await store.register_wait(wait("k", "t2"), T0 + 2)
+    again = await store.register_wait(wait("k", "t1"), T0 + 3)
+    assert again.outcome == "repeat"
+    assert again.wait is not None
+    assert (again.wait.state, again.wait.created_at, again.wait.event_id) == ("resolved", T0, "e1")
+    assert again.wait.delivery is not None
+
+
 async def test_open_key_with_another_token_conflicts(store: SQLiteStore) -> None:
     await store.register_wait(wait("k", "t1"), T0)
     other = await store.register_wait(wait("k", "t2"), T0)

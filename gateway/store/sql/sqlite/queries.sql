@@ -45,13 +45,14 @@ INSERT INTO deliveries (tenant, wait_id, event_row, state, deadline, next_attemp
 SELECT :tenant, :wait_id, :event_row, 'pending', expires_at, :now, :now FROM waits WHERE id = :wait_id;
 
 -- name: wait_view
+-- The key's latest wait, or with :id one given wait of the key.
 SELECT w.id, w.tenant, w.key, w.state, w.created_at, w.expires_at, w.resolved_at, w.job,
        w.metadata, e.event_id, e.source, d.id AS delivery_id, d.state AS delivery_state,
        d.attempts, d.next_attempt_at, d.reason, d.last_status, d.finished_at
 FROM waits w
 LEFT JOIN deliveries d ON d.wait_id = w.id
 LEFT JOIN events e ON e.id = d.event_row
-WHERE w.tenant = :tenant AND w.key = :key
+WHERE w.tenant = :tenant AND w.key = :key AND (:id IS NULL OR w.id = :id)
 ORDER BY w.id DESC LIMIT 1;
 
 -- name: cancel_wait
