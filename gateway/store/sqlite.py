@@ -328,8 +328,11 @@ class SQLiteStore:
                 return Registration("conflict", None, conflict="token_registered_under_other_key")
             # the token's own wait: the key's latest may be a later one
             return Registration("repeat", self._view(conn, wait.tenant, wait.key, same[0]))
-        if self._one(conn, "open_wait_by_key", tenant=wait.tenant, key=wait.key) is not None:
+        open_wait = self._one(conn, "open_wait_by_key", tenant=wait.tenant, key=wait.key)
+        if open_wait is not None and open_wait[1] > now:
             return Registration("conflict", None, conflict="key_open_with_other_token")
+        if open_wait is not None:  # past its expiry: the sweep would have ended it
+            self._run(conn, "expire_wait", wait_id=open_wait[0], now=now)
         wait_id = self._insert_wait(conn, wait, now)
         if wait.watch is not None:
             self._run(
@@ -524,6 +527,10 @@ class SQLiteStore:
         row = self._one(conn, "wait_view", tenant=tenant, key=key, id=None)
         if row is None:
             return Cancellation("not_found", None)
+        state, expires_at = row[3], row[5]
+        if state == "open" and expires_at <= now:  # not swept yet: it is expired
+            self._run(conn, "expire_wait", wait_id=row[0], now=now)
+            row = self._one(conn, "wait_view", tenant=tenant, key=key, id=row[0])
         wait_id, view = row[0], self._view_of(conn, row)
         delivery = view.delivery
         if view.state != "open" and (delivery is None or delivery.state != "pending"):

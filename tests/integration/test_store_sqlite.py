@@ -172,6 +172,24 @@ async def test_open_key_with_another_token_conflicts(store: SQLiteStore) -> None
     assert other.conflict == "key_open_with_other_token"
 
 
+async def test_a_wait_past_its_expiry_is_expired_not_open_before_the_sweep_comes(
+    store: SQLiteStore,
+) -> None:
+    """Between expires_at and the next sweep, a new registration of its key was a conflict
+    (key_open_with_other_token), and a cancel recorded the wait as cancelled."""
+    await store.register_wait(wait("k", "t1", expires=T0 + 10), T0)
+    again = await store.register_wait(wait("k", "t2"), T0 + 10)
+    assert again.outcome == "created"
+    assert states(store, "waits") == {"expired": 1, "open": 1}
+
+    await store.register_wait(wait("c", "t3", expires=T0 + 10), T0)
+    cancelled = await store.cancel_wait("acme", "c", T0 + 11)
+    assert cancelled.outcome == "final"
+    assert cancelled.wait is not None
+    assert cancelled.wait.state == "expired"
+    assert states(store, "waits") == {"expired": 2, "open": 1}
+
+
 async def test_token_under_another_key_conflicts(store: SQLiteStore) -> None:
     await store.register_wait(wait("k1", "t1"), T0)
     other = await store.register_wait(wait("k2", "t1"), T0)

@@ -110,6 +110,11 @@ WHERE state = 'pending' AND deadline <= :now;
 -- name: expire_waits
 UPDATE waits SET state = 'expired', resolved_at = :now WHERE state = 'open' AND expires_at <= :now;
 
+-- name: expire_wait
+-- One open wait past its expiry that the sweep has not reached yet.
+UPDATE waits SET state = 'expired', resolved_at = :now
+WHERE id = :wait_id AND state = 'open' AND expires_at <= :now;
+
 -- name: expire_buffered
 UPDATE events SET state = 'unmatched' WHERE state = 'buffered' AND buffer_until < :now;
 
