@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import random
 import uuid
 from collections.abc import Callable, Coroutine
@@ -131,15 +130,18 @@ class Deliverer:
         while True:
             now = self._deps.clock()
             swept = await self._store.sweep(now, now - span)
-            if any(
-                (
-                    swept.reclaimed,
-                    swept.expired_deliveries,
-                    swept.expired_waits,
-                    swept.unmatched_events,
-                )
-            ):
-                log.info("store.swept", **dataclasses.asdict(swept))
+            counts = {
+                "reclaimed": swept.reclaimed,
+                "expired_deliveries": len(swept.expired_deliveries),
+                "expired_waits": swept.expired_waits,
+                "unmatched_events": swept.unmatched_events,
+            }
+            if any(counts.values()):
+                log.info("store.swept", **counts)
+            for outcome in swept.expired_deliveries:  # finished here, not by a lane
+                self._deps.metrics.outcomes.labels(outcome.tenant, outcome.state).inc()
+                if self._deps.on_outcome is not None:
+                    self._deps.on_outcome(outcome)
             if swept.reclaimed:
                 for lane in self._lanes.values():
                     lane.notify()

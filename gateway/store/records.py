@@ -165,7 +165,9 @@ class Pause:
 @dataclass(frozen=True, slots=True)
 class Sweep:
     reclaimed: int
-    expired_deliveries: int
+    expired_deliveries: list[Outcome]
+    """Pending deliveries whose wait's deadline passed before their turn: finished like any
+    other, so they are reported like any other."""
     expired_waits: int
     unmatched_events: int
 

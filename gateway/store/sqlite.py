@@ -48,6 +48,7 @@ from gateway.store.records import (
     DeliveryView,
     NewEvent,
     NewWait,
+    Outcome,
     Pause,
     Polled,
     Registration,
@@ -61,6 +62,8 @@ from gateway.store.sqlfiles import load_migrations, load_queries
 from gateway.store.wal import WriteAheadLog, settle_all
 
 T = TypeVar("T")
+WAIT_EXPIRED = "wait_expired"
+"""The reason of a delivery whose wait's deadline passed while it waited for its turn."""
 Work = Callable[[sqlite3.Connection], Any]
 log = structlog.get_logger(__name__)
 
@@ -684,9 +687,17 @@ class SQLiteStore:
         return await self._write(lambda conn: self._sweep(conn, now, forget_sends_before))
 
     def _sweep(self, conn: sqlite3.Connection, now: float, before: float) -> Sweep:
+        reclaimed = self._run(conn, "reclaim_leases", now=now).rowcount
+        expired = [
+            Outcome(tenant, key, i, event_id, source, "expired", WAIT_EXPIRED, n, status, at, now)
+            for i, tenant, key, event_id, source, n, status, at in self._run(
+                conn, "deliveries_to_expire", now=now
+            )
+        ]
+        self._run(conn, "expire_deliveries", now=now, reason=WAIT_EXPIRED)  # the same rows
         result = Sweep(
-            reclaimed=self._run(conn, "reclaim_leases", now=now).rowcount,
-            expired_deliveries=self._run(conn, "expire_deliveries", now=now).rowcount,
+            reclaimed=reclaimed,
+            expired_deliveries=expired,
             expired_waits=self._run(conn, "expire_waits", now=now).rowcount,
             unmatched_events=self._run(conn, "expire_buffered", now=now).rowcount,
         )

@@ -219,6 +219,26 @@ async def test_delivery_that_cannot_succeed_before_the_wait_expires_ends_expired
     assert delivery["attempts"] >= 2
 
 
+async def test_a_delivery_whose_wait_expires_in_the_queue_is_counted_as_finished(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    """The sweep ends it, not a lane: it ended uncounted and unpublished."""
+    settings = make_settings(
+        {"delivery": {"rate_window_s": 5.0, "rate_margin_s": 0.0}}, rate_limit_per_minute=1
+    )
+    gw = await start_gateway(settings)
+    first = await wait_for_job(gw, workato, "first")
+    await wait_for_job(gw, workato, "queued", timeout_s=0.5)
+    await gw.post("/v1/events", {"id": "e0", "key": "first", "status": "succeeded"})
+    await eventually(lambda: first.resume.count == 1)
+    await gw.post("/v1/events", {"id": "e1", "key": "queued", "status": "succeeded"})
+    delivery = await delivery_of(gw, "queued", "expired")
+    assert (delivery["reason"], delivery["attempts"]) == ("wait_expired", 0)
+    async with gw.http.get(gw.url + "/metrics") as resp:
+        text = await resp.text()
+    assert 'gateway_deliveries_finished_total{state="expired",tenant="acme"} 1.0' in text
+
+
 async def test_wait_without_event_expires_and_later_event_is_late(
     make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
 ) -> None:

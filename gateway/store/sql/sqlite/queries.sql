@@ -103,8 +103,16 @@ SET state = 'pending', ambiguous = 1, lease_owner = NULL, lease_until = NULL,
     next_attempt_at = :now
 WHERE state = 'sending' AND lease_until < :now;
 
+-- name: deliveries_to_expire
+SELECT d.id, d.tenant, w.key, e.event_id, e.source, d.attempts, d.last_status, e.received_at
+FROM deliveries d
+JOIN waits w ON w.id = d.wait_id
+JOIN events e ON e.id = d.event_row
+WHERE d.state = 'pending' AND d.deadline <= :now
+ORDER BY d.id;
+
 -- name: expire_deliveries
-UPDATE deliveries SET state = 'expired', reason = 'wait_expired', finished_at = :now
+UPDATE deliveries SET state = 'expired', reason = :reason, finished_at = :now
 WHERE state = 'pending' AND deadline <= :now;
 
 -- name: expire_waits
