@@ -646,6 +646,7 @@ class SQLiteStore:
                     "settle_delivery",
                     id=claim.delivery_id,
                     owner=owner,
+                    attempt=claim.attempt,
                     state=result.state,
                     reason=result.reason,
                     last_status=result.last_status,

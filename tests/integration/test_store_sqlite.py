@@ -213,6 +213,24 @@ async def test_a_leased_delivery_is_not_claimed_twice(store: SQLiteStore) -> Non
     assert await store.claim("acme", "c", T0, 5, 30, "w2") == []
 
 
+async def test_a_reclaimed_rows_earlier_attempt_cannot_settle_its_later_claim(
+    store: SQLiteStore,
+) -> None:
+    """One process (one owner) claims a row again after its lease ran out: the earlier
+    attempt's late answer settled the new claim, the row went back to pending while its
+    request was in flight, and a third send of the token could start."""
+    await store.register_wait(wait("k"), T0)
+    await store.record_event(event("k"), T0)
+    (slow,) = await store.claim("acme", "c", T0, 1, 30, "gw-1")
+    await store.sweep(T0 + 31, T0)
+    (again,) = await store.claim("acme", "c", T0 + 31, 1, 30, "gw-1")
+    retry = Settlement("pending", "http_503", 503, T0 + 40)
+    assert not await store.settle(slow, "gw-1", retry, T0 + 32)
+    assert states(store, "deliveries") == {"sending": 1}
+    assert await store.settle(again, "gw-1", Settlement("delivered", None, 204), T0 + 33)
+    assert states(store, "deliveries") == {"delivered": 1}
+
+
 async def test_expired_lease_returns_row_to_pending_as_ambiguous(store: SQLiteStore) -> None:
     await store.register_wait(wait("k"), T0)
     await store.record_event(event("k"), T0)

@@ -95,7 +95,9 @@ SET state = :state, reason = :reason, last_status = :last_status,
     ambiguous = MAX(ambiguous, :ambiguous), attempts = attempts - :refund,
     claim_check = MAX(claim_check, :claim_check),
     finished_at = :finished_at, lease_owner = NULL, lease_until = NULL
-WHERE id = :id AND state = 'sending' AND lease_owner = :owner;
+WHERE id = :id AND state = 'sending' AND lease_owner = :owner AND attempts = :attempt;
+-- :attempt fences the lease to one claim: after a reclaim, the same process may hold the row
+-- again under a later attempt, and the earlier attempt's answer must not settle it.
 
 -- name: reclaim_leases
 UPDATE deliveries
