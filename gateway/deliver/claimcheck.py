@@ -19,7 +19,7 @@ from gateway.store.records import Claim
 
 PATIENCE_S = 1.0
 """How long a claim check waits out a deletion under way; then the attempt is retried later.
-Well inside the lease margin (``deliverer.LEASE_MARGIN_S``) that the request's timeout leaves."""
+Well inside the lease margin (``lane.LEASE_MARGIN_S``) that the request's timeout leaves."""
 
 
 class ClaimChecks:

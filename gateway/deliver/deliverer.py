@@ -15,7 +15,7 @@ from gateway.blobs.base import BlobStore
 from gateway.clock import Clock
 from gateway.config.settings import DeliverySettings, TenantSettings
 from gateway.deliver.claimcheck import ClaimChecks
-from gateway.deliver.lane import Credential, Lane, LaneDeps
+from gateway.deliver.lane import LEASE_MARGIN_S, Credential, Lane, LaneDeps
 from gateway.deliver.limiter import SlidingWindow
 from gateway.deliver.workato import WorkatoClient
 from gateway.metrics import Metrics
@@ -24,8 +24,6 @@ from gateway.store.base import Store
 from gateway.store.records import Outcome
 
 log = structlog.get_logger(__name__)
-
-LEASE_MARGIN_S = 5.0
 
 
 class Deliverer:

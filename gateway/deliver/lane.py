@@ -39,6 +39,11 @@ from gateway.wakeable import sleep_or_wake
 
 log = structlog.get_logger(__name__)
 
+LEASE_MARGIN_S = 5.0
+"""What a resume request's timeout leaves of the lease, for its settlement."""
+SETTLE_MARGIN_S = 1.0
+"""What a reconcile lookup leaves of the lease, for its settlement."""
+
 
 @dataclass(frozen=True, slots=True)
 class LaneDeps:
@@ -126,8 +131,11 @@ class Lane:
         )
         if claims:  # the requests leave now, after the claim's commit
             self._window.record(self._deps.clock(), len(claims))
+        lease_until = now + d.settings.lease_s  # as the claim recorded it
         for claim in claims:
-            task = asyncio.create_task(self._deliver(claim), name=f"deliver-{claim.delivery_id}")
+            task = asyncio.create_task(
+                self._deliver(claim, lease_until), name=f"deliver-{claim.delivery_id}"
+            )
             self._in_flight.add(task)
             task.add_done_callback(self._finished)
         return len(claims)
@@ -144,7 +152,7 @@ class Lane:
 
     # -- one delivery ----------------------------------------------------------------------
 
-    async def _deliver(self, claim: Claim) -> None:
+    async def _deliver(self, claim: Claim, lease_until: float) -> None:
         try:
             token = self._deps.cipher.open(claim.sealed, aad=claim.tenant)
         except SecretError:
@@ -166,7 +174,7 @@ class Lane:
         if verdict.action is Action.TOO_LARGE and request.by_reference:
             verdict = Verdict(Action.DEAD, verdict.reason)  # nothing smaller left to send
         if verdict.action is Action.UNCONFIRMED and claim.job_json:
-            verdict = await self._reconcile(claim, verdict)
+            verdict = await self._reconcile(claim, verdict, lease_until)
         await self._settle(claim, verdict, attempt, await self._delay_for(verdict, claim))
 
     async def _request(self, claim: Claim, token: str) -> ResumeRequest | Verdict:
@@ -205,22 +213,26 @@ class Lane:
         payload = self._deps.blobs.read(blob.sha256)
         return ResumeRequest(FramedBody(head, payload, blob.size, tail), size)
 
-    async def _reconcile(self, claim: Claim, verdict: Verdict) -> Verdict:
+    async def _reconcile(self, claim: Claim, verdict: Verdict, lease_until: float) -> Verdict:
         """After an ambiguous attempt, a finished job proves the resume landed (DESIGN 6).
 
         The Jobs API shares the resume endpoint's rate limit, so the lookup takes a window slot
-        or is skipped. A job still ``pending`` proves nothing (it may be running after resume).
+        or is skipped. It must also end inside the lease, with time left to settle: a slow
+        upload may have used most of it, and a lookup past it would let the sweep hand the row
+        to another attempt. A job still ``pending`` proves nothing (it may be running after
+        resume).
         """
         async with self._credential.turn:
             now = self._deps.clock()
-            if self._window.available(now) == 0:
+            within_s = lease_until - now - SETTLE_MARGIN_S
+            if within_s <= 0 or self._window.available(now) == 0:
                 return verdict
             self._window.record(now)
         await self._deps.store.record_send(self.tenant.credential_id, now)
         job = JobRef.model_validate_json(claim.job_json or "")
         if job.managed_user_id is None and self.tenant.managed_user_id:
             job = job.model_copy(update={"managed_user_id": self.tenant.managed_user_id})
-        status = await self._client.job_status(job)
+        status = await self._client.job_status(job, within_s)
         if status in ("succeeded", "failed"):
             return Verdict(Action.DELIVERED, f"reconciled_job_{status}")
         return verdict

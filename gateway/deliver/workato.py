@@ -66,12 +66,15 @@ class WorkatoClient:
         except aiohttp.ClientError as exc:
             return Attempt(None, error=type(exc).__name__)
 
-    async def job_status(self, job: JobRef) -> str | None:
+    async def job_status(self, job: JobRef, within_s: float | None = None) -> str | None:
         """The job's ``status`` from the Jobs API (seed 001, or the managed_users form of 000),
-        or None when it cannot be read."""
+        or None when it cannot be read (within ``within_s`` too, when given)."""
         url = f"{self._base}{job_path(job)}"
+        timeout = self._timeout
+        if within_s is not None and within_s < self._timeout_s:
+            timeout = aiohttp.ClientTimeout(total=within_s, sock_connect=timeout.sock_connect)
         try:
-            async with self._session.get(url, headers=self._headers, timeout=self._timeout) as resp:
+            async with self._session.get(url, headers=self._headers, timeout=timeout) as resp:
                 if resp.status != 200:
                     return None
                 body = await resp.json(content_type=None)

@@ -360,6 +360,34 @@ async def test_ambiguous_attempt_is_reconciled_through_the_jobs_api(
     assert [r.path for r in lookups] == [f"/api/recipes/42/jobs/{job.id}"]
 
 
+async def test_a_reconcile_lookup_ends_inside_the_lease(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    """The second attempt's answer (the token is used) takes 1.5 s of the 3 s lease, and the
+    job lookup hangs: given its whole 2.5 s timeout, it ran past the lease, the sweep handed
+    the row to a third attempt, and a third resume request went out."""
+    workato.faults.set_plan(
+        faults(
+            ScriptedFault(kind="processed_then_error", path_prefix="/api/job/resume"),
+            ScriptedFault(kind="latency", seconds=1.5, path_prefix="/api/job/resume"),
+            ScriptedFault(kind="latency", seconds=10.0, path_prefix="/api/recipes"),
+        )
+    )
+    gw = await start_gateway(make_settings({"delivery": {"request_timeout_s": 2.5}}))
+    job = workato.create_job(recipe_id=42)
+    ref = {"recipe_id": 42, "job_id": job.id}
+    await gw.post("/v1/waits", {"key": "k", "resume_token": job.resume.token, "job": ref})
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
+    delivery = await delivery_of(gw, "k", "delivered", "delivered_unconfirmed", "dead")
+    await asyncio.sleep(1.0)  # a reclaimed row would be claimed and sent again by now
+    resumes = [r for r in workato.requests.entries() if r.path == "/api/job/resume"]
+    assert (delivery["state"], delivery["attempts"], len(resumes)) == (
+        "delivered_unconfirmed",
+        2,
+        2,
+    )
+
+
 async def test_reconcile_uses_the_managed_users_form_for_embedded_jobs(
     make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
 ) -> None:
