@@ -13,13 +13,9 @@ from gateway.http.views import wait_json
 from gateway.ingest.bodies import Bodies, content_type_of
 from gateway.ingest.service import Ingest
 from gateway.messages import CompletionEvent, WaitRegistration
-from gateway.store.records import JSON
+from gateway.store.records import CONFLICTS, JSON
 
 API_SOURCE = "api"
-CONFLICTS = {
-    "key_open_with_other_token": "an open wait for this key has a different resume_token",
-    "token_registered_under_other_key": "this resume_token is registered under another key",
-}
 
 
 class Api:

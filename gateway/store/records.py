@@ -97,6 +97,17 @@ class Registration:
     wait: WaitView | None
     matched: bool = False
     conflict: str | None = None
+    """Which of ``CONFLICTS``, when the outcome is ``conflict``."""
+
+
+CONFLICTS = {
+    "key_open_with_other_token": "an open wait for this key has a different resume_token",
+    "token_registered_under_other_key": "this resume_token is registered under another key",
+    "repeat_with_other_fields": (
+        "this resume_token is registered under this key with another job, watch or metadata"
+    ),
+}
+"""Why a registration conflicts, as its 409 (or dead letter) says it."""
 
 
 class Acceptance(NamedTuple):

@@ -329,6 +329,8 @@ class SQLiteStore:
         if same is not None:
             if same[1] != wait.key:
                 return Registration("conflict", None, conflict="token_registered_under_other_key")
+            if not _same_fields(same[2:], wait):  # a repeat is identical (DESIGN 5.1)
+                return Registration("conflict", None, conflict="repeat_with_other_fields")
             # the token's own wait: the key's latest may be a later one
             return Registration("repeat", self._view(conn, wait.tenant, wait.key, same[0]))
         open_wait = self._one(conn, "open_wait_by_key", tenant=wait.tenant, key=wait.key)
@@ -826,6 +828,19 @@ def _event_row(row: EventRow) -> tuple[Any, ...]:
         "" if blob is None else blob.sha256,
         JSON if blob is None else blob.content_type,
     )
+
+
+def _same_fields(stored: tuple[Any, ...], wait: NewWait) -> bool:
+    """The stored wait's job, metadata and watch are the registration's; the expiry is not
+    compared (a retry may compute it again from the clock: the first one stands)."""
+    job, metadata, watch = stored
+    spec = wait.watch.spec_json if wait.watch is not None else None
+    same_metadata: bool = _decoded(metadata) == _decoded(wait.metadata_json)  # any key order
+    return job == wait.job_json and watch == spec and same_metadata
+
+
+def _decoded(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
 
 
 def _blob_params(blob: BlobMeta, keep_until: float, now: float) -> dict[str, Any]:

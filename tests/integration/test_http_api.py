@@ -31,6 +31,9 @@ async def test_register_then_repeat_then_conflict(gw: RunningGateway) -> None:
     status, problem = await gw.post("/v1/waits", {**body, "resume_token": "tok-2"})
     assert status == 409
     assert problem["reason"] == "key_open_with_other_token"
+    status, problem = await gw.post("/v1/waits", {**body, "metadata": {"order": 2}})
+    assert status == 409
+    assert problem["reason"] == "repeat_with_other_fields"
 
 
 async def test_invalid_registration_names_the_field(gw: RunningGateway) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -16,7 +17,7 @@ from gateway.config.settings import StoreSettings
 from gateway.errors import BlobCollected, StoreError
 from gateway.security.tokens import SealedToken
 from gateway.store.factory import open_store
-from gateway.store.records import NewEvent, NewWait, Outcome, Pause, Settlement
+from gateway.store.records import NewEvent, NewWait, NewWatch, Outcome, Pause, Settlement
 from gateway.store.sqlfiles import load_migrations, load_queries
 from gateway.store.sqlite import ABANDONED_MARK_S, MAX_BATCH, SQLiteStore
 from tests.integration.held_syncs import HeldSyncs
@@ -147,6 +148,26 @@ async def test_identical_registration_is_a_repeat(store: SQLiteStore) -> None:
     await store.register_wait(wait("k", "t1"), T0)
     again = await store.register_wait(wait("k", "t1"), T0 + 1)
     assert again.outcome == "repeat"
+    assert states(store, "waits") == {"open": 1}
+
+
+async def test_a_repeat_with_other_fields_is_a_conflict_not_silently_the_first(
+    store: SQLiteStore,
+) -> None:
+    """The answer was 'repeat' and the new metadata, job or watch was dropped unseen."""
+    first = dataclasses.replace(wait("k", "t1"), metadata_json='{"a": 1, "b": [2]}')
+    await store.register_wait(first, T0)
+    reordered = dataclasses.replace(first, metadata_json='{"b": [2], "a": 1}', expires_at=T0 + 9)
+    assert (await store.register_wait(reordered, T0 + 1)).outcome == "repeat"
+    others = [
+        dataclasses.replace(first, metadata_json='{"a": 2, "b": [2]}'),
+        dataclasses.replace(first, metadata_json=None),
+        dataclasses.replace(first, job_json='{"recipe_id":1,"job_id":"j"}'),
+        dataclasses.replace(first, watch=NewWatch("pixxel", "px", '{"job_id":"j"}')),
+    ]
+    for other in others:
+        answer = await store.register_wait(other, T0 + 2)
+        assert (answer.outcome, answer.conflict) == ("conflict", "repeat_with_other_fields")
     assert states(store, "waits") == {"open": 1}
 
 

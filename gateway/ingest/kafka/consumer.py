@@ -38,7 +38,7 @@ from gateway.ingest.kafka.flow import Backpressure, Flow
 from gateway.ingest.kafka.records import Batch, Poison, Record
 from gateway.kafka_connection import close_consumer, connection_options, ms
 from gateway.metrics import Metrics
-from gateway.store.records import Acceptance, NewEvent, NewWait, Registration
+from gateway.store.records import CONFLICTS, Acceptance, NewEvent, NewWait, Registration
 from gateway.wakeable import sleep_or_wake
 
 log = structlog.get_logger(__name__)
@@ -50,10 +50,6 @@ from a task of its own, a few turns of the event loop after ``getmany`` drained 
 decoding and writing the batches first held the loop for a tenth of a second, and only then did
 the request leave, so the broker's round trip was added to every cycle instead of overlapping
 it. The loop's quick callbacks run well within this pause."""
-CONFLICTS = {
-    "key_open_with_other_token": "an open wait for this key has a different resume_token",
-    "token_registered_under_other_key": "this resume_token is registered under another key",
-}
 
 
 class BatchIngest(Preparer, Protocol):

@@ -1,7 +1,9 @@
 -- Named queries of the SQLite store, loaded once. Parameters are named (:name).
 
 -- name: wait_by_token
-SELECT id, key FROM waits WHERE tenant = :tenant AND token_digest = :token_digest;
+-- With what a repeat must match: the job, the metadata and the watch's spec.
+SELECT w.id, w.key, w.job, w.metadata, (SELECT spec FROM watches WHERE wait_id = w.id)
+FROM waits w WHERE w.tenant = :tenant AND w.token_digest = :token_digest;
 
 -- name: open_wait_by_key
 SELECT id, expires_at FROM waits WHERE tenant = :tenant AND key = :key AND state = 'open';
