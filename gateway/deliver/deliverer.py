@@ -68,7 +68,6 @@ class Deliverer:
         """Open the HTTP session, restore rate windows and pauses, start lanes and the sweeper."""
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         credentials = await self._credentials()
-        pauses = {p.tenant: p.until for p in await self._store.active_pauses(self._deps.clock())}
         for tenant in self._tenants:
             # the lease must outlive any request: what is left of it bounds a long upload
             longest = self._settings.lease_s - LEASE_MARGIN_S
@@ -76,22 +75,25 @@ class Deliverer:
                 self._session, tenant, self._settings.request_timeout_s, longest_s=longest
             )
             lane = Lane(tenant, client, credentials[tenant.credential_id], self._deps)
-            lane.paused_until = pauses.get(tenant.name, 0.0)
             self._lanes[tenant.name] = lane
             self._spawn(lane.run(), f"lane-{tenant.name}")
         self._spawn(self._sweep_forever(), "sweeper")
 
     async def _credentials(self) -> dict[str, Credential]:
-        """One rate window per credential (tenants sharing a credential share it), from the
-        store."""
+        """One rate window and pause per credential (tenants sharing a credential share them),
+        restored from the store: paused while any of its tenants' pauses lasts."""
         credentials: dict[str, Credential] = {}
         span = self._settings.rate_window_s + self._settings.rate_margin_s
+        now = self._deps.clock()
+        pauses = {p.tenant: p.until for p in await self._store.active_pauses(now)}
         for tenant in self._tenants:
             cid = tenant.credential_id
             if cid not in credentials:
-                history = await self._store.recent_sends(cid, self._deps.clock() - span)
+                history = await self._store.recent_sends(cid, now - span)
                 window = SlidingWindow(tenant.rate_limit_per_minute, span, history)
                 credentials[cid] = Credential(window)
+            credential = credentials[cid]
+            credential.paused_until = max(credential.paused_until, pauses.get(tenant.name, 0.0))
         return credentials
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:

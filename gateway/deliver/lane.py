@@ -64,13 +64,15 @@ class LaneDeps:
 
 @dataclass(slots=True)
 class Credential:
-    """What the lanes of one credential share: its rate window, and the turn they take to use
-    it. A claim reads the free slots, awaits the store's commit, then records its sends; another
-    lane of the credential, or a reconcile lookup, taking those slots meanwhile would overrun
-    the limit."""
+    """What the lanes of one credential share: its rate window, the turn they take to use it,
+    and its pause. A claim reads the free slots, awaits the store's commit, then records its
+    sends; another lane of the credential, or a reconcile lookup, taking those slots meanwhile
+    would overrun the limit. A 429 or a rejected credential pauses every tenant that sends
+    with it: the others would only meet the same answer."""
 
     window: SlidingWindow
     turn: asyncio.Lock = field(default_factory=asyncio.Lock)
+    paused_until: float = 0.0
 
 
 class Lane:
@@ -87,7 +89,6 @@ class Lane:
         self._backoff = Backoff(deps.settings.backoff_base_s, deps.settings.backoff_cap_s)
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
-        self.paused_until = 0.0
 
     def notify(self) -> None:
         """New work may be due: skip the poll interval."""
@@ -97,10 +98,13 @@ class Lane:
         """Claim and send until cancelled; the caller drains with ``drain``."""
         while True:
             now = self._deps.clock()
-            if self.paused_until > now:
-                await asyncio.sleep(self.paused_until - now)
-                if self.paused_until <= self._deps.clock():  # not extended meanwhile
-                    self._deps.metrics.paused.labels(self.tenant.name).set(0)
+            credential = self._credential
+            if credential.paused_until > now:
+                paused = self._deps.metrics.paused.labels(self.tenant.name)
+                paused.set(1)
+                await asyncio.sleep(credential.paused_until - now)
+                if credential.paused_until <= self._deps.clock():  # not extended meanwhile
+                    paused.set(0)
                 continue
             if self._window.available(now) == 0:
                 # Nothing may leave before a slot frees: new work need not wake us.
@@ -255,7 +259,7 @@ class Lane:
 
     async def _pause(self, seconds: float, reason: str) -> None:
         until = self._deps.clock() + seconds
-        self.paused_until = max(self.paused_until, until)
+        self._credential.paused_until = max(self._credential.paused_until, until)
         self._deps.metrics.paused.labels(self.tenant.name).set(1)
         await self._deps.store.pause_tenant(Pause(self.tenant.name, until, reason))
         log.warning(

@@ -208,6 +208,42 @@ async def test_401_pauses_the_tenant_without_burning_attempts(
     assert job.resume.count == 1
 
 
+async def test_a_rejected_credential_pauses_every_tenant_that_sends_with_it(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox, workato_url: str
+) -> None:
+    """The pause was per tenant: the credential's other tenants kept sending into the 401."""
+    workato.settings = workato.settings.updated({"api_tokens": ["someone-else"]})
+    tenant = {"base_url": workato_url, "api_token": WORKATO_TOKEN}
+    tenants = [
+        {"name": "acme", "api_keys": [API_KEY], **tenant},
+        {"name": "beta", "api_keys": ["beta-api-key-0123456789"], **tenant},
+    ]
+    gw = await start_gateway(make_settings({"tenants": tenants, "delivery": {"auth_pause_s": 1.0}}))
+    beta = {"Authorization": "Bearer beta-api-key-0123456789"}
+    jobs = [workato.create_job() for _ in range(2)]
+    for (i, job), headers in zip(enumerate(jobs), (gw.auth, beta), strict=True):
+        registration = {"key": f"k{i}", "resume_token": job.resume.token}
+        async with gw.http.post(gw.url + "/v1/waits", json=registration, headers=headers) as r:
+            assert r.status == 201
+
+    async def send(i: int, headers: dict[str, str]) -> None:
+        event = {"id": f"e{i}", "key": f"k{i}", "status": "succeeded"}
+        async with gw.http.post(gw.url + "/v1/events", json=event, headers=headers) as r:
+            assert r.status == 202
+
+    def rejected() -> int:
+        return sum(r.status == 401 for r in workato.requests.entries())
+
+    await send(0, gw.auth)
+    await eventually(rejected)
+    await send(1, beta)
+    await asyncio.sleep(0.4)  # beta's lane, not paused, would have sent by now
+    assert rejected() == 1
+    workato.settings = workato.settings.updated({"api_tokens": [WORKATO_TOKEN]})
+    await eventually(lambda: all(job.resume.count == 1 for job in jobs))
+    assert rejected() == 1
+
+
 async def test_delivery_that_cannot_succeed_before_the_wait_expires_ends_expired(
     make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
 ) -> None:
