@@ -38,7 +38,11 @@ async def problem_middleware(request: web.Request, handler: Any) -> web.StreamRe
         response: web.StreamResponse = await handler(request)
         return response
     except IngestError as exc:
-        refused = problem(exc.status, exc.problem_type, exc.title, exc.detail, **exc.extensions)
+        extensions = exc.extensions
+        if isinstance(exc, InvalidInput) and "errors" not in extensions:  # one shape for a 422
+            field = str(extensions.get("field", "(body)"))
+            extensions = {**extensions, "errors": [{"field": field, "message": exc.detail}]}
+        refused = problem(exc.status, exc.problem_type, exc.title, exc.detail, **extensions)
         refused.headers.extend(exc.headers)
         return refused
     except BlobCollected:  # expected and short: the payload's bytes are being collected

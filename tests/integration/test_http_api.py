@@ -67,6 +67,7 @@ async def test_expires_at_in_the_past_is_refused(gw: RunningGateway) -> None:
     )
     assert status == 422
     assert problem["field"] == "expires_at"
+    assert problem["errors"] == [{"field": "expires_at", "message": "expires_at is in the past"}]
 
 
 async def test_expires_at_is_capped_at_sixty_days(gw: RunningGateway) -> None:
