@@ -40,9 +40,12 @@ def openapi_document() -> dict[str, Any]:
         "info": {"title": "resume-gateway", "version": __version__},
         "components": {
             "schemas": defs["$defs"],
-            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer"},
+                "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
         },
-        "security": [{"apiKey": []}],
+        "security": [{"apiKey": []}, {"apiKeyHeader": []}],
         "paths": _paths(),
     }
 
@@ -56,8 +59,14 @@ def _paths() -> dict[str, Any]:
                 {
                     "201": ("Registered", "WaitStatus"),
                     "200": ("Identical repeat", "WaitStatus"),
-                    "409": ("The key is open with another token", "Problem"),
+                    "409": (
+                        "The key is open with another token, the token is registered under"
+                        " another key, or a repeat differs (see reason)",
+                        "Problem",
+                    ),
+                    "413": ("Body over [server] max_body_bytes", "Problem"),
                     "422": ("Invalid registration", "Problem"),
+                    "503": ("The store failed; nothing was registered, retry", "Problem"),
                 },
             )
         },
@@ -86,7 +95,12 @@ def _paths() -> dict[str, Any]:
                     "202": ("Accepted: matched, buffered or late", "EventAccepted"),
                     "200": ("Duplicate", "EventAccepted"),
                     "413": ("Body over [ingest] max_body_bytes", "Problem"),
+                    "415": ("The Content-Type is not a media type", "Problem"),
                     "422": ("Invalid event", "Problem"),
+                    "503": (
+                        "The store, the blob store or the disk failed; nothing was accepted, retry",
+                        "Problem",
+                    ),
                 },
             )
             | _payload_form()
