@@ -6,7 +6,15 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+)
 
 Key = Field(min_length=1, max_length=512, description="Correlation key shared by wait and event.")
 EventStatus = Literal["succeeded", "failed"]
@@ -33,7 +41,7 @@ def _finite(value: Any) -> Any:
 class JobRef(_Message):
     """Which Workato job is waiting; lets the gateway reconcile through the Jobs API."""
 
-    recipe_id: int | str
+    recipe_id: StrictInt | StrictStr  # a JSON true is not recipe 1
     job_id: str = Field(min_length=1, max_length=128)
     managed_user_id: str | None = Field(default=None, max_length=128)
 

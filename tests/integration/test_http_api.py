@@ -78,6 +78,15 @@ async def test_expires_at_is_capped_at_sixty_days(gw: RunningGateway) -> None:
     assert created["expires_at"] < "2999"
 
 
+async def test_a_recipe_id_must_be_an_integer_or_a_string_not_coerced(gw: RunningGateway) -> None:
+    """true was taken as recipe 1."""
+    for recipe_id in (True, 4.0):
+        job = {"recipe_id": recipe_id, "job_id": "j"}
+        status, problem = await gw.post("/v1/waits", {"key": "k", "resume_token": "t", "job": job})
+        assert status == 422
+        assert {e["field"] for e in problem["errors"]} == {"job.recipe_id.int", "job.recipe_id.str"}
+
+
 async def test_missing_or_wrong_api_key_is_401(gw: RunningGateway) -> None:
     for headers in ({}, {"Authorization": "Bearer nope"}):
         async with gw.http.post(gw.url + "/v1/events", json={}, headers=headers) as resp:
