@@ -7,7 +7,7 @@ from typing import Protocol
 from urllib.parse import quote
 
 import aiohttp
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from gateway.config.connections import AlteryxConnection, PixxelConnection
 from gateway.errors import GatewayError
@@ -95,7 +95,10 @@ class AlteryxClient:
             raise PollError(f"alteryx token endpoint unreachable: {type(exc).__name__}") from exc
         if resp.status != 200:
             raise PollError(f"alteryx token endpoint answered {resp.status}")
-        token = _Token.model_validate_json(body)
+        try:
+            token = _Token.model_validate_json(body)
+        except ValidationError:  # e.g. a login page: not the job's answer, and not quoted
+            raise PollError("alteryx token endpoint answered 200 without an access_token") from None
         self._token = token.access_token
         self._token_until = time.monotonic() + token.expires_in - TOKEN_REFRESH_MARGIN_S
 

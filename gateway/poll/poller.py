@@ -146,19 +146,21 @@ class Poller:
         cap = conn.max_backoff_s if conn else 300.0
         self._metrics.polls.labels(claim.connection, "error").inc()
         failures = claim.failures + 1
-        delay = self._rng.uniform(0.0, min(cap, base * 2**failures))
+        delay = backoff_s(failures, base, cap, self._rng)
         now = self._clock()
         log.warning(
             "watch.poll_failed", tenant=claim.tenant, key=claim.key, error=error, failures=failures
         )
-        polled = Polled(now + max(delay, base / 2), failures, None, None, error)
+        polled = Polled(now + delay, failures, None, None, error)
         await self._store.watch_polled(claim, self._owner, polled, now)
 
     async def _finished(self, claim: WatchClaim, spec: dict[str, str], state: JobState) -> None:
         assert state.status is not None
         assert state.data is not None
+        # one event per watch: a job id is unique only within its Pixxel workflow, and two
+        # waits may watch one job; as the job's id it deduplicated the second watch's report
         event = CompletionEvent(
-            id=f"{claim.kind}:{spec['job_id']}", key=claim.key, status=state.status
+            id=f"{claim.kind}:watch-{claim.id}", key=claim.key, status=state.status
         )
         try:
             result = await self._ingest.accept(
@@ -194,3 +196,12 @@ class Poller:
         except PollError as exc:
             result = f"failed: {exc}"
         log.info("watch.job_cancel", tenant=claim.tenant, key=claim.key, result=result)
+
+
+def backoff_s(failures: int, base_s: float, cap_s: float, rng: random.Random) -> float:
+    """Full jitter over ``base * 2**failures`` up to the cap, and at least half the base (a
+    failing system is not polled faster than its interval allows). The exponent stops growing
+    long before the cap needs it: at 1024 failures, about 43 hours at a 300 s cap, the power
+    overflowed a float and the poll task died."""
+    ceiling = min(cap_s, base_s * 2 ** min(failures, 32))
+    return max(rng.uniform(0.0, ceiling), base_s / 2)

@@ -10,9 +10,13 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
+from gateway.config.connections import AlteryxConnection
 from gateway.config.settings import Settings
+from gateway.poll.clients import AlteryxClient, PollError
 from gateway.sandbox.alteryx import AlteryxSandbox, AlteryxSandboxSettings
 from gateway.sandbox.alteryx import JobScript as AlteryxScript
 from gateway.sandbox.alteryx import create_app as alteryx_app
@@ -142,6 +146,38 @@ async def test_alteryx_job_is_polled_to_completion_and_resumes_once(
     assert wait["watch"]["polls"] >= 2
     await asyncio.sleep(0.3)
     assert job.resume.count == 1
+
+
+async def test_two_waits_watching_one_job_are_both_resumed(
+    gw: RunningGateway, workato: WorkatoSandbox, alteryx: AlteryxSandbox
+) -> None:
+    """The event id was the job's: the second watch's report was a duplicate, its watch done
+    and its wait never resumed (so too a Pixxel job id in a second workflow)."""
+    ayx = alteryx.create_job(AlteryxScript(queued_s=0.1, running_s=0.3))
+    jobs = [await register(gw, workato, key, alteryx_watch(ayx.id)) for key in ("k1", "k2")]
+    await eventually(lambda: all(job.resume.count == 1 for job in jobs))
+    for key in ("k1", "k2"):
+        wait = await eventually(lambda key=key: settled(gw, key))
+        assert (wait["watch"]["state"], wait["delivery"]["state"]) == ("done", "delivered")
+
+
+async def test_a_token_answer_without_a_token_is_a_poll_error(
+    settings: Settings,
+) -> None:
+    """A login page answered 200: its ValidationError escaped the cancel path and the poller
+    died, and the gateway with it (on every restart, while the watch stayed active)."""
+
+    async def login_page(_request: web.Request) -> web.Response:
+        return web.Response(text="<html>sign in</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_post("/webapi/oauth2/token", login_page)
+    async with SandboxServer(app) as server, aiohttp.ClientSession() as session:
+        (ayx,) = [c for c in settings.connections if isinstance(c, AlteryxConnection)]
+        client = AlteryxClient(session, ayx.model_copy(update={"base_url": server.url}))
+        for call in (client.cancel, client.job):
+            with pytest.raises(PollError, match="without an access_token"):
+                await call({"job_id": "j-1"})
 
 
 async def test_alteryx_spelling_variant_and_error_disposition_fail_the_job(

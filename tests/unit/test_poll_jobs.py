@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 from pydantic import ValidationError
 
 from gateway.poll.jobs import alteryx_state, pixxel_state
+from gateway.poll.poller import backoff_s
 
 
 def alteryx(status: str, disposition: str | None = None) -> bytes:
@@ -92,3 +94,12 @@ def test_pixxel_failure_carries_the_failing_tasks() -> None:
 def test_pixxel_answer_that_is_not_json_is_a_validation_error() -> None:
     with pytest.raises(ValidationError):
         pixxel_state(b"<html>")
+
+
+def test_the_poll_backoff_is_jittered_capped_and_survives_any_number_of_failures() -> None:
+    rng = random.Random(2)
+    for failures in (1, 5, 1_023, 1_024, 100_000):
+        delays = [backoff_s(failures, 10.0, 300.0, rng) for _ in range(500)]
+        ceiling = min(300.0, 10.0 * 2**failures) if failures < 32 else 300.0
+        assert all(5.0 <= d <= ceiling for d in delays)
+        assert max(delays) > 0.9 * ceiling
