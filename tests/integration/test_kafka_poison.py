@@ -13,6 +13,7 @@ import pytest
 
 from gateway.clock import system_clock
 from gateway.config.kafka import KafkaSettings
+from gateway.errors import StoreError
 from gateway.ingest.kafka import KafkaIngest
 from gateway.sandbox.workato_state import WorkatoSandbox
 from gateway.store.records import Acceptance, NewEvent, NewWait, Registration
@@ -182,4 +183,56 @@ async def test_a_store_that_falls_behind_pauses_the_partitions_until_it_catches_
     finally:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
+        await consumer.stop(5.0)
+
+
+class FailingOnce:
+    """Wraps the ingest so that its first batch fails, as a store error would fail it."""
+
+    def __init__(self, ingest: Any) -> None:
+        self._ingest = ingest
+        self.failed = False
+        self.persisted: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ingest, name)
+
+    async def ingest_batch(
+        self, waits: list[NewWait], events: list[NewEvent]
+    ) -> tuple[list[Registration], list[Acceptance]]:
+        if not self.failed:
+            self.failed = True
+            raise StoreError("sqlite: database is locked")
+        result: tuple[list[Registration], list[Acceptance]] = await self._ingest.ingest_batch(
+            waits, events
+        )
+        self.persisted += [event.event_id for event in events]
+        return result
+
+
+async def test_after_a_failed_batch_no_later_batch_commits_past_it(
+    kafka: Tansu, make_settings: SettingsFactory, start_gateway: Start
+) -> None:
+    """The batches chained behind a failed one are abandoned; one fetched after it had left
+    the batches in flight had no predecessor, committed, and the failed records were lost."""
+    gw: RunningGateway = await start_gateway(make_settings())
+    failing = FailingOnce(gw.gateway.ingest)
+    consumer = KafkaIngest(
+        KafkaSettings.model_validate(kafka_config(kafka.bootstrap)),
+        failing,
+        frozenset({"acme"}),
+        system_clock,
+        gw.gateway.metrics,
+    )
+    await consumer.start()
+    try:
+        first = [Message(EVENTS, b"one", event_value("acme", f"a{i}", "one")) for i in range(5)]
+        await produce(kafka.bootstrap, first)
+        await asyncio.wait_for(consumer.failed.wait(), 20)
+        later = [Message(EVENTS, b"one", event_value("acme", f"b{i}", "one")) for i in range(5)]
+        await produce(kafka.bootstrap, later)
+        await asyncio.sleep(1.5)  # a fetch, a batch and a commit take far less
+        assert await committed(kafka.bootstrap, "resume-gateway", [EVENTS]) == 0
+        assert failing.persisted == []
+    finally:
         await consumer.stop(5.0)

@@ -201,7 +201,7 @@ class KafkaIngest:
     # -- intake ----------------------------------------------------------------------------
 
     async def _fetch_forever(self) -> None:
-        while True:
+        while not self.failed.is_set():  # after a failure the gateway stops: fetch no more
             self._changed.clear()
             flow = self._flow.decide(len(self._in_flight), self._oldest_age_s())
             self._steer(flow)
@@ -283,6 +283,8 @@ class KafkaIngest:
                 await asyncio.wait({previous})
                 if previous.cancelled() or previous.exception() is not None:
                     raise _Abandoned  # its offsets come first: neither commits, both are read again
+            if self.failed.is_set():  # a batch failed before this one was fetched: it must not
+                raise _Abandoned  # commit past that batch's records while the gateway stops
             if not self._hand_on(entry, batch):
                 await self._commit(batch)
         except KafkaError as exc:
@@ -349,8 +351,9 @@ class KafkaIngest:
 
 
 class _Abandoned(Exception):
-    """A batch fetched after one that failed or was cancelled: its offsets must not be
-    committed either (they are past the failed batch's), nor any after it."""
+    """A batch fetched after one that failed or was cancelled, even once that one has left
+    the batches in flight: its offsets must not be committed either (they are past the failed
+    batch's), nor any after it."""
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped library
