@@ -10,6 +10,8 @@ import time
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import TopicPartition
 
 from gateway.clock import system_clock
 from gateway.config.kafka import KafkaSettings
@@ -236,3 +238,38 @@ async def test_after_a_failed_batch_no_later_batch_commits_past_it(
         assert failing.persisted == []
     finally:
         await consumer.stop(5.0)
+
+
+async def produce_without_key_or_value(bootstrap: str) -> None:
+    """What Java and librdkafka producers may send; aiokafka's ``send`` refuses it, so the
+    record goes through its accumulator."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.client._wait_on_metadata(EVENTS)
+        sent = await producer._message_accumulator.add_message(
+            TopicPartition(EVENTS, 0), None, None, 30, timestamp_ms=None, headers=[]
+        )
+        await sent
+    finally:
+        await producer.stop()
+
+
+async def test_a_record_without_key_or_value_is_dead_lettered_not_a_crash(
+    kafka: Tansu, make_settings: SettingsFactory, start_gateway: Start
+) -> None:
+    """Sent on as it came, it made aiokafka assert: the batch died, the gateway stopped, and
+    the record was read again on the next start."""
+    gw: RunningGateway = await start_gateway(
+        make_settings({"kafka": kafka_config(kafka.bootstrap)})
+    )
+    await produce_without_key_or_value(kafka.bootstrap)
+    (dead,) = await read_topic(kafka.bootstrap, DLQ, 1)
+    headers = dict(dead.headers)
+    assert (dead.key, dead.value) == (None, b"")
+    assert (headers["dlq.error.kind"], headers["dlq.value_null"]) == (b"not_json", b"true")
+    deadline = time.monotonic() + 10
+    while await committed(kafka.bootstrap, "resume-gateway", [EVENTS]) < 1:
+        assert time.monotonic() < deadline, "the offset did not move past the record"
+        await asyncio.sleep(0.1)
+    assert not gw.gateway.kafka.failed.is_set()

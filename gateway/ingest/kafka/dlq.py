@@ -29,6 +29,8 @@ OFFSET = "dlq.original.offset"
 TIMESTAMP = "dlq.original.timestamp_ms"
 GROUP = "dlq.consumer.group"
 VALUE_OMITTED = "dlq.value_omitted_bytes"
+VALUE_NULL = "dlq.value_null"
+"""Set when the original value was null: with no key either, it goes as an empty value."""
 
 Headers = list[tuple[str, bytes]]
 
@@ -88,6 +90,8 @@ class DeadLetters:
 
     async def _send(self, record: Record, poison: Poison) -> bool:
         headers = dead_letter_headers(record, poison, self._group)
+        if record.value is None:
+            headers.append((VALUE_NULL, b"true"))
         try:
             await self._produce(record.value, record.key, headers)
         except MessageSizeTooLargeError:
@@ -104,6 +108,8 @@ class DeadLetters:
         return True
 
     async def _produce(self, value: bytes | None, key: bytes | None, headers: Headers) -> None:
+        if value is None and key is None:  # aiokafka refuses to send neither (an assertion,
+            value = b""  # which ended the batch and the gateway, on every restart)
         delivered = await self._producer.send(self._topic, value=value, key=key, headers=headers)
         await delivered
 
