@@ -65,7 +65,9 @@ def _route_standard_logging(level: str, stamp: Any, redactor: Redactor, renderer
     for earlier in [h for h in root.handlers if isinstance(h, _LibraryRecords)]:
         root.removeHandler(earlier)
     root.addHandler(handler)
-    root.setLevel(LEVELS.get(level, logging.ERROR))
+    # libraries' info lines (aiohttp's access log of the dev sandbox, aiokafka's group chatter)
+    # were hidden by the unconfigured default, and stay so
+    root.setLevel(max(LEVELS.get(level, logging.ERROR), logging.WARNING))
 
 
 class _LibraryRecords(logging.StreamHandler[TextIO]):

@@ -139,9 +139,7 @@ class Deliverer:
             if any(counts.values()):
                 log.info("store.swept", **counts)
             for outcome in swept.expired_deliveries:  # finished here, not by a lane
-                self._deps.metrics.outcomes.labels(outcome.tenant, outcome.state).inc()
-                if self._deps.on_outcome is not None:
-                    self._deps.on_outcome(outcome)
+                self._deps.finished(outcome)
             if swept.reclaimed:
                 for lane in self._lanes.values():
                     lane.notify()

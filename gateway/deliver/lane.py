@@ -61,6 +61,13 @@ class LaneDeps:
     on_outcome: Callable[[Outcome], None] | None = None
     """Told of every finished delivery (e.g. to publish it to ``resume.outcomes``)."""
 
+    def finished(self, outcome: Outcome) -> None:
+        """A delivery reached its final state, by a lane or by the sweep: counted once, and
+        told to the outcome listener."""
+        self.metrics.outcomes.labels(outcome.tenant, outcome.state).inc()
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+
 
 @dataclass(slots=True)
 class Credential:
@@ -110,8 +117,10 @@ class Lane:
                 # Nothing may leave before a slot frees: new work need not wake us.
                 await asyncio.sleep(self._window.next_free_at(now) - now)
                 continue
-            async with self._credential.turn:
+            async with credential.turn:
                 now = self._deps.clock()
+                if credential.paused_until > now:  # paused while this lane waited its turn
+                    continue
                 room = min(
                     self._window.available(now),
                     self._deps.settings.max_in_flight - len(self._in_flight),
@@ -221,18 +230,23 @@ class Lane:
         """After an ambiguous attempt, a finished job proves the resume landed (DESIGN 6).
 
         The Jobs API shares the resume endpoint's rate limit, so the lookup takes a window slot
-        or is skipped. It must also end inside the lease, with time left to settle: a slow
+        or is skipped (as it is while the credential is paused). It must also end inside the
+        lease, with time left to settle: a slow
         upload may have used most of it, and a lookup past it would let the sweep hand the row
         to another attempt. A job still ``pending`` proves nothing (it may be running after
         resume).
         """
-        async with self._credential.turn:
+        credential = self._credential
+        async with credential.turn:
             now = self._deps.clock()
-            within_s = lease_until - now - SETTLE_MARGIN_S
-            if within_s <= 0 or self._window.available(now) == 0:
+            late = lease_until - now <= SETTLE_MARGIN_S
+            if late or credential.paused_until > now or self._window.available(now) == 0:
                 return verdict
             self._window.record(now)
         await self._deps.store.record_send(self.tenant.credential_id, now)
+        within_s = lease_until - self._deps.clock() - SETTLE_MARGIN_S  # after that write
+        if within_s <= 0:
+            return verdict
         job = JobRef.model_validate_json(claim.job_json or "")
         if job.managed_user_id is None and self.tenant.managed_user_id:
             job = job.model_copy(update={"managed_user_id": self.tenant.managed_user_id})
@@ -272,14 +286,11 @@ class Lane:
         kept = await self._deps.store.settle(claim, self._deps.owner, result, now)
         self._record(claim, verdict, result, kept)
         state = result.state
-        if kept and state != "pending" and self._deps.on_outcome is not None:
-            self._deps.on_outcome(_outcome(claim, result, state, now))
+        if kept and state != "pending":  # not kept: the row is another attempt's now
+            self._deps.finished(_outcome(claim, result, state, now))
 
     def _record(self, claim: Claim, verdict: Verdict, result: Settlement, kept: bool) -> None:
-        m = self._deps.metrics
-        m.attempts.labels(self.tenant.name, verdict.action.value).inc()
-        if result.state != "pending":
-            m.outcomes.labels(self.tenant.name, result.state).inc()
+        self._deps.metrics.attempts.labels(self.tenant.name, verdict.action.value).inc()
         log.info(
             "delivery.attempted",
             tenant=claim.tenant,

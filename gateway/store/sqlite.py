@@ -835,12 +835,14 @@ def _same_fields(stored: tuple[Any, ...], wait: NewWait) -> bool:
     compared (a retry may compute it again from the clock: the first one stands)."""
     job, metadata, watch = stored
     spec = wait.watch.spec_json if wait.watch is not None else None
-    same_metadata: bool = _decoded(metadata) == _decoded(wait.metadata_json)  # any key order
+    same_metadata = _canonical(metadata) == _canonical(wait.metadata_json)
     return job == wait.job_json and watch == spec and same_metadata
 
 
-def _decoded(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+def _canonical(text: str | None) -> str | None:
+    """The JSON with its keys sorted: any key order is the same metadata, but not a
+    different type (decoded, ``true == 1`` in Python)."""
+    return None if text is None else json.dumps(json.loads(text), sort_keys=True)
 
 
 def _blob_params(blob: BlobMeta, keep_until: float, now: float) -> dict[str, Any]:

@@ -264,10 +264,11 @@ async def test_a_delivery_whose_wait_expires_in_the_queue_is_counted_as_finished
     )
     gw = await start_gateway(settings)
     first = await wait_for_job(gw, workato, "first")
-    await wait_for_job(gw, workato, "queued", timeout_s=0.5)
+    await wait_for_job(gw, workato, "queued", timeout_s=2.0)  # the window frees after 5 s
     await gw.post("/v1/events", {"id": "e0", "key": "first", "status": "succeeded"})
     await eventually(lambda: first.resume.count == 1)
-    await gw.post("/v1/events", {"id": "e1", "key": "queued", "status": "succeeded"})
+    _, answer = await gw.post("/v1/events", {"id": "e1", "key": "queued", "status": "succeeded"})
+    assert answer["outcome"] == "matched"
     delivery = await delivery_of(gw, "queued", "expired")
     assert (delivery["reason"], delivery["attempts"]) == ("wait_expired", 0)
     async with gw.http.get(gw.url + "/metrics") as resp:

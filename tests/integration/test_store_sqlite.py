@@ -162,6 +162,7 @@ async def test_a_repeat_with_other_fields_is_a_conflict_not_silently_the_first(
     others = [
         dataclasses.replace(first, metadata_json='{"a": 2, "b": [2]}'),
         dataclasses.replace(first, metadata_json=None),
+        dataclasses.replace(first, metadata_json='{"a": true, "b": [2]}'),  # true == 1 in Python
         dataclasses.replace(first, job_json='{"recipe_id":1,"job_id":"j"}'),
         dataclasses.replace(first, watch=NewWatch("pixxel", "px", '{"job_id":"j"}')),
     ]

@@ -1,0 +1,57 @@
+"""The turn lanes of one credential take: what a lane waiting for it sees once it has it."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from types import SimpleNamespace
+from typing import Any
+
+from gateway.clock import FakeClock
+from gateway.config.settings import DeliverySettings
+from gateway.deliver.lane import Credential, Lane, LaneDeps
+from gateway.deliver.limiter import SlidingWindow
+from gateway.metrics import Metrics
+
+
+class SlowClaims:
+    """A store whose claims find nothing; tenant ``a``'s wait for ``commit`` first."""
+
+    def __init__(self) -> None:
+        self.commit = asyncio.Event()
+        self.claiming = asyncio.Event()
+        self.claims: list[str] = []
+
+    async def claim(self, tenant: str, *_args: Any) -> list[Any]:
+        self.claims.append(tenant)
+        if tenant == "a":
+            self.claiming.set()
+            await self.commit.wait()
+        return []
+
+
+async def test_a_lane_that_waited_its_turn_does_not_claim_once_the_credential_is_paused() -> None:
+    """Lane b passed the pause check, then waited while lane a's claim committed; a 429 paused
+    the credential meanwhile, and b claimed (and would have sent) into the pause."""
+    clock = FakeClock()
+    store = SlowClaims()
+    credential = Credential(SlidingWindow(60, 60.0))
+    # the lanes only claim here: no cipher, blob store or claim checks are reached
+    settings = DeliverySettings()
+    deps: Any = LaneDeps(store, None, clock, Metrics(), settings, "o", random.Random(1), None, None)
+    tenants: list[Any] = [SimpleNamespace(name=name, credential_id="c") for name in "ab"]
+    lanes = [Lane(tenant, None, credential, deps) for tenant in tenants]  # type: ignore[arg-type]
+    tasks = [asyncio.create_task(lane.run()) for lane in lanes]
+    try:
+        await store.claiming.wait()  # a holds the turn
+        for _ in range(5):  # b passes the pause check and waits for the turn
+            await asyncio.sleep(0)
+        credential.paused_until = clock() + 30.0  # a 429 for another request of the credential
+        store.commit.set()
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert store.claims == ["a"]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
