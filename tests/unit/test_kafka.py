@@ -141,6 +141,24 @@ def test_poison_is_classified(topic: str, value: bytes | None, kind: str) -> Non
     assert result.detail
 
 
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (b'{"id":"e","key":"k","status":"succeeded","data":{"score":NaN}}', "NaN"),
+        ('\ufeff{"id":"e"}'.encode(), "expected '{'"),
+        ('{"id":"e"}'.encode("utf-16"), "UTF-8"),
+    ],
+)
+def test_an_object_that_is_not_json_is_not_json_with_the_parsers_reason(
+    value: bytes, said: str
+) -> None:
+    """json.loads of the bytes takes all three: they were filed 'JSON but not an object'."""
+    result = decoder().decode(Rec("resume.events", value), NOW)
+    assert isinstance(result, Poison)
+    assert result.kind == "not_json"
+    assert said in result.detail
+
+
 def test_poison_details_never_echo_the_value() -> None:
     value = json.dumps({"tenant": "acme", "key": "", "resume_token": "tok-SECRET"}).encode()
     result = decoder().decode(Rec("resume.waits", value), NOW)

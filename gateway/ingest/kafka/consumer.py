@@ -239,7 +239,6 @@ class KafkaIngest:
             if fresh:
                 consumer.pause(*fresh)
             if not paused:
-                self._metrics.kafka_paused.set(1)
                 log.warning(
                     "kafka.paused",
                     batches_in_flight=len(self._in_flight),
@@ -247,8 +246,10 @@ class KafkaIngest:
                 )
         elif paused:
             consumer.resume(*paused)
-            self._metrics.kafka_paused.set(0)
             log.info("kafka.resumed", batches_in_flight=len(self._in_flight))
+        # from the decision, not the transition: a rebalance while paused hands over partitions
+        # unpaused, and the gauge stayed at 1 with nothing paused
+        self._metrics.kafka_paused.set(1 if flow is Flow.PAUSE else 0)
 
     async def _wait_changed(self, timeout_s: float) -> None:
         await sleep_or_wake(self._changed, timeout_s)

@@ -117,12 +117,21 @@ class _UnknownTenant(Exception):
 
 
 def _unparsable(value: bytes, exc: InvalidInput) -> Poison:
-    """Not JSON at all, or JSON that is not an object (which no schema allows)."""
+    """Not JSON at all, or JSON that is not an object (which no schema allows). Checked as
+    strictly as the parse that refused it: ``json.loads`` of the bytes takes NaN, a BOM and
+    UTF-16, and filed such objects as 'not an object'."""
     try:
-        json.loads(value)
+        _STRICT.decode(value.decode("utf-8"))
     except (ValueError, RecursionError):
         return Poison("not_json", _clip(str(exc)))
     return Poison("invalid", "the value is JSON but not an object")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_STRICT = json.JSONDecoder(parse_constant=_no_constant)
 
 
 def _describe(exc: ValidationError) -> str:
