@@ -63,6 +63,8 @@ class OutcomePublisher:
         self._topic = settings.outcomes_topic
         self._metrics = metrics
         self._queue: collections.deque[Outcome] = collections.deque()
+        self._sending: list[Outcome] = []
+        """The chunk taken off the queue whose acknowledgements are awaited."""
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._producer: Any = producer  # AIOKafkaProducer (untyped library)
@@ -112,8 +114,10 @@ class OutcomePublisher:
             task, self._task = self._task, None
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        if self._queue:
-            log.warning("outcomes.unpublished", count=len(self._queue))
+        unpublished = len(self._queue) + len(self._sending)  # the chunk cut short counts too
+        if unpublished:
+            self._metrics.outcomes_published.labels("dropped").inc(unpublished)
+            log.warning("outcomes.unpublished", count=unpublished)
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await producer.stop()
@@ -125,8 +129,11 @@ class OutcomePublisher:
                 await self._wake.wait()
                 self._wake.clear()
                 continue
-            chunk = [self._queue.popleft() for _ in range(min(CHUNK, len(self._queue)))]
+            chunk = self._sending = [
+                self._queue.popleft() for _ in range(min(CHUNK, len(self._queue)))
+            ]
             failed, errors = await self._publish(chunk)
+            self._sending = []
             self._metrics.outcomes_published.labels("sent").inc(len(chunk) - len(failed))
             if failed:
                 self._queue.extendleft(reversed(failed))

@@ -327,6 +327,28 @@ async def test_a_full_outcome_queue_drops_the_oldest_and_counts_them() -> None:
     assert dropped == 2
 
 
+class SilentProducer(FlakyProducer):
+    """Takes every message and never acknowledges one: a broker gone quiet."""
+
+    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[None]:
+        return asyncio.get_running_loop().create_future()
+
+
+async def test_outcomes_cut_short_by_the_stop_are_counted_as_dropped() -> None:
+    """The chunk being sent when the stop's time ran out was neither logged nor counted."""
+    settings = KafkaSettings(bootstrap_servers=["unused:9092"], outcomes_topic="resume.outcomes")
+    metrics = Metrics()
+    publisher = OutcomePublisher(settings, metrics, SilentProducer(0))
+    await publisher.start()
+    for i in range(3):
+        publisher.offer(outcome_of(i))
+    await asyncio.wait_for(publisher.stop(timeout_s=0.2), 10)
+    dropped = metrics.registry.get_sample_value(
+        "gateway_outcomes_published_total", {"result": "dropped"}
+    )
+    assert dropped == 3
+
+
 def test_connection_options_carry_sasl_and_tls_from_the_settings() -> None:
     plain = connection_options(KafkaSettings(bootstrap_servers=["b:9092"]), "consumer")
     assert plain == {
