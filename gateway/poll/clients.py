@@ -19,6 +19,10 @@ class PollError(GatewayError):
     """The job system did not answer usefully."""
 
 
+class JobNotFound(PollError):
+    """The job system answered 404 for the job: deleted, or never there (a wrong id or URL)."""
+
+
 class JobClient(Protocol):
     async def job(self, spec: dict[str, str]) -> bytes:
         """The job's JSON answer, as received."""
@@ -46,6 +50,8 @@ class AlteryxClient:
     async def job(self, spec: dict[str, str]) -> bytes:
         url = f"{self._jobs_url(spec)}?includeMessages=true"
         status, body = await self._call("GET", url)
+        if status == 404:
+            raise JobNotFound(f"alteryx answered 404 for job {spec['job_id']}")
         if status != 200:
             raise PollError(f"alteryx answered {status} for job {spec['job_id']}")
         return body
@@ -122,6 +128,8 @@ class PixxelClient:
                 body = await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise PollError(f"pixxel unreachable: {type(exc).__name__}") from exc
+        if resp.status == 404:
+            raise JobNotFound(f"pixxel answered 404 for job {spec['job_id']}")
         if resp.status != 200:
             raise PollError(f"pixxel answered {resp.status} for job {spec['job_id']}")
         return body

@@ -24,7 +24,7 @@ from gateway.errors import InvalidInput
 from gateway.ingest.service import Ingest
 from gateway.messages import CompletionEvent
 from gateway.metrics import Metrics
-from gateway.poll.clients import AlteryxClient, JobClient, PixxelClient, PollError
+from gateway.poll.clients import AlteryxClient, JobClient, JobNotFound, PixxelClient, PollError
 from gateway.poll.jobs import JobState, alteryx_state, pixxel_state
 from gateway.store.base import Store
 from gateway.store.records import Polled, WatchClaim
@@ -121,6 +121,12 @@ class Poller:
             return
         try:
             state = READERS[claim.kind](await client.job(spec))
+        except JobNotFound as exc:
+            if claim.job_status is None:  # never seen: a wrong id or URL, or not there yet
+                await self._failed(claim, str(exc))
+            else:  # seen, then deleted (Alteryx deletes a queued job it cancels): it failed
+                await self._finished(claim, spec, vanished(claim, spec))
+            return
         except PollError as exc:
             await self._failed(claim, str(exc))
             return
@@ -205,3 +211,10 @@ def backoff_s(failures: int, base_s: float, cap_s: float, rng: random.Random) ->
     overflowed a float and the poll task died."""
     ceiling = min(cap_s, base_s * 2 ** min(failures, 32))
     return max(rng.uniform(0.0, ceiling), base_s / 2)
+
+
+def vanished(claim: WatchClaim, spec: dict[str, str]) -> JobState:
+    """A job that answered 404 after a poll had read it: reported failed, with what was last
+    seen, rather than polled until its wait expires."""
+    data = {"error": "job_not_found", "job_id": spec["job_id"], "last_status": claim.job_status}
+    return JobState("NotFound", "failed", None, json.dumps(data).encode())

@@ -214,6 +214,8 @@ class WatchClaim:
     polls: int
     failures: int
     wait_state: str = "open"
+    job_status: str | None = None
+    """The job's status at the last poll that read it: None while it was never seen."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -745,7 +745,7 @@ class SQLiteStore:
                 self._one(conn, "lease_watch", id=i, owner=owner, lease_until=now + lease_s)
                 for (i,) in due
             ]
-            return [WatchClaim(*row) for row in leased]
+            return [_leased_watch(row) for row in leased]
 
         return await self._write(unit)
 
@@ -827,6 +827,13 @@ def _event_row(row: EventRow) -> tuple[Any, ...]:
         "" if row.buffer_until is None else row.buffer_until,
         "" if blob is None else blob.sha256,
         JSON if blob is None else blob.content_type,
+    )
+
+
+def _leased_watch(row: tuple[Any, ...]) -> WatchClaim:
+    i, wait_id, tenant, key, kind, connection, spec, polls, failures, job_status = row
+    return WatchClaim(
+        i, wait_id, tenant, key, kind, connection, spec, polls, failures, job_status=job_status
     )
 
 

@@ -300,6 +300,43 @@ async def test_cancelling_the_wait_stops_polling_and_cancels_the_alteryx_job(
     assert cancelled.poll_count == polls, "no polling after the wait closed"
 
 
+async def test_a_job_deleted_after_it_was_seen_fails_the_wait_instead_of_polling_on(
+    gw: RunningGateway, workato: WorkatoSandbox, alteryx: AlteryxSandbox
+) -> None:
+    """Alteryx deletes a queued job it cancels (seed 003): it answered 404, polled as a
+    passing error until the wait expired, up to 60 days."""
+    ayx = alteryx.create_job(AlteryxScript(queued_s=60, running_s=1))
+    job = await register(gw, workato, "k", alteryx_watch(ayx.id))
+
+    async def seen_queued() -> bool:
+        return bool((await watch_of(gw))["job_status"] == "Queued")
+
+    await eventually(seen_queued)
+    alteryx.cancel(ayx.id)  # by someone else, in Alteryx
+    await eventually(lambda: job.resume.count == 1)
+    assert job.resume.data is not None
+    assert job.resume.data["status"] == "failed"
+    assert job.resume.data["payload"] == {
+        "error": "job_not_found",
+        "job_id": ayx.id,
+        "last_status": "Queued",
+    }
+
+
+async def test_a_job_never_seen_that_answers_404_is_polled_on(
+    gw: RunningGateway, workato: WorkatoSandbox
+) -> None:
+    """A wrong id or URL is a passing error until it is fixed or the wait expires."""
+    await register(gw, workato, "k", alteryx_watch("no-such-job"))
+
+    async def failing() -> bool:
+        watch = await watch_of(gw)
+        return bool(watch["last_error"] and "404" in watch["last_error"])
+
+    await eventually(failing)
+    assert (await watch_of(gw))["state"] == "active"
+
+
 async def test_a_restart_in_the_middle_of_a_watch_resumes_it(
     settings: Settings, start_gateway: Start, workato: WorkatoSandbox, alteryx: AlteryxSandbox
 ) -> None:

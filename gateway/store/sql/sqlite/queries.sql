@@ -165,11 +165,12 @@ ORDER BY w.next_poll_at LIMIT :limit;
 -- name: lease_watch
 UPDATE watches SET lease_owner = :owner, lease_until = :lease_until, polls = polls + 1
 WHERE id = :id
-RETURNING id, wait_id, tenant, key, kind, connection, spec, polls, failures;
+RETURNING id, wait_id, tenant, key, kind, connection, spec, polls, failures, job_status;
 
 -- name: watch_polled
 UPDATE watches
-SET next_poll_at = :next_poll_at, failures = :failures, job_status = :job_status,
+SET next_poll_at = :next_poll_at, failures = :failures,
+    job_status = COALESCE(:job_status, job_status),  -- a failed poll keeps the last one seen
     progress = COALESCE(:progress, progress), last_error = :last_error,
     lease_owner = NULL, lease_until = NULL, updated_at = :now
 WHERE id = :id AND lease_owner = :owner;
