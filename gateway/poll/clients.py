@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.config.connections import AlteryxConnection, PixxelConnection
 from gateway.errors import GatewayError
+from gateway.poll.jobs import alteryx_state
 
 TOKEN_REFRESH_MARGIN_S = 60.0
 
@@ -57,12 +58,18 @@ class AlteryxClient:
         return body
 
     async def cancel(self, spec: dict[str, str]) -> str:
+        """``cancelled``, or ``already_over``; a ``PollError`` to be tried again, also for a
+        job that cannot be cancelled yet (``Initializing``: only a ``Queued`` or ``Running``
+        job can be, seed 003)."""
         status, _body = await self._call("DELETE", self._jobs_url(spec))
-        if status == 400:
-            return "not_cancellable"  # "not in 'Queued' or 'Running' state": already over
-        if status != 200:
+        if status in (200, 404):  # a cancelled queued job is deleted
+            return "cancelled" if status == 200 else "already_over"
+        if status != 400:
             raise PollError(f"alteryx answered {status} to cancel job {spec['job_id']}")
-        return "cancelled"
+        now = alteryx_state(await self.job(spec))  # 400: "not in 'Queued' or 'Running' state"
+        if now.status is not None:
+            return "already_over"
+        raise PollError(f"alteryx cannot cancel job {spec['job_id']} while {now.job_status}")
 
     def _jobs_url(self, spec: dict[str, str]) -> str:
         return f"{self._conn.root}{self._conn.api_path}/v3/jobs/{quote(spec['job_id'], safe='')}"

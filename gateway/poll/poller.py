@@ -11,7 +11,8 @@ import asyncio
 import json
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import aiohttp
 import structlog
@@ -30,6 +31,10 @@ from gateway.store.base import Store
 from gateway.store.records import Polled, WatchClaim
 
 log = structlog.get_logger(__name__)
+
+CANCEL_ATTEMPTS = 8
+"""How often a job is asked to cancel before the watch stops without it (at the connection's
+backoff, about half an hour at the defaults)."""
 
 READERS: dict[str, Callable[[bytes], JobState]] = {
     "alteryx": alteryx_state,
@@ -61,6 +66,10 @@ class Poller:
         self._clients: dict[str, JobClient] = {}
         self._task: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._closing: set[int] = set()
+        """Watches whose job is being cancelled."""
+        self._cancel_retry: dict[int, tuple[int, float]] = {}
+        """Watch id → (cancel attempts so far, when to try again); a restart starts afresh."""
         self.failed = asyncio.Event()
 
     async def start(self) -> None:
@@ -107,9 +116,14 @@ class Poller:
         now = self._clock()
         claims = await self._store.claim_watches(now, room, self._settings.lease_s, self._owner)
         for claim in claims:
-            task = asyncio.create_task(self._poll(claim), name=f"poll-{claim.id}")
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
+            self._spawn(self._poll(claim), f"poll-{claim.id}")
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Polls and cancellations share the concurrency bound and are waited for on stop."""
+        task = asyncio.create_task(work, name=name)
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        return task
 
     # -- one poll --------------------------------------------------------------------------
 
@@ -187,21 +201,47 @@ class Poller:
     # -- waits that closed without their job finishing -------------------------------------
 
     async def _close_finished_waits(self) -> None:
+        """Stop the watches of closed waits, cancelling the job first where the watch asks
+        (each cancellation a task of its own: one slow system must not hold up the polls)."""
+        now = self._clock()
         for claim in await self._store.closed_watches(limit=100):
-            if claim.wait_state in ("expired", "cancelled"):
-                await self._cancel_job(claim)
-            await self._store.stop_watch(claim, self._clock())
+            if claim.id in self._closing or self._cancel_retry.get(claim.id, (0, 0.0))[1] > now:
+                continue
+            spec = json.loads(claim.spec_json)
+            cancel = claim.wait_state in ("expired", "cancelled") and spec.get("cancel_on_close")
+            if not cancel or claim.connection not in self._clients:
+                await self._store.stop_watch(claim, now)
+            elif len(self._in_flight) < self._settings.max_concurrency:
+                self._closing.add(claim.id)
+                self._spawn(self._cancel_job(claim, spec), f"cancel-{claim.id}")
 
-    async def _cancel_job(self, claim: WatchClaim) -> None:
-        spec = json.loads(claim.spec_json)
-        client = self._clients.get(claim.connection)
-        if client is None or not spec.get("cancel_on_close"):
-            return
+    async def _cancel_job(self, claim: WatchClaim, spec: dict[str, str]) -> None:
+        """Cancel, and stop the watch; tried again with backoff when the system fails (or the
+        job cannot be cancelled yet), up to ``CANCEL_ATTEMPTS`` times."""
         try:
-            result = await client.cancel(spec)
+            await self._cancel_or_retry(claim, spec)
+        finally:
+            self._closing.discard(claim.id)
+
+    async def _cancel_or_retry(self, claim: WatchClaim, spec: dict[str, str]) -> None:
+        attempts = self._cancel_retry.get(claim.id, (0, 0.0))[0] + 1
+        try:
+            result = await self._clients[claim.connection].cancel(spec)
         except PollError as exc:
-            result = f"failed: {exc}"
+            if attempts < CANCEL_ATTEMPTS:
+                conn = self._connections[claim.connection]
+                retry_at = self._clock() + backoff_s(
+                    attempts, conn.poll_interval_s, conn.max_backoff_s, self._rng
+                )
+                self._cancel_retry[claim.id] = (attempts, retry_at)
+                log.warning(
+                    "watch.job_cancel_failed", tenant=claim.tenant, key=claim.key, error=str(exc)
+                )
+                return
+            result = f"gave up after {attempts} attempts: {exc}"
+        self._cancel_retry.pop(claim.id, None)
         log.info("watch.job_cancel", tenant=claim.tenant, key=claim.key, result=result)
+        await self._store.stop_watch(claim, self._clock())
 
 
 def backoff_s(failures: int, base_s: float, cap_s: float, rng: random.Random) -> float:

@@ -300,6 +300,32 @@ async def test_cancelling_the_wait_stops_polling_and_cancels_the_alteryx_job(
     assert cancelled.poll_count == polls, "no polling after the wait closed"
 
 
+async def test_a_job_that_cannot_be_cancelled_yet_is_cancelled_once_it_can(
+    gw: RunningGateway, workato: WorkatoSandbox, alteryx: AlteryxSandbox
+) -> None:
+    """Only a Queued or Running job can be cancelled (seed 003): an Initializing one answered
+    400, taken for 'already over', and the watch stopped with the job left running."""
+    ayx = alteryx.create_job(AlteryxScript(queued_s=0.05, initializing_s=1.5, running_s=30))
+    await register(gw, workato, "k", alteryx_watch(ayx.id, cancel_on_close=True))
+
+    async def initializing() -> bool:
+        return bool((await watch_of(gw))["job_status"] == "Initializing")
+
+    await eventually(initializing)
+    status, _ = await gw.delete("/v1/waits/k")
+    assert status == 200
+
+    async def stopped() -> bool:
+        return bool((await watch_of(gw))["state"] == "stopped")
+
+    await eventually(stopped)
+    cancelled = alteryx.job(ayx.id)
+    assert cancelled is not None
+    assert cancelled.cancelled_at is not None
+    refused = [r for r in alteryx.requests.entries() if r.method == "DELETE" and r.status == 400]
+    assert refused, "the first cancellation came while it was Initializing"
+
+
 async def test_a_job_deleted_after_it_was_seen_fails_the_wait_instead_of_polling_on(
     gw: RunningGateway, workato: WorkatoSandbox, alteryx: AlteryxSandbox
 ) -> None:
