@@ -20,6 +20,8 @@ class _Polling(Section):
     poll_interval_s: float = Field(default=15.0, gt=0)
     max_backoff_s: float = Field(default=300.0, gt=0)
     request_timeout_s: float = Field(default=20.0, gt=0)
+    max_answer_bytes: int = Field(default=16 * 2**20, gt=0)
+    """A job's answer is held in memory and becomes the event's data: larger is an error."""
 
     @property
     def root(self) -> str:

@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway.config.connections import AlteryxConnection
+from gateway.config.connections import AlteryxConnection, PixxelConnection
 from gateway.config.settings import Settings
-from gateway.poll.clients import AlteryxClient, PollError
+from gateway.poll.clients import AlteryxClient, PixxelClient, PollError
 from gateway.sandbox.alteryx import AlteryxSandbox, AlteryxSandboxSettings
 from gateway.sandbox.alteryx import JobScript as AlteryxScript
 from gateway.sandbox.alteryx import create_app as alteryx_app
@@ -180,6 +180,35 @@ async def test_a_token_answer_without_a_token_is_a_poll_error(
                 await call({"job_id": "j-1"})
 
 
+async def test_a_job_answer_over_max_answer_bytes_is_a_poll_error(settings: Settings) -> None:
+    """It is held in memory whole: it was read whatever its size."""
+    big = b'{"id": "job-9", "status": "running", "spec": [' + b"1," * 2_000 + b"1]}"
+
+    async def sized(_request: web.Request) -> web.Response:
+        return web.Response(body=big, content_type="application/json")
+
+    async def streamed(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()  # chunked: no Content-Length to go by
+        await response.prepare(request)
+        for at in range(0, len(big), 500):
+            await response.write(big[at : at + 500])
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/v0/workflows/sized/jobs/job-9", sized)
+    app.router.add_get("/v0/workflows/streamed/jobs/job-9", streamed)
+    async with SandboxServer(app) as server, aiohttp.ClientSession() as session:
+        (px,) = [c for c in settings.connections if isinstance(c, PixxelConnection)]
+        capped = px.model_copy(update={"base_url": server.url, "max_answer_bytes": 1024})
+        client = PixxelClient(session, capped)
+        for workflow in ("sized", "streamed"):
+            with pytest.raises(PollError, match="max_answer_bytes 1024"):
+                await client.job({"workflow_id": workflow, "job_id": "job-9"})
+        roomy = PixxelClient(session, px.model_copy(update={"base_url": server.url}))
+        assert await roomy.job({"workflow_id": "streamed", "job_id": "job-9"}) == big
+
+
 async def test_alteryx_spelling_variant_and_error_disposition_fail_the_job(
     gw: RunningGateway, workato: WorkatoSandbox, alteryx: AlteryxSandbox
 ) -> None:
@@ -301,11 +330,19 @@ async def test_cancelling_the_wait_stops_polling_and_cancels_the_alteryx_job(
 
 
 async def test_a_job_that_cannot_be_cancelled_yet_is_cancelled_once_it_can(
-    gw: RunningGateway, workato: WorkatoSandbox, alteryx: AlteryxSandbox
+    settings: Settings, start_gateway: Start, workato: WorkatoSandbox, alteryx: AlteryxSandbox
 ) -> None:
     """Only a Queued or Running job can be cancelled (seed 003): an Initializing one answered
     400, taken for 'already over', and the watch stopped with the job left running."""
-    ayx = alteryx.create_job(AlteryxScript(queued_s=0.05, initializing_s=1.5, running_s=30))
+    # a backoff that cannot spend its 8 attempts within the 1 s the job initializes
+    slower = [
+        c.model_copy(update={"poll_interval_s": 0.2, "max_backoff_s": 2.0})
+        if isinstance(c, AlteryxConnection)
+        else c
+        for c in settings.connections
+    ]
+    gw = await start_gateway(settings.model_copy(update={"connections": slower}))
+    ayx = alteryx.create_job(AlteryxScript(queued_s=0.05, initializing_s=1.0, running_s=30))
     await register(gw, workato, "k", alteryx_watch(ayx.id, cancel_on_close=True))
 
     async def initializing() -> bool:
