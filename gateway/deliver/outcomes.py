@@ -5,7 +5,9 @@ Lanes hand outcomes over with ``offer``, which never waits: a bounded queue sits
 and the broker, so a slow or absent broker cannot hold up a delivery. A failed publish is
 logged and retried after ``retry_backoff_s``, before newer outcomes (so order is not kept across
 a retry: each message carries ``finished_at``); when the queue is full the oldest outcome is
-dropped and counted (``gateway_outcomes_published_total{result="dropped"}``).
+dropped and counted (``gateway_outcomes_published_total{result="dropped"}``); so are those
+left queued when ``stop`` runs out of time, and those sent but not acknowledged by then are
+counted ``unconfirmed``.
 """
 
 from __future__ import annotations
@@ -63,8 +65,8 @@ class OutcomePublisher:
         self._topic = settings.outcomes_topic
         self._metrics = metrics
         self._queue: collections.deque[Outcome] = collections.deque()
-        self._sending: list[Outcome] = []
-        """The chunk taken off the queue whose acknowledgements are awaited."""
+        self._sending: set[Outcome] = set()
+        """Taken off the queue and handed to the producer, not yet acknowledged."""
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._producer: Any = producer  # AIOKafkaProducer (untyped library)
@@ -114,10 +116,13 @@ class OutcomePublisher:
             task, self._task = self._task, None
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        unpublished = len(self._queue) + len(self._sending)  # the chunk cut short counts too
-        if unpublished:
-            self._metrics.outcomes_published.labels("dropped").inc(unpublished)
-            log.warning("outcomes.unpublished", count=unpublished)
+        # never handed over: dropped; handed over unacknowledged, the producer's stop may
+        # still flush them: unconfirmed (before, the chunk cut short left no trace)
+        dropped, unconfirmed = len(self._queue), len(self._sending)
+        if dropped or unconfirmed:
+            self._metrics.outcomes_published.labels("dropped").inc(dropped)
+            self._metrics.outcomes_published.labels("unconfirmed").inc(unconfirmed)
+            log.warning("outcomes.unpublished", dropped=dropped, unconfirmed=unconfirmed)
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await producer.stop()
@@ -129,11 +134,10 @@ class OutcomePublisher:
                 await self._wake.wait()
                 self._wake.clear()
                 continue
-            chunk = self._sending = [
-                self._queue.popleft() for _ in range(min(CHUNK, len(self._queue)))
-            ]
+            chunk = [self._queue.popleft() for _ in range(min(CHUNK, len(self._queue)))]
+            self._sending.update(chunk)
             failed, errors = await self._publish(chunk)
-            self._sending = []
+            self._sending.clear()
             self._metrics.outcomes_published.labels("sent").inc(len(chunk) - len(failed))
             if failed:
                 self._queue.extendleft(reversed(failed))
@@ -157,3 +161,4 @@ class OutcomePublisher:
             self._topic, value=outcome_message(outcome), key=outcome.key.encode()
         )
         await delivered
+        self._sending.discard(outcome)

@@ -1,4 +1,5 @@
-"""HTTP clients of the polled job systems. Each answers raw bytes or raises ``PollError``."""
+"""HTTP clients of the polled job systems. Each answers raw bytes (or a short result, for a
+cancellation) or raises ``PollError``: an answer that does not validate is one too."""
 
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ class PollError(GatewayError):
 
 class JobNotFound(PollError):
     """The job system answered 404 for the job: deleted, or never there (a wrong id or URL)."""
+
+
+NOT_FOUND = "not found (404)"
+"""How a ``JobNotFound`` message begins, as a watch's ``last_error`` keeps it."""
 
 
 class JobClient(Protocol):
@@ -53,21 +58,26 @@ class AlteryxClient:
         url = f"{self._jobs_url(spec)}?includeMessages=true"
         status, body = await self._call("GET", url)
         if status == 404:
-            raise JobNotFound(f"alteryx answered 404 for job {spec['job_id']}")
+            raise JobNotFound(f"{NOT_FOUND}: alteryx job {spec['job_id']}")
         if status != 200:
             raise PollError(f"alteryx answered {status} for job {spec['job_id']}")
         return body
 
     async def cancel(self, spec: dict[str, str]) -> str:
-        """``cancelled``, or ``already_over``; a ``PollError`` to be tried again, also for a
-        job that cannot be cancelled yet (``Initializing``: only a ``Queued`` or ``Running``
-        job can be, seed 003)."""
-        status, _body = await self._call("DELETE", self._jobs_url(spec))
+        """``cancelled``, ``already_over`` or ``not_permitted``; a ``PollError`` to be tried
+        again, also for a job that cannot be cancelled yet (``Initializing``: only a
+        ``Queued`` or ``Running`` job can be, seed 003)."""
+        status, body = await self._call("DELETE", self._jobs_url(spec))
         if status in (200, 404):  # a cancelled queued job is deleted
             return "cancelled" if status == 200 else "already_over"
         if status != 400:
             raise PollError(f"alteryx answered {status} to cancel job {spec['job_id']}")
-        now = alteryx_state(await self.job(spec))  # 400: "not in 'Queued' or 'Running' state"
+        if b"permission" in body:  # "You do not have permission to cancel this job."
+            return "not_permitted"
+        try:  # "This job is not in 'Queued' or 'Running' state."
+            now = alteryx_state(await self.job(spec))
+        except ValidationError:
+            raise PollError(f"alteryx answered job {spec['job_id']} unexpectedly") from None
         if now.status is not None:
             return "already_over"
         raise PollError(f"alteryx cannot cancel job {spec['job_id']} while {now.job_status}")
@@ -137,7 +147,7 @@ class PixxelClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise PollError(f"pixxel unreachable: {type(exc).__name__}") from exc
         if resp.status == 404:
-            raise JobNotFound(f"pixxel answered 404 for job {spec['job_id']}")
+            raise JobNotFound(f"{NOT_FOUND}: pixxel job {spec['job_id']}")
         if resp.status != 200:
             raise PollError(f"pixxel answered {resp.status} for job {spec['job_id']}")
         return body

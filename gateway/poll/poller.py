@@ -25,7 +25,14 @@ from gateway.errors import InvalidInput
 from gateway.ingest.service import Ingest
 from gateway.messages import CompletionEvent
 from gateway.metrics import Metrics
-from gateway.poll.clients import AlteryxClient, JobClient, JobNotFound, PixxelClient, PollError
+from gateway.poll.clients import (
+    NOT_FOUND,
+    AlteryxClient,
+    JobClient,
+    JobNotFound,
+    PixxelClient,
+    PollError,
+)
 from gateway.poll.jobs import JobState, alteryx_state, pixxel_state
 from gateway.store.base import Store
 from gateway.store.records import Polled, WatchClaim
@@ -34,7 +41,7 @@ log = structlog.get_logger(__name__)
 
 CANCEL_ATTEMPTS = 8
 """How often a job is asked to cancel before the watch stops without it (at the connection's
-backoff, about half an hour at the defaults)."""
+backoff: 10 to 20 minutes at the defaults)."""
 
 READERS: dict[str, Callable[[bytes], JobState]] = {
     "alteryx": alteryx_state,
@@ -87,7 +94,7 @@ class Poller:
 
     def _supervise(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
-            log.critical("poller.died", exc_info=task.exception())
+            log.critical("poller.died", task=task.get_name(), exc_info=task.exception())
             self.failed.set()
 
     async def stop(self, timeout_s: float) -> None:
@@ -118,12 +125,13 @@ class Poller:
         for claim in claims:
             self._spawn(self._poll(claim), f"poll-{claim.id}")
 
-    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        """Polls and cancellations share the concurrency bound and are waited for on stop."""
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Polls and cancellations share the concurrency bound, are waited for on stop, and
+        are supervised like the loop: one that dies (the store failed) stops the poller."""
         task = asyncio.create_task(work, name=name)
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
-        return task
+        task.add_done_callback(self._supervise)
 
     # -- one poll --------------------------------------------------------------------------
 
@@ -136,10 +144,11 @@ class Poller:
         try:
             state = READERS[claim.kind](await client.job(spec))
         except JobNotFound as exc:
-            if claim.job_status is None:  # never seen: a wrong id or URL, or not there yet
-                await self._failed(claim, str(exc))
-            else:  # seen, then deleted (Alteryx deletes a queued job it cancels): it failed
-                await self._finished(claim, spec, vanished(claim, spec))
+            gone_before = (claim.last_error or "").startswith(NOT_FOUND)
+            if claim.job_status is not None and gone_before:  # seen, then twice not found:
+                await self._finished(claim, spec, vanished(claim, spec))  # deleted (Alteryx
+            else:  # deletes a queued job it cancels); once may be a passing proxy error, and
+                await self._failed(claim, str(exc))  # a job never seen a wrong id or URL
             return
         except PollError as exc:
             await self._failed(claim, str(exc))
@@ -204,14 +213,16 @@ class Poller:
         """Stop the watches of closed waits, cancelling the job first where the watch asks
         (each cancellation a task of its own: one slow system must not hold up the polls)."""
         now = self._clock()
-        for claim in await self._store.closed_watches(limit=100):
-            if claim.id in self._closing or self._cancel_retry.get(claim.id, (0, 0.0))[1] > now:
-                continue
+        later = {i for i, (_, at) in self._cancel_retry.items() if at > now}
+        share = max(1, self._settings.max_concurrency // 2)  # the rest are the polls'
+        for claim in await self._store.closed_watches(100, self._closing | later):
             spec = json.loads(claim.spec_json)
             cancel = claim.wait_state in ("expired", "cancelled") and spec.get("cancel_on_close")
             if not cancel or claim.connection not in self._clients:
                 await self._store.stop_watch(claim, now)
-            elif len(self._in_flight) < self._settings.max_concurrency:
+            elif (
+                len(self._closing) < share and len(self._in_flight) < self._settings.max_concurrency
+            ):
                 self._closing.add(claim.id)
                 self._spawn(self._cancel_job(claim, spec), f"cancel-{claim.id}")
 
@@ -254,7 +265,7 @@ def backoff_s(failures: int, base_s: float, cap_s: float, rng: random.Random) ->
 
 
 def vanished(claim: WatchClaim, spec: dict[str, str]) -> JobState:
-    """A job that answered 404 after a poll had read it: reported failed, with what was last
-    seen, rather than polled until its wait expires."""
+    """A job that answered 404 twice in a row after a poll had read it: reported failed, with
+    what was last seen, rather than polled until its wait expires."""
     data = {"error": "job_not_found", "job_id": spec["job_id"], "last_status": claim.job_status}
     return JobState("NotFound", "failed", None, json.dumps(data).encode())

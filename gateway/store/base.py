@@ -6,7 +6,7 @@ Correlation happens inside the store, in the same transaction that persists the 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Collection
 from typing import Protocol
 
 from gateway.blobs.base import BlobMeta
@@ -109,8 +109,9 @@ class Store(Protocol):
     ) -> None:
         """The job is terminal and its event was accepted: never poll it again."""
 
-    async def closed_watches(self, limit: int) -> list[WatchClaim]:
-        """Active watches whose wait is no longer open (resolved, expired, cancelled)."""
+    async def closed_watches(self, limit: int, busy: Collection[int] = ()) -> list[WatchClaim]:
+        """Active watches whose wait is no longer open (resolved, expired, cancelled), but
+        for the ``busy`` ones (their job is being cancelled, or will be again later)."""
 
     async def stop_watch(self, claim: WatchClaim, now: float) -> None: ...
 

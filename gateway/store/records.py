@@ -216,6 +216,8 @@ class WatchClaim:
     wait_state: str = "open"
     job_status: str | None = None
     """The job's status at the last poll that read it: None while it was never seen."""
+    last_error: str | None = None
+    """Why the last poll failed, if it did."""
 
 
 @dataclass(frozen=True, slots=True)

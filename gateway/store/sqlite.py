@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -774,10 +774,11 @@ class SQLiteStore:
             )
         )
 
-    async def closed_watches(self, limit: int) -> list[WatchClaim]:
+    async def closed_watches(self, limit: int, busy: Collection[int] = ()) -> list[WatchClaim]:
         # through the writer: each answer cancels a job, so it must rest on synced state only
+        ids = json.dumps(list(busy))
         rows = await self._write(
-            lambda conn: self._run(conn, "closed_watches", limit=limit).fetchall()
+            lambda conn: self._run(conn, "closed_watches", limit=limit, busy=ids).fetchall()
         )
         return [WatchClaim(*row) for row in rows]
 
@@ -831,9 +832,9 @@ def _event_row(row: EventRow) -> tuple[Any, ...]:
 
 
 def _leased_watch(row: tuple[Any, ...]) -> WatchClaim:
-    i, wait_id, tenant, key, kind, connection, spec, polls, failures, job_status = row
+    i, wait_id, tenant, key, kind, connection, spec, polls, failures, status, error = row
     return WatchClaim(
-        i, wait_id, tenant, key, kind, connection, spec, polls, failures, job_status=job_status
+        i, wait_id, tenant, key, kind, connection, spec, polls, failures, "open", status, error
     )
 
 

@@ -38,6 +38,9 @@ def wait(key: str, token: str = "tok", tenant: str = "acme", expires: float = T0
     )
 
 
+WATCH = NewWatch("alteryx", "ayx", '{"kind":"alteryx","connection":"ayx","job_id":"j"}')
+
+
 def event(key: str, event_id: str = "e1", data: bytes = b'{"x":1}', ttl: float = HOUR) -> NewEvent:
     return NewEvent("acme", "api", event_id, key, "succeeded", data, None, ttl)
 
@@ -653,3 +656,15 @@ async def test_the_writer_keeps_the_configured_page_cache(tmp_path: Path) -> Non
         assert writer.execute("PRAGMA cache_size").fetchone() == (-48 * 1024,)  # KiB
     finally:
         await store.close()
+
+
+async def test_closed_watches_leave_out_the_busy_ones(store: SQLiteStore) -> None:
+    """Watches whose job is being cancelled, or will be again later: with them in the first
+    100, the watches after them were never reached."""
+    for i in range(3):
+        await store.register_wait(dataclasses.replace(wait(f"k{i}", f"t{i}"), watch=WATCH), T0)
+        await store.cancel_wait("acme", f"k{i}", T0 + 1)
+    everything = await store.closed_watches(10)
+    assert len(everything) == 3
+    rest = await store.closed_watches(1, busy={everything[0].id, everything[1].id})
+    assert [w.id for w in rest] == [everything[2].id]

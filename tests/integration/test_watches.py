@@ -180,6 +180,34 @@ async def test_a_token_answer_without_a_token_is_a_poll_error(
                 await call({"job_id": "j-1"})
 
 
+async def test_a_refused_cancellation_is_told_apart_by_its_answer(settings: Settings) -> None:
+    """A 400 for want of permission is final; one whose job then reads as a login page is a
+    PollError (its ValidationError escaped, and the cancellation was tried every tick)."""
+
+    async def token(_request: web.Request) -> web.Response:
+        return web.json_response({"access_token": "t", "expires_in": 3600})
+
+    async def refuse(request: web.Request) -> web.Response:
+        message = "You do not have permission to cancel this job."
+        if request.match_info["job"] == "busy":
+            message = "This job is not in 'Queued' or 'Running' state."
+        return web.json_response({"message": message}, status=400)
+
+    async def login_page(_request: web.Request) -> web.Response:
+        return web.Response(text="<html>sign in</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_post("/webapi/oauth2/token", token)
+    app.router.add_delete("/webapi/v3/jobs/{job}", refuse)
+    app.router.add_get("/webapi/v3/jobs/{job}", login_page)
+    async with SandboxServer(app) as server, aiohttp.ClientSession() as session:
+        (ayx,) = [c for c in settings.connections if isinstance(c, AlteryxConnection)]
+        client = AlteryxClient(session, ayx.model_copy(update={"base_url": server.url}))
+        assert await client.cancel({"job_id": "theirs"}) == "not_permitted"
+        with pytest.raises(PollError, match="unexpectedly"):
+            await client.cancel({"job_id": "busy"})
+
+
 async def test_a_job_answer_over_max_answer_bytes_is_a_poll_error(settings: Settings) -> None:
     """It is held in memory whole: it was read whatever its size."""
     big = b'{"id": "job-9", "status": "running", "spec": [' + b"1," * 2_000 + b"1]}"
@@ -367,7 +395,8 @@ async def test_a_job_deleted_after_it_was_seen_fails_the_wait_instead_of_polling
     gw: RunningGateway, workato: WorkatoSandbox, alteryx: AlteryxSandbox
 ) -> None:
     """Alteryx deletes a queued job it cancels (seed 003): it answered 404, polled as a
-    passing error until the wait expired, up to 60 days."""
+    passing error until the wait expired, up to 60 days. The first 404 is such an error (and
+    the watch keeps the status it last saw); the second in a row reports the job failed."""
     ayx = alteryx.create_job(AlteryxScript(queued_s=60, running_s=1))
     job = await register(gw, workato, "k", alteryx_watch(ayx.id))
 

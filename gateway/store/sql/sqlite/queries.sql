@@ -165,7 +165,8 @@ ORDER BY w.next_poll_at LIMIT :limit;
 -- name: lease_watch
 UPDATE watches SET lease_owner = :owner, lease_until = :lease_until, polls = polls + 1
 WHERE id = :id
-RETURNING id, wait_id, tenant, key, kind, connection, spec, polls, failures, job_status;
+RETURNING id, wait_id, tenant, key, kind, connection, spec, polls, failures, job_status,
+          last_error;
 
 -- name: watch_polled
 UPDATE watches
@@ -186,7 +187,8 @@ SELECT w.id, w.wait_id, w.tenant, w.key, w.kind, w.connection, w.spec, w.polls, 
        x.state
 FROM watches w JOIN waits x ON x.id = w.wait_id
 WHERE w.state = 'active' AND x.state != 'open'
-LIMIT :limit;
+  AND w.id NOT IN (SELECT value FROM json_each(:busy))  -- being cancelled, or backing off
+ORDER BY w.id LIMIT :limit;
 
 -- name: stop_watch
 UPDATE watches SET state = 'stopped', lease_owner = NULL, lease_until = NULL, updated_at = :now
