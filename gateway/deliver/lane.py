@@ -231,10 +231,9 @@ class Lane:
 
         The Jobs API shares the resume endpoint's rate limit, so the lookup takes a window slot
         or is skipped (as it is while the credential is paused). It must also end inside the
-        lease, with time left to settle: a slow
-        upload may have used most of it, and a lookup past it would let the sweep hand the row
-        to another attempt. A job still ``pending`` proves nothing (it may be running after
-        resume).
+        lease, with time left to settle: a slow upload may have used most of it, and a lookup
+        past it would let the sweep hand the row to another attempt. A job still ``pending``
+        proves nothing (it may be running after resume).
         """
         credential = self._credential
         async with credential.turn:

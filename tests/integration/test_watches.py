@@ -342,6 +342,14 @@ async def test_cancelling_the_wait_stops_polling_and_cancels_the_alteryx_job(
     ayx = alteryx.create_job(AlteryxScript(queued_s=0.1, running_s=30))
     await register(gw, workato, "k", alteryx_watch(ayx.id, cancel_on_close=True))
     await eventually(lambda: alteryx.job(ayx.id).poll_count >= 1)  # type: ignore[union-attr]
+    cancelled = await cancel_the_wait(gw, alteryx, ayx.id)
+    polls = cancelled.poll_count
+    await asyncio.sleep(0.4)
+    assert cancelled.poll_count == polls, "no polling after the wait closed"
+
+
+async def cancel_the_wait(gw: RunningGateway, alteryx: AlteryxSandbox, job_id: str) -> Any:
+    """``DELETE`` the wait ``k``; once its watch has stopped, its Alteryx job, cancelled."""
     status, _ = await gw.delete("/v1/waits/k")
     assert status == 200
 
@@ -349,12 +357,10 @@ async def test_cancelling_the_wait_stops_polling_and_cancels_the_alteryx_job(
         return bool((await watch_of(gw))["state"] == "stopped")
 
     await eventually(stopped)
-    cancelled = alteryx.job(ayx.id)
+    cancelled = alteryx.job(job_id)
     assert cancelled is not None
     assert cancelled.cancelled_at is not None
-    polls = cancelled.poll_count
-    await asyncio.sleep(0.4)
-    assert cancelled.poll_count == polls, "no polling after the wait closed"
+    return cancelled
 
 
 async def test_a_job_that_cannot_be_cancelled_yet_is_cancelled_once_it_can(
@@ -377,16 +383,7 @@ async def test_a_job_that_cannot_be_cancelled_yet_is_cancelled_once_it_can(
         return bool((await watch_of(gw))["job_status"] == "Initializing")
 
     await eventually(initializing)
-    status, _ = await gw.delete("/v1/waits/k")
-    assert status == 200
-
-    async def stopped() -> bool:
-        return bool((await watch_of(gw))["state"] == "stopped")
-
-    await eventually(stopped)
-    cancelled = alteryx.job(ayx.id)
-    assert cancelled is not None
-    assert cancelled.cancelled_at is not None
+    await cancel_the_wait(gw, alteryx, ayx.id)
     refused = [r for r in alteryx.requests.entries() if r.method == "DELETE" and r.status == 400]
     assert refused, "the first cancellation came while it was Initializing"
 
