@@ -49,20 +49,22 @@ class ScriptedFault(BaseModel):
 
 
 class RandomFaults(BaseModel):
-    """Seeded per-request draws: drop with ``drop_rate``, else 503 with ``error_rate``, else a
-    delay drawn uniformly from ``[0, latency_s]``. The same seed gives the same sequence."""
+    """Seeded per-request draws: drop with ``drop_rate``, else 503 with ``error_rate``, else
+    process and answer 500 with ``processed_error_rate``, else a delay drawn uniformly from
+    ``[0, latency_s]``. The same seed gives the same sequence."""
 
     model_config = ConfigDict(extra="forbid")
 
     error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     drop_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    processed_error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     latency_s: float = Field(default=0.0, ge=0.0)
     seed: int | None = None
 
     @model_validator(mode="after")
     def _rates_fit(self) -> RandomFaults:
-        if self.error_rate + self.drop_rate > 1.0:
-            raise ValueError("error_rate + drop_rate must not exceed 1")
+        if self.error_rate + self.drop_rate + self.processed_error_rate > 1.0:
+            raise ValueError("error_rate + drop_rate + processed_error_rate must not exceed 1")
         return self
 
 
@@ -132,7 +134,8 @@ class FaultInjector:
 
     def _draw_random(self) -> Fault | None:
         rates = self._plan.random
-        if rates.error_rate == rates.drop_rate == rates.latency_s == 0.0:
+        failing = rates.error_rate + rates.drop_rate + rates.processed_error_rate
+        if failing == rates.latency_s == 0.0:
             return None
         draw = self._rng.random()
         delay = self._rng.uniform(0.0, rates.latency_s)
@@ -140,6 +143,8 @@ class FaultInjector:
             return _fault("drop", None, 0.0)
         if draw < rates.drop_rate + rates.error_rate:
             return _fault("status", None, 0.0)
+        if draw < failing:
+            return _fault("processed_then_error", None, 0.0)
         return _fault("latency", None, delay) if delay > 0.0 else None
 
 

@@ -61,6 +61,9 @@ class WorkatoSandboxSettings(BaseModel):
     repeat_limit_per_job: int = Field(default=DEFAULT_REPEAT_LIMIT_PER_JOB, ge=0)
     page_size: int = Field(default=DEFAULT_PAGE_SIZE, ge=1)
     request_log_max: int = Field(default=DEFAULT_REQUEST_LOG_MAX, ge=1)
+    resume_running_s: float = Field(default=0.0, ge=0.0)
+    """How long a resumed job goes on running (``pending``) before it succeeds: a real job's
+    action runs on after its resume (seed 001), so a lookup right after it may see it pending."""
 
     def updated(self, changes: Mapping[str, Any]) -> WorkatoSandboxSettings:
         """A validated copy with ``changes`` applied."""
@@ -98,6 +101,8 @@ class WorkatoSandbox:
         self._tokens: dict[str, str] = {}
         self._windows: dict[str, SlidingWindow] = {}
         self._repeat_windows: dict[str, SlidingWindow] = {}
+        self._running: dict[str, float] = {}
+        """Resumed jobs still running: job id → when they succeed."""
         self._seq = 0
 
     def reset(self) -> None:
@@ -107,6 +112,7 @@ class WorkatoSandbox:
         self.requests.clear()
         for store in (self._jobs, self._tokens, self._windows, self._repeat_windows):
             store.clear()
+        self._running.clear()
 
     # --- credentials and limits -------------------------------------------------------------
 
@@ -152,14 +158,17 @@ class WorkatoSandbox:
 
     def job(self, job_id: str) -> Job | None:
         """Any job by id, whatever its recipe or owner."""
+        self._finish_resumed()
         return self._jobs.get(job_id)
 
     def jobs(self) -> list[Job]:
         """Every job, newest first."""
+        self._finish_resumed()
         return sorted(self._jobs.values(), key=lambda job: job.seq, reverse=True)
 
     def find(self, recipe_id: int, job_id: str, owner: Owner) -> Job | None:
         """The job if it belongs to ``recipe_id`` and ``owner``; otherwise None, like a 404."""
+        self._finish_resumed()
         job = self._jobs.get(job_id)
         if job is None or job.recipe_id != recipe_id or not job.visible_to(owner):
             return None
@@ -183,7 +192,10 @@ class WorkatoSandbox:
             )
         now = self.clock()
         job.resume.count, job.resume.body, job.resume.data, job.resume.at = 1, body, data, now
-        job.complete("succeeded", now)
+        if self.settings.resume_running_s == 0:
+            job.complete("succeeded", now)
+        else:
+            self._running[job.id] = now + self.settings.resume_running_s
         _log.info("workato_sandbox.job_resumed", job_id=job.id, body_bytes=len(body))
         return ResumeOutcome.RESUMED
 
@@ -202,7 +214,7 @@ class WorkatoSandbox:
 
     def stats(self) -> dict[str, Any]:
         """Totals for tests and dashboards."""
-        jobs = list(self._jobs.values())
+        jobs = self.jobs()
         statuses = self.requests.status_counts
         return {
             "jobs_total": len(jobs),
@@ -218,6 +230,13 @@ class WorkatoSandbox:
         }
 
     # --- internals --------------------------------------------------------------------------
+
+    def _finish_resumed(self) -> None:
+        """Resumed jobs whose ``resume_running_s`` is over succeed, as they are looked at."""
+        now = self.clock()
+        for job_id, at in [(i, at) for i, at in self._running.items() if at <= now]:
+            del self._running[job_id]
+            self._jobs[job_id].complete("succeeded", at)
 
     def _repeat_one(self, recipe_id: int, job_id: str) -> dict[str, Any]:
         job = self._jobs.get(job_id)

@@ -425,6 +425,27 @@ async def test_a_reconcile_lookup_ends_inside_the_lease(
     )
 
 
+async def test_a_job_still_running_after_its_resume_proves_nothing(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    """Real jobs run on after their resume: the lookup sees it pending, and the delivery is
+    delivered_unconfirmed, not delivered (the sandbox's jobs used to succeed at once)."""
+    workato.settings = workato.settings.updated({"resume_running_s": 60.0})
+    workato.faults.set_plan(faults(ScriptedFault(kind="processed_then_error")))
+    gw = await start_gateway(make_settings())
+    job = workato.create_job(recipe_id=42)
+    ref = {"recipe_id": 42, "job_id": job.id}
+    await gw.post("/v1/waits", {"key": "k", "resume_token": job.resume.token, "job": ref})
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
+    delivery = await delivery_of(gw, "k", "delivered", "delivered_unconfirmed", "dead")
+    assert (delivery["state"], delivery["reason"]) == (
+        "delivered_unconfirmed",
+        "http_409_after_ambiguous_attempt",
+    )
+    lookups = [r for r in workato.requests.entries() if r.method == "GET"]
+    assert [r.status for r in lookups] == [200]
+
+
 async def test_reconcile_uses_the_managed_users_form_for_embedded_jobs(
     make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
 ) -> None:

@@ -223,6 +223,21 @@ async def test_second_resume_gets_409_and_resume_count_stays_1(harness: Harness)
     assert stats["rejected_resumes_total"] == 1
 
 
+async def test_a_resumed_job_can_run_on_before_it_succeeds(harness: Harness) -> None:
+    """A real job's action runs on after its resume (seed 001): a lookup right after it may see
+    it pending, which must not read as proof either way."""
+    await harness.settings(resume_running_s=30.0)
+    job = await harness.new_job(recipe_id=5)
+    assert (await harness.resume(job["resume_token"], {"n": 1})).status == 204
+    running = await harness.call("GET", f"/api/recipes/5/jobs/{job['job_id']}", headers=AUTH)
+    assert running.body["status"] == "pending"
+    assert (await harness.resume(job["resume_token"], {"n": 2})).status == 409
+    harness.clock.advance(30.0)
+    done = await harness.call("GET", f"/api/recipes/5/jobs/{job['job_id']}", headers=AUTH)
+    assert done.body["status"] == "succeeded"
+    assert (await harness.job_state(job["job_id"]))["completed_at"] == T0 + 30.0
+
+
 def padded_body(token: str, size: int) -> bytes:
     """A resume body of exactly ``size`` bytes."""
     empty = json.dumps({"token": token, "data": {"pad": ""}}).encode()
@@ -691,6 +706,15 @@ async def test_random_faults_follow_the_seed(harness: Harness) -> None:
     logged = [entry["fault"] for entry in (await harness.requests_log())[:40]]
     assert logged.count("drop") == first.count("drop")
     assert logged.count("status") == first.count("503")
+
+
+async def test_random_faults_can_process_then_answer_500(harness: Harness) -> None:
+    """The case that matters most to exactly-once: it was only ever scripted."""
+    await harness.faults(random={"processed_error_rate": 1.0, "seed": 1})
+    job = await harness.new_job()
+    assert (await harness.resume(job["resume_token"], {"n": 1})).status == 500
+    state = await harness.job_state(job["job_id"])
+    assert (state["status"], state["resume_count"]) == ("succeeded", 1)
 
 
 async def test_fault_plan_can_be_read_and_cleared(harness: Harness) -> None:
