@@ -147,20 +147,22 @@ Try it — paste these into another shell:
   JOB=$(curl -s -X POST {sandbox_url}/_sandbox/jobs -H 'Content-Type: application/json' -d '{{}}')
   TOKEN=$(echo "$JOB" | python3 -c 'import sys,json; print(json.load(sys.stdin)["resume_token"])')
   JOB_ID=$(echo "$JOB" | python3 -c 'import sys,json; print(json.load(sys.stdin)["job_id"])')
+  KEY="order-$JOB_ID"  # a key per job: the steps can be run again
 
   # 2. the connector action registers the wait with the gateway
   curl -s -X POST {gateway_url}/v1/waits -H 'Authorization: Bearer {DEV_API_KEY}' \\
        -H 'Content-Type: application/json' \\
-       -d '{{"key": "order-42", "resume_token": "'"$TOKEN"'", "metadata": {{"order": 42}}}}'
+       -d '{{"key": "'"$KEY"'", "resume_token": "'"$TOKEN"'", "metadata": {{"order": 42}}}}'
 
   # 3. the third party reports completion
   curl -s -X POST {gateway_url}/v1/events -H 'Authorization: Bearer {DEV_API_KEY}' \\
        -H 'Content-Type: application/json' \\
-       -d '{{"id": "evt-1", "key": "order-42", "status": "succeeded", "data": {{"total": 42.50}}}}'
+       -d '{{"id": "evt-'"$JOB_ID"'", "key": "'"$KEY"'", "status": "succeeded",
+           "data": {{"total": 42.50}}}}'
 
   # 4. the job was resumed, once, with the data
   curl -s {sandbox_url}/_sandbox/jobs/$JOB_ID
-  curl -s {gateway_url}/v1/waits/order-42 -H 'Authorization: Bearer {DEV_API_KEY}'
+  curl -s {gateway_url}/v1/waits/$KEY -H 'Authorization: Bearer {DEV_API_KEY}'
 {kafka}
 Stop with Ctrl-C.
 """

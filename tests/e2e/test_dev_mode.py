@@ -103,10 +103,11 @@ def settled_check(script: str, job_id: str, env: dict[str, str]) -> tuple[Any, A
     step = script[script.index(CHECK_STEP) :]
     deadline = time.monotonic() + 10
     while True:
-        job, wait = json_documents(bash(step, {**env, "JOB_ID": job_id}))
+        step_env = {**env, "JOB_ID": job_id, "KEY": f"order-{job_id}"}  # as step 1 sets them
+        job, wait = json_documents(bash(step, step_env))
         delivery = wait.get("delivery") or {}
         if delivery.get("state") not in (None, "pending", "sending"):
-            job, wait = json_documents(bash(step, {**env, "JOB_ID": job_id}))
+            job, wait = json_documents(bash(step, step_env))
             return job, wait
         assert time.monotonic() < deadline, f"not delivered in time: {wait}"
         time.sleep(0.1)
@@ -146,9 +147,15 @@ def test_printed_steps_resume_the_sandbox_job_once_and_a_restart_keeps_state(
     second = Dev(workdir, processes, "dev-2")
     assert key_file.read_bytes() == key_before, "the token key was regenerated"
     assert key_file.stat().st_mode & 0o777 == 0o600
-    kept = second.call("GET", f"{second.url}/v1/waits/order-42")
+    kept = second.call("GET", f"{second.url}/v1/waits/order-{job['job_id']}")
     assert (kept["state"], kept["delivery"]["state"]) == ("resolved", "delivered")
     assert_old_token_still_decrypts(second)
+    # The printed steps work again over the kept data: with a fixed key, the wait was a 409
+    # and the event a duplicate, and the new job stayed pending.
+    again, accepted_again, new_job, _ = json_documents(bash(second.shell_steps(), shell))
+    assert (again["outcome"], accepted_again["outcome"]) == ("created", "matched")
+    new_job, _ = settled_check(second.shell_steps(), new_job["job_id"], shell)
+    assert new_job["resume_count"] == 1
     assert second.process.terminate() == 0
 
 
