@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/resume-gateway dev
+	$(BIN)/resume-gateway dev $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check gateway tests bench

@@ -141,7 +141,11 @@ class Gateway:
         await self._runner.setup()
         server = self.settings.server
         self._site = web.TCPSite(self._runner, server.host, server.port, reuse_address=True)
-        await self._site.start()
+        try:
+            await self._site.start()
+        except OSError:  # e.g. the port is taken: what started stops in order
+            await self.stop()
+            raise
         self.port = self._runner.addresses[0][1]
         log.info(
             "gateway.started",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import gc
 import json
 import os
@@ -36,6 +37,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GatewayError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        print(f"error: cannot listen: {exc.strerror}", file=sys.stderr)  # no traceback for it
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -47,9 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     _config_arg(run)
     run.set_defaults(command=_run)
     dev = sub.add_parser("dev", help="gateway + Workato sandbox + sample config, data in ./.data")
-    dev.add_argument("--port", type=int, default=8080)
-    dev.add_argument("--sandbox-port", type=int, default=8081)
-    dev.add_argument("--data-dir", default=".data")
+    dev.add_argument("--port", type=int, default=8080, help="the gateway's (default 8080)")
+    dev.add_argument("--sandbox-port", type=int, default=8081, help="the Workato sandbox's")
+    dev.add_argument("--data-dir", default=".data", help="SQLite, blobs and the dev token key")
     dev.add_argument("--kafka", action="store_true", help="also run a local Kafka broker")
     dev.add_argument("--kafka-port", type=int, default=9092)
     dev.set_defaults(command=_dev)

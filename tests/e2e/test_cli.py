@@ -11,6 +11,7 @@ import base64
 import contextlib
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -216,6 +217,22 @@ def test_run_refuses_to_start_without_token_keys_in_prod(tmp_path: Path) -> None
     assert "security.token_keys is required outside dev" in result.stderr
     assert "gateway.started" not in result.stderr + result.stdout
     assert not (tmp_path / "g.db").exists(), "nothing was opened before validation"
+
+
+def test_run_on_a_taken_port_says_so_without_a_traceback(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        store = f'[store]\nurl = "sqlite:///{tmp_path / "g.db"}"\n'
+        config = write(tmp_path, f'[server]\nhost = "127.0.0.1"\nport = {port}\n{store}{SECURITY}')
+
+        result = cli("run", "--config", str(config))
+
+    assert result.returncode == 1, result.stderr
+    assert "error: cannot listen:" in result.stderr
+    assert "address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_run_stops_gracefully_on_sigterm(tmp_path: Path, processes: list[Process]) -> None:
