@@ -79,7 +79,9 @@ def dev_settings(
     raw: dict[str, Any] = {
         "env": "dev",
         "server": {"port": port},
-        "store": {"url": f"sqlite:///{data_dir / 'gateway.db'}"},
+        # not run's default (.data/gateway.db): a gateway run from the same directory with
+        # other token keys would share the dev waits and fail their deliveries
+        "store": {"url": f"sqlite:///{data_dir / 'dev.db'}"},
         "ingest": {"spool_dir": str(data_dir / "spool")},
         "blobs": {"url": f"file:///{data_dir / 'blobs'}"},
         "delivery": {"poll_interval_s": 0.2},

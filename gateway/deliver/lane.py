@@ -168,7 +168,14 @@ class Lane:
     async def _deliver(self, claim: Claim, lease_until: float) -> None:
         try:
             token = self._deps.cipher.open(claim.sealed, aad=claim.tenant)
-        except SecretError:
+        except SecretError:  # loud: the job can never be resumed from here
+            log.error(
+                "delivery.token_key_missing",
+                tenant=claim.tenant,
+                key=claim.key,
+                key_id=claim.sealed.key_id,
+                alert=True,
+            )
             verdict = Verdict(Action.DEAD, "token_key_missing")
             await self._settle(claim, verdict, Attempt(None, sent=False), 0.0)
             return

@@ -142,6 +142,9 @@ def test_printed_steps_resume_the_sandbox_job_once_and_a_restart_keeps_state(
     )
     key_file = workdir / DATA_DIR / "dev-token.key"
     key_before = key_file.read_bytes()
+    # not run's default store: a gateway run beside it with other keys failed the dev waits
+    assert (workdir / DATA_DIR / "dev.db").exists()
+    assert not (workdir / DATA_DIR / "gateway.db").exists()
     assert first.process.terminate() == 0
 
     second = Dev(workdir, processes, "dev-2")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from gateway.sandbox.workato_state import WorkatoSandbox
 from tests.conftest import API_KEY, WORKATO_TOKEN, RunningGateway, SettingsFactory
 
 Start = Any
+TOKEN_KEY_2 = base64.b64encode(b"another-32-byte-token-key-000000").decode()
 
 
 async def eventually(check: Callable[[], Any], timeout_s: float = 10.0) -> Any:
@@ -444,6 +446,27 @@ async def test_a_job_still_running_after_its_resume_proves_nothing(
     )
     lookups = [r for r in workato.requests.entries() if r.method == "GET"]
     assert [r.status for r in lookups] == [200]
+
+
+async def test_a_token_sealed_with_a_key_not_configured_is_dead_and_said_loudly(
+    make_settings: SettingsFactory,
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Another process on the same store with other keys, or a key rotated out too soon: the
+    job can never be resumed, and it was logged at info only."""
+    gw = await start_gateway(make_settings())
+    job = await wait_for_job(gw, workato, "k")
+    await gw.gateway.stop()
+    other_key = {"security": {"token_keys": [{"id": "k9", "key": TOKEN_KEY_2}]}}
+    gw = await start_gateway(make_settings(other_key))
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
+    delivery = await delivery_of(gw, "k", "dead")
+    assert delivery["reason"] == "token_key_missing"
+    assert job.resume.count == 0
+    logged = capsys.readouterr()
+    assert "delivery.token_key_missing" in logged.out + logged.err
 
 
 async def test_reconcile_uses_the_managed_users_form_for_embedded_jobs(
