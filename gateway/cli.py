@@ -121,6 +121,8 @@ def _redactor(settings: Settings) -> Redactor:
 
 def _run(args: argparse.Namespace) -> int:
     settings = _settings(args.config)
+    if not settings.security.token_keys:  # dev settings may omit them: only `dev` makes one
+        raise ConfigError("security.token_keys: `run` needs at least one (`dev` makes its own)")
     configure_logging(
         settings.logging.format, settings.logging.level, _redactor(settings), final=True
     )
@@ -192,8 +194,11 @@ def _migrate(args: argparse.Namespace) -> int:
 def _check_config(args: argparse.Namespace) -> int:
     from gateway.config.describe import describe
 
-    settings = _settings(args.file or _default_config())  # the file ``run`` would read
+    path = args.file or _default_config()  # the file ``run`` would read
+    settings = _settings(path)
     print(describe(settings))
+    if not Path(path).exists():
+        print(f"\n(no {path}: the defaults and the environment only)")
     return 0
 
 

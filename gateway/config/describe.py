@@ -14,8 +14,12 @@ def describe(settings: Settings) -> str:
     server = settings.server
     lines.append(f"listen on      http://{server.host}:{server.port} (env: {settings.env})")
     lines.append(f"store          {settings.store.url}")
-    keys = ", ".join(k.id for k in settings.security.token_keys) or "none (dev: generated)"
-    lines.append(f"token keys     {keys} (first one encrypts)")
+    keys = ", ".join(k.id for k in settings.security.token_keys)
+    lines.append(
+        f"token keys     {keys} (first one encrypts)"
+        if keys
+        else "token keys     none: `run` needs one (only `dev` makes its own)"
+    )
     lines.append(_blobs_line(settings))
     for t in settings.tenants:
         auth = "api token" if t.api_token else f"legacy email {t.email}"

@@ -219,6 +219,27 @@ def test_run_refuses_to_start_without_token_keys_in_prod(tmp_path: Path) -> None
     assert not (tmp_path / "g.db").exists(), "nothing was opened before validation"
 
 
+def test_run_in_dev_without_token_keys_is_refused_as_check_config_says(tmp_path: Path) -> None:
+    """check-config called it valid ('dev: generated'), and run failed with a bare message."""
+    store = f'[store]\nurl = "sqlite:///{tmp_path / "g.db"}"\n'
+    config = write(tmp_path, f'env = "dev"\n[server]\nport = {free_port()}\n{store}')
+
+    checked = cli("check-config", str(config))
+    result = cli("run", "--config", str(config))
+
+    assert "none: `run` needs one" in checked.stdout
+    assert result.returncode == 2
+    assert "security.token_keys: `run` needs at least one" in result.stderr
+
+
+def test_check_config_says_when_there_is_no_file() -> None:
+    """Without gateway.toml it checks the defaults and the environment, and now says so."""
+    assert not Path("gateway.toml").exists()
+    result = cli("check-config", env={"RESUME_GATEWAY_ENV": "dev"})
+    assert result.returncode == 0, result.stderr
+    assert "(no gateway.toml: the defaults and the environment only)" in result.stdout
+
+
 def test_run_on_a_taken_port_says_so_without_a_traceback(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

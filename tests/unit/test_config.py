@@ -395,4 +395,4 @@ def test_describe_says_what_the_gateway_will_do(toml_file: Path) -> None:
 
 def test_describe_in_dev_without_keys() -> None:
     text = describe(Settings(env="dev"))
-    assert "none (dev: generated)" in text
+    assert "none: `run` needs one (only `dev` makes its own)" in text

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from gateway import __version__
 from gateway.cli import _parser
 from gateway.config.loader import ENV_PREFIX, load_settings
 from gateway.config.settings import Settings
@@ -366,3 +367,9 @@ def test_compose_provides_every_secret_the_example_references() -> None:
     assert not [v for v in gateway["environment"].values() if not v.startswith("${")], (
         "compose must pass secrets from its environment, not hold them"
     )
+
+
+def test_the_compose_image_is_tagged_with_the_version() -> None:
+    """It said 0.1.0 at 0.2.8."""
+    compose = (DEPLOY / "docker-compose.yml").read_text()
+    assert f"image: resume-gateway:{__version__}\n" in compose
