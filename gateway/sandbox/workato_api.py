@@ -72,6 +72,8 @@ class JobsApi:
         raw = await self._body(request)
         if isinstance(raw, web.Response):
             return raw
+        if request.content_type != "application/json":  # Rails parses no params from it
+            return message(400, "param is missing or the value is empty or invalid: token")
         parsed = parse_resume(raw)
         if isinstance(parsed, str):
             return message(400, parsed)
@@ -154,7 +156,7 @@ def owner_from(request: web.Request) -> Owner | None:
     raw = request.match_info.get("managed_user")
     if raw is None:
         return WORKSPACE
-    if raw.isdigit():
+    if raw.isascii() and raw.isdigit():  # "²" is a digit to isdigit(), not to int()
         return Owner(managed_user_id=int(raw))
     # aiohttp has already percent-decoded the segment once: "Ecustomer%2F42" -> "Ecustomer/42".
     if raw.startswith("E") and len(raw) > 1:
@@ -203,12 +205,18 @@ def parse_query(query: Mapping[str, str]) -> JobQuery | str:
     status = query.get("status")
     if status is not None and status not in JOB_STATUSES:
         return "status must be one of: succeeded, failed, pending"
-    flags = {name: _flag(query.get(name)) for name in ("prev", "rerun_only")}
+    names = ("prev", "rerun_only", "failed", "rerun_jobs")
+    flags = {name: _flag(query.get(name)) for name in names}
     if None in flags.values():
-        return "prev and rerun_only must be true or false"
+        return "prev, rerun_only, failed and rerun_jobs must be true or false"
+    if flags["failed"]:  # seed 001: deprecated, "if true, returns failed jobs only"
+        if status not in (None, "failed"):
+            return "failed=true and status contradict each other"
+        status = "failed"
     return JobQuery(
         status=_status(status),
-        rerun_only=bool(flags["rerun_only"]),
+        # seed 002 (legacy) names it rerun_jobs: "if true, returns rerun jobs only"
+        rerun_only=bool(flags["rerun_only"] or flags["rerun_jobs"]),
         offset_job_id=query.get("offset_job_id") or None,
         prev=bool(flags["prev"]),
     )

@@ -249,7 +249,37 @@ async def test_body_at_the_limit_is_accepted(harness: Harness) -> None:
     job = await harness.new_job()
     body = padded_body(job["resume_token"], 1000)
     assert len(body) == 1000
-    assert (await harness.call("POST", "/api/job/resume", data=body)).status == 204
+    json_body = {"Content-Type": "application/json"}
+    assert (
+        await harness.call("POST", "/api/job/resume", data=body, headers=AUTH | json_body)
+    ).status == 204
+
+
+async def test_a_resume_that_is_not_declared_json_is_refused(harness: Harness) -> None:
+    """Rails parses params only from a JSON body it was told is JSON (seed 001's request sets
+    the header): a gateway that dropped it would pass every test against a lax sandbox."""
+    job = await harness.new_job()
+    body = json.dumps({"token": job["resume_token"]}).encode()
+    reply = await harness.call("POST", "/api/job/resume", data=body, headers=AUTH)
+    assert reply.status == 400
+    assert (await harness.job_state(job["job_id"]))["resume_count"] == 0
+
+
+async def test_deprecated_and_legacy_list_filters_are_honoured(harness: Harness) -> None:
+    """failed=true (seed 001, deprecated) and rerun_jobs=true (seed 002) were ignored."""
+    for _ in range(2):
+        await harness.new_job(recipe_id=9)
+    failed = await harness.new_job(recipe_id=9)
+    await harness.control("PATCH", f"/jobs/{failed['job_id']}", {"status": "failed"})
+    listed = await harness.call("GET", "/api/recipes/9/jobs?failed=true", headers=AUTH)
+    assert [j["id"] for j in listed.body["items"]] == [failed["job_id"]]
+    reruns = await harness.call("GET", "/api/recipes/9/jobs?rerun_jobs=true", headers=AUTH)
+    assert reruns.body["items"] == []
+
+
+async def test_a_managed_user_id_of_non_ascii_digits_is_404_not_500(harness: Harness) -> None:
+    reply = await harness.call("GET", "/api/managed_users/%C2%B2/recipes/5/jobs", headers=AUTH)
+    assert reply.status == 404
 
 
 async def test_body_over_the_limit_gets_413_with_or_without_content_length(
