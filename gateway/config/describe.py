@@ -29,6 +29,10 @@ def describe(settings: Settings) -> str:
             + (", raw mode" if t.raw_mode else "")
         )
     lines += [_source_line(s) for s in settings.sources]
+    lines += [
+        f"connection {c.name:<4} polls {c.kind} at {c.root} every {c.poll_interval_s:g} s"
+        for c in settings.connections
+    ]
     if settings.kafka.enabled:
         lines.append(_kafka_line(settings.kafka))
     lines += ["", "effective settings (secrets masked):"]

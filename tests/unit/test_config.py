@@ -393,6 +393,15 @@ def test_describe_says_what_the_gateway_will_do(toml_file: Path) -> None:
     assert "with legacy email ops@example.com" in text
 
 
+def test_describe_names_the_polled_connections() -> None:
+    connection = {"name": "ayx", "kind": "alteryx", "base_url": "https://ayx.example/"}
+    connection |= {"client_id": "c", "client_secret": "s3cr3t-value"}
+    settings = Settings.model_validate({"env": "dev", "connections": [connection]})
+    text = describe(settings)
+    assert "connection ayx  polls alteryx at https://ayx.example every 15 s" in text
+    assert "s3cr3t-value" not in text
+
+
 def test_describe_in_dev_without_keys() -> None:
     text = describe(Settings(env="dev"))
     assert "none: `run` needs one (only `dev` makes its own)" in text
