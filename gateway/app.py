@@ -21,7 +21,7 @@ from gateway.config.settings import Settings
 from gateway.deliver.claimcheck import ClaimChecks
 from gateway.deliver.deliverer import Deliverer
 from gateway.deliver.outcomes import OutcomePublisher
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, listen_error
 from gateway.http.api import Api
 from gateway.http.auth import ApiKeys
 from gateway.http.blobs import BlobDownloads
@@ -143,9 +143,8 @@ class Gateway:
         self._site = web.TCPSite(self._runner, server.host, server.port, reuse_address=True)
         try:
             await self._site.start()
-        except OSError:  # e.g. the port is taken: what started stops in order
-            await self.stop()
-            raise
+        except OSError as exc:  # e.g. the port is taken (``async with`` stops what started)
+            raise listen_error(server.host, server.port, exc) from exc
         self.port = self._runner.addresses[0][1]
         log.info(
             "gateway.started",

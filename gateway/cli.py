@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
 import gc
 import json
 import os
@@ -36,11 +35,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except GatewayError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
-            raise
-        print(f"error: cannot listen: {exc.strerror}", file=sys.stderr)  # no traceback for it
         return 1
     except KeyboardInterrupt:
         return 130
@@ -196,9 +190,9 @@ def _check_config(args: argparse.Namespace) -> int:
 
     path = args.file or _default_config()  # the file ``run`` would read
     settings = _settings(path)
-    print(describe(settings))
     if not Path(path).exists():
-        print(f"\n(no {path}: the defaults and the environment only)")
+        print(f"(no {path}: the defaults and the environment only)\n")
+    print(describe(settings))
     return 0
 
 

@@ -149,7 +149,8 @@ Try it — paste these into another shell:
   JOB=$(curl -s -X POST {sandbox_url}/_sandbox/jobs -H 'Content-Type: application/json' -d '{{}}')
   TOKEN=$(echo "$JOB" | python3 -c 'import sys,json; print(json.load(sys.stdin)["resume_token"])')
   JOB_ID=$(echo "$JOB" | python3 -c 'import sys,json; print(json.load(sys.stdin)["job_id"])')
-  KEY="order-$JOB_ID"  # a key per job: the steps can be run again
+  # a key per job, so that the steps can be run again
+  KEY="order-$JOB_ID"
 
   # 2. the connector action registers the wait with the gateway
   curl -s -X POST {gateway_url}/v1/waits -H 'Authorization: Bearer {DEV_API_KEY}' \\

@@ -5,6 +5,7 @@
     ├── StoreError             the database failed; the driver error is chained
     │   ├── BlobCollected      a collector is deleting the blob being recorded; retry
     │   └── MigrationError     the schema cannot be brought to the expected version
+    ├── ListenError            a server cannot listen on its address (taken, or not allowed)
     ├── SecretError            a resume token cannot be encrypted or decrypted
     ├── BrokerError            Kafka cannot be reached or refused; the client error is chained
     └── IngestError            an input was refused; carries an RFC 9457 problem
@@ -47,6 +48,16 @@ class BlobCollected(StoreError):
 
 class MigrationError(StoreError):
     """The database schema cannot be migrated."""
+
+
+class ListenError(GatewayError):
+    """A server cannot listen on its address."""
+
+
+def listen_error(host: str, port: int, exc: OSError) -> ListenError:
+    """``cannot listen on host:port: address already in use`` (from the bind's own error)."""
+    reason = exc.strerror or str(exc)
+    return ListenError(f"cannot listen on {host}:{port}: {reason.rsplit(': ', 1)[-1]}")
 
 
 class SecretError(GatewayError):

@@ -10,6 +10,8 @@ from types import TracebackType
 
 from aiohttp import web
 
+from gateway.errors import listen_error
+
 DEFAULT_SHUTDOWN_TIMEOUT_S = 5.0
 
 
@@ -51,6 +53,9 @@ class SandboxServer:
         self._runner = runner
         try:
             await web.TCPSite(runner, self._host, self._port).start()
+        except OSError as exc:  # e.g. the port is taken
+            await self.stop()
+            raise listen_error(self._host, self._port, exc) from exc
         except BaseException:
             await self.stop()
             raise

@@ -116,16 +116,12 @@ class ControlApi:
         patch = await parse_model(request, JobPatch)
         if isinstance(patch, web.Response):
             return patch
-        _apply_patch(job, patch, self._sandbox.clock())
+        if patch.trigger_data_expired is not None:
+            job.trigger_data_expired = patch.trigger_data_expired
+        if patch.title is not None:
+            job.title = patch.title
+        if patch.status is not None:
+            self._sandbox.settle_job(job, patch.status, patch.error)
+        elif patch.error is not None and job.status == "failed":
+            job.error = patch.error
         return web.json_response(job_state(job))
-
-
-def _apply_patch(job: Job, patch: JobPatch, now: float) -> None:
-    if patch.trigger_data_expired is not None:
-        job.trigger_data_expired = patch.trigger_data_expired
-    if patch.title is not None:
-        job.title = patch.title
-    if patch.status is not None:
-        job.complete(patch.status, now, patch.error)
-    elif patch.error is not None and job.status == "failed":
-        job.error = patch.error

@@ -24,6 +24,7 @@ from gateway.sandbox.workato_jobs import (
     Job,
     JobPage,
     JobQuery,
+    JobStatus,
     Owner,
     ResumeState,
     new_job_id,
@@ -228,6 +229,12 @@ class WorkatoSandbox:
             "rate_limited_total": statuses[429],
             "requests_by_status": {str(k): v for k, v in statuses.items()},
         }
+
+    def settle_job(self, job: Job, status: JobStatus, error: str | None) -> None:
+        """End ``job`` as ``status`` now (the control API): a resumed job that was still
+        running no longer succeeds on its own later."""
+        self._running.pop(job.id, None)
+        job.complete(status, self.clock(), error)
 
     # --- internals --------------------------------------------------------------------------
 

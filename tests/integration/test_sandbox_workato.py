@@ -223,6 +223,17 @@ async def test_second_resume_gets_409_and_resume_count_stays_1(harness: Harness)
     assert stats["rejected_resumes_total"] == 1
 
 
+async def test_a_running_resumed_job_ended_by_the_control_api_stays_ended(
+    harness: Harness,
+) -> None:
+    await harness.settings(resume_running_s=30.0)
+    job = await harness.new_job()
+    assert (await harness.resume(job["resume_token"], {"n": 1})).status == 204
+    await harness.control("PATCH", f"/jobs/{job['job_id']}", {"status": "failed"})
+    harness.clock.advance(31.0)
+    assert (await harness.job_state(job["job_id"]))["status"] == "failed"
+
+
 async def test_a_resumed_job_can_run_on_before_it_succeeds(harness: Harness) -> None:
     """A real job's action runs on after its resume (seed 001): a lookup right after it may see
     it pending, which must not read as proof either way."""
@@ -318,7 +329,8 @@ async def test_body_over_the_limit_gets_413_with_or_without_content_length(
 async def test_invalid_resume_bodies_get_400(harness: Harness, template: bytes) -> None:
     job = await harness.new_job()
     body = template.replace(b"TOKEN", job["resume_token"].encode())
-    reply = await harness.call("POST", "/api/job/resume", data=body)
+    json_body = AUTH | {"Content-Type": "application/json"}  # or the header alone refuses it
+    reply = await harness.call("POST", "/api/job/resume", data=body, headers=json_body)
     assert reply.status == 400
     assert isinstance(reply.body["message"], str)
     assert (await harness.job_state(job["job_id"]))["status"] == "pending"
