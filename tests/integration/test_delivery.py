@@ -49,6 +49,21 @@ async def wait_for_job(gw: RunningGateway, workato: WorkatoSandbox, key: str, **
     return job
 
 
+async def with_the_one_slot_taken(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox, window_s: float
+) -> RunningGateway:
+    """A gateway allowed one resume per ``window_s``, this window's sent: what comes next
+    queues until the window frees."""
+    settings = make_settings(
+        {"delivery": {"rate_window_s": window_s, "rate_margin_s": 0.0}}, rate_limit_per_minute=1
+    )
+    gw: RunningGateway = await start_gateway(settings)
+    first = await wait_for_job(gw, workato, "first")
+    await gw.post("/v1/events", {"id": "e0", "key": "first", "status": "succeeded"})
+    await eventually(lambda: first.resume.count == 1)
+    return gw
+
+
 def faults(*scripted: ScriptedFault) -> FaultPlan:
     return FaultPlan(scripted=list(scripted))
 
@@ -261,14 +276,8 @@ async def test_a_delivery_whose_wait_expires_in_the_queue_is_counted_as_finished
     make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
 ) -> None:
     """The sweep ends it, not a lane: it ended uncounted and unpublished."""
-    settings = make_settings(
-        {"delivery": {"rate_window_s": 5.0, "rate_margin_s": 0.0}}, rate_limit_per_minute=1
-    )
-    gw = await start_gateway(settings)
-    first = await wait_for_job(gw, workato, "first")
+    gw = await with_the_one_slot_taken(make_settings, start_gateway, workato, window_s=5.0)
     await wait_for_job(gw, workato, "queued", timeout_s=2.0)  # the window frees after 5 s
-    await gw.post("/v1/events", {"id": "e0", "key": "first", "status": "succeeded"})
-    await eventually(lambda: first.resume.count == 1)
     _, answer = await gw.post("/v1/events", {"id": "e1", "key": "queued", "status": "succeeded"})
     assert answer["outcome"] == "matched"
     delivery = await delivery_of(gw, "queued", "expired")
@@ -369,14 +378,8 @@ async def test_tenants_sharing_a_credential_share_its_limit_without_a_lane_dying
 async def test_backlog_goes_earliest_deadline_first(
     make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
 ) -> None:
-    settings = make_settings(
-        {"delivery": {"rate_window_s": 1.0, "rate_margin_s": 0.0}}, rate_limit_per_minute=1
-    )
-    gw = await start_gateway(settings)
-    first = await wait_for_job(gw, workato, "first")
+    gw = await with_the_one_slot_taken(make_settings, start_gateway, workato, window_s=1.0)
     jobs = {t: await wait_for_job(gw, workato, f"t{t}", timeout_s=t) for t in (300, 100, 200)}
-    await gw.post("/v1/events", {"id": "e0", "key": "first", "status": "succeeded"})
-    await eventually(lambda: first.resume.count == 1)
     for t in (300, 100, 200):  # posted while the window is full: they queue
         await gw.post("/v1/events", {"id": f"e{t}", "key": f"t{t}", "status": "succeeded"})
     await eventually(lambda: all(j.resume.count == 1 for j in jobs.values()), timeout_s=10)
