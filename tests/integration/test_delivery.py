@@ -64,6 +64,18 @@ async def with_the_one_slot_taken(
     return gw
 
 
+async def settled_with_a_job_reference(
+    gw: RunningGateway, workato: WorkatoSandbox
+) -> tuple[Job, dict[str, Any]]:
+    """A job of recipe 42, its wait registered with the job's reference (so an ambiguous
+    attempt is reconciled through the Jobs API), its event, and the delivery once final."""
+    job = workato.create_job(recipe_id=42)
+    ref = {"recipe_id": 42, "job_id": job.id}
+    await gw.post("/v1/waits", {"key": "k", "resume_token": job.resume.token, "job": ref})
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
+    return job, await delivery_of(gw, "k", "delivered", "delivered_unconfirmed", "dead")
+
+
 def faults(*scripted: ScriptedFault) -> FaultPlan:
     return FaultPlan(scripted=list(scripted))
 
@@ -392,11 +404,7 @@ async def test_ambiguous_attempt_is_reconciled_through_the_jobs_api(
 ) -> None:
     workato.faults.set_plan(faults(ScriptedFault(kind="processed_then_error")))
     gw = await start_gateway(make_settings())
-    job = workato.create_job(recipe_id=42)
-    ref = {"recipe_id": 42, "job_id": job.id}
-    await gw.post("/v1/waits", {"key": "k", "resume_token": job.resume.token, "job": ref})
-    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
-    delivery = await delivery_of(gw, "k", "delivered", "delivered_unconfirmed", "dead")
+    job, delivery = await settled_with_a_job_reference(gw, workato)
     assert (delivery["state"], delivery["reason"]) == ("delivered", "reconciled_job_succeeded")
     lookups = [r for r in workato.requests.entries() if r.method == "GET"]
     assert [r.path for r in lookups] == [f"/api/recipes/42/jobs/{job.id}"]
@@ -416,11 +424,7 @@ async def test_a_reconcile_lookup_ends_inside_the_lease(
         )
     )
     gw = await start_gateway(make_settings({"delivery": {"request_timeout_s": 2.5}}))
-    job = workato.create_job(recipe_id=42)
-    ref = {"recipe_id": 42, "job_id": job.id}
-    await gw.post("/v1/waits", {"key": "k", "resume_token": job.resume.token, "job": ref})
-    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
-    delivery = await delivery_of(gw, "k", "delivered", "delivered_unconfirmed", "dead")
+    _, delivery = await settled_with_a_job_reference(gw, workato)
     await asyncio.sleep(1.0)  # a reclaimed row would be claimed and sent again by now
     resumes = [r for r in workato.requests.entries() if r.path == "/api/job/resume"]
     assert (delivery["state"], delivery["attempts"], len(resumes)) == (
@@ -438,11 +442,7 @@ async def test_a_job_still_running_after_its_resume_proves_nothing(
     workato.settings = workato.settings.updated({"resume_running_s": 60.0})
     workato.faults.set_plan(faults(ScriptedFault(kind="processed_then_error")))
     gw = await start_gateway(make_settings())
-    job = workato.create_job(recipe_id=42)
-    ref = {"recipe_id": 42, "job_id": job.id}
-    await gw.post("/v1/waits", {"key": "k", "resume_token": job.resume.token, "job": ref})
-    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
-    delivery = await delivery_of(gw, "k", "delivered", "delivered_unconfirmed", "dead")
+    _, delivery = await settled_with_a_job_reference(gw, workato)
     assert (delivery["state"], delivery["reason"]) == (
         "delivered_unconfirmed",
         "http_409_after_ambiguous_attempt",
