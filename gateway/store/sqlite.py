@@ -334,10 +334,8 @@ class SQLiteStore:
             # the token's own wait: the key's latest may be a later one
             return Registration("repeat", self._view(conn, wait.tenant, wait.key, same[0]))
         open_wait = self._one(conn, "open_wait_by_key", tenant=wait.tenant, key=wait.key)
-        if open_wait is not None and open_wait[1] > now:
+        if open_wait is not None and not self._expired_before_the_sweep(conn, open_wait[0], now):
             return Registration("conflict", None, conflict="key_open_with_other_token")
-        if open_wait is not None:  # past its expiry: the sweep would have ended it
-            self._run(conn, "expire_wait", wait_id=open_wait[0], now=now)
         wait_id = self._insert_wait(conn, wait, now)
         if wait.watch is not None:
             self._run(
@@ -494,6 +492,10 @@ class SQLiteStore:
             [(d.id, d.tenant, d.wait_id, d.event_row, d.deadline, at, at) for d, at in deliveries],
         )
 
+    def _expired_before_the_sweep(self, conn: sqlite3.Connection, wait_id: int, now: float) -> bool:
+        """End an open wait past its expiry as the sweep would have: true if it was one."""
+        return bool(self._run(conn, "expire_wait", wait_id=wait_id, now=now).rowcount)
+
     async def get_wait(self, tenant: str, key: str) -> WaitView | None:
         """Read through the writer, whose answers wait for the sync: the reader's connection
         would show a commit a sync before it is durable."""
@@ -532,9 +534,7 @@ class SQLiteStore:
         row = self._one(conn, "wait_view", tenant=tenant, key=key, id=None)
         if row is None:
             return Cancellation("not_found", None)
-        state, expires_at = row[3], row[5]
-        if state == "open" and expires_at <= now:  # not swept yet: it is expired
-            self._run(conn, "expire_wait", wait_id=row[0], now=now)
+        if self._expired_before_the_sweep(conn, row[0], now):
             row = self._one(conn, "wait_view", tenant=tenant, key=key, id=row[0])
         wait_id, view = row[0], self._view_of(conn, row)
         delivery = view.delivery
@@ -692,9 +692,21 @@ class SQLiteStore:
     def _sweep(self, conn: sqlite3.Connection, now: float, before: float) -> Sweep:
         reclaimed = self._run(conn, "reclaim_leases", now=now).rowcount
         expired = [
-            Outcome(tenant, key, i, event_id, source, "expired", WAIT_EXPIRED, n, status, at, now)
-            for i, tenant, key, event_id, source, n, status, at in self._run(
-                conn, "deliveries_to_expire", now=now
+            Outcome(
+                tenant=tenant,
+                key=key,
+                delivery_id=delivery_id,
+                event_id=event_id,
+                source=source,
+                state="expired",
+                reason=WAIT_EXPIRED,
+                attempts=attempts,
+                last_status=last_status,
+                received_at=received_at,
+                finished_at=now,
+            )
+            for delivery_id, tenant, key, event_id, source, attempts, last_status, received_at in (
+                self._run(conn, "deliveries_to_expire", now=now)
             )
         ]
         self._run(conn, "expire_deliveries", now=now, reason=WAIT_EXPIRED)  # the same rows
