@@ -24,6 +24,9 @@ from gateway.store.base import Store
 from gateway.store.records import Outcome
 
 log = structlog.get_logger(__name__)
+SWEEP_LIMIT = 1000
+"""Rows of each kind one sweep ends: after a long outage the backlog is swept in transactions
+this short, ingest's batches committing in between, not in one that holds the writer."""
 
 
 class Deliverer:
@@ -129,7 +132,7 @@ class Deliverer:
         span = 2 * (self._settings.rate_window_s + self._settings.rate_margin_s)
         while True:
             now = self._deps.clock()
-            swept = await self._store.sweep(now, now - span)
+            swept = await self._store.sweep(now, now - span, SWEEP_LIMIT)
             counts = {
                 "reclaimed": swept.reclaimed,
                 "expired_deliveries": len(swept.expired_deliveries),
@@ -143,4 +146,4 @@ class Deliverer:
             if swept.reclaimed:
                 for lane in self._lanes.values():
                     lane.notify()
-            await asyncio.sleep(self._settings.sweep_interval_s)
+            await asyncio.sleep(0 if swept.more else self._settings.sweep_interval_s)

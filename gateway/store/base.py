@@ -78,8 +78,10 @@ class Store(Protocol):
 
     async def active_pauses(self, now: float) -> list[Pause]: ...
 
-    async def sweep(self, now: float, forget_sends_before: float) -> Sweep:
-        """Reclaim expired leases, expire waits, deliveries and stale buffered events."""
+    async def sweep(self, now: float, forget_sends_before: float, limit: int) -> Sweep:
+        """Reclaim expired leases, expire waits, deliveries and stale buffered events: at most
+        ``limit`` of each kind, so that one transaction stays short after a long outage
+        (``Sweep.more`` says to sweep again at once)."""
 
     async def keep_blob(self, blob: BlobMeta, keep_until: float, now: float) -> bool:
         """Record a blob, to be kept at least until ``keep_until`` (a URL's expiry); False,

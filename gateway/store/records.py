@@ -181,6 +181,8 @@ class Sweep:
     other, so they are reported like any other."""
     expired_waits: int
     unmatched_events: int
+    more: bool
+    """A kind reached the sweep's limit: there may be more to sweep now."""
 
 
 @dataclass(frozen=True, slots=True)

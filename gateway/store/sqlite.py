@@ -686,10 +686,10 @@ class SQLiteStore:
         rows = await self._read(lambda conn: self._run(conn, "active_pauses", now=now).fetchall())
         return [Pause(*row) for row in rows]
 
-    async def sweep(self, now: float, forget_sends_before: float) -> Sweep:
-        return await self._write(lambda conn: self._sweep(conn, now, forget_sends_before))
+    async def sweep(self, now: float, forget_sends_before: float, limit: int) -> Sweep:
+        return await self._write(lambda conn: self._sweep(conn, now, forget_sends_before, limit))
 
-    def _sweep(self, conn: sqlite3.Connection, now: float, before: float) -> Sweep:
+    def _sweep(self, conn: sqlite3.Connection, now: float, before: float, limit: int) -> Sweep:
         reclaimed = self._run(conn, "reclaim_leases", now=now).rowcount
         expired = [
             Outcome(
@@ -706,19 +706,24 @@ class SQLiteStore:
                 finished_at=now,
             )
             for delivery_id, tenant, key, event_id, source, attempts, last_status, received_at in (
-                self._run(conn, "deliveries_to_expire", now=now)
+                self._run(conn, "deliveries_to_expire", now=now, limit=limit)
             )
         ]
-        self._run(conn, "expire_deliveries", now=now, reason=WAIT_EXPIRED)  # the same rows
-        result = Sweep(
-            reclaimed=reclaimed,
-            expired_deliveries=expired,
-            expired_waits=self._run(conn, "expire_waits", now=now).rowcount,
-            unmatched_events=self._run(conn, "expire_buffered", now=now).rowcount,
+        conn.executemany(
+            self._q["expire_delivery"],
+            [{"id": o.delivery_id, "reason": WAIT_EXPIRED, "now": now} for o in expired],
         )
+        waits = self._run(conn, "expire_waits", now=now, limit=limit).rowcount
+        events = self._run(conn, "expire_buffered", now=now, limit=limit).rowcount
         self._run(conn, "forget_sends", before=before)
         self._run(conn, "forget_pauses", now=now)
-        return result
+        return Sweep(
+            reclaimed=reclaimed,
+            expired_deliveries=expired,
+            expired_waits=waits,
+            unmatched_events=events,
+            more=limit in (len(expired), waits, events),
+        )
 
     # -- blobs -----------------------------------------------------------------------------
 

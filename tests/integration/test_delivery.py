@@ -299,6 +299,35 @@ async def test_a_delivery_whose_wait_expires_in_the_queue_is_counted_as_finished
     assert 'gateway_deliveries_finished_total{state="expired",tenant="acme"} 1.0' in text
 
 
+async def test_a_sweep_that_reaches_its_limit_sweeps_again_at_once(
+    make_settings: SettingsFactory,
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sweeps end at most ``SWEEP_LIMIT`` rows of a kind each; a full one must not leave the
+    rest for the next interval, or a backlog would take hours to expire."""
+    monkeypatch.setattr("gateway.deliver.deliverer.SWEEP_LIMIT", 1)
+    settings = make_settings(
+        {"delivery": {"rate_window_s": 60.0, "rate_margin_s": 0.0, "sweep_interval_s": 4.0}},
+        rate_limit_per_minute=1,
+    )
+    gw = await start_gateway(settings)
+    first = await wait_for_job(gw, workato, "first")
+    await gw.post("/v1/events", {"id": "e0", "key": "first", "status": "succeeded"})
+    await eventually(lambda: first.resume.count == 1)  # the one slot of the window is taken
+    for n in range(3):
+        await wait_for_job(gw, workato, f"queued-{n}", timeout_s=0.5)
+        await gw.post(
+            "/v1/events", {"id": f"e{n + 1}", "key": f"queued-{n}", "status": "succeeded"}
+        )
+    await delivery_of(gw, "queued-0", "expired")
+    ended = time.monotonic()
+    for n in (1, 2):
+        await delivery_of(gw, f"queued-{n}", "expired")
+    assert time.monotonic() - ended < 2.0, "the rest waited for the next sweep interval"
+
+
 async def test_wait_without_event_expires_and_later_event_is_late(
     make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
 ) -> None:

@@ -120,7 +120,7 @@ async def meddle(pair: Pair, inputs: Inputs, now: float) -> None:
     """Now and then, what else changes waits and events: a sweep, a cancellation."""
     rng = inputs.rng
     if rng.random() < 0.15:
-        assert await pair.batched.sweep(now, now) == await pair.single.sweep(now, now)
+        assert await pair.batched.sweep(now, now, 1000) == await pair.single.sweep(now, now, 1000)
     if rng.random() < 0.15:
         tenant, key = rng.choice(TENANTS), rng.choice(inputs.keys)
         cancelled = await pair.batched.cancel_wait(tenant, key, now)

@@ -128,7 +128,7 @@ async def test_buffered_event_past_its_ttl_is_not_matched(store: SQLiteStore) ->
     await store.record_event(event("k", ttl=10), T0)
     registered = await store.register_wait(wait("k"), T0 + 11)
     assert not registered.matched
-    swept = await store.sweep(T0 + 11, T0)
+    swept = await store.sweep(T0 + 11, T0, 1000)
     assert swept.unmatched_events == 1
 
 
@@ -247,7 +247,7 @@ async def test_a_reclaimed_rows_earlier_attempt_cannot_settle_its_later_claim(
     await store.register_wait(wait("k"), T0)
     await store.record_event(event("k"), T0)
     (slow,) = await store.claim("acme", "c", T0, 1, 30, "gw-1")
-    await store.sweep(T0 + 31, T0)
+    await store.sweep(T0 + 31, T0, 1000)
     (again,) = await store.claim("acme", "c", T0 + 31, 1, 30, "gw-1")
     retry = Settlement("pending", "http_503", 503, T0 + 40)
     assert not await store.settle(slow, "gw-1", retry, T0 + 32)
@@ -260,7 +260,7 @@ async def test_expired_lease_returns_row_to_pending_as_ambiguous(store: SQLiteSt
     await store.register_wait(wait("k"), T0)
     await store.record_event(event("k"), T0)
     (first,) = await store.claim("acme", "c", T0, 1, 30, "dead-worker")
-    swept = await store.sweep(T0 + 31, T0)
+    swept = await store.sweep(T0 + 31, T0, 1000)
     assert swept.reclaimed == 1
     (again,) = await store.claim("acme", "c", T0 + 31, 1, 30, "w2")
     assert again.ambiguous
@@ -300,7 +300,7 @@ async def test_expiry_of_waits_and_pending_deliveries(store: SQLiteStore) -> Non
     await store.register_wait(wait("open", "t1", expires=T0 + 10), T0)
     await store.register_wait(wait("due", "t2", expires=T0 + 10), T0)
     await store.record_event(event("due"), T0)
-    swept = await store.sweep(T0 + 10, T0)
+    swept = await store.sweep(T0 + 10, T0, 1000)
     assert swept.expired_waits == 1
     (outcome,) = swept.expired_deliveries  # reported like a delivery a lane finished
     assert outcome == Outcome(
@@ -311,6 +311,31 @@ async def test_expiry_of_waits_and_pending_deliveries(store: SQLiteStore) -> Non
     assert view is not None
     assert view.delivery is not None
     assert view.delivery.state == "expired"
+
+
+async def test_a_sweep_ends_at_most_its_limit_of_each_kind_and_says_there_is_more(
+    store: SQLiteStore,
+) -> None:
+    """After a long outage one sweep had expired the whole backlog in one transaction, the
+    writer (and every request waiting for it) held until it ended."""
+    for n in range(5):
+        await store.register_wait(wait(f"due-{n}", f"t{n}", expires=T0 + 10 + n), T0)
+        await store.record_event(event(f"due-{n}", f"e{n}"), T0)
+        await store.register_wait(wait(f"open-{n}", f"o{n}", expires=T0 + 10 + n), T0)
+        await store.record_event(event(f"stray-{n}", f"s{n}", ttl=5 + n), T0)
+    first = await store.sweep(T0 + 100, T0, 2)
+    assert (len(first.expired_deliveries), first.expired_waits, first.unmatched_events) == (2, 2, 2)
+    assert first.more
+    assert [o.key for o in first.expired_deliveries] == ["due-0", "due-1"]  # oldest deadline first
+    assert states(store, "deliveries") == {"expired": 2, "pending": 3}
+    reported = [o.delivery_id for o in first.expired_deliveries]
+    while (swept := await store.sweep(T0 + 100, T0, 2)).more:
+        reported += [o.delivery_id for o in swept.expired_deliveries]
+    reported += [o.delivery_id for o in swept.expired_deliveries]
+    assert len(reported) == len(set(reported)) == 5  # each reported once
+    assert states(store, "deliveries") == {"expired": 5}
+    assert states(store, "waits") == {"expired": 5, "resolved": 5}
+    assert states(store, "events") == {"matched": 5, "unmatched": 5}
 
 
 async def test_cancel_open_wait_and_pending_delivery(store: SQLiteStore) -> None:
@@ -572,7 +597,7 @@ async def test_blob_of_a_buffered_event_is_kept_until_its_buffer_lapses(store: S
     assert (await store.record_event(blob_event("k", sha, ttl=10), T0)).outcome == "buffered"
     assert await store.collectable_blobs(T0 + 5, 10) == []  # still buffered, and kept
     assert await store.collectable_blobs(T0 + 11, 10) == []  # buffer lapsed, not yet swept
-    await store.sweep(T0 + 11, T0)
+    await store.sweep(T0 + 11, T0, 1000)
     assert await store.collectable_blobs(T0 + 11, 10) == [sha]
     assert not await store.forget_blob(sha)  # not marked yet
     assert await store.condemn_blob(sha, T0 + 11)

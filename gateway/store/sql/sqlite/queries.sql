@@ -113,14 +113,17 @@ FROM deliveries d
 JOIN waits w ON w.id = d.wait_id
 JOIN events e ON e.id = d.event_row
 WHERE d.state = 'pending' AND d.deadline <= :now
-ORDER BY d.id;
+ORDER BY d.deadline, d.id LIMIT :limit;
 
--- name: expire_deliveries
+-- name: expire_delivery
 UPDATE deliveries SET state = 'expired', reason = :reason, finished_at = :now
-WHERE state = 'pending' AND deadline <= :now;
+WHERE id = :id AND state = 'pending';
 
 -- name: expire_waits
-UPDATE waits SET state = 'expired', resolved_at = :now WHERE state = 'open' AND expires_at <= :now;
+-- At most :limit of them, the longest expired first (the waits_expiry index's order).
+UPDATE waits SET state = 'expired', resolved_at = :now
+WHERE id IN (SELECT id FROM waits WHERE state = 'open' AND expires_at <= :now
+             ORDER BY expires_at LIMIT :limit);
 
 -- name: expire_wait
 -- One open wait past its expiry that the sweep has not reached yet.
@@ -128,7 +131,9 @@ UPDATE waits SET state = 'expired', resolved_at = :now
 WHERE id = :wait_id AND state = 'open' AND expires_at <= :now;
 
 -- name: expire_buffered
-UPDATE events SET state = 'unmatched' WHERE state = 'buffered' AND buffer_until < :now;
+UPDATE events SET state = 'unmatched'
+WHERE id IN (SELECT id FROM events WHERE state = 'buffered' AND buffer_until < :now
+             ORDER BY buffer_until LIMIT :limit);
 
 -- name: forget_sends
 DELETE FROM sends WHERE sent_at < :before;
