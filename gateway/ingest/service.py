@@ -210,7 +210,7 @@ class Ingest:
         )
 
     async def wait(self, tenant: str, key: str) -> WaitView | None:
-        return await self._store.get_wait(tenant, key)
+        return await self._store.get_wait(tenant, key, self._clock())
 
     async def cancel(self, tenant: str, key: str) -> Cancellation:
         result = await self._store.cancel_wait(tenant, key, self._clock())

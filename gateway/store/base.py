@@ -53,9 +53,10 @@ class Store(Protocol):
         """Registrations, then events, in one transaction: a consumer commits its offsets
         only after this returns (DESIGN 5.2)."""
 
-    async def get_wait(self, tenant: str, key: str) -> WaitView | None:
+    async def get_wait(self, tenant: str, key: str, now: float) -> WaitView | None:
         """The most recent wait registered under ``key``, as durably stored: it is shown to
-        clients, so never a commit before its sync."""
+        clients, so never a commit before its sync. An open wait past its expiry is expired
+        first, as the sweep would have."""
 
     async def cancel_wait(self, tenant: str, key: str, now: float) -> Cancellation:
         """Cancel an open wait, or a resolved one whose delivery has not started."""

@@ -496,10 +496,27 @@ class SQLiteStore:
         """End an open wait past its expiry as the sweep would have: true if it was one."""
         return bool(self._run(conn, "expire_wait", wait_id=wait_id, now=now).rowcount)
 
-    async def get_wait(self, tenant: str, key: str) -> WaitView | None:
+    async def get_wait(self, tenant: str, key: str, now: float) -> WaitView | None:
         """Read through the writer, whose answers wait for the sync: the reader's connection
         would show a commit a sync before it is durable."""
-        return await self._write(lambda conn: self._view(conn, tenant, key))
+        return await self._write(lambda conn: self._current_view(conn, tenant, key, now))
+
+    def _current_view(
+        self, conn: sqlite3.Connection, tenant: str, key: str, now: float
+    ) -> WaitView | None:
+        row = self._current_row(conn, tenant, key, now)
+        return None if row is None else self._view_of(conn, row)
+
+    def _current_row(
+        self, conn: sqlite3.Connection, tenant: str, key: str, now: float
+    ) -> tuple[Any, ...] | None:
+        """The key's latest wait (``wait_view``), ended first if it is open past its expiry, as
+        the sweep would have: shown as open, it was expected to take an event that would
+        then be late."""
+        row: tuple[Any, ...] | None = self._one(conn, "wait_view", tenant=tenant, key=key, id=None)
+        if row is not None and self._expired_before_the_sweep(conn, row[0], now):
+            row = self._one(conn, "wait_view", tenant=tenant, key=key, id=row[0])
+        return row
 
     def _view(
         self, conn: sqlite3.Connection, tenant: str, key: str, wait_id: int | None = None
@@ -531,11 +548,9 @@ class SQLiteStore:
         return await self._write(lambda conn: self._cancel(conn, tenant, key, now))
 
     def _cancel(self, conn: sqlite3.Connection, tenant: str, key: str, now: float) -> Cancellation:
-        row = self._one(conn, "wait_view", tenant=tenant, key=key, id=None)
+        row = self._current_row(conn, tenant, key, now)
         if row is None:
             return Cancellation("not_found", None)
-        if self._expired_before_the_sweep(conn, row[0], now):
-            row = self._one(conn, "wait_view", tenant=tenant, key=key, id=row[0])
         wait_id, view = row[0], self._view_of(conn, row)
         delivery = view.delivery
         if view.state != "open" and (delivery is None or delivery.state != "pending"):

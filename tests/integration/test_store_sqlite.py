@@ -71,7 +71,7 @@ async def test_a_wait_is_shown_resolved_only_once_its_resolution_is_durable(
         matching = asyncio.ensure_future(store.record_event(event("k"), T0))
         await asyncio.sleep(0.05)
         assert states(store, "waits") == {"resolved": 1}  # committed, its sync held
-        viewing = asyncio.ensure_future(store.get_wait("acme", "k"))
+        viewing = asyncio.ensure_future(store.get_wait("acme", "k", T0))
         await asyncio.sleep(0.05)
         assert not viewing.done()
     finally:
@@ -106,7 +106,7 @@ async def test_event_for_open_wait_is_matched_and_creates_one_delivery(store: SQ
     accepted = await store.record_event(event("k"), T0 + 1)
     assert accepted.outcome == "matched"
     assert accepted.delivery_id is not None
-    view = await store.get_wait("acme", "k")
+    view = await store.get_wait("acme", "k", T0)
     assert view is not None
     assert view.state == "resolved"
     assert view.delivery is not None
@@ -201,7 +201,8 @@ async def test_a_wait_past_its_expiry_is_expired_not_open_before_the_sweep_comes
     store: SQLiteStore,
 ) -> None:
     """Between expires_at and the next sweep, a new registration of its key was a conflict
-    (key_open_with_other_token), and a cancel recorded the wait as cancelled."""
+    (key_open_with_other_token), a cancel recorded the wait as cancelled, and a read showed it
+    open."""
     await store.register_wait(wait("k", "t1", expires=T0 + 10), T0)
     again = await store.register_wait(wait("k", "t2"), T0 + 10)
     assert again.outcome == "created"
@@ -213,6 +214,13 @@ async def test_a_wait_past_its_expiry_is_expired_not_open_before_the_sweep_comes
     assert cancelled.wait is not None
     assert cancelled.wait.state == "expired"
     assert states(store, "waits") == {"expired": 2, "open": 1}
+
+    await store.register_wait(wait("g", "t4", expires=T0 + 10), T0)
+    shown = await store.get_wait("acme", "g", T0 + 11)  # it was shown open, yet an event was late
+    assert shown is not None
+    assert (shown.state, shown.resolved_at) == ("expired", T0 + 11)
+    assert states(store, "waits") == {"expired": 3, "open": 1}
+    assert (await store.record_event(event("g"), T0 + 12)).outcome == "late"
 
 
 async def test_token_under_another_key_conflicts(store: SQLiteStore) -> None:
@@ -279,7 +287,7 @@ async def test_settle_records_final_state_and_retry(store: SQLiteStore) -> None:
     (claim,) = await store.claim("acme", "c", T0 + 10, 1, 30, "w")
     assert claim.ambiguous
     assert await store.settle(claim, "w", Settlement("delivered", "http_204", 204), T0 + 11)
-    view = await store.get_wait("acme", "k")
+    view = await store.get_wait("acme", "k", T0)
     assert view is not None
     assert view.delivery is not None
     assert (view.delivery.state, view.delivery.attempts) == ("delivered", 2)
@@ -307,7 +315,7 @@ async def test_expiry_of_waits_and_pending_deliveries(store: SQLiteStore) -> Non
         "acme", "due", outcome.delivery_id, "e1", "api", "expired", "wait_expired", 0, None, T0,
         T0 + 10,
     )  # fmt: skip
-    view = await store.get_wait("acme", "due")
+    view = await store.get_wait("acme", "due", T0 + 10)
     assert view is not None
     assert view.delivery is not None
     assert view.delivery.state == "expired"
