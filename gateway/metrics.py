@@ -73,6 +73,11 @@ class Metrics:
             "1 while the consumer's partitions are paused because the store is behind.",
             registry=r,
         )
+        self.kafka_dlq_failing = Gauge(
+            "gateway_kafka_dlq_failing",
+            "1 while dead-letter sends fail and are retried; the partitions' commits wait.",
+            registry=r,
+        )
         self.kafka_batch = Histogram(
             "gateway_kafka_batch_seconds",
             "Fetched batch to committed offsets.",

@@ -273,3 +273,23 @@ async def test_a_record_without_key_or_value_is_dead_lettered_not_a_crash(
         assert time.monotonic() < deadline, "the offset did not move past the record"
         await asyncio.sleep(0.1)
     assert not gw.gateway.kafka.failed.is_set()
+
+
+async def test_dead_letters_the_broker_refuses_make_the_gateway_unready_until_they_are_taken(
+    kafka: Tansu, make_settings: SettingsFactory, start_gateway: Start
+) -> None:
+    """A dead-letter topic the broker refuses (missing where topics are not created on first
+    use, or too small for the record) holds every commit after the poison record; /readyz said
+    up while consumption had stopped. Staged with a request limit no record fits in."""
+    config = kafka_config(kafka.bootstrap, dlq_max_request_bytes=1)
+    gw: RunningGateway = await start_gateway(make_settings({"kafka": config}))
+    await produce(kafka.bootstrap, [Message(EVENTS, b"k", b"{not json")])
+    deadline = time.monotonic() + 10
+    while (ready := await gw.get("/readyz"))[0] == 200:
+        assert time.monotonic() < deadline, "readiness stayed up"
+        await asyncio.sleep(0.1)
+    status, problem = ready
+    assert (status, problem["checks"]["kafka"]) == (503, "dlq_failing")
+    async with gw.http.get(gw.url + "/metrics") as resp:
+        assert "gateway_kafka_dlq_failing 1.0" in await resp.text()
+    assert await committed(kafka.bootstrap, "resume-gateway", [EVENTS]) == 0

@@ -23,7 +23,7 @@ from gateway.devkafka import EventToPublish
 from gateway.errors import ConfigError, StoreError
 from gateway.ingest.kafka.consumer import KafkaIngest
 from gateway.ingest.kafka.decode import KAFKA_SOURCE, Decoder
-from gateway.ingest.kafka.dlq import dead_letter_headers
+from gateway.ingest.kafka.dlq import DeadLetters, dead_letter_headers
 from gateway.ingest.kafka.flow import Backpressure, Flow
 from gateway.ingest.kafka.records import Poison
 from gateway.ingest.service import Ingest
@@ -492,3 +492,39 @@ async def test_fetched_batches_start_in_fetch_order_however_coarse_the_clock(
     await consumer._start_batches(records)
     await asyncio.wait_for(consumer._drain(2), 2)
     assert happened == [f"decoded {n}" for n in range(1, 9)]
+
+
+class RefusingThenTaking:
+    """A dead-letter producer that refuses every send until ``take`` is set."""
+
+    def __init__(self) -> None:
+        self.take = asyncio.Event()
+        self.refused_again = asyncio.Event()
+        self.refused = 0
+
+    async def send(
+        self, topic: str, value: bytes | None = None, key: bytes | None = None, headers: Any = None
+    ) -> asyncio.Future[None]:
+        delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.take.is_set():
+            delivered.set_result(None)
+            return delivered
+        self.refused += 1
+        if self.refused == 2:
+            self.refused_again.set()
+        delivered.set_exception(KafkaTimeoutError())
+        return delivered
+
+
+async def test_dead_letters_say_they_are_failing_while_retried_and_stop_once_taken() -> None:
+    producer, metrics = RefusingThenTaking(), Metrics()
+    dead_letters = DeadLetters(producer, "resume.dlq", "g", 0.01, metrics)
+    poison = [(Rec("resume.events", b"{not json"), Poison("not_json", "x"))]
+    sending = asyncio.create_task(dead_letters.send_all(poison))
+    await asyncio.wait_for(producer.refused_again.wait(), 5)
+    assert dead_letters.failing
+    assert metrics.registry.get_sample_value("gateway_kafka_dlq_failing") == 1
+    producer.take.set()
+    await asyncio.wait_for(sending, 5)
+    assert not dead_letters.failing
+    assert metrics.registry.get_sample_value("gateway_kafka_dlq_failing") == 0

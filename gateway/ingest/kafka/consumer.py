@@ -166,11 +166,14 @@ class KafkaIngest:
             await producer.stop()
 
     async def check(self) -> str:
-        """Readiness: ``up``, ``down`` (broker unreachable, or the consumer died) or
+        """Readiness: ``up``, ``down`` (broker unreachable, or the consumer died),
+        ``dlq_failing`` (consumption waits for dead letters the broker does not take) or
         ``topics_missing``."""
         consumer = self._consumer
         if consumer is None or self.failed.is_set():
             return "down"
+        if self._dead_letters is not None and self._dead_letters.failing:
+            return "dlq_failing"
         try:
             async with asyncio.timeout(READY_TIMEOUT_S):
                 topics = await consumer.topics()

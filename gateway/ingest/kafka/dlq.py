@@ -77,16 +77,35 @@ class DeadLetters:
         self._group = group
         self._backoff_s = retry_backoff_s
         self._metrics = metrics
+        self._retrying = 0
+
+    @property
+    def failing(self) -> bool:
+        """True while some batch's dead letters are being retried: its commit, and every later
+        one, waits for them (a missing topic, a broker that refuses them)."""
+        return self._retrying > 0
 
     async def send_all(self, poison: list[tuple[Record, Poison]]) -> None:
         """Return once the broker acknowledged every one of them."""
         pending = poison
-        while pending:
-            results = await asyncio.gather(*(self._send(r, p) for r, p in pending))
-            pending = [item for item, sent in zip(pending, results, strict=True) if not sent]
-            if pending:
-                log.warning("kafka.dlq_retry", records=len(pending), topic=self._topic)
-                await asyncio.sleep(self._backoff_s)
+        retrying = False
+        try:
+            while pending:
+                results = await asyncio.gather(*(self._send(r, p) for r, p in pending))
+                pending = [item for item, sent in zip(pending, results, strict=True) if not sent]
+                if pending:
+                    if not retrying:
+                        retrying = True
+                        self._count_retrying(+1)
+                    log.warning("kafka.dlq_retry", records=len(pending), topic=self._topic)
+                    await asyncio.sleep(self._backoff_s)
+        finally:
+            if retrying:
+                self._count_retrying(-1)
+
+    def _count_retrying(self, change: int) -> None:
+        self._retrying += change
+        self._metrics.kafka_dlq_failing.set(1 if self._retrying else 0)
 
     async def _send(self, record: Record, poison: Poison) -> bool:
         headers = dead_letter_headers(record, poison, self._group)
