@@ -90,7 +90,8 @@ class PollingSettings(_Section):
     max_concurrency: int = Field(default=8, ge=1)
     tick_s: float = Field(default=1.0, gt=0)
     lease_s: float = Field(default=30.0, gt=0)
-    """Longer than any connection's request_timeout_s; a crashed poller's watches wait this long."""
+    """A poll ends within 80 % of it, its requests included (one is refused as failed, and
+    retried after a backoff); a crashed poller's watches wait this long."""
 
 
 class TenantSettings(_Section):

@@ -43,6 +43,11 @@ CANCEL_ATTEMPTS = 8
 """How often a job is asked to cancel before the watch stops without it (at the connection's
 backoff: 10 to 20 minutes at the defaults)."""
 
+POLL_SHARE_OF_LEASE = 0.8
+"""A poll, every request it makes included (a token, the job, another token after a 401), ends
+within this share of its lease, so that its report is written while the lease is held: one
+that outlived its lease was polled again, by the next claim, while it still ran."""
+
 READERS: dict[str, Callable[[bytes], JobState]] = {
     "alteryx": alteryx_state,
     "pixxel": pixxel_state,
@@ -141,8 +146,14 @@ class Poller:
         if client is None:
             await self._failed(claim, f"connection {claim.connection!r} is not configured")
             return
+        budget_s = self._settings.lease_s * POLL_SHARE_OF_LEASE
         try:
-            state = READERS[claim.kind](await client.job(spec))
+            async with asyncio.timeout(budget_s):
+                answer = await client.job(spec)
+            state = READERS[claim.kind](answer)
+        except TimeoutError:
+            await self._failed(claim, f"the poll took longer than {budget_s:g} s (its lease)")
+            return
         except JobNotFound as exc:
             gone_before = (claim.last_error or "").startswith(NOT_FOUND)
             if claim.job_status is not None and gone_before:  # seen, then twice not found:

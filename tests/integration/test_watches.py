@@ -315,6 +315,30 @@ async def test_poll_failures_back_off_and_recover(
     assert [r.status for r in pixxel.requests.entries()][:3] == [503, 503, 503]
 
 
+async def test_a_poll_that_would_outlive_its_lease_fails_as_such_and_is_retried(
+    settings: Settings, start_gateway: Start, workato: WorkatoSandbox, pixxel: PixxelSandbox
+) -> None:
+    """An answer slower than the lease (1 s; the connection allows 3 s a request): the watch
+    was claimed and polled again while the first poll still ran. Now a poll ends within 80 %
+    of its lease, as failed."""
+    connections = [
+        c.model_copy(update={"request_timeout_s": 3.0}) if c.name == "px" else c
+        for c in settings.connections
+    ]
+    slow = ScriptedFault(kind="latency", seconds=1.5, path_prefix="/v0/workflows")
+    pixxel.faults.set_plan(FaultPlan(scripted=[slow]))
+    gw = await start_gateway(settings.model_copy(update={"connections": connections}))
+    px = pixxel.create_job(PixxelScript(workflow_id="wf", queued_s=0, running_s=0.1))
+
+    async def last_error() -> str:
+        watch = await watch_of(gw)
+        return str(watch["last_error"] or "") if watch else ""
+
+    job = await register(gw, workato, "k", pixxel_watch("wf", px.id))
+    assert "took longer than 0.8 s" in await eventually(last_error)
+    await eventually(lambda: job.resume.count == 1)
+
+
 async def test_watch_on_unknown_connection_is_refused(gw: RunningGateway) -> None:
     status, problem = await gw.post(
         "/v1/waits",
