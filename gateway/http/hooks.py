@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Sequence
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from gateway.clock import Clock
 from gateway.config.sources import SourceSettings
@@ -94,4 +94,5 @@ class Hooks:
             reason = exc.extensions["reason"]
             self._metrics.webhooks_rejected.labels(source.name, reason).inc()
             log.warning("webhook.rejected", source=source.name, reason=reason)
+            exc.headers = ((hdrs.WWW_AUTHENTICATE, source.verifier.challenge),)
             raise

@@ -207,6 +207,25 @@ async def test_tampered_body_and_wrong_secret_are_401(hooks: Hooks) -> None:
     rejected(await hooks.std(body, other), "bad_signature")
 
 
+@pytest.mark.parametrize(
+    ("source", "challenge"),
+    [
+        ("std", 'Standard-Webhooks header="webhook-signature"'),
+        ("github", 'HMAC-SHA256 header="X-Hub-Signature-256"'),
+        ("orders", 'HMAC-SHA256 header="X-Signature"'),
+        ("bearer", "Bearer"),
+    ],
+)
+async def test_a_refused_webhook_names_its_sources_scheme_not_the_apis(
+    gw: RunningGateway, source: str, challenge: str
+) -> None:
+    """Every 401 said ``WWW-Authenticate: Bearer``, the API's scheme, even where a signature
+    in another header was wanted."""
+    async with gw.http.post(f"{gw.url}/v1/hooks/{source}", data=job_body()) as resp:
+        assert resp.status == 401
+        assert resp.headers.getall("WWW-Authenticate") == [challenge]
+
+
 async def test_stale_and_future_timestamps_are_401(hooks: Hooks) -> None:
     rejected(await hooks.std(job_body(), offset_s=-301), "stale_timestamp")
     rejected(await hooks.std(job_body(), offset_s=+301), "future_timestamp")

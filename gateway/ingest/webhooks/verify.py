@@ -41,6 +41,9 @@ BodyBytes = bytes | Iterable[bytes]
 class Verifier(Protocol):
     reads_body: bool
     """False when the credential is in the headers alone: it is checked before any body is read."""
+    challenge: str
+    """The ``WWW-Authenticate`` of its 401 (RFC 9110 asks one of every 401): the scheme, and
+    for a signature the header it is read from."""
 
     def verify(self, headers: Headers, body: BodyBytes, now: float) -> None:
         """Return if the request is authentic; raise ``BadSignature`` otherwise."""
@@ -83,6 +86,7 @@ class StandardWebhooks:
     """
 
     reads_body = True
+    challenge = 'Standard-Webhooks header="webhook-signature"'
 
     def __init__(self, secrets: Sequence[bytes], tolerance_s: float) -> None:
         self._secrets = list(secrets)
@@ -157,6 +161,7 @@ class HmacSha256:
         self._prefix = prefix
         self._encoding = encoding
         self._secrets = list(secrets)
+        self.challenge = f'HMAC-SHA256 header="{header}"'
 
     def verify(self, headers: Headers, body: BodyBytes, now: float) -> None:
         value = headers.get(self._header)
@@ -188,6 +193,7 @@ class Bearer:
     lengths do not show either."""
 
     reads_body = False
+    challenge = "Bearer"
 
     def __init__(self, tokens: Sequence[str]) -> None:
         self._digests = [_sha256(token) for token in tokens]
@@ -212,6 +218,7 @@ class NoVerification:
     """``verify = { scheme = "none" }``: the configuration chose to trust the network."""
 
     reads_body = False
+    challenge = ""  # it refuses nothing
 
     def verify(self, headers: Headers, body: BodyBytes, now: float) -> None:
         return None
