@@ -553,7 +553,9 @@ class SQLiteStore:
             return Cancellation("not_found", None)
         wait_id, view = row[0], self._view_of(conn, row)
         delivery = view.delivery
-        if view.state != "open" and (delivery is None or delivery.state != "pending"):
+        pending = delivery is not None and delivery.state == "pending"
+        if view.state != "open" and (not pending or view.expires_at <= now):  # past its
+            # deadline, a pending delivery is the sweep's to expire, count and publish
             in_flight = delivery is not None and delivery.state == "sending"
             return Cancellation("in_flight" if in_flight else "final", view)
         self._run(conn, "cancel_wait", wait_id=wait_id, now=now)
@@ -706,24 +708,13 @@ class SQLiteStore:
 
     def _sweep(self, conn: sqlite3.Connection, now: float, before: float, limit: int) -> Sweep:
         reclaimed = self._run(conn, "reclaim_leases", now=now).rowcount
-        expired = [
-            Outcome(
-                tenant=tenant,
-                key=key,
-                delivery_id=delivery_id,
-                event_id=event_id,
-                source=source,
-                state="expired",
-                reason=WAIT_EXPIRED,
-                attempts=attempts,
-                last_status=last_status,
-                received_at=received_at,
-                finished_at=now,
-            )
-            for delivery_id, tenant, key, event_id, source, attempts, last_status, received_at in (
-                self._run(conn, "deliveries_to_expire", now=now, limit=limit)
-            )
-        ]
+        expired: list[Outcome] = []
+        for (tenant,) in self._run(conn, "pending_tenants").fetchall():
+            left = limit - len(expired)
+            if left == 0:
+                break
+            rows = self._run(conn, "deliveries_to_expire", tenant=tenant, now=now, limit=left)
+            expired += (_expired(row, now) for row in rows)
         conn.executemany(
             self._q["expire_delivery"],
             [{"id": o.delivery_id, "reason": WAIT_EXPIRED, "now": now} for o in expired],
@@ -860,6 +851,24 @@ def _event_row(row: EventRow) -> tuple[Any, ...]:
         "" if row.buffer_until is None else row.buffer_until,
         "" if blob is None else blob.sha256,
         JSON if blob is None else blob.content_type,
+    )
+
+
+def _expired(row: tuple[Any, ...], now: float) -> Outcome:
+    """A ``deliveries_to_expire`` row as the outcome the sweep reports."""
+    delivery_id, tenant, key, event_id, source, attempts, last_status, received_at = row
+    return Outcome(
+        tenant=tenant,
+        key=key,
+        delivery_id=delivery_id,
+        event_id=event_id,
+        source=source,
+        state="expired",
+        reason=WAIT_EXPIRED,
+        attempts=attempts,
+        last_status=last_status,
+        received_at=received_at,
+        finished_at=now,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from gateway.errors import StoreError
 from gateway.sandbox.faults import FaultPlan, ScriptedFault
 from gateway.sandbox.workato_jobs import Job, Owner
 from gateway.sandbox.workato_state import WorkatoSandbox
+from gateway.store.records import Sweep
+from gateway.store.sqlite import SQLiteStore
 from tests.conftest import API_KEY, WORKATO_TOKEN, RunningGateway, SettingsFactory
 
 Start = Any
@@ -308,24 +311,34 @@ async def test_a_sweep_that_reaches_its_limit_sweeps_again_at_once(
     """Sweeps end at most ``SWEEP_LIMIT`` rows of a kind each; a full one must not leave the
     rest for the next interval, or a backlog would take hours to expire."""
     monkeypatch.setattr("gateway.deliver.deliverer.SWEEP_LIMIT", 1)
-    settings = make_settings(
-        {"delivery": {"rate_window_s": 60.0, "rate_margin_s": 0.0, "sweep_interval_s": 4.0}},
-        rate_limit_per_minute=1,
-    )
-    gw = await start_gateway(settings)
+    sweeps: list[tuple[float, bool]] = []  # (started, more)
+    sweep = SQLiteStore.sweep
+
+    async def recorded(store: SQLiteStore, now: float, before: float, limit: int) -> Sweep:
+        started = time.monotonic()
+        swept = await sweep(store, now, before, limit)
+        sweeps.append((started, swept.more))
+        return swept
+
+    monkeypatch.setattr(SQLiteStore, "sweep", recorded)
+    delivery = {"rate_window_s": 60.0, "rate_margin_s": 0.0, "sweep_interval_s": 4.0}
+    gw = await start_gateway(make_settings({"delivery": delivery}, rate_limit_per_minute=1))
     first = await wait_for_job(gw, workato, "first")
     await gw.post("/v1/events", {"id": "e0", "key": "first", "status": "succeeded"})
-    await eventually(lambda: first.resume.count == 1)  # the one slot of the window is taken
-    for n in range(3):
+    await eventually(lambda: first.resume.count == 1)  # the window's one slot is taken
+    for n in range(3):  # queued behind the window until their waits expire
         await wait_for_job(gw, workato, f"queued-{n}", timeout_s=0.5)
         await gw.post(
             "/v1/events", {"id": f"e{n + 1}", "key": f"queued-{n}", "status": "succeeded"}
         )
-    await delivery_of(gw, "queued-0", "expired")
-    ended = time.monotonic()
-    for n in (1, 2):
+    for n in range(3):
         await delivery_of(gw, f"queued-{n}", "expired")
-    assert time.monotonic() - ended < 2.0, "the rest waited for the next sweep interval"
+    await eventually(lambda: not sweeps[-1][1])  # the sweep after the last full one
+    followed = [
+        (later - started) for (started, more), (later, _) in itertools.pairwise(sweeps) if more
+    ]
+    assert followed, "no sweep reached its limit"
+    assert max(followed) < 1.0, f"a full sweep waited for the next interval: {followed}"
 
 
 async def test_wait_without_event_expires_and_later_event_is_late(

@@ -216,7 +216,7 @@ async def test_a_wait_past_its_expiry_is_expired_not_open_before_the_sweep_comes
     assert states(store, "waits") == {"expired": 2, "open": 1}
 
     await store.register_wait(wait("g", "t4", expires=T0 + 10), T0)
-    shown = await store.get_wait("acme", "g", T0 + 11)  # it was shown open, yet an event was late
+    shown = await store.get_wait("acme", "g", T0 + 11)  # it was shown open
     assert shown is not None
     assert (shown.state, shown.resolved_at) == ("expired", T0 + 11)
     assert states(store, "waits") == {"expired": 3, "open": 1}
@@ -326,24 +326,41 @@ async def test_a_sweep_ends_at_most_its_limit_of_each_kind_and_says_there_is_mor
 ) -> None:
     """After a long outage one sweep had expired the whole backlog in one transaction, the
     writer (and every request waiting for it) held until it ended."""
-    for n in range(5):
-        await store.register_wait(wait(f"due-{n}", f"t{n}", expires=T0 + 10 + n), T0)
+    for n in range(5):  # the later registered, the earlier the deadline
+        await store.register_wait(wait(f"due-{n}", f"t{n}", expires=T0 + 20 - n), T0)
         await store.record_event(event(f"due-{n}", f"e{n}"), T0)
         await store.register_wait(wait(f"open-{n}", f"o{n}", expires=T0 + 10 + n), T0)
         await store.record_event(event(f"stray-{n}", f"s{n}", ttl=5 + n), T0)
+    for n in range(2):  # another tenant's
+        await store.register_wait(wait(f"b-{n}", f"b{n}", tenant="beta", expires=T0 + 9), T0)
+        beta = NewEvent("beta", "api", f"b{n}", f"b-{n}", "succeeded", b"{}", None, HOUR)
+        await store.record_event(beta, T0)
     first = await store.sweep(T0 + 100, T0, 2)
     assert (len(first.expired_deliveries), first.expired_waits, first.unmatched_events) == (2, 2, 2)
     assert first.more
-    assert [o.key for o in first.expired_deliveries] == ["due-0", "due-1"]  # oldest deadline first
-    assert states(store, "deliveries") == {"expired": 2, "pending": 3}
+    assert [o.key for o in first.expired_deliveries] == ["due-4", "due-3"]  # earliest deadline
+    assert states(store, "deliveries") == {"expired": 2, "pending": 5}
     reported = [o.delivery_id for o in first.expired_deliveries]
     while (swept := await store.sweep(T0 + 100, T0, 2)).more:
         reported += [o.delivery_id for o in swept.expired_deliveries]
     reported += [o.delivery_id for o in swept.expired_deliveries]
-    assert len(reported) == len(set(reported)) == 5  # each reported once
-    assert states(store, "deliveries") == {"expired": 5}
-    assert states(store, "waits") == {"expired": 5, "resolved": 5}
-    assert states(store, "events") == {"matched": 5, "unmatched": 5}
+    assert len(reported) == len(set(reported)) == 7  # each reported once
+    assert states(store, "deliveries") == {"expired": 7}
+    assert states(store, "waits") == {"expired": 5, "resolved": 7}
+    assert states(store, "events") == {"matched": 7, "unmatched": 5}
+
+
+async def test_a_pending_delivery_past_its_deadline_is_left_to_the_sweep_not_cancelled(
+    store: SQLiteStore,
+) -> None:
+    """Cancelled, it ended uncounted and unpublished, where the sweep reports it expired."""
+    await store.register_wait(wait("k", expires=T0 + 10), T0)
+    await store.record_event(event("k"), T0)
+    refused = await store.cancel_wait("acme", "k", T0 + 11)
+    assert refused.outcome == "final"
+    assert states(store, "deliveries") == {"pending": 1}
+    (outcome,) = (await store.sweep(T0 + 11, T0, 1000)).expired_deliveries
+    assert (outcome.key, outcome.state) == ("k", "expired")
 
 
 async def test_cancel_open_wait_and_pending_delivery(store: SQLiteStore) -> None:

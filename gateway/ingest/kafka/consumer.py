@@ -172,14 +172,16 @@ class KafkaIngest:
         consumer = self._consumer
         if consumer is None or self.failed.is_set():
             return "down"
-        if self._dead_letters is not None and self._dead_letters.failing:
-            return "dlq_failing"
         try:
             async with asyncio.timeout(READY_TIMEOUT_S):
                 topics = await consumer.topics()
         except (KafkaError, TimeoutError):
             return "down"
-        return "up" if set(self._settings.topics) <= set(topics) else "topics_missing"
+        if not set(self._settings.topics) <= set(topics):
+            return "topics_missing"
+        if self._dead_letters is not None and self._dead_letters.failing:
+            return "dlq_failing"
+        return "up"
 
     # -- supervision -----------------------------------------------------------------------
 

@@ -112,8 +112,20 @@ SELECT d.id, d.tenant, w.key, e.event_id, e.source, d.attempts, d.last_status, e
 FROM deliveries d
 JOIN waits w ON w.id = d.wait_id
 JOIN events e ON e.id = d.event_row
-WHERE d.state = 'pending' AND d.deadline <= :now
+WHERE d.tenant = :tenant AND d.state = 'pending' AND d.deadline <= :now
 ORDER BY d.deadline, d.id LIMIT :limit;
+
+-- name: pending_tenants
+-- The tenants with pending deliveries, one seek of deliveries_due each (a loose index scan):
+-- the sweep then reads each one's expired rows from the index in deadline order, where one
+-- query across tenants read every pending row and sorted them, however few were expired.
+WITH RECURSIVE t (tenant) AS (
+    SELECT MIN(tenant) FROM deliveries WHERE state = 'pending'
+    UNION ALL
+    SELECT (SELECT MIN(tenant) FROM deliveries WHERE state = 'pending' AND tenant > t.tenant)
+    FROM t WHERE t.tenant IS NOT NULL
+)
+SELECT tenant FROM t WHERE tenant IS NOT NULL;
 
 -- name: expire_delivery
 UPDATE deliveries SET state = 'expired', reason = :reason, finished_at = :now
