@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from gateway.config.base import Section
 from gateway.config.secrets import Secret
@@ -36,6 +36,13 @@ class AlteryxConnection(_Polling):
     client_secret: Secret
     api_path: str = "/webapi"
     token_path: str = "/webapi/oauth2/token"
+
+    @field_validator("client_id")
+    @classmethod
+    def _basic_user_id(cls, value: str) -> str:
+        if not value or ":" in value:  # it is sent as HTTP Basic's user-id (RFC 7617)
+            raise ValueError("must be non-empty and hold no ':' (the token request's user-id)")
+        return value
 
     def secret_values(self) -> list[str]:
         return [self.client_secret.get_secret_value()]

@@ -3,6 +3,7 @@ cancellation) or raises ``PollError``: an answer that does not validate is one t
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Protocol
 from urllib.parse import quote
@@ -53,6 +54,8 @@ class AlteryxClient:
         self._timeout = aiohttp.ClientTimeout(total=conn.request_timeout_s)
         self._token: str | None = None
         self._token_until = 0.0
+        self._fetching = asyncio.Lock()
+        """Polls that find the token missing, expired or refused wait for one fetch."""
 
     async def job(self, spec: dict[str, str]) -> bytes:
         url = f"{self._jobs_url(spec)}?includeMessages=true"
@@ -76,6 +79,8 @@ class AlteryxClient:
             return "not_permitted"
         try:  # "This job is not in 'Queued' or 'Running' state."
             now = alteryx_state(await self.job(spec))
+        except JobNotFound:  # deleted in between
+            return "already_over"
         except ValidationError:
             raise PollError(f"alteryx answered job {spec['job_id']} unexpectedly") from None
         if now.status is not None:
@@ -86,8 +91,10 @@ class AlteryxClient:
         return f"{self._conn.root}{self._conn.api_path}/v3/jobs/{quote(spec['job_id'], safe='')}"
 
     async def _call(self, method: str, url: str) -> tuple[int, bytes]:
-        for fresh in (False, True):
-            headers = {"Authorization": f"Bearer {await self._bearer(fresh)}"}
+        refused: str | None = None
+        for _ in range(2):  # a 401: once more with a new token
+            token = await self._bearer(refused)
+            headers = {"Authorization": f"Bearer {token}"}
             try:
                 async with self._session.request(
                     method, url, headers=headers, timeout=self._timeout
@@ -97,15 +104,19 @@ class AlteryxClient:
                 raise PollError(f"alteryx unreachable: {type(exc).__name__}") from exc
             if resp.status != 401:
                 return resp.status, body
+            refused = token
         return 401, b""
 
-    async def _bearer(self, fresh: bool) -> str:
-        if fresh or self._token is None or time.monotonic() >= self._token_until:
-            await self._fetch_token()
-        assert self._token is not None
-        return self._token
+    async def _bearer(self, refused: str | None) -> str:
+        """The cached token, or a new one if there is none, it expired or it is the one the
+        server just ``refused`` (unless another poll replaced it meanwhile)."""
+        async with self._fetching:
+            token = self._token
+            if token is None or token == refused or time.monotonic() >= self._token_until:
+                token = await self._fetch_token()
+            return token
 
-    async def _fetch_token(self) -> None:
+    async def _fetch_token(self) -> str:
         secret = self._conn.client_secret.get_secret_value()
         headers = {"Authorization": aiohttp.encode_basic_auth(self._conn.client_id, secret)}
         url = self._conn.root + self._conn.token_path
@@ -123,8 +134,10 @@ class AlteryxClient:
             token = _Token.model_validate_json(body)
         except ValidationError:  # e.g. a login page: not the job's answer, and not quoted
             raise PollError("alteryx token endpoint answered 200 without an access_token") from None
+        margin = min(TOKEN_REFRESH_MARGIN_S, token.expires_in / 2)  # a short-lived one is used
         self._token = token.access_token
-        self._token_until = time.monotonic() + token.expires_in - TOKEN_REFRESH_MARGIN_S
+        self._token_until = time.monotonic() + token.expires_in - margin
+        return token.access_token
 
 
 class PixxelClient:

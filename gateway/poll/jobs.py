@@ -9,14 +9,18 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 Status = Literal["succeeded", "failed"]
 
 ALTERYX_DONE = {"complete", "completed", "finished", "done"}
 ALTERYX_SUCCESS = {"success", "succeeded", "completed", "complete", "ok"}
+ENDED_BADLY = {"failed", "failure", "error", "errored", "cancelled", "canceled", "aborted"}
+"""A status no seed lists but a job system may give a job that ended: not one to poll on."""
 PIXXEL_SUCCESS = {"completed", "complete", "succeeded", "success", "done", "finished"}
-PIXXEL_FAILURE = {"failed", "failure", "error", "errored", "cancelled", "canceled", "aborted"}
+PIXXEL_RUNNING = {"created", "pending", "queued", "scheduled", "started", "running", "in_progress"}
+ZERO_TIME = "0001-01-01"
+"""How Go writes a time not yet set (``0001-01-01T00:00:00Z``); others leave it empty."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +61,20 @@ class PixxelJob(BaseModel):
     id: str
     status: str
     progress: str | float | int | None = None
-    tasks: list[PixxelTask] = Field(default_factory=list)
+    tasks: list[PixxelTask] | None = None
+    """``null`` as an empty list (a Go service's way of writing none)."""
+    finished_at: str | None = None
+    """Set once the job ended, whatever its status says (seed 004 lists no status values)."""
 
 
 def alteryx_state(raw: bytes) -> JobState:
-    """Complete (in any spelling seen in the wild) is terminal; the disposition decides."""
+    """Complete (in any spelling seen in the wild) is terminal, and the disposition decides;
+    a status that says the job failed or was cancelled is terminal too."""
     job = AlteryxJob.model_validate_json(raw)
-    if job.status.strip().lower() not in ALTERYX_DONE:
+    normal = job.status.strip().lower()
+    if normal in ENDED_BADLY:
+        return JobState(job.status, "failed", None, raw)
+    if normal not in ALTERYX_DONE:
         return JobState(job.status, None, None, None)
     disposition = (job.disposition or "").strip().lower()
     status: Status = "succeeded" if disposition in ALTERYX_SUCCESS else "failed"
@@ -77,16 +88,22 @@ def pixxel_state(raw: bytes) -> JobState:
     progress = None if job.progress is None else str(job.progress)
     if normal in PIXXEL_SUCCESS:
         return JobState(job.status, "succeeded", progress, _pixxel_data(raw, []))
-    if normal in PIXXEL_FAILURE:
+    if normal in ENDED_BADLY or (normal not in PIXXEL_RUNNING and _is_set(job.finished_at)):
         return JobState(job.status, "failed", progress, _pixxel_data(raw, _failures(job)))
     return JobState(job.status, None, progress, None)
+
+
+def _is_set(time: str | None) -> bool:
+    """Whether a job's time field holds a time (an unknown status then ended, not running)."""
+    text = (time or "").strip()
+    return bool(text) and not text.startswith(ZERO_TIME)
 
 
 def _failures(job: PixxelJob) -> list[dict[str, Any]]:
     return [
         {"task": t.name or t.id, "err_msg": t.err_msg, "failure_type": t.failure_type}
-        for t in job.tasks
-        if t.err_msg or t.failure_type or (t.status or "").lower() in PIXXEL_FAILURE
+        for t in job.tasks or ()
+        if t.err_msg or t.failure_type or (t.status or "").lower() in ENDED_BADLY
     ]
 
 

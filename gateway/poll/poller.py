@@ -142,10 +142,11 @@ class Poller:
 
     async def _poll(self, claim: WatchClaim) -> None:
         spec = json.loads(claim.spec_json)
-        client = self._clients.get(claim.connection)
-        if client is None:
-            await self._failed(claim, f"connection {claim.connection!r} is not configured")
+        unpollable = self._unpollable(claim)
+        if unpollable is not None:
+            await self._failed(claim, unpollable)
             return
+        client = self._clients[claim.connection]
         budget_s = self._settings.lease_s * POLL_SHARE_OF_LEASE
         try:
             async with asyncio.timeout(budget_s):
@@ -229,13 +230,23 @@ class Poller:
         for claim in await self._store.closed_watches(100, self._closing | later):
             spec = json.loads(claim.spec_json)
             cancel = claim.wait_state in ("expired", "cancelled") and spec.get("cancel_on_close")
-            if not cancel or claim.connection not in self._clients:
+            if not cancel or self._unpollable(claim) is not None:
                 await self._store.stop_watch(claim, now)
             elif (
                 len(self._closing) < share and len(self._in_flight) < self._settings.max_concurrency
             ):
                 self._closing.add(claim.id)
                 self._spawn(self._cancel_job(claim, spec), f"cancel-{claim.id}")
+
+    def _unpollable(self, claim: WatchClaim) -> str | None:
+        """Why the configuration no longer serves this watch: checked at its registration, it
+        may have changed since (a watch's spec read by another kind's client raised)."""
+        conn = self._connections.get(claim.connection)
+        if conn is None:
+            return f"connection {claim.connection!r} is not configured"
+        if conn.kind != claim.kind:
+            return f"connection {claim.connection!r} is a {conn.kind} connection, not {claim.kind}"
+        return None
 
     async def _cancel_job(self, claim: WatchClaim, spec: dict[str, str]) -> None:
         """Cancel, and stop the watch; tried again with backoff when the system fails (or the

@@ -182,30 +182,34 @@ async def test_a_token_answer_without_a_token_is_a_poll_error(
 
 async def test_a_refused_cancellation_is_told_apart_by_its_answer(settings: Settings) -> None:
     """A 400 for want of permission is final; one whose job then reads as a login page is a
-    PollError (its ValidationError escaped, and the cancellation was tried every tick)."""
+    PollError (its ValidationError escaped, and the cancellation was tried every tick); one
+    whose job is then gone (404) is over."""
 
     async def token(_request: web.Request) -> web.Response:
         return web.json_response({"access_token": "t", "expires_in": 3600})
 
     async def refuse(request: web.Request) -> web.Response:
         message = "You do not have permission to cancel this job."
-        if request.match_info["job"] == "busy":
+        if request.match_info["job"] in ("busy", "gone"):
             message = "This job is not in 'Queued' or 'Running' state."
         return web.json_response({"message": message}, status=400)
 
-    async def login_page(_request: web.Request) -> web.Response:
+    async def login_page_or_gone(request: web.Request) -> web.Response:
+        if request.match_info["job"] == "gone":  # deleted between the DELETE and the GET
+            return web.json_response({"message": "Not found"}, status=404)
         return web.Response(text="<html>sign in</html>", content_type="text/html")
 
     app = web.Application()
     app.router.add_post("/webapi/oauth2/token", token)
     app.router.add_delete("/webapi/v3/jobs/{job}", refuse)
-    app.router.add_get("/webapi/v3/jobs/{job}", login_page)
+    app.router.add_get("/webapi/v3/jobs/{job}", login_page_or_gone)
     async with SandboxServer(app) as server, aiohttp.ClientSession() as session:
         (ayx,) = [c for c in settings.connections if isinstance(c, AlteryxConnection)]
         client = AlteryxClient(session, ayx.model_copy(update={"base_url": server.url}))
         assert await client.cancel({"job_id": "theirs"}) == "not_permitted"
         with pytest.raises(PollError, match="unexpectedly"):
             await client.cancel({"job_id": "busy"})
+        assert await client.cancel({"job_id": "gone"}) == "already_over"  # was retried
 
 
 async def test_a_job_answer_over_max_answer_bytes_is_a_poll_error(settings: Settings) -> None:
@@ -265,6 +269,21 @@ async def test_alteryx_revoked_token_is_refreshed(
     assert 401 in statuses, "the revoked token was used once, then replaced"
     token_calls = [r for r in alteryx.requests.entries() if r.path.endswith("/oauth2/token")]
     assert len(token_calls) == 2
+
+
+async def test_alteryx_polls_waiting_for_a_token_share_one_fetch(
+    gw: RunningGateway, workato: WorkatoSandbox, alteryx: AlteryxSandbox
+) -> None:
+    """Each poll that found no token fetched its own: at a refresh, one per poll in flight."""
+    slow = ScriptedFault(kind="latency", seconds=0.3, path_prefix="/webapi/oauth2/token")
+    alteryx.faults.set_plan(FaultPlan(scripted=[slow]))
+    jobs = []
+    for n in range(4):
+        ayx = alteryx.create_job(AlteryxScript(queued_s=0, running_s=0.2))
+        jobs.append(await register(gw, workato, f"k{n}", alteryx_watch(ayx.id)))
+    await eventually(lambda: all(job.resume.count == 1 for job in jobs))
+    token_calls = [r for r in alteryx.requests.entries() if r.path.endswith("/oauth2/token")]
+    assert len(token_calls) == 1
 
 
 async def test_pixxel_progress_is_visible_and_failed_tasks_reach_the_action(
@@ -464,3 +483,32 @@ async def test_a_restart_in_the_middle_of_a_watch_resumes_it(
     _, wait = await second.get("/v1/waits/k")
     assert wait["watch"]["state"] == "done"
     assert json.loads(job.resume.body or b"{}")["data"]["payload"]["id"] == ayx.id
+
+
+async def test_a_watch_whose_connection_changed_kind_fails_its_polls_not_the_gateway(
+    settings: Settings,
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    alteryx: AlteryxSandbox,
+    urls: dict[str, str],
+) -> None:
+    """An Alteryx watch read by a Pixxel client raised KeyError: the poller died, and the
+    gateway stopped, on every start, until the watch's wait expired."""
+    first = await start_gateway(settings)
+    ayx = alteryx.create_job(AlteryxScript(queued_s=0.2, running_s=30.0))
+    await register(first, workato, "k", alteryx_watch(ayx.id))
+    await first.gateway.stop()
+    renamed = [
+        PixxelConnection.model_validate(
+            {"name": "ayx", "kind": "pixxel", "base_url": urls["pixxel"], "api_key": PIXXEL_KEY}
+        ),
+        *[c for c in settings.connections if c.name != "ayx"],
+    ]
+    second = await start_gateway(settings.model_copy(update={"connections": renamed}))
+
+    async def last_error() -> str:
+        watch = await watch_of(second)
+        return str(watch["last_error"] or "") if watch else ""
+
+    assert await eventually(last_error) == "connection 'ayx' is a pixxel connection, not alteryx"
+    assert not second.gateway.poller.failed.is_set()

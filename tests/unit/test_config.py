@@ -402,6 +402,18 @@ def test_describe_names_the_polled_connections() -> None:
     assert "s3cr3t-value" not in text
 
 
+def test_an_alteryx_client_id_with_a_colon_is_a_config_error_naming_it() -> None:
+    """HTTP Basic's user-id cannot hold one: aiohttp raised at the first poll, the poller
+    died and the gateway with it."""
+    connection = {"name": "ayx", "kind": "alteryx", "base_url": "https://ayx.example/"}
+    connection |= {"client_id": "tenant:client", "client_secret": "s3cr3t-value"}
+    error = config_error(config(connections=[connection]))
+    assert (
+        "connections.0.alteryx.client_id: Value error, must be non-empty and hold no ':'" in error
+    )
+    assert "s3cr3t-value" not in error
+
+
 def test_describe_in_dev_without_keys() -> None:
     text = describe(Settings(env="dev"))
     assert "none: `run` needs one (only `dev` makes its own)" in text

@@ -40,6 +40,13 @@ def test_alteryx_disposition_other_than_success_fails(disposition: str | None) -
     assert alteryx_state(alteryx("Complete", disposition)).status == "failed"
 
 
+@pytest.mark.parametrize("status", ["Failed", "Error", "Cancelled", "canceled"])
+def test_alteryx_status_that_says_the_job_ended_badly_is_terminal_and_failed(status: str) -> None:
+    """Only Complete was terminal: such a job was polled until its wait expired."""
+    state = alteryx_state(alteryx(status))
+    assert (state.status, state.job_status) == ("failed", status)
+
+
 def test_alteryx_data_is_the_answer_byte_exact() -> None:
     raw = b'{"id": "j1", "status": "Complete", "disposition": "Success", "n": 1.10}'
     assert alteryx_state(raw).data == raw
@@ -89,6 +96,29 @@ def test_pixxel_failure_carries_the_failing_tasks() -> None:
         {"task": "classify", "err_msg": "bad band", "failure_type": "user_error"}
     ]
     assert state.data.startswith(b'{"job":' + raw)
+
+
+@pytest.mark.parametrize(
+    ("status", "finished_at", "ended"),
+    [
+        ("killed", "2026-11-23T05:00:00Z", True),  # unknown, and it has ended
+        ("killed", "", False),
+        ("killed", "0001-01-01T00:00:00Z", False),  # Go's zero time: not set
+        ("running", "2026-11-23T05:00:00Z", False),  # a known running status decides
+    ],
+)
+def test_pixxel_unknown_status_of_a_finished_job_is_failed(
+    status: str, finished_at: str, ended: bool
+) -> None:
+    """Seed 004 lists no status values: an unknown one was read as running for ever."""
+    raw = json.dumps({"id": "p1", "status": status, "finished_at": finished_at}).encode()
+    assert pixxel_state(raw).status == ("failed" if ended else None)
+
+
+def test_pixxel_tasks_null_reads_as_none() -> None:
+    state = pixxel_state(b'{"id": "p1", "status": "failed", "tasks": null}')
+    assert state.data is not None
+    assert (state.status, json.loads(state.data)["failed_tasks"]) == ("failed", [])
 
 
 def test_pixxel_answer_that_is_not_json_is_a_validation_error() -> None:
