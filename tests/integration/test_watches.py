@@ -180,6 +180,29 @@ async def test_a_token_answer_without_a_token_is_a_poll_error(
                 await call({"job_id": "j-1"})
 
 
+async def test_a_token_valid_for_less_than_the_refresh_margin_is_used(settings: Settings) -> None:
+    """A token living 60 s or less was past its refresh time when it came: every request
+    fetched a new one first."""
+    fetched: list[str] = []
+
+    async def token(_request: web.Request) -> web.Response:
+        fetched.append("t")
+        return web.json_response({"access_token": "t", "expires_in": 30})
+
+    async def job(_request: web.Request) -> web.Response:
+        return web.json_response({"id": "j-1", "status": "Running"})
+
+    app = web.Application()
+    app.router.add_post("/webapi/oauth2/token", token)
+    app.router.add_get("/webapi/v3/jobs/{job}", job)
+    async with SandboxServer(app) as server, aiohttp.ClientSession() as session:
+        (ayx,) = [c for c in settings.connections if isinstance(c, AlteryxConnection)]
+        client = AlteryxClient(session, ayx.model_copy(update={"base_url": server.url}))
+        for _ in range(3):
+            await client.job({"job_id": "j-1"})
+    assert fetched == ["t"]
+
+
 async def test_a_refused_cancellation_is_told_apart_by_its_answer(settings: Settings) -> None:
     """A 400 for want of permission is final; one whose job then reads as a login page is a
     PollError (its ValidationError escaped, and the cancellation was tried every tick); one
