@@ -10,6 +10,8 @@ from pydantic import ValidationError
 
 from gateway.blobs.signing import UrlSigner
 from gateway.config.keys import UrlKey
+from gateway.config.settings import SecuritySettings
+from gateway.security.urlkeys import url_signing_keys
 
 OLD_KEY = bytes(range(32))
 NEW_KEY = bytes(range(32, 64))
@@ -151,3 +153,20 @@ def test_urls_signed_without_a_type_still_verify_and_take_none() -> None:
     assert typed(old) is None
     assert signer.verify(*parts(old), now=NOW)
     assert not signer.verify(*parts(old), now=NOW, content_type="text/html")  # a type added
+
+
+def test_configuring_url_keys_keeps_the_urls_the_derived_keys_signed() -> None:
+    """Configured keys replaced the derived ones: every URL already handed out (a wait lives
+    up to 60 days) answered 403 once an operator added url_keys."""
+    token_keys = [{"id": "t1", "key": base64.b64encode(OLD_KEY).decode()}]
+    before = SecuritySettings.model_validate({"token_keys": token_keys})
+    url = UrlSigner(url_signing_keys(before), BASE).url(SHA, EXPIRES_AT)
+    url_keys = [{"id": "u1", "key": base64.b64encode(NEW_KEY).decode()}]
+    after = UrlSigner(
+        url_signing_keys(
+            SecuritySettings.model_validate({"token_keys": token_keys, "url_keys": url_keys})
+        ),
+        BASE,
+    )
+    assert after.verify(*parts(url), NOW)
+    assert parts(after.url(SHA, EXPIRES_AT))[2].startswith("u1.")  # the configured key signs
