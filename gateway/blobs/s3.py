@@ -63,7 +63,7 @@ class S3BlobStore:
 
     async def put_file(self, path: Path, meta: BlobMeta) -> None:
         key = self._key(meta.sha256)
-        if await self.stat(meta.sha256) != meta:
+        if await self._stored(meta) != meta:
             try:
                 await self._upload(path, key, meta)
             except _CLIENT_ERRORS as exc:
@@ -80,6 +80,14 @@ class S3BlobStore:
         except _CLIENT_ERRORS as exc:
             raise BlobError(f"cannot store blob {meta.sha256}") from exc
         return meta
+
+    async def _stored(self, meta: BlobMeta) -> BlobMeta | None:
+        """What the bucket holds under the blob's key, or None when it cannot tell: without
+        ``s3:ListBucket`` a missing key answers 403, not 404, and the upload then decides."""
+        try:
+            return await self.stat(meta.sha256)
+        except BlobError:
+            return None
 
     async def stat(self, sha256: str) -> BlobMeta | None:
         key = self._key(sha256)
@@ -126,12 +134,17 @@ class S3BlobStore:
         params = {
             "Bucket": self._bucket,
             "Key": self._key(meta.sha256),
-            # served as the event declared it, whichever type the object was stored with
+            # served as the event declared it, whichever type the object was stored with, and
+            # as a download: a sender's text/html is not a page on the bucket's origin
             "ResponseContentType": meta.content_type,
+            "ResponseContentDisposition": "attachment",
         }
-        url: str = await self._client.generate_presigned_url(
-            "get_object", Params=params, ExpiresIn=expires
-        )
+        try:
+            url: str = await self._client.generate_presigned_url(
+                "get_object", Params=params, ExpiresIn=expires
+            )
+        except _CLIENT_ERRORS as exc:  # no credentials to sign with, say
+            raise BlobError(f"cannot presign a URL of blob {meta.sha256}") from exc
         return url
 
     @property

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from pydantic import ValidationError
 
 from gateway.blobs.base import CHUNK_BYTES, BlobError, BlobMeta, BlobMissing, BlobStore
@@ -19,6 +20,7 @@ from gateway.blobs.factory import blob_store
 from gateway.blobs.files import FileBlobStore
 from gateway.blobs.s3 import PART_BYTES, S3BlobStore
 from gateway.config.blobs import BlobSettings
+from gateway.sandbox.server import SandboxServer
 from tests.kafka_broker import MotoS3
 
 BUCKET = "claim-checks"
@@ -176,6 +178,7 @@ async def test_presigned_url(store: BlobStore) -> None:
     async with aiohttp.ClientSession() as http, http.get(url) as answer:
         assert answer.status == 200
         assert answer.headers["Content-Type"] == "application/json"
+        assert answer.headers["Content-Disposition"] == "attachment"  # a download, not a page
         assert await answer.read() == data
     # the same bytes as another event's payload: served with the type that event declared
     as_text = await store.presigned_url(BlobMeta(meta.sha256, meta.size, "text/plain"), 60)
@@ -183,6 +186,60 @@ async def test_presigned_url(store: BlobStore) -> None:
     async with aiohttp.ClientSession() as http, http.get(as_text) as answer:
         assert answer.status == 200, as_text
         assert answer.headers["Content-Type"] == "text/plain", as_text
+
+
+async def test_s3_stores_a_blob_where_a_missing_key_answers_403(
+    moto_s3: MotoS3, tmp_path: Path
+) -> None:
+    """Without s3:ListBucket, S3 answers a HEAD of a missing key with 403: the check for a copy
+    stored already raised, and no blob could be stored. Staged by a proxy in front of moto."""
+    await make_bucket(moto_s3)
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        if request.method == "HEAD":
+            return web.Response(status=403)
+        async with (
+            aiohttp.ClientSession(auto_decompress=False) as http,
+            http.request(
+                request.method,
+                f"{moto_s3.url}{request.path_qs}",
+                headers=request.headers,
+                data=await request.read(),
+            ) as answer,
+        ):
+            kept = {k: v for k, v in answer.headers.items() if k.lower() != "transfer-encoding"}
+            return web.Response(status=answer.status, body=await answer.read(), headers=kept)
+
+    app = web.Application()
+    app.router.add_route("*", "/{path:.*}", forward)
+    async with SandboxServer(app) as proxy:
+        store = S3BlobStore(s3_settings(moto_s3, s3_endpoint_url=proxy.url))
+        await store.start()
+        try:
+            meta = spool(tmp_path / "spooled", b'{"stored": "anyway"}')
+            await store.put_file(tmp_path / "spooled", meta)
+            assert (await read_all(store, meta.sha256))[0] == b'{"stored": "anyway"}'
+        finally:
+            await store.close()
+
+
+async def test_s3_presigning_without_credentials_is_a_blob_error(
+    moto_s3: MotoS3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """botocore's NoCredentialsError escaped the claim check, and the delivery task died."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    settings = s3_settings(moto_s3, s3_access_key_id=None, s3_secret_access_key=None)
+    store = S3BlobStore(settings)
+    await store.start()
+    try:
+        with pytest.raises(BlobError, match="cannot presign"):
+            await store.presigned_url(BlobMeta("ab" * 32, 1, "text/plain"), 60)
+    finally:
+        await store.close()
 
 
 @pytest.mark.parametrize("bad_id", TRAVERSALS)
