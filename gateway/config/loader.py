@@ -21,10 +21,18 @@ ENV_SEPARATOR = "__"
 def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
     """Validated settings from ``path`` (optional) overlaid with environment overrides."""
     data = _read_toml(path) if path is not None else {}
-    for name, value in sorted(environ.items()):
-        if name.startswith(ENV_PREFIX) and name != f"{ENV_PREFIX}CONFIG":
-            _apply_override(data, name, value)
+    overrides = [n for n in environ if n.startswith(ENV_PREFIX) and n != f"{ENV_PREFIX}CONFIG"]
+    for name in sorted(overrides, key=_path_order):  # TENANTS__2 before TENANTS__10
+        _apply_override(data, name, environ[name])
     return settings_from_dict(data, environ)
+
+
+def _path_order(name: str) -> list[tuple[int, int, str]]:
+    """Sorts names by their path, list indexes as numbers: each list grows in order."""
+    return [
+        (0, int(part), "") if part.isdigit() else (1, 0, part)
+        for part in name[len(ENV_PREFIX) :].lower().split(ENV_SEPARATOR)
+    ]
 
 
 def settings_from_dict(data: dict[str, Any], environ: Mapping[str, str]) -> Settings:
@@ -45,7 +53,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _apply_override(data: dict[str, Any], name: str, raw: str) -> None:
-    """``RESUME_GATEWAY_TENANTS__0__API_TOKEN=x`` sets ``data["tenants"][0]["api_token"]``."""
+    """``RESUME_GATEWAY_TENANTS__0__API_TOKEN=x`` sets ``data["tenants"][0]["api_token"]``.
+    Every name is lowercased: a table whose keys are data (a ``status_map``) is set whole,
+    as JSON, to keep their case."""
     path = [p.lower() for p in name[len(ENV_PREFIX) :].split(ENV_SEPARATOR)]
     node: Any = data
     for part, following in itertools.pairwise(path):

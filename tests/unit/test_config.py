@@ -143,6 +143,17 @@ def test_env_can_build_a_whole_tenant_without_a_file() -> None:
     assert len(acme.api_keys) == 2
 
 
+def test_env_can_build_more_than_ten_tenants() -> None:
+    """Sorted as text, TENANTS__10 came before TENANTS__2: 'list index out of range'."""
+    environ = {"RESUME_GATEWAY_SECURITY__TOKEN_KEYS": f'[{{"id": "k1", "key": "{KEY_1}"}}]'}
+    for n in range(12):
+        environ[f"RESUME_GATEWAY_TENANTS__{n}__NAME"] = f"t{n}"
+        environ[f"RESUME_GATEWAY_TENANTS__{n}__API_TOKEN"] = f"token-{n}"
+        environ[f"RESUME_GATEWAY_TENANTS__{n}__DATA_CENTER"] = "us"
+    settings = load_settings(None, environ)
+    assert [t.name for t in settings.tenants] == [f"t{n}" for n in range(12)]
+
+
 def test_env_list_index_past_the_end_is_a_config_error(toml_file: Path) -> None:
     with pytest.raises(ConfigError, match="RESUME_GATEWAY_TENANTS__5__NAME"):
         load_settings(toml_file, {"RESUME_GATEWAY_TENANTS__5__NAME": "x"})
