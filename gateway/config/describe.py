@@ -7,6 +7,7 @@ import json
 from gateway.config.kafka import KafkaSettings
 from gateway.config.settings import Settings
 from gateway.config.sources import HmacSha256Verify, SourceSettings
+from gateway.security.redact import without_url_credentials
 
 
 def describe(settings: Settings) -> str:
@@ -37,7 +38,7 @@ def describe(settings: Settings) -> str:
         lines.append(_kafka_line(settings.kafka))
     lines += ["", "effective settings (secrets masked):"]
     lines.append(json.dumps(settings.model_dump(mode="json"), indent=2))
-    return "\n".join(lines)
+    return without_url_credentials("\n".join(lines))
 
 
 def _blobs_line(settings: Settings) -> str:

@@ -13,10 +13,17 @@ from typing import Any
 
 MASK = "[redacted]"
 SECRET_FIELD = re.compile(r"(token|secret|password|authorization|api[_-]?key|credential)", re.I)
+URL_CREDENTIALS = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s\"'<>]+(@)")
+"""A URL's ``user:password@``."""
 INLINE_SECRETS = [
     re.compile(r'("(?:resume_)?token"\s*:\s*")[^"]*(")'),
     re.compile(r"(Bearer\s+)[^\s\"',]+()", re.I),
+    URL_CREDENTIALS,
 ]
+
+
+def without_url_credentials(text: str) -> str:
+    return URL_CREDENTIALS.sub(rf"\g<1>{MASK}\g<2>", text)
 
 
 class Redactor:

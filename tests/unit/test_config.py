@@ -413,6 +413,15 @@ def test_describe_names_the_polled_connections() -> None:
     assert "s3cr3t-value" not in text
 
 
+def test_describe_masks_credentials_written_into_a_url() -> None:
+    """A base_url of https://user:password@host was printed whole, twice."""
+    connection = {"name": "ayx", "kind": "alteryx", "base_url": "https://svc:pa55w0rd@ayx.example/"}
+    connection |= {"client_id": "c", "client_secret": "s3cr3t-value"}
+    text = describe(Settings.model_validate({"env": "dev", "connections": [connection]}))
+    assert "pa55w0rd" not in text
+    assert "https://[redacted]@ayx.example" in text
+
+
 def test_an_alteryx_client_id_with_a_colon_is_a_config_error_naming_it() -> None:
     """HTTP Basic's user-id cannot hold one: aiohttp raised at the first poll, the poller
     died and the gateway with it."""

@@ -240,3 +240,8 @@ def test_the_cli_redactor_learns_the_polled_connections_secrets() -> None:
     )
     line = _redactor(settings).scrub("failed: alteryx-client-s3cret, Authorization: pixxel-k3y-42")
     assert line == "failed: [redacted], Authorization: [redacted]"
+
+
+def test_credentials_in_a_url_are_cut_out() -> None:
+    out = run(Redactor(), error="cannot reach https://svc:pa55w0rd@ayx.example/webapi (e@mail)")
+    assert out == {"error": f"cannot reach https://{MASK}@ayx.example/webapi (e@mail)"}
