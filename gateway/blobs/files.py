@@ -144,11 +144,14 @@ class FileBlobStore:
     def _copy_in(self, source: Path, final: Path) -> None:
         """The other filesystem's file, streamed into a temp file here, then renamed."""
         temp = self._temp_path()
-        with source.open("rb") as src, temp.open("wb") as dst:
-            shutil.copyfileobj(src, dst, _COPY_BUFFER_BYTES)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(temp, final)
+        try:
+            with source.open("rb") as src, temp.open("wb") as dst:
+                shutil.copyfileobj(src, dst, _COPY_BUFFER_BYTES)
+                dst.flush()
+                os.fsync(dst.fileno())
+            os.replace(temp, final)
+        finally:  # a failed copy (a full disk) leaves no partial file, up to 1 GiB, behind
+            temp.unlink(missing_ok=True)
         source.unlink()
 
 

@@ -1,5 +1,6 @@
 """The blob store contract, run against both stores: files in a directory and a real S3 server
-(``moto_server``). Nothing is mocked but one ``os.replace`` that must fail across filesystems."""
+(``moto_server``). Nothing is mocked but ``os.replace`` and a copy, that must fail across
+filesystems."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import asyncio
 import errno
 import hashlib
 import os
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -283,6 +286,34 @@ async def test_file_store_copies_across_filesystems(
     assert not source.exists()
     assert (await read_all(store, meta.sha256))[0] == b"x" * (3 * CHUNK_BYTES + 1)
     assert list((tmp_path / "blobs" / ".tmp").iterdir()) == []
+
+
+async def test_a_failed_copy_across_filesystems_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy that failed half-way (a full disk) left its temp file, up to 1 GiB, until the
+    next start, and then only if it was an hour old."""
+    source = tmp_path / "elsewhere"
+    real_replace = os.replace
+
+    def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        if Path(src) == source:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real_replace(src, dst)
+
+    def copy_until_full(src: Any, dst: Any, length: int = 0) -> None:
+        dst.write(src.read(CHUNK_BYTES))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    store = FileBlobStore(tmp_path / "blobs")
+    await store.start()
+    monkeypatch.setattr(os, "replace", replace)  # for this test only
+    monkeypatch.setattr(shutil, "copyfileobj", copy_until_full)
+    meta = spool(source, b"x" * (3 * CHUNK_BYTES))
+    with pytest.raises(BlobError):
+        await store.put_file(source, meta)
+    assert list((tmp_path / "blobs" / ".tmp").iterdir()) == []
+    assert source.exists()  # the spooled body is kept, for the caller to retry or clean up
 
 
 def test_factory_and_settings(tmp_path: Path) -> None:
