@@ -172,16 +172,27 @@ class Settings(_Section):
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         names = [t.name for t in self.tenants]
-        if len(names) != len(set(names)):
-            raise ValueError("tenant names must be unique")
-        keys = [k.get_secret_value() for t in self.tenants for k in t.api_keys]
-        if len(keys) != len(set(keys)):
-            raise ValueError("an API key may belong to one tenant only")
+        for kind, items in (
+            ("tenants", self.tenants),
+            ("sources", self.sources),
+            ("connections", self.connections),
+        ):
+            repeat = _repeated([item.name for item in items])
+            if repeat is not None:
+                first, again = repeat
+                raise ValueError(
+                    f"{kind}.{again}.name: {items[again].name!r} is the name of {kind}.{first} "
+                    "too; names must be unique"
+                )
+        owners = [(n, k.get_secret_value()) for n, t in enumerate(self.tenants) for k in t.api_keys]
+        repeat = _repeated([key for _, key in owners])
+        if repeat is not None:  # named by where it is, never by its value
+            first, again = (owners[i][0] for i in repeat)
+            where = "twice" if first == again else f"and in tenants.{first}"
+            raise ValueError(
+                f"tenants.{again}.api_keys: a key is in it {where}; a key belongs to one tenant"
+            )
         tenant_names = set(names)
-        for kind, items in (("sources", self.sources), ("connections", self.connections)):
-            item_names = [item.name for item in items]
-            if len(item_names) != len(set(item_names)):
-                raise ValueError(f"{kind} names must be unique")
         for source in self.sources:
             if source.tenant not in tenant_names:
                 raise ValueError(f"source {source.name!r} names unknown tenant {source.tenant!r}")
@@ -193,3 +204,13 @@ class Settings(_Section):
 
     def tenant(self, name: str) -> TenantSettings | None:
         return next((t for t in self.tenants if t.name == name), None)
+
+
+def _repeated(values: list[str]) -> tuple[int, int] | None:
+    """The positions of the first value seen twice: where it was first, and again."""
+    seen: dict[str, int] = {}
+    for n, value in enumerate(values):
+        if value in seen:
+            return seen[value], n
+        seen[value] = n
+    return None

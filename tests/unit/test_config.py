@@ -343,16 +343,21 @@ def test_bad_token_key_is_refused_without_echoing_it(key: str, problem: str) -> 
         assert key not in message
 
 
-def test_duplicate_tenant_names_are_refused() -> None:
-    message = config_error(config(tenants=[tenant(), tenant(api_token="other")]))
-    assert "tenant names must be unique" in message
+def test_duplicate_tenant_names_are_refused_naming_both() -> None:
+    """The error said only "(top level): tenant names must be unique"."""
+    message = config_error(config(tenants=[tenant(), tenant(name="b"), tenant(api_token="x")]))
+    assert "tenants.2.name: 'acme' is the name of tenants.0 too" in message
 
 
-def test_api_key_shared_by_two_tenants_is_refused() -> None:
-    data = config(tenants=[tenant(api_keys=["shared"]), tenant(name="b", api_keys=["shared"])])
+def test_api_key_shared_by_two_tenants_is_refused_naming_where_never_what() -> None:
+    data = config(
+        tenants=[tenant(api_keys=["sh4red-key"]), tenant(name="b", api_keys=["sh4red-key"])]
+    )
     message = config_error(data)
-    assert "an API key may belong to one tenant only" in message
-    assert "shared" not in message.replace("an API key", "")
+    assert "tenants.1.api_keys: a key is in it and in tenants.0" in message
+    assert "sh4red-key" not in message
+    twice = config_error(config(tenants=[tenant(api_keys=["sh4red-key", "sh4red-key"])]))
+    assert "tenants.0.api_keys: a key is in it twice" in twice
 
 
 def test_credential_id_is_stable_and_does_not_reveal_the_token() -> None:
