@@ -267,10 +267,8 @@ async def test_file_store_layout(tmp_path: Path) -> None:
     assert list((tmp_path / "blobs" / ".tmp").iterdir()) == []
 
 
-async def test_file_store_copies_across_filesystems(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    source = tmp_path / "elsewhere"
+def on_another_filesystem(source: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``source`` cannot be renamed into the store (for the calling test only)."""
     real_replace = os.replace
 
     def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
@@ -278,7 +276,14 @@ async def test_file_store_copies_across_filesystems(
             raise OSError(errno.EXDEV, "Invalid cross-device link")
         real_replace(src, dst)
 
-    monkeypatch.setattr(os, "replace", replace)  # for this test only
+    monkeypatch.setattr(os, "replace", replace)
+
+
+async def test_file_store_copies_across_filesystems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "elsewhere"
+    on_another_filesystem(source, monkeypatch)
     store = FileBlobStore(tmp_path / "blobs")
     await store.start()
     meta = spool(source, b"x" * (3 * CHUNK_BYTES + 1))
@@ -294,12 +299,6 @@ async def test_a_failed_copy_across_filesystems_leaves_no_partial_file(
     """A copy that failed half-way (a full disk) left its temp file, up to 1 GiB, until the
     next start, and then only if it was an hour old."""
     source = tmp_path / "elsewhere"
-    real_replace = os.replace
-
-    def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
-        if Path(src) == source:
-            raise OSError(errno.EXDEV, "Invalid cross-device link")
-        real_replace(src, dst)
 
     def copy_until_full(src: Any, dst: Any, length: int = 0) -> None:
         dst.write(src.read(CHUNK_BYTES))
@@ -307,7 +306,7 @@ async def test_a_failed_copy_across_filesystems_leaves_no_partial_file(
 
     store = FileBlobStore(tmp_path / "blobs")
     await store.start()
-    monkeypatch.setattr(os, "replace", replace)  # for this test only
+    on_another_filesystem(source, monkeypatch)
     monkeypatch.setattr(shutil, "copyfileobj", copy_until_full)
     meta = spool(source, b"x" * (3 * CHUNK_BYTES))
     with pytest.raises(BlobError):
