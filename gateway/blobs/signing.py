@@ -30,7 +30,9 @@ class UrlSigner:
         if not keys:
             raise ValueError("a UrlSigner needs at least one key")
         self._signing_id, self._signing_key = keys[0]
-        self._keys = dict(keys)
+        self._keys: dict[str, list[bytes]] = {}
+        for key_id, key in keys:  # one id may name several keys (a configured and a derived)
+            self._keys.setdefault(key_id, []).append(key)
         self._base_url = base_url.rstrip("/")
 
     def url(self, sha256: str, expires_at: float, content_type: str | None = None) -> str:
@@ -56,11 +58,14 @@ class UrlSigner:
         if expires is None or sig is None or not sig.isascii() or not _EXPIRES.fullmatch(expires):
             return False
         key_id, _, mac = sig.rpartition(".")
-        key = self._keys.get(key_id)
-        if key is None or not is_blob_id(sha256):
+        keys = self._keys.get(key_id)
+        if keys is None or not is_blob_id(sha256):
             return False
-        expected = _mac(key, sha256, expires, content_type)
-        return hmac.compare_digest(expected.encode(), mac.encode()) and now <= int(expires)
+        matched = False
+        for key in keys:  # every one compared, whichever matched
+            expected = _mac(key, sha256, expires, content_type)
+            matched |= hmac.compare_digest(expected.encode(), mac.encode())
+        return matched and now <= int(expires)
 
 
 def _mac(key: bytes, sha256: str, expires: str, content_type: str | None) -> str:

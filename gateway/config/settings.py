@@ -145,7 +145,7 @@ class SecuritySettings(_Section):
     """The first key encrypts; all of them decrypt, so keys can rotate."""
     admin_tokens: list[Secret] = Field(default_factory=list)
     url_keys: list[UrlKey] = Field(default_factory=list)
-    """Blob-URL signing keys; the first signs, all verify, and so do keys derived from the
+    """Blob-URL signing keys; the first signs, all verify, and so do the keys derived from the
     token keys (the only ones while none is set), under the token keys' ids."""
 
 

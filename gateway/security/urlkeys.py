@@ -17,12 +17,10 @@ URL_KEY_INFO = b"resume-gateway blob-url signing key v1"
 def url_signing_keys(security: SecuritySettings) -> list[tuple[str, bytes]]:
     """``(key_id, key)`` pairs, the signing key first: the configured keys, then the ones
     derived from the token keys, which keep verifying the URLs they signed before any key
-    was configured (a URL lives as long as its wait, up to 60 days). A derived key whose id a
-    configured key took is left out."""
+    was configured (a URL lives as long as its wait, up to 60 days), under the same ids as
+    their token keys, even where a configured key has the same id."""
     configured = [(k.id, k.key_bytes) for k in security.url_keys]
-    taken = {key_id for key_id, _ in configured}
-    derived = [(k.id, _derive(k.key_bytes)) for k in security.token_keys if k.id not in taken]
-    return configured + derived
+    return configured + [(k.id, _derive(k.key_bytes)) for k in security.token_keys]
 
 
 def _derive(token_key: bytes) -> bytes:

@@ -158,15 +158,14 @@ def test_urls_signed_without_a_type_still_verify_and_take_none() -> None:
 def test_configuring_url_keys_keeps_the_urls_the_derived_keys_signed() -> None:
     """Configured keys replaced the derived ones: every URL already handed out (a wait lives
     up to 60 days) answered 403 once an operator added url_keys."""
-    token_keys = [{"id": "t1", "key": base64.b64encode(OLD_KEY).decode()}]
+    token_keys = [{"id": "2025-01", "key": base64.b64encode(OLD_KEY).decode()}]
     before = SecuritySettings.model_validate({"token_keys": token_keys})
     url = UrlSigner(url_signing_keys(before), BASE).url(SHA, EXPIRES_AT)
-    url_keys = [{"id": "u1", "key": base64.b64encode(NEW_KEY).decode()}]
-    after = UrlSigner(
-        url_signing_keys(
-            SecuritySettings.model_validate({"token_keys": token_keys, "url_keys": url_keys})
-        ),
-        BASE,
-    )
-    assert after.verify(*parts(url), NOW)
-    assert parts(after.url(SHA, EXPIRES_AT))[2].startswith("u1.")  # the configured key signs
+    for url_id in ("u1", "2025-01"):  # the deploy example gives both keys one id
+        url_keys = [{"id": url_id, "key": base64.b64encode(NEW_KEY).decode()}]
+        both = {"token_keys": token_keys, "url_keys": url_keys}
+        after = UrlSigner(url_signing_keys(SecuritySettings.model_validate(both)), BASE)
+        assert after.verify(*parts(url), NOW), url_id
+        signed = after.url(SHA, EXPIRES_AT)  # by the configured key
+        assert UrlSigner([(url_id, NEW_KEY)], BASE).verify(*parts(signed), NOW)
+        assert not UrlSigner(url_signing_keys(before), BASE).verify(*parts(signed), NOW)
