@@ -18,9 +18,6 @@ ALTERYX_SUCCESS = {"success", "succeeded", "completed", "complete", "ok"}
 ENDED_BADLY = {"failed", "failure", "error", "errored", "cancelled", "canceled", "aborted"}
 """A status no seed lists but a job system may give a job that ended: not one to poll on."""
 PIXXEL_SUCCESS = {"completed", "complete", "succeeded", "success", "done", "finished"}
-PIXXEL_RUNNING = {"created", "pending", "queued", "scheduled", "started", "running", "in_progress"}
-ZERO_TIME = "0001-01-01"
-"""How Go writes a time not yet set (``0001-01-01T00:00:00Z``); others leave it empty."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +60,6 @@ class PixxelJob(BaseModel):
     progress: str | float | int | None = None
     tasks: list[PixxelTask] | None = None
     """``null`` as an empty list (a Go service's way of writing none)."""
-    finished_at: str | None = None
-    """Set once the job ended, whatever its status says (seed 004 lists no status values)."""
 
 
 def alteryx_state(raw: bytes) -> JobState:
@@ -88,15 +83,11 @@ def pixxel_state(raw: bytes) -> JobState:
     progress = None if job.progress is None else str(job.progress)
     if normal in PIXXEL_SUCCESS:
         return JobState(job.status, "succeeded", progress, _pixxel_data(raw, []))
-    if normal in ENDED_BADLY or (normal not in PIXXEL_RUNNING and _is_set(job.finished_at)):
+    if normal in ENDED_BADLY:
         return JobState(job.status, "failed", progress, _pixxel_data(raw, _failures(job)))
+    # Any other status is polled on, shown as the watch's job_status: seed 004 lists none, and
+    # a running job reported failed could not be taken back (its time fields prove nothing).
     return JobState(job.status, None, progress, None)
-
-
-def _is_set(time: str | None) -> bool:
-    """Whether a job's time field holds a time (an unknown status then ended, not running)."""
-    text = (time or "").strip()
-    return bool(text) and not text.startswith(ZERO_TIME)
 
 
 def _failures(job: PixxelJob) -> list[dict[str, Any]]:
