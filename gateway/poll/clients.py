@@ -54,8 +54,9 @@ class AlteryxClient:
         self._timeout = aiohttp.ClientTimeout(total=conn.request_timeout_s)
         self._token: str | None = None
         self._token_until = 0.0
-        self._fetching = asyncio.Lock()
-        """Polls that find the token missing, expired or refused wait for one fetch."""
+        self._fetching: asyncio.Task[str] | None = None
+        """The fetch under way: polls that find the token missing, expired or refused all wait
+        for it and get its token or its error (one given up by its poll goes on for the rest)."""
 
     async def job(self, spec: dict[str, str]) -> bytes:
         url = f"{self._jobs_url(spec)}?includeMessages=true"
@@ -110,11 +111,14 @@ class AlteryxClient:
     async def _bearer(self, refused: str | None) -> str:
         """The cached token, or a new one if there is none, it expired or it is the one the
         server just ``refused`` (unless another poll replaced it meanwhile)."""
-        async with self._fetching:
-            token = self._token
-            if token is None or token == refused or time.monotonic() >= self._token_until:
-                token = await self._fetch_token()
+        token = self._token
+        if token is not None and token != refused and time.monotonic() < self._token_until:
             return token
+        fetching = self._fetching
+        if fetching is None or fetching.done():
+            fetching = self._fetching = asyncio.create_task(self._fetch_token(), name="token")
+            fetching.add_done_callback(_retrieved)  # every waiter may have given up
+        return await asyncio.shield(fetching)
 
     async def _fetch_token(self) -> str:
         secret = self._conn.client_secret.get_secret_value()
@@ -138,6 +142,11 @@ class AlteryxClient:
         self._token = token.access_token
         self._token_until = time.monotonic() + token.expires_in - margin
         return token.access_token
+
+
+def _retrieved(task: asyncio.Task[str]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class PixxelClient:

@@ -203,6 +203,29 @@ async def test_a_token_valid_for_less_than_the_refresh_margin_is_used(settings: 
     assert fetched == ["t"]
 
 
+async def test_polls_waiting_for_a_failing_token_fetch_all_get_its_error(
+    settings: Settings,
+) -> None:
+    """Behind a lock, only the first poll got the fetch's error; each after it fetched again
+    in turn (up to a request timeout each), and lost its poll's time budget waiting."""
+    fetched: list[str] = []
+
+    async def token(_request: web.Request) -> web.Response:
+        fetched.append("t")
+        await asyncio.sleep(0.2)
+        return web.json_response({"message": "maintenance"}, status=500)
+
+    app = web.Application()
+    app.router.add_post("/webapi/oauth2/token", token)
+    async with SandboxServer(app) as server, aiohttp.ClientSession() as session:
+        (ayx,) = [c for c in settings.connections if isinstance(c, AlteryxConnection)]
+        client = AlteryxClient(session, ayx.model_copy(update={"base_url": server.url}))
+        polls = [client.job({"job_id": f"j-{n}"}) for n in range(3)]
+        errors = await asyncio.gather(*polls, return_exceptions=True)
+    assert [str(e) for e in errors] == ["alteryx token endpoint answered 500"] * 3
+    assert fetched == ["t"]
+
+
 async def test_a_refused_cancellation_is_told_apart_by_its_answer(settings: Settings) -> None:
     """A 400 for want of permission is final; one whose job then reads as a login page is a
     PollError (its ValidationError escaped, and the cancellation was tried every tick); one
