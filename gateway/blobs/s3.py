@@ -39,6 +39,7 @@ PART_BYTES = 8 * 1024 * 1024
 """SigV4 presigned URLs live at most 7 days."""
 _CLIENT_ERRORS = (ClientError, BotoCoreError, aiohttp.ClientError, OSError)
 _MISSING = {"404", "NoSuchKey", "NotFound"}
+_FORBIDDEN = {"403", "AccessDenied", "Forbidden"}
 
 
 class S3BlobStore:
@@ -82,12 +83,15 @@ class S3BlobStore:
         return meta
 
     async def _stored(self, meta: BlobMeta) -> BlobMeta | None:
-        """What the bucket holds under the blob's key, or None when it cannot tell: without
-        ``s3:ListBucket`` a missing key answers 403, not 404, and the upload then decides."""
+        """What the bucket holds under the blob's key, or None if nothing or forbidden to say:
+        without ``s3:ListBucket`` a missing key answers 403, not 404, and the upload decides."""
         try:
             return await self.stat(meta.sha256)
-        except BlobError:
-            return None
+        except BlobError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ClientError) and _code(cause) in _FORBIDDEN:
+                return None
+            raise
 
     async def stat(self, sha256: str) -> BlobMeta | None:
         key = self._key(sha256)

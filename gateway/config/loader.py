@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,13 +17,14 @@ from gateway.errors import ConfigError
 
 ENV_PREFIX = "RESUME_GATEWAY_"
 ENV_SEPARATOR = "__"
+_DIGITS = re.compile(r"[0-9]+")  # str.isdigit() also takes "²", which int() refuses
 
 
 def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
     """Validated settings from ``path`` (optional) overlaid with environment overrides."""
     data = _read_toml(path) if path is not None else {}
     overrides = [n for n in environ if n.startswith(ENV_PREFIX) and n != f"{ENV_PREFIX}CONFIG"]
-    for name in sorted(overrides, key=_path_order):  # TENANTS__2 before TENANTS__10
+    for name in sorted(overrides, key=lambda n: (_path_order(n), n)):  # __2 before __10
         _apply_override(data, name, environ[name])
     return settings_from_dict(data, environ)
 
@@ -30,7 +32,7 @@ def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
 def _path_order(name: str) -> list[tuple[int, int, str]]:
     """Sorts names by their path, list indexes as numbers: each list grows in order."""
     return [
-        (0, int(part), "") if part.isdigit() else (1, 0, part)
+        (0, int(part), "") if _DIGITS.fullmatch(part) else (1, 0, part)
         for part in name[len(ENV_PREFIX) :].lower().split(ENV_SEPARATOR)
     ]
 
@@ -65,7 +67,7 @@ def _apply_override(data: dict[str, Any], name: str, raw: str) -> None:
 
 def _child(node: Any, part: str, following: str, name: str) -> Any:
     _require_container(node, name)
-    fresh: Any = [] if following.isdigit() else {}
+    fresh: Any = [] if _DIGITS.fullmatch(following) else {}
     if isinstance(node, list):
         index = _index(node, part, name)
         if index == len(node):
@@ -93,7 +95,7 @@ def _require_container(node: Any, name: str) -> None:
 
 
 def _index(node: list[Any], part: str, name: str) -> int:
-    if not part.isdigit() or int(part) > len(node):
+    if not _DIGITS.fullmatch(part) or int(part) > len(node):
         raise ConfigError(f"{name}: list index {part!r} is out of range")
     return int(part)
 

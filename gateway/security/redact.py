@@ -13,8 +13,8 @@ from typing import Any
 
 MASK = "[redacted]"
 SECRET_FIELD = re.compile(r"(token|secret|password|authorization|api[_-]?key|credential)", re.I)
-URL_CREDENTIALS = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s\"'<>]+(@)")
-"""A URL's ``user:password@``."""
+URL_CREDENTIALS = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#\"<>]*(@)")
+"""A URL's ``user:password@``, up to the authority's last ``@`` (a password may hold one)."""
 INLINE_SECRETS = [
     re.compile(r'("(?:resume_)?token"\s*:\s*")[^"]*(")'),
     re.compile(r"(Bearer\s+)[^\s\"',]+()", re.I),

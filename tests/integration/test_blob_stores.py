@@ -191,16 +191,18 @@ async def test_presigned_url(store: BlobStore) -> None:
         assert answer.headers["Content-Type"] == "text/plain", as_text
 
 
-async def test_s3_stores_a_blob_where_a_missing_key_answers_403(
-    moto_s3: MotoS3, tmp_path: Path
+@pytest.mark.parametrize("head_status", [403, 503])
+async def test_s3_stores_a_blob_where_a_missing_key_answers_403_and_only_there(
+    moto_s3: MotoS3, tmp_path: Path, head_status: int
 ) -> None:
     """Without s3:ListBucket, S3 answers a HEAD of a missing key with 403: the check for a copy
-    stored already raised, and no blob could be stored. Staged by a proxy in front of moto."""
+    stored already raised, and no blob could be stored. Any other failure of the check is the
+    store's failure, as before. Staged by a proxy in front of moto."""
     await make_bucket(moto_s3)
 
     async def forward(request: web.Request) -> web.StreamResponse:
         if request.method == "HEAD":
-            return web.Response(status=403)
+            return web.Response(status=head_status)
         async with (
             aiohttp.ClientSession(auto_decompress=False) as http,
             http.request(
@@ -216,10 +218,15 @@ async def test_s3_stores_a_blob_where_a_missing_key_answers_403(
     app = web.Application()
     app.router.add_route("*", "/{path:.*}", forward)
     async with SandboxServer(app) as proxy:
-        store = S3BlobStore(s3_settings(moto_s3, s3_endpoint_url=proxy.url))
+        settings = s3_settings(moto_s3, s3_endpoint_url=proxy.url)
+        store = S3BlobStore(settings)
         await store.start()
         try:
             meta = spool(tmp_path / "spooled", b'{"stored": "anyway"}')
+            if head_status != 403:
+                with pytest.raises(BlobError, match="cannot stat"):
+                    await store.put_file(tmp_path / "spooled", meta)
+                return
             await store.put_file(tmp_path / "spooled", meta)
             assert (await read_all(store, meta.sha256))[0] == b'{"stored": "anyway"}'
         finally:
@@ -230,7 +237,16 @@ async def test_s3_presigning_without_credentials_is_a_blob_error(
     moto_s3: MotoS3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """botocore's NoCredentialsError escaped the claim check, and the delivery task died."""
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+    ):  # no credentials anywhere botocore looks
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))

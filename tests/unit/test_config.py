@@ -154,6 +154,12 @@ def test_env_can_build_more_than_ten_tenants() -> None:
     assert [t.name for t in settings.tenants] == [f"t{n}" for n in range(12)]
 
 
+def test_env_index_of_other_digits_is_a_config_error() -> None:
+    """'²'.isdigit() is true, and int('²') raised a bare ValueError; it is a key, not an index."""
+    with pytest.raises(ConfigError, match="tenants: Input should be a valid list"):
+        load_settings(None, {"RESUME_GATEWAY_TENANTS__²__NAME": "x"})
+
+
 def test_env_list_index_past_the_end_is_a_config_error(toml_file: Path) -> None:
     with pytest.raises(ConfigError, match="RESUME_GATEWAY_TENANTS__5__NAME"):
         load_settings(toml_file, {"RESUME_GATEWAY_TENANTS__5__NAME": "x"})

@@ -242,6 +242,18 @@ def test_the_cli_redactor_learns_the_polled_connections_secrets() -> None:
     assert line == "failed: [redacted], Authorization: [redacted]"
 
 
-def test_credentials_in_a_url_are_cut_out() -> None:
-    out = run(Redactor(), error="cannot reach https://svc:pa55w0rd@ayx.example/webapi (e@mail)")
-    assert out == {"error": f"cannot reach https://{MASK}@ayx.example/webapi (e@mail)"}
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (
+            "reach https://svc:pa55w0rd@ayx.example/webapi (e@mail)",
+            "https://{}@ayx.example/webapi (e@mail)",
+        ),
+        ("reach https://svc:it's@ayx.example/x", "https://{}@ayx.example/x"),
+        ("reach https://u:p@ss@ayx.example/y", "https://{}@ayx.example/y"),  # an @ in the password
+        ("reach https://ayx.example/?mail=a@b.com", "https://ayx.example/?mail=a@b.com"),
+        ("reach https://ayx.example?mail=a@b.com", "https://ayx.example?mail=a@b.com"),
+    ],
+)
+def test_credentials_in_a_url_are_cut_out_and_nothing_else(text: str, shown: str) -> None:
+    assert run(Redactor(), error=text) == {"error": "reach " + shown.format(MASK)}
