@@ -145,6 +145,7 @@ class AlteryxClient:
 
 
 def _retrieved(task: asyncio.Task[str]) -> None:
+    """Marks a fetch's error as seen: the polls waiting for it may all have given up."""
     if not task.cancelled():
         task.exception()
 

@@ -554,8 +554,9 @@ class SQLiteStore:
         wait_id, view = row[0], self._view_of(conn, row)
         delivery = view.delivery
         pending = delivery is not None and delivery.state == "pending"
-        if view.state != "open" and (not pending or view.expires_at <= now):  # past its
-            # deadline, a pending delivery is the sweep's to expire, count and publish
+        # past its deadline (the wait's expiry), a pending delivery is the sweep's to expire,
+        # count and publish
+        if view.state != "open" and (not pending or view.expires_at <= now):
             in_flight = delivery is not None and delivery.state == "sending"
             return Cancellation("in_flight" if in_flight else "final", view)
         self._run(conn, "cancel_wait", wait_id=wait_id, now=now)
