@@ -9,8 +9,10 @@ import asyncio
 import time
 from typing import Any
 
+import aiokafka.consumer.fetcher
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
 from aiokafka.structs import TopicPartition
 
 from gateway.clock import system_clock
@@ -293,3 +295,100 @@ async def test_dead_letters_the_broker_refuses_make_the_gateway_unready_until_th
     async with gw.http.get(gw.url + "/metrics") as resp:
         assert "gateway_kafka_dlq_failing 1.0" in await resp.text()
     assert await committed(kafka.bootstrap, "resume-gateway", [EVENTS]) == 0
+
+
+class RawName(str):
+    """A header name whose bytes are not UTF-8 (librdkafka sends what it is given): aiokafka's
+    pure-Python batch builder encodes names with ``encode``."""
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return b"bad\xff" + str(self).encode()
+
+
+Row = tuple[bytes, bytes, list[tuple[str, bytes]]]
+
+
+async def produce_batches(bootstrap: str, partition: int, batches: list[list[Row]]) -> None:
+    """Each list of rows as one record batch of ``EVENTS``' ``partition``, in order."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for rows in batches:
+            batch = producer.create_batch()
+            batch._builder = _DefaultRecordBatchBuilderPy(  # the compiled one encodes in C
+                2, 0, 0, producer_id=-1, producer_epoch=-1, base_sequence=-1, batch_size=1 << 20
+            )
+            for key, value, headers in rows:
+                batch.append(timestamp=None, key=key, value=value, headers=headers)
+            await (await producer.send_batch(batch, EVENTS, partition=partition))
+    finally:
+        await producer.stop()
+
+
+def partition_0_last(shuffle: Any) -> Any:
+    """``random.shuffle``, except that a fetch's partitions are put in order, partition 0
+    last (aiokafka shuffles node ids with it too)."""
+
+    def order(items: list[Any]) -> None:
+        if items and isinstance(items[0], tuple) and isinstance(items[0][0], TopicPartition):
+            items.sort(key=lambda item: (item[0].partition == 0, item[0]))
+        else:
+            shuffle(items)
+
+    return order
+
+
+async def test_a_header_name_that_is_not_utf8_is_dead_lettered_and_its_batch_read_on(
+    kafka: Tansu,
+    make_settings: SettingsFactory,
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiokafka raised on such a name at every fetch of the partition: the intake died, and
+    the gateway with it, on every start. Records of all four partitions are on the topic
+    before the gateway starts, and aiokafka's fetch, which shuffles the partitions it asks
+    for, asks for partition 0 last: the getmany that fails has consumed the other partitions'
+    records first, and takes them with it."""
+    random = aiokafka.consumer.fetcher.random
+    monkeypatch.setattr(random, "shuffle", partition_0_last(random.shuffle))
+    jobs = {f"r-{n}": workato.create_job() for n in range(12)}
+    bad_key = "r-2"
+    row: dict[str, Row] = {
+        key: (key.encode(), event_value("acme", key, key), [("trace", key.encode())])
+        for key in jobs
+    }
+    bad_row = (bad_key.encode(), row[bad_key][1], [("trace", b"x"), (RawName("-name"), b"v")])
+    # partition 0: a batch, then the refused record between two good ones in one batch, then
+    # another batch; the rest spread over every partition by their keys
+    await produce_batches(
+        kafka.bootstrap, 0, [[row["r-0"]], [row["r-1"], bad_row, row["r-3"]], [row["r-4"]]]
+    )
+    rest = [Message(EVENTS, row[k][0], row[k][1], row[k][2]) for k in list(jobs)[5:]]
+    await produce(kafka.bootstrap, rest)
+
+    gw: RunningGateway = await start_gateway(
+        make_settings({"kafka": kafka_config(kafka.bootstrap)})
+    )
+    for key, job in jobs.items():
+        status, _ = await gw.post("/v1/waits", {"key": key, "resume_token": job.resume.token})
+        assert status == 201
+
+    (dead,) = await read_topic(kafka.bootstrap, DLQ, 1)
+    headers = dict(dead.headers)
+    assert (dead.key, dead.value) == (bad_key.encode(), bad_row[1])
+    assert headers["dlq.error.kind"] == b"bad_header"
+    assert headers["dlq.error.detail"] == b"the name of header 1 is not UTF-8"
+    assert headers["bad\\xff-name"] == b"v"  # escaped: a producer sends names as UTF-8
+    assert (headers["dlq.original.partition"], headers["dlq.original.offset"]) == (b"0", b"2")
+    deadline = time.monotonic() + 20
+    good = [job for key, job in jobs.items() if key != bad_key]
+    while not all(job.resume.count == 1 for job in good):
+        assert time.monotonic() < deadline, "the good records were not all processed"
+        await asyncio.sleep(0.05)
+    while await committed(kafka.bootstrap, "resume-gateway", [EVENTS]) < len(jobs):
+        assert time.monotonic() < deadline, "the offsets did not move past the batch"
+        await asyncio.sleep(0.1)
+    assert jobs[bad_key].resume.count == 0
+    assert not gw.gateway.kafka.failed.is_set()
+    assert len(await read_topic(kafka.bootstrap, DLQ, 1)) == 1  # dead-lettered once

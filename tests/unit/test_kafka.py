@@ -199,6 +199,23 @@ def test_dead_letter_headers_keep_the_originals_and_say_why_and_where() -> None:
     }
 
 
+def test_a_header_name_that_is_not_utf8_is_refused_and_dead_lettered_escaped() -> None:
+    """Such a record reaches the decoder only through ``rawbatch``, its name's bytes held as
+    lone surrogates; a producer could not send that name on."""
+    name = b"bad\xff".decode("utf-8", "surrogateescape")
+    headers = [("trace", b"t1"), ("\u00fc", b"2"), (name, b"v")]
+    record = Rec("resume.events", event(), headers=headers)
+    poison = decoder().decode(record, NOW)
+    assert poison == Poison("bad_header", "the name of header 2 is not UTF-8")
+    sent = dead_letter_headers(record, poison, "g1")
+    assert sent[:3] == [("trace", b"t1"), ("\u00fc", b"2"), ("bad\\xff", b"v")]
+    for sent_name, _ in sent:
+        sent_name.encode()  # as the producer does
+    assert isinstance(
+        decoder().decode(Rec("resume.events", event(), headers=headers[:2]), NOW), NewEvent
+    )
+
+
 def test_backpressure_fetches_holds_pauses_and_resumes_at_half() -> None:
     flow = Backpressure(max_in_flight=4, pause_after_s=5.0)
     assert flow.decide(0, 0.0) is Flow.FETCH

@@ -10,7 +10,7 @@ detail ends up in headers and logs.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -74,6 +74,8 @@ class Decoder:
         return batch
 
     def decode(self, record: Record, now: float) -> NewWait | NewEvent | Poison:
+        if record.headers and (bad := _name_not_utf8(record.headers)) is not None:
+            return Poison("bad_header", f"the name of header {bad} is not UTF-8")
         value = record.value
         if value is None:
             return Poison("not_json", "the record has no value")
@@ -114,6 +116,18 @@ class _UnknownTenant(Exception):
     def __init__(self, tenant: str) -> None:
         super().__init__(tenant)
         self.tenant = tenant
+
+
+def _name_not_utf8(headers: Sequence[tuple[str, bytes]]) -> int | None:
+    """The index of the first header whose name is not UTF-8: aiokafka refuses such a record
+    and it is read by ``rawbatch``, which keeps the name's bytes as lone surrogates."""
+    for index, (name, _) in enumerate(headers):
+        if not name.isascii():
+            try:
+                name.encode()
+            except UnicodeEncodeError:
+                return index
+    return None
 
 
 def _unparsable(value: bytes, exc: InvalidInput) -> Poison:

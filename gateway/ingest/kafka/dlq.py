@@ -58,7 +58,16 @@ def dead_letter_headers(record: Record, poison: Poison, group: str) -> Headers:
         TIMESTAMP: str(record.timestamp),
         GROUP: group,
     }
-    return [*record.headers, *((name, text.encode()) for name, text in added.items())]
+    own = [(_printable(name), value) for name, value in record.headers]
+    return [*own, *((name, text.encode()) for name, text in added.items())]
+
+
+def _printable(name: str) -> str:
+    """A header name that was not UTF-8 (held as lone surrogates, see ``rawbatch``) with its
+    bytes escaped (``\\xff``): a producer sends names as UTF-8."""
+    if name.isascii():
+        return name
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 class DeadLetters:

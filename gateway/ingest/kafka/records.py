@@ -9,7 +9,7 @@ from typing import Literal, Protocol
 
 from gateway.store.records import NewEvent, NewWait
 
-PoisonKind = Literal["not_json", "invalid", "unknown_tenant", "oversized", "conflict"]
+PoisonKind = Literal["not_json", "invalid", "unknown_tenant", "oversized", "conflict", "bad_header"]
 """Why a record went to the dead-letter topic (the ``dlq.error.kind`` header)."""
 
 
