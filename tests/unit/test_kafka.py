@@ -23,7 +23,7 @@ from gateway.devkafka import EventToPublish
 from gateway.errors import ConfigError, StoreError
 from gateway.ingest.kafka.consumer import KafkaIngest
 from gateway.ingest.kafka.decode import KAFKA_SOURCE, Decoder
-from gateway.ingest.kafka.dlq import DeadLetters, dead_letter_headers
+from gateway.ingest.kafka.dlq import FAILING_AFTER, DeadLetters, dead_letter_headers
 from gateway.ingest.kafka.flow import Backpressure, Flow
 from gateway.ingest.kafka.records import Poison
 from gateway.ingest.service import Ingest
@@ -516,7 +516,7 @@ class RefusingThenTaking:
 
     def __init__(self) -> None:
         self.take = asyncio.Event()
-        self.refused_again = asyncio.Event()
+        self.refusals: asyncio.Queue[int] = asyncio.Queue()
         self.refused = 0
 
     async def send(
@@ -527,8 +527,7 @@ class RefusingThenTaking:
             delivered.set_result(None)
             return delivered
         self.refused += 1
-        if self.refused == 2:
-            self.refused_again.set()
+        self.refusals.put_nowait(self.refused)
         delivered.set_exception(KafkaTimeoutError())
         return delivered
 
@@ -538,8 +537,11 @@ async def test_dead_letters_say_they_are_failing_while_retried_and_stop_once_tak
     dead_letters = DeadLetters(producer, "resume.dlq", "g", 0.01, metrics)
     poison = [(Rec("resume.events", b"{not json"), Poison("not_json", "x"))]
     sending = asyncio.create_task(dead_letters.send_all(poison))
-    await asyncio.wait_for(producer.refused_again.wait(), 5)
-    assert dead_letters.failing
+    for refusal in range(1, FAILING_AFTER):
+        assert await asyncio.wait_for(producer.refusals.get(), 5) == refusal
+        assert not dead_letters.failing  # one refusal, a leader moving say, is no failure yet
+    while await asyncio.wait_for(producer.refusals.get(), 5) <= FAILING_AFTER:
+        pass  # the round after the third refusal: that one has been counted
     assert metrics.registry.get_sample_value("gateway_kafka_dlq_failing") == 1
     producer.take.set()
     await asyncio.wait_for(sending, 5)

@@ -33,6 +33,8 @@ VALUE_NULL = "dlq.value_null"
 """Set when the original value was null: with no key either, it goes as an empty value."""
 
 Headers = list[tuple[str, bytes]]
+FAILING_AFTER = 3
+"""Refusals in a row of a batch's dead letters after which the consumer says it is failing."""
 
 
 class Producer(Protocol):
@@ -90,26 +92,27 @@ class DeadLetters:
 
     @property
     def failing(self) -> bool:
-        """True while some batch's dead letters are being retried: its commit, and every later
-        one, waits for them (a missing topic, a broker that refuses them)."""
+        """True while some batch's dead letters have been refused ``FAILING_AFTER`` times in a
+        row: its commit, and every later one, waits for them (a missing topic, a broker that
+        refuses them). One refusal, a leader moving say, does not make the gateway unready."""
         return self._retrying > 0
 
     async def send_all(self, poison: list[tuple[Record, Poison]]) -> None:
         """Return once the broker acknowledged every one of them."""
         pending = poison
-        retrying = False
+        refusals = 0
         try:
             while pending:
                 results = await asyncio.gather(*(self._send(r, p) for r, p in pending))
                 pending = [item for item, sent in zip(pending, results, strict=True) if not sent]
                 if pending:
-                    if not retrying:
-                        retrying = True
+                    refusals += 1
+                    if refusals == FAILING_AFTER:
                         self._count_retrying(+1)
                     log.warning("kafka.dlq_retry", records=len(pending), topic=self._topic)
                     await asyncio.sleep(self._backoff_s)
         finally:
-            if retrying:
+            if refusals >= FAILING_AFTER:
                 self._count_retrying(-1)
 
     def _count_retrying(self, change: int) -> None:
