@@ -258,9 +258,16 @@ class Poller:
 
     async def _cancel_or_retry(self, claim: WatchClaim, spec: dict[str, str]) -> None:
         attempts = self._cancel_retry.get(claim.id, (0, 0.0))[0] + 1
-        try:
-            result = await self._clients[claim.connection].cancel(spec)
+        budget_s = self._settings.lease_s * POLL_SHARE_OF_LEASE
+        error: str | None = None
+        try:  # bounded as a poll is: each request has its timeout, but a cancellation may
+            async with asyncio.timeout(budget_s):  # make several, and holds a slot meanwhile
+                result = await self._clients[claim.connection].cancel(spec)
+        except TimeoutError:
+            error = f"the cancellation took longer than {budget_s:g} s"
         except PollError as exc:
+            error = str(exc)
+        if error is not None:
             if attempts < CANCEL_ATTEMPTS:
                 conn = self._connections[claim.connection]
                 retry_at = self._clock() + backoff_s(
@@ -268,10 +275,10 @@ class Poller:
                 )
                 self._cancel_retry[claim.id] = (attempts, retry_at)
                 log.warning(
-                    "watch.job_cancel_failed", tenant=claim.tenant, key=claim.key, error=str(exc)
+                    "watch.job_cancel_failed", tenant=claim.tenant, key=claim.key, error=error
                 )
                 return
-            result = f"gave up after {attempts} attempts: {exc}"
+            result = f"gave up after {attempts} attempts: {error}"
         self._cancel_retry.pop(claim.id, None)
         log.info("watch.job_cancel", tenant=claim.tenant, key=claim.key, result=result)
         await self._store.stop_watch(claim, self._clock())

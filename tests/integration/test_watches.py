@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 from aiohttp import web
 
 from gateway.config.connections import AlteryxConnection, PixxelConnection
@@ -475,6 +476,29 @@ async def test_a_job_that_cannot_be_cancelled_yet_is_cancelled_once_it_can(
     await cancel_the_wait(gw, alteryx, ayx.id)
     refused = [r for r in alteryx.requests.entries() if r.method == "DELETE" and r.status == 400]
     assert refused, "the first cancellation came while it was Initializing"
+
+
+async def test_a_cancellation_that_would_outlive_its_lease_is_cut_short_and_tried_again(
+    settings: Settings, start_gateway: Start, workato: WorkatoSandbox, alteryx: AlteryxSandbox
+) -> None:
+    """Each request had its timeout (here 3 s), but a cancellation, which may make several,
+    had none as a whole, and held one of the poller's slots while it ran. Now it ends within
+    80 % of the lease (1 s), as a poll does, and is tried again."""
+    connections = [
+        c.model_copy(update={"request_timeout_s": 3.0}) if c.name == "ayx" else c
+        for c in settings.connections
+    ]
+    gw = await start_gateway(settings.model_copy(update={"connections": connections}))
+    ayx = alteryx.create_job(AlteryxScript(queued_s=0.1, running_s=30))
+    await register(gw, workato, "k", alteryx_watch(ayx.id, cancel_on_close=True))
+    await eventually(lambda: alteryx.job(ayx.id).poll_count >= 1)  # type: ignore[union-attr]
+    # a poll under way may take one of them; the cancellation gets the others
+    slow = ScriptedFault(kind="latency", seconds=1.5, count=3, path_prefix="/webapi/v3/jobs/")
+    alteryx.faults.set_plan(FaultPlan(scripted=[slow]))
+    with structlog.testing.capture_logs() as logged:
+        await cancel_the_wait(gw, alteryx, ayx.id)
+    failed = [e["error"] for e in logged if e["event"] == "watch.job_cancel_failed"]
+    assert failed[:1] == ["the cancellation took longer than 0.8 s"]
 
 
 async def test_a_job_deleted_after_it_was_seen_fails_the_wait_instead_of_polling_on(
