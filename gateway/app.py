@@ -27,7 +27,7 @@ from gateway.http.auth import ApiKeys
 from gateway.http.blobs import BlobDownloads
 from gateway.http.health import Health
 from gateway.http.hooks import Hooks
-from gateway.http.problems import problem_middleware
+from gateway.http.problems import answered
 from gateway.ingest.bodies import Bodies
 from gateway.ingest.kafka import KafkaIngest
 from gateway.ingest.service import Ingest
@@ -110,15 +110,16 @@ class Gateway:
         return f"http://{self.settings.server.host}:{self.port or self.settings.server.port}"
 
     def build_app(self) -> web.Application:
-        app = web.Application(
-            middlewares=[problem_middleware], client_max_size=self.settings.server.max_body_bytes
-        )
-        app.add_routes(Api(self.ingest, self.bodies, ApiKeys(self.settings.tenants)).routes())
+        app = web.Application(client_max_size=self.settings.server.max_body_bytes)
         hooks = Hooks(self.ingest, self.bodies, self.settings.sources, self.clock, self.metrics)
-        app.add_routes(hooks.routes())
-        app.add_routes(BlobDownloads(self.blobs, self._signer, self.clock).routes())
         checks = {"kafka": self.kafka.check} if self.kafka else None
-        app.add_routes(Health(self.store, self.metrics, checks).routes())
+        routes = [
+            *Api(self.ingest, self.bodies, ApiKeys(self.settings.tenants)).routes(),
+            *hooks.routes(),
+            *BlobDownloads(self.blobs, self._signer, self.clock).routes(),
+            *Health(self.store, self.metrics, checks).routes(),
+        ]
+        app.add_routes(answered(routes))
         return app
 
     async def start(self) -> None:

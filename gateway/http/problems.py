@@ -1,7 +1,8 @@
-"""RFC 9457 problem documents, and the middleware that turns every failure into one."""
+"""RFC 9457 problem documents, and the route wrapper that turns every failure into one."""
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -32,12 +33,45 @@ def invalid(exc: ValidationError) -> InvalidInput:
     return InvalidInput(detail, errors=errors)
 
 
-@web.middleware
-async def problem_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    try:
-        response: web.StreamResponse = await handler(request)
-        return response
-    except IngestError as exc:
+def answered(routes: list[web.RouteDef]) -> list[web.RouteDef]:
+    """The routes, each answering its failures with a problem document, and a last route
+    that answers a path or method no route serves (404, or 405 with ``Allow``).
+
+    A wrapper around each handler rather than an aiohttp middleware: with a middleware,
+    aiohttp wraps every request's handler in its chain, which cost a bare handler 8 % of its
+    requests per second."""
+    wrapped = [web.RouteDef(r.method, r.path, _answering(r.handler), r.kwargs) for r in routes]
+    return [*wrapped, web.route("*", "/{unrouted:.*}", _answering(_unrouted))]
+
+
+def _answering(handler: Any) -> Any:
+    @functools.wraps(handler)
+    async def answer(request: web.Request) -> web.StreamResponse:
+        try:
+            response: web.StreamResponse = await handler(request)
+            return response
+        except Exception as exc:
+            return problem_for(request, exc)
+
+    return answer
+
+
+async def _unrouted(request: web.Request) -> web.StreamResponse:
+    """The router tries this catch-all last: any other route with the path, whatever its
+    methods, was tried first (aiohttp would have answered 405 without it)."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is not request.match_info.route.resource:
+            allowed |= (await resource.resolve(request))[1]
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()
+
+
+def problem_for(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The problem document that answers ``exc``; an aiohttp redirect or success is raised
+    again, for aiohttp to answer."""
+    if isinstance(exc, IngestError):
         extensions = exc.extensions
         if isinstance(exc, InvalidInput) and "errors" not in extensions:  # one shape for a 422
             field = str(extensions.get("field", "(body)"))
@@ -45,7 +79,7 @@ async def problem_middleware(request: web.Request, handler: Any) -> web.StreamRe
         refused = problem(exc.status, exc.problem_type, exc.title, exc.detail, **extensions)
         refused.headers.extend(exc.headers)
         return refused
-    except BlobCollected:  # expected and short: the payload's bytes are being collected
+    if isinstance(exc, BlobCollected):  # expected and short: the payload's bytes are going
         log.warning("http.blob_being_collected", path=request.path)
         busy = Unavailable(
             "the payload's stored copy is being deleted; nothing was accepted, retry"
@@ -53,20 +87,19 @@ async def problem_middleware(request: web.Request, handler: Any) -> web.StreamRe
         refused = problem(503, busy.problem_type, busy.title, busy.detail)
         refused.headers[hdrs.RETRY_AFTER] = "1"
         return refused
-    except StoreError as exc:  # nothing was committed: the caller may retry
+    if isinstance(exc, StoreError):  # nothing was committed: the caller may retry
         log.error("http.store_failed", path=request.path, error=type(exc).__name__)
         unavailable = Unavailable("the store failed; nothing was accepted, retry")
         return problem(503, unavailable.problem_type, unavailable.title, unavailable.detail)
-    except web.HTTPRequestEntityTooLarge as exc:
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return problem(413, "/problems/too-large", "Payload too large", exc.text or "too large")
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            raise exc
         answer = problem(exc.status, "about:blank", exc.reason, exc.reason)
         for name in KEPT_HEADERS:  # e.g. a 405's Allow
             if name in exc.headers:
                 answer.headers[name] = exc.headers[name]
         return answer
-    except Exception:
-        log.exception("http.unhandled", path=request.path, method=request.method)
-        return problem(500, "/problems/internal", "Internal error", "the request failed; see logs")
+    log.error("http.unhandled", path=request.path, method=request.method, exc_info=exc)
+    return problem(500, "/problems/internal", "Internal error", "the request failed; see logs")

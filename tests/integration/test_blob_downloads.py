@@ -21,7 +21,7 @@ from gateway.blobs.files import FileBlobStore
 from gateway.blobs.signing import UrlSigner
 from gateway.clock import FakeClock
 from gateway.http.blobs import BlobDownloads
-from gateway.http.problems import problem_middleware
+from gateway.http.problems import answered
 from gateway.sandbox.server import SandboxServer
 
 KEY = bytes(range(32))
@@ -55,10 +55,12 @@ async def served(tmp_path: Path) -> AsyncIterator[Downloads]:
     blobs = FileBlobStore(tmp_path / "blobs")
     await blobs.start()
     meta = await blobs.put_bytes(DATA, "application/json")
-    app = web.Application(middlewares=[problem_middleware])
+    app = web.Application()
     # Verification does not depend on the base URL, so the app's signer can be built before
     # the port is known and the test's signer after.
-    app.add_routes(BlobDownloads(blobs, UrlSigner([("k1", KEY)], "http://-"), clock).routes())
+    app.add_routes(
+        answered(BlobDownloads(blobs, UrlSigner([("k1", KEY)], "http://-"), clock).routes())
+    )
     async with SandboxServer(app) as server:
         signer = UrlSigner([("k1", KEY)], server.url)
         timeout = aiohttp.ClientTimeout(total=30)

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+import structlog
 
 from tests.conftest import RunningGateway, SettingsFactory
 
@@ -108,6 +109,38 @@ async def test_a_method_not_allowed_says_which_are(gw: RunningGateway) -> None:
         assert resp.status == 405
         assert resp.content_type == "application/problem+json"
         assert set(resp.headers["Allow"].split(",")) == {"GET", "HEAD", "DELETE"}
+
+
+async def test_paths_and_methods_no_route_serves_are_problems_too(gw: RunningGateway) -> None:
+    """They are answered by the router, not by a handler; without a middleware, a last route
+    makes them problem documents."""
+    for method, path, status in [
+        ("GET", "/", 404),
+        ("POST", "/v2/events", 404),
+        ("GET", "/v1/events/x", 404),
+        ("GET", "/v1/events", 405),
+        ("PUT", "/healthz", 405),
+    ]:
+        async with gw.http.request(method, gw.url + path, headers=gw.auth) as resp:
+            assert (resp.status, resp.content_type) == (status, "application/problem+json")
+            assert (await resp.json(content_type=None))["status"] == status
+            if status == 405:
+                assert "Allow" in resp.headers
+
+
+async def test_an_unexpected_failure_is_a_500_problem_and_logged(
+    gw: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(tenant: str, key: str) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(gw.gateway.ingest, "wait", broken)
+    with structlog.testing.capture_logs() as logged:
+        async with gw.http.get(gw.url + "/v1/waits/x", headers=gw.auth) as resp:
+            assert (resp.status, resp.content_type) == (500, "application/problem+json")
+            assert (await resp.json(content_type=None))["type"] == "/problems/internal"
+    (unhandled,) = [e for e in logged if e["event"] == "http.unhandled"]
+    assert isinstance(unhandled["exc_info"], RuntimeError)
 
 
 async def raw_request(gw: RunningGateway, request_line_and_headers: bytes) -> tuple[bytes, bytes]:
