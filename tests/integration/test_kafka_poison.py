@@ -6,6 +6,7 @@ later resumed, and nothing is lost on the way."""
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 from typing import Any
 
@@ -13,6 +14,7 @@ import aiokafka.consumer.fetcher
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
+from aiokafka.record.util import calc_crc32c
 from aiokafka.structs import TopicPartition
 
 from gateway.clock import system_clock
@@ -308,14 +310,31 @@ class RawName(str):
 Row = tuple[bytes, bytes, list[tuple[str, bytes]]]
 
 
+class MarkerBuilder(_DefaultRecordBatchBuilderPy):
+    """Builds a transaction marker: a control batch, which consumers skip."""
+
+    def build(self) -> bytearray:
+        batch: bytearray = super().build()
+        attributes_at = struct.calcsize(">qiibI")
+        struct.pack_into(">h", batch, attributes_at, 0x20 | 0x10)  # control, transactional
+        crc = calc_crc32c(bytes(batch[attributes_at:]))
+        struct.pack_into(">I", batch, struct.calcsize(">qiib"), crc)
+        return batch
+
+
+MARKER: list[Row] = [(b"\x00\x00\x00\x01", b"\x00\x00\x00\x00\x00\x00", [])]  # a commit marker
+
+
 async def produce_batches(bootstrap: str, partition: int, batches: list[list[Row]]) -> None:
-    """Each list of rows as one record batch of ``EVENTS``' ``partition``, in order."""
+    """Each list of rows as one record batch of ``EVENTS``' ``partition``, in order;
+    ``MARKER`` as a transaction marker."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
         for rows in batches:
             batch = producer.create_batch()
-            batch._builder = _DefaultRecordBatchBuilderPy(  # the compiled one encodes in C
+            builder = MarkerBuilder if rows is MARKER else _DefaultRecordBatchBuilderPy
+            batch._builder = builder(  # not the compiled builder: it encodes names in C
                 2, 0, 0, producer_id=-1, producer_epoch=-1, base_sequence=-1, batch_size=1 << 20
             )
             for key, value, headers in rows:
@@ -392,3 +411,38 @@ async def test_a_header_name_that_is_not_utf8_is_dead_lettered_and_its_batch_rea
     assert jobs[bad_key].resume.count == 0
     assert not gw.gateway.kafka.failed.is_set()
     assert len(await read_topic(kafka.bootstrap, DLQ, 1)) == 1  # dead-lettered once
+
+
+async def test_a_refused_record_after_a_commit_and_a_transaction_marker_is_read_past(
+    kafka: Tansu, make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    """aiokafka skips a marker without moving its position, so the position after the last
+    good record points at the marker, not at the refused batch: read as the refused batch,
+    the marker was skipped again and again, for ever. And the partition has a commit by then."""
+    gw: RunningGateway = await start_gateway(
+        make_settings({"kafka": kafka_config(kafka.bootstrap)})
+    )
+    jobs = {f"r-{n}": workato.create_job() for n in range(4)}
+    for key, job in jobs.items():
+        status, _ = await gw.post("/v1/waits", {"key": key, "resume_token": job.resume.token})
+        assert status == 201
+    row = {key: (key.encode(), event_value("acme", key, key), []) for key in jobs}
+    deadline = time.monotonic() + 20
+    await produce_batches(kafka.bootstrap, 0, [[row["r-0"]]])
+    while await committed(kafka.bootstrap, "resume-gateway", [EVENTS]) < 1:
+        assert time.monotonic() < deadline, "the first record was not committed"
+        await asyncio.sleep(0.05)
+    bad_row = (b"bad", event_value("acme", "bad", "bad"), [(RawName("-n"), b"v")])
+    batches = [MARKER, [bad_row, row["r-1"]], [row["r-2"], row["r-3"]]]
+    await produce_batches(kafka.bootstrap, 0, batches)
+
+    (dead,) = await read_topic(kafka.bootstrap, DLQ, 1)
+    headers = dict(dead.headers)
+    assert (headers["dlq.error.kind"], headers["dlq.original.offset"]) == (b"bad_header", b"2")
+    while not all(job.resume.count == 1 for job in jobs.values()):
+        assert time.monotonic() < deadline, "the good records were not all processed"
+        await asyncio.sleep(0.05)
+    while await committed(kafka.bootstrap, "resume-gateway", [EVENTS]) < 6:
+        assert time.monotonic() < deadline, "the offsets did not move past the batch"
+        await asyncio.sleep(0.1)
+    assert not gw.gateway.kafka.failed.is_set()

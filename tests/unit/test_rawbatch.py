@@ -1,6 +1,7 @@
 """Record batches read without aiokafka's decoder (``rawbatch``): the same records as aiokafka
 reads, a header name that is not UTF-8 kept as lone surrogates, only the batch that holds the
-offset asked for, and corruption refused."""
+offset asked for (markers skipped), and corruption refused; and the refusal recognised from
+either of aiokafka's decoders."""
 
 from __future__ import annotations
 
@@ -8,11 +9,16 @@ import struct
 
 import pytest
 from aiokafka.errors import CorruptRecordException
-from aiokafka.record.default_records import DefaultRecordBatch, _DefaultRecordBatchBuilderPy
+from aiokafka.record.default_records import (
+    DefaultRecordBatch,
+    _DefaultRecordBatchBuilderPy,
+    _DefaultRecordBatchPy,
+)
 from aiokafka.record.util import calc_crc32c
 from aiokafka.structs import TopicPartition
 
 from gateway.ingest.kafka.rawbatch import RawRecord, batch_at
+from gateway.ingest.kafka.refused import is_refusal
 
 TP = TopicPartition("resume.events", 3)
 GZIP, LOG_APPEND_TIME = 1, 0x08
@@ -104,3 +110,31 @@ def test_a_corrupt_batch_is_refused() -> None:
     data[-2] ^= 0xFF
     with pytest.raises(CorruptRecordException, match="CRC"):
         batch_at(TP, bytes(data), 0)
+
+
+def test_a_transaction_marker_and_a_batch_with_nothing_left_are_skipped() -> None:
+    """aiokafka skips both without moving its position: the position it reports after the
+    last record it handed out may point at them rather than at the batch it refused."""
+    marker = bytearray(build(5, [(b"\x00\x00\x00\x01", b"\x00\x00\x00\x00\x00\x00", [])]))
+    attributes_at = struct.calcsize(">qiibI")
+    struct.pack_into(">h", marker, attributes_at, 0x30)  # control, transactional
+    crc = calc_crc32c(bytes(marker[attributes_at:]))
+    struct.pack_into(">I", marker, struct.calcsize(">qiib"), crc)
+    compacted = build(2, [(b"a", b"1", []), (b"b", b"2", [])])  # offsets 2 and 3, both < 4
+    data = compacted + bytes(marker) + build(6, [(b"c", b"3", [])])
+    batch = batch_at(TP, data, 4)
+    assert batch is not None
+    assert [(r.offset, r.key) for r in batch.records] == [(6, b"c")]
+    assert batch.next_offset == 7
+
+
+def test_both_of_aiokafkas_decoders_refusals_are_recognised() -> None:
+    data = build(0, [(b"k", b"{}", [(RawName("x"), b"v")])])
+    refusals = []
+    for decoder in (DefaultRecordBatch, _DefaultRecordBatchPy):  # compiled, pure Python
+        with pytest.raises(Exception) as refused:  # noqa: PT011  # each raises its own
+            list(decoder(data))
+        refusals.append(refused.value)
+    assert [type(e) for e in refusals] == [UnicodeDecodeError, CorruptRecordException]
+    assert all(is_refusal(e) for e in refusals)
+    assert not is_refusal(CorruptRecordException("Invalid CRC"))

@@ -26,7 +26,12 @@ from typing import Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    CorruptRecordException,
+    IllegalStateError,
+    KafkaError,
+)
 from aiokafka.structs import TopicPartition
 
 from gateway.clock import Clock
@@ -35,8 +40,8 @@ from gateway.errors import BrokerError
 from gateway.ingest.kafka.decode import Decoder, Preparer
 from gateway.ingest.kafka.dlq import DeadLetters
 from gateway.ingest.kafka.flow import Backpressure, Flow
-from gateway.ingest.kafka.rawbatch import fetch_batch
 from gateway.ingest.kafka.records import Batch, Poison, Record
+from gateway.ingest.kafka.refused import ReadPast, is_refusal, positions
 from gateway.kafka_connection import close_consumer, connection_options, ms
 from gateway.metrics import Metrics
 from gateway.store.records import CONFLICTS, Acceptance, NewEvent, NewWait, Registration
@@ -219,10 +224,13 @@ class KafkaIngest:
             wait_ms = 0 if flow is Flow.PAUSE else ms(self._settings.fetch_wait_s)
             size = self._settings.max_batch_records
             room = max(1, self._settings.max_batches_in_flight - len(self._in_flight))
+            before = await positions(self._consumer)
             try:
                 fetched = await self._consumer.getmany(timeout_ms=wait_ms, max_records=room * size)
-            except UnicodeDecodeError:  # a header name aiokafka cannot decode (see rawbatch)
-                await self._past_undecodable()
+            except (UnicodeDecodeError, CorruptRecordException) as exc:
+                if not is_refusal(exc):  # a header name aiokafka cannot decode
+                    raise
+                await ReadPast(self._consumer, self._settings, self._start_batches)(before)
                 continue
             records = [record for records in fetched.values() for record in records]
             if records:
@@ -239,66 +247,6 @@ class KafkaIngest:
             await asyncio.sleep(FETCH_HEADSTART_S)
         finally:  # even when stopped: the batches in flight finish and commit
             go.set()  # wakes them in the order they waited, which is the fetch order
-
-    # -- records aiokafka cannot decode ----------------------------------------------------
-
-    async def _past_undecodable(self) -> None:
-        """Read past a record aiokafka refuses: every later ``getmany`` would refuse it again.
-
-        What that ``getmany`` took from other partitions went with its exception, their
-        positions moved on all the same: once the batches in flight are committed, every
-        partition goes back to its last commit (a partition with none to its beginning, even
-        under ``auto_offset_reset = latest``: re-reading is safe, skipping is not). Then each
-        is read a record at a time, those records going on as usual, until one is refused:
-        its batch is fetched and read by ``rawbatch``, the decoder dead-letters the record,
-        and the consumer goes on after that batch."""
-        await self._drain(self._settings.session_timeout_s)
-        if self.failed.is_set():
-            return
-        consumer = self._consumer
-        try:
-            assigned = sorted(consumer.assignment())
-            for tp in assigned:
-                committed = await consumer.committed(tp)
-                if committed is None:
-                    await consumer.seek_to_beginning(tp)
-                else:
-                    consumer.seek(tp, committed)
-            for tp in assigned:
-                if await self._read_up_to_refused(tp):
-                    return
-        except IllegalStateError:  # a rebalance took the partition: its new owner reads it
-            return
-        # not refused this time (a fetch still on its way): the next getmany tries again
-        await asyncio.sleep(self._settings.retry_backoff_s)
-
-    async def _read_up_to_refused(self, tp: TopicPartition) -> bool:
-        """Whether ``tp`` holds the refused record (then read past it). Up to one batch of
-        records before it are handed on; a partition with more goes on in the next round."""
-        consumer, s = self._consumer, self._settings
-        records: list[Record] = []
-        try:
-            while len(records) < s.max_batch_records:
-                fetched = await consumer.getmany(tp, timeout_ms=ms(s.fetch_wait_s), max_records=1)
-                if not fetched:
-                    return False
-                records.extend(fetched[tp])
-            return False
-        except UnicodeDecodeError:
-            offset = await consumer.position(tp)
-        finally:
-            if records:
-                await self._start_batches(records)
-        max_bytes, wait_ms = s.max_partition_fetch_bytes, ms(s.fetch_wait_s)
-        batch = await fetch_batch(consumer, tp, offset, max_bytes, wait_ms)
-        if batch is None:
-            return False
-        where = {"topic": tp.topic, "partition": tp.partition, "offset": offset}
-        log.warning("kafka.undecodable_record", read_past=batch.next_offset, **where)
-        if batch.records:
-            await self._start_batches(list(batch.records))
-        consumer.seek(tp, batch.next_offset)
-        return True
 
     def _steer(self, flow: Flow) -> None:
         """Pause every assigned partition while the flow says so; resume them after."""

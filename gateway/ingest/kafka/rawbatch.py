@@ -53,7 +53,8 @@ class RawRecord:
 
 @dataclass(frozen=True, slots=True)
 class RawBatch:
-    """The records of one batch from an offset on, and where the next batch starts."""
+    """The records of one batch from an offset on (one at least), and where the next batch
+    starts."""
 
     records: list[RawRecord]
     next_offset: int
@@ -82,8 +83,8 @@ async def fetch_batch(
 
 
 def batch_at(tp: TopicPartition, data: bytes, offset: int) -> RawBatch | None:
-    """The records at ``offset`` and after of the batch in ``data`` (a fetch's record set)
-    that holds it; None if ``data`` ends first (a batch cut off at the fetch's size limit)."""
+    """The records at ``offset`` and after of the first batch in ``data`` (a fetch's record
+    set) that has any; None if ``data`` ends first (a batch cut off at the size limit)."""
     pos = 0
     while pos + _PREFIX.size <= len(data):
         _, length = _PREFIX.unpack_from(data, pos)
@@ -101,10 +102,12 @@ def batch_at(tp: TopicPartition, data: bytes, offset: int) -> RawBatch | None:
             continue
         if calc_crc32c(batch[_CRC_FROM:].tobytes()) != header[4]:
             raise CorruptRecordException(f"{tp}: invalid CRC in the batch at {base_offset}")
-        if attributes & _CONTROL:  # a transaction marker: nothing to read
-            return RawBatch([], next_offset)
+        if attributes & _CONTROL:  # a transaction marker: aiokafka skips it without moving
+            continue  # the position, so the batch asked for may come after it
         records = _records(tp, header, _body(batch[_HEADER.size :], attributes))
-        return RawBatch([r for r in records if r.offset >= offset], next_offset)
+        after = [r for r in records if r.offset >= offset]
+        if after:  # else compacted away: skipped as the marker is
+            return RawBatch(after, next_offset)
     return None
 
 
