@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from enum import Enum
 
 DEFAULT_RETRY_AFTER_S = 60.0
+MAX_RETRY_AFTER_S = 3600.0
+"""Workato's limit is per minute: a longer ``Retry-After`` is a broken header or proxy, and
+taken at its word it paused the credential's tenants for years (a restart keeps pauses)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +63,15 @@ def classify(attempt: Attempt, earlier_ambiguous: bool, now: float) -> Verdict:
 
 
 def parse_retry_after(value: str | None, now: float) -> float:
-    """Seconds to wait from a ``Retry-After`` of delta-seconds or an HTTP date."""
+    """Seconds to wait from a ``Retry-After`` of delta-seconds or an HTTP date, at most
+    ``MAX_RETRY_AFTER_S``."""
     if not value:
         return DEFAULT_RETRY_AFTER_S
     value = value.strip()
     if value.isascii() and value.isdigit():  # "²".isdigit() is True, float("²") fails
-        return float(value)
+        return min(float(value), MAX_RETRY_AFTER_S)  # 400 digits are inf
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return DEFAULT_RETRY_AFTER_S
-    return max(0.0, when.timestamp() - now)
+    return min(max(0.0, when.timestamp() - now), MAX_RETRY_AFTER_S)

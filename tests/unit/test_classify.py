@@ -8,6 +8,7 @@ import pytest
 
 from gateway.deliver.classify import (
     DEFAULT_RETRY_AFTER_S,
+    MAX_RETRY_AFTER_S,
     Action,
     Attempt,
     Verdict,
@@ -31,6 +32,17 @@ def test_429_with_delta_seconds_is_throttled_for_that_long() -> None:
     assert verdict.reason == "http_429"
     assert verdict.retry_after_s == 17.0
     assert not verdict.ambiguous
+
+
+@pytest.mark.parametrize(
+    "value", ["999999999999", "9" * 400, "Fri, 31 Dec 9999 23:59:59 GMT", str(3600 * 5)]
+)
+def test_an_absurd_retry_after_is_capped(value: str) -> None:
+    """Taken at its word, it paused every tenant of the credential for years, and a restart
+    keeps pauses; the 400 digits read as infinity."""
+    assert MAX_RETRY_AFTER_S == 3600.0
+    assert classify(Attempt(429, retry_after=value), False, NOW).retry_after_s == 3600.0
+    assert parse_retry_after("3599", NOW) == 3599.0
 
 
 def test_429_retry_after_tolerates_surrounding_whitespace() -> None:
