@@ -26,7 +26,7 @@ class Action(Enum):
     DELIVERED = "delivered"
     RETRY = "retry"
     THROTTLED = "throttled"  # 429: wait Retry-After, pause the whole tenant
-    AUTH_PAUSE = "auth_pause"  # 401/403: a credential problem, not the delivery's
+    AUTH_PAUSE = "auth_pause"  # 401/403 (or a redirect): the tenant's, not the delivery's
     TOO_LARGE = "too_large"
     DEAD = "dead"
     UNCONFIRMED = "delivered_unconfirmed"
@@ -51,7 +51,7 @@ def classify(attempt: Attempt, earlier_ambiguous: bool, now: float) -> Verdict:
     if status == 429:
         delay = parse_retry_after(attempt.retry_after, now)
         return Verdict(Action.THROTTLED, "http_429", retry_after_s=delay)
-    if status in (401, 403):
+    if status in (401, 403) or 300 <= status < 400:  # a redirect: the base URL is wrong
         return Verdict(Action.AUTH_PAUSE, f"http_{status}")
     if status == 413:
         return Verdict(Action.TOO_LARGE, "payload_too_large")

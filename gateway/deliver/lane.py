@@ -266,13 +266,12 @@ class Lane:
             await self._pause(verdict.retry_after_s or 0.0, "rate_limited")
             return verdict.retry_after_s or 0.0
         if verdict.action is Action.AUTH_PAUSE:
+            redirected = verdict.reason.startswith("http_3")
+            problem = "endpoint_redirected" if redirected else "credential_rejected"
             log.error(
-                "tenant.credential_rejected",
-                tenant=self.tenant.name,
-                reason=verdict.reason,
-                alert=True,
+                f"tenant.{problem}", tenant=self.tenant.name, reason=verdict.reason, alert=True
             )
-            await self._pause(self._deps.settings.auth_pause_s, "credential_rejected")
+            await self._pause(self._deps.settings.auth_pause_s, problem)
             return self._deps.settings.auth_pause_s
         left = claim.deadline - self._deps.clock()
         return self._backoff.delay(claim.attempt, self._deps.rng, within_s=left)

@@ -52,8 +52,12 @@ class WorkatoClient:
         if total != self._timeout_s:
             timeout = aiohttp.ClientTimeout(total=total, sock_connect=self._timeout.sock_connect)
         try:
-            async with self._session.post(
-                self._url, data=body, headers=headers, timeout=timeout
+            async with self._session.post(  # a redirect is answered, never followed: it
+                self._url,  # would carry the token, and legacy auth headers, to its target
+                data=body,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
             ) as response:
                 await response.read()
                 return Attempt(response.status, response.headers.get("Retry-After"))
@@ -74,7 +78,9 @@ class WorkatoClient:
         if within_s is not None and within_s < self._timeout_s:
             timeout = aiohttp.ClientTimeout(total=within_s, sock_connect=timeout.sock_connect)
         try:
-            async with self._session.get(url, headers=self._headers, timeout=timeout) as resp:
+            async with self._session.get(
+                url, headers=self._headers, timeout=timeout, allow_redirects=False
+            ) as resp:
                 if resp.status != 200:
                     return None
                 body = await resp.json(content_type=None)

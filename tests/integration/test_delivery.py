@@ -11,9 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import structlog
+from aiohttp import web
 
 from gateway.errors import StoreError
 from gateway.sandbox.faults import FaultPlan, ScriptedFault
+from gateway.sandbox.server import SandboxServer
 from gateway.sandbox.workato_jobs import Job, Owner
 from gateway.sandbox.workato_state import WorkatoSandbox
 from gateway.store.records import Sweep
@@ -238,6 +241,47 @@ async def test_401_pauses_the_tenant_without_burning_attempts(
     delivery = await delivery_of(gw, "k", "delivered")
     assert delivery["attempts"] == 1
     assert job.resume.count == 1
+
+
+async def test_a_redirect_is_not_followed_and_pauses_the_tenant(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox, workato_url: str
+) -> None:
+    """aiohttp followed it: a 307 carried the token (and legacy auth headers) to another
+    origin, a 302 turned the POST into a GET whose 404 made the delivery dead. A redirect
+    says the base URL is wrong, as a 401 says the credential is: pause, alert, try again."""
+    seen: list[str] = []
+
+    async def redirect(request: web.Request) -> web.Response:
+        seen.append(request.method)
+        raise web.HTTPTemporaryRedirect(workato_url + request.path)
+
+    app = web.Application()
+    app.router.add_route("*", "/{path:.*}", redirect)
+    async with SandboxServer(app) as moved:
+        tenant = {"base_url": moved.url, "api_token": WORKATO_TOKEN}
+        settings = make_settings(
+            {
+                "tenants": [{"name": "acme", "api_keys": [API_KEY], **tenant}],
+                "delivery": {"auth_pause_s": 60.0},
+            }
+        )
+        gw = await start_gateway(settings)
+        job = await wait_for_job(gw, workato, "k")
+        with structlog.testing.capture_logs() as logged:
+            await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
+            await eventually(lambda: seen)
+            deadline = time.monotonic() + 10
+            while not (pauses := await gw.gateway.store.active_pauses(time.time())):
+                assert time.monotonic() < deadline, "the tenant was not paused"
+                await asyncio.sleep(0.02)
+    assert [(p.tenant, p.reason) for p in pauses] == [("acme", "endpoint_redirected")]
+    assert seen == ["POST"]
+    assert workato.requests.entries() == []
+    assert job.resume.count == 0
+    alerts = [e for e in logged if e["event"] == "tenant.endpoint_redirected"]
+    assert [(e["reason"], e["alert"]) for e in alerts] == [("http_307", True)]
+    _, wait = await gw.get("/v1/waits/k")
+    assert wait["delivery"]["state"] == "pending"
 
 
 async def test_a_rejected_credential_pauses_every_tenant_that_sends_with_it(

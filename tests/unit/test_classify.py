@@ -88,6 +88,14 @@ def test_401_and_403_pause_the_tenant(status: int, earlier_ambiguous: bool) -> N
     assert verdict == Verdict(Action.AUTH_PAUSE, f"http_{status}")
 
 
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+@pytest.mark.parametrize("earlier_ambiguous", [False, True])
+def test_a_redirect_pauses_the_tenant(status: int, earlier_ambiguous: bool) -> None:
+    """Not followed (it would carry the token elsewhere): the base URL is wrong."""
+    verdict = classify(Attempt(status), earlier_ambiguous, NOW)
+    assert verdict == Verdict(Action.AUTH_PAUSE, f"http_{status}")
+
+
 @pytest.mark.parametrize("earlier_ambiguous", [False, True])
 def test_413_is_too_large(earlier_ambiguous: bool) -> None:
     verdict = classify(Attempt(413), earlier_ambiguous, NOW)
