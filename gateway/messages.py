@@ -16,7 +16,16 @@ from pydantic import (
     StrictStr,
 )
 
-Key = Field(min_length=1, max_length=512, description="Correlation key shared by wait and event.")
+NO_NUL = r"^[^\x00]*$"
+"""Keys and event ids never hold U+0000: SQLite's ``json_each``, which the store's batch lookups
+go through, cuts a string at it (a matching event was buffered), and PostgreSQL's text refuses
+it."""
+Key = Field(
+    min_length=1,
+    max_length=512,
+    pattern=NO_NUL,
+    description="Correlation key shared by wait and event.",
+)
 EventStatus = Literal["succeeded", "failed"]
 
 
@@ -90,7 +99,9 @@ class WaitRegistration(_Message):
 class CompletionEvent(_Message):
     """What ``POST /v1/events`` accepts: the third party's job finished."""
 
-    id: str = Field(min_length=1, max_length=256, description="Unique per source; deduplicates.")
+    id: str = Field(
+        min_length=1, max_length=256, pattern=NO_NUL, description="Unique per source; deduplicates."
+    )
     key: str = Key
     status: EventStatus
     data: Any = Field(default=None, description="Passed to the action byte-exact.")

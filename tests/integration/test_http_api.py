@@ -111,6 +111,19 @@ async def test_a_method_not_allowed_says_which_are(gw: RunningGateway) -> None:
         assert set(resp.headers["Allow"].split(",")) == {"GET", "HEAD", "DELETE"}
 
 
+async def test_a_key_or_event_id_holding_nul_is_refused(gw: RunningGateway) -> None:
+    """SQLite's json_each, which the store's batch lookups go through, cut such a string at
+    the NUL: an event merged into a batch with another missed its open wait and was
+    buffered, and a stored one failed every Kafka batch it came in again."""
+    for path, body, field in [
+        ("/v1/waits", {"key": "job\u000042", "resume_token": "t"}, "key"),
+        ("/v1/events", {"id": "e\u0000", "key": "k", "status": "failed"}, "id"),
+        ("/v1/events", {"id": "e", "key": "\u0000", "status": "failed"}, "key"),
+    ]:
+        status, problem = await gw.post(path, body)
+        assert (status, [e["field"] for e in problem["errors"]]) == (422, [field])
+
+
 async def test_paths_and_methods_no_route_serves_are_problems_too(gw: RunningGateway) -> None:
     """They are answered by the router, not by a handler; without a middleware, a last route
     makes them problem documents."""
