@@ -718,3 +718,22 @@ async def test_closed_watches_leave_out_the_busy_ones(store: SQLiteStore) -> Non
     assert len(everything) == 3
     rest = await store.closed_watches(1, busy={everything[0].id, everything[1].id})
     assert [w.id for w in rest] == [everything[2].id]
+
+
+async def test_a_write_whose_caller_was_cancelled_is_not_made(store: SQLiteStore) -> None:
+    """A lane cancelled at shutdown while its claim was queued: the claim still committed, a
+    lease and a send with no request behind them, and after the lease the sweep took the
+    row for an ambiguous attempt (a later 404 read as delivered_unconfirmed)."""
+    await store.register_wait(wait("k"), T0)
+    await store.record_event(event("k"), T0)
+    claiming = asyncio.ensure_future(store.claim("acme", "cred", T0 + 1, 10, 30.0, "me"))
+    await asyncio.sleep(0)  # queued for the writer
+    claiming.cancel()
+    await asyncio.gather(claiming, return_exceptions=True)
+    recorded = await store.record_event(event("other", "e2"), T0 + 2)  # the writer goes on
+    assert recorded.outcome == "buffered"
+    assert states(store, "deliveries") == {"pending": 1}
+    with sqlite3.connect(store._path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM sends").fetchone() == (0,)
+    (claim,) = await store.claim("acme", "cred", T0 + 3, 10, 30.0, "me")
+    assert claim.attempt == 1
