@@ -30,6 +30,7 @@ class Action(Enum):
     TOO_LARGE = "too_large"
     DEAD = "dead"
     UNCONFIRMED = "delivered_unconfirmed"
+    UNSENT = "unsent"  # stopped before the request left: handed back, the attempt refunded
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,7 +95,9 @@ class Lane:
         self._deps = deps
         self._backoff = Backoff(deps.settings.backoff_base_s, deps.settings.backoff_cap_s)
         self._wake = asyncio.Event()
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[asyncio.Task[None], Claim] = {}
+        self._sending: set[int] = set()
+        """Deliveries whose request has started; those of cancelled tasks stay until drain."""
 
     def notify(self) -> None:
         """New work may be due: skip the poll interval."""
@@ -130,12 +132,20 @@ class Lane:
                 await self._sleep(self._deps.settings.poll_interval_s)
 
     async def drain(self, timeout_s: float) -> None:
-        """Let in-flight requests finish; cancel what is left (its lease will expire)."""
-        if self._in_flight:
-            _, pending = await asyncio.wait(self._in_flight, timeout=timeout_s)
+        """Let in-flight requests finish; cancel what is left. A delivery whose request had
+        not left is handed back at once; one whose request had is left to its lease, whose
+        expiry marks the attempt ambiguous (it may have reached Workato)."""
+        claims = dict(self._in_flight)
+        if claims:
+            _, pending = await asyncio.wait(claims, timeout=timeout_s)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+            unsent = [claims[t] for t in pending if claims[t].delivery_id not in self._sending]
+            for claim in unsent:
+                stopped = Verdict(Action.UNSENT, "stopped_before_sending")
+                await self._settle(claim, stopped, Attempt(None, sent=False), 0.0)
+        self._sending.clear()
 
     async def _claim(self, now: float, room: int) -> int:
         d = self._deps
@@ -149,12 +159,14 @@ class Lane:
             task = asyncio.create_task(
                 self._deliver(claim, lease_until), name=f"deliver-{claim.delivery_id}"
             )
-            self._in_flight.add(task)
+            self._in_flight[task] = claim
             task.add_done_callback(self._finished)
         return len(claims)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
+        claim = self._in_flight.pop(task)
+        if not task.cancelled():
+            self._sending.discard(claim.delivery_id)
         self._wake.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("delivery.crashed", tenant=self.tenant.name, exc_info=task.exception())
@@ -185,6 +197,7 @@ class Lane:
             await self._settle(claim, request, unsent, await self._delay_for(request, claim))
             return
         started = time.perf_counter()
+        self._sending.add(claim.delivery_id)
         attempt = await self._client.resume(request.body, request.size)
         self._deps.metrics.latency.labels(self.tenant.name).observe(time.perf_counter() - started)
         if isinstance(request.body, FramedBody) and request.body.failed:

@@ -37,7 +37,7 @@ def settlement(
         return Settlement("pending", verdict.reason, status, now, claim_check=True)
     if action in (Action.DEAD, Action.TOO_LARGE):
         return Settlement("dead", verdict.reason, status)
-    refund = action in (Action.THROTTLED, Action.AUTH_PAUSE)
+    refund = action in (Action.THROTTLED, Action.AUTH_PAUSE, Action.UNSENT)
     retry_at = now + delay_s
     if retry_at >= claim.deadline:
         return Settlement(

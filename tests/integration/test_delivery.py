@@ -6,6 +6,7 @@ import asyncio
 import base64
 import itertools
 import json
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 import structlog
 from aiohttp import web
 
+from gateway.deliver.lane import Lane
 from gateway.errors import StoreError
 from gateway.sandbox.faults import FaultPlan, ScriptedFault
 from gateway.sandbox.server import SandboxServer
@@ -282,6 +284,33 @@ async def test_a_redirect_is_not_followed_and_pauses_the_tenant(
     assert [(e["reason"], e["alert"]) for e in alerts] == [("http_307", True)]
     _, wait = await gw.get("/v1/waits/k")
     assert wait["delivery"]["state"] == "pending"
+
+
+async def test_a_delivery_stopped_before_its_request_left_is_handed_back_at_once(
+    make_settings: SettingsFactory,
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Cancelled by the stop while its payload was being prepared, it kept its lease: the
+    restart waited the lease out, and the sweep took the row for an ambiguous attempt, so
+    an unknown token became delivered_unconfirmed instead of dead."""
+    preparing = asyncio.Event()
+
+    async def slow_request(self: Lane, claim: Any, token: str) -> Any:
+        preparing.set()
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(Lane, "_request", slow_request)
+    gw = await start_gateway(make_settings())
+    await wait_for_job(gw, workato, "k")
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
+    await asyncio.wait_for(preparing.wait(), 10)
+    await gw.gateway.deliverer.stop(0.1)
+    with sqlite3.connect(gw.gateway.store._path) as conn:
+        row = conn.execute("SELECT state, attempts, ambiguous, lease_owner FROM deliveries")
+        assert row.fetchall() == [("pending", 0, 0, None)]
+    assert workato.requests.entries() == []
 
 
 async def test_a_rejected_credential_pauses_every_tenant_that_sends_with_it(
