@@ -42,7 +42,7 @@ log = structlog.get_logger(__name__)
 LEASE_MARGIN_S = 5.0
 """What a resume request's timeout leaves of the lease, for its settlement."""
 SETTLE_MARGIN_S = 1.0
-"""What a reconcile lookup leaves of the lease, for its settlement."""
+"""What a resume request or a reconcile lookup leaves of the lease, for its settlement."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,9 +196,16 @@ class Lane:
             unsent = Attempt(None, sent=False)
             await self._settle(claim, request, unsent, await self._delay_for(request, claim))
             return
+        # the claim's commit and the preparation came out of the lease: a request that
+        # outlived it could meet a second one, sent by the attempt the sweep hands the row to
+        within_s = lease_until - self._deps.clock() - SETTLE_MARGIN_S
+        if within_s <= 0:
+            late = Verdict(Action.UNSENT, "lease_spent_before_sending")
+            await self._settle(claim, late, Attempt(None, sent=False), 0.0)
+            return
         started = time.perf_counter()
         self._sending.add(claim.delivery_id)
-        attempt = await self._client.resume(request.body, request.size)
+        attempt = await self._client.resume(request.body, request.size, within_s)
         self._deps.metrics.latency.labels(self.tenant.name).observe(time.perf_counter() - started)
         if isinstance(request.body, FramedBody) and request.body.failed:
             # the payload could not be read to the end: Workato got a truncated body, if any

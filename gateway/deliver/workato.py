@@ -39,8 +39,11 @@ class WorkatoClient:
             total=timeout_s, sock_connect=min(CONNECT_TIMEOUT_S, timeout_s)
         )
 
-    async def resume(self, body: bytes | AsyncIterable[bytes], size: int) -> Attempt:
-        """Send one resume request; ``sent`` says whether it may have reached Workato.
+    async def resume(
+        self, body: bytes | AsyncIterable[bytes], size: int, within_s: float | None = None
+    ) -> Attempt:
+        """Send one resume request, ended within ``within_s`` (what is left of the lease) if
+        given; ``sent`` says whether it may have reached Workato.
 
         A streamed body is sent with its exact ``size`` as Content-Length, never chunked.
         """
@@ -49,6 +52,8 @@ class WorkatoClient:
             headers = {**headers, "Content-Length": str(size)}
         timeout = self._timeout
         total = request_timeout_s(size, self._timeout_s, self._longest_s)
+        if within_s is not None:
+            total = min(total, within_s)
         if total != self._timeout_s:
             timeout = aiohttp.ClientTimeout(total=total, sock_connect=self._timeout.sock_connect)
         try:

@@ -313,6 +313,40 @@ async def test_a_delivery_stopped_before_its_request_left_is_handed_back_at_once
     assert workato.requests.entries() == []
 
 
+async def test_a_request_ends_within_what_its_preparation_left_of_the_lease(
+    make_settings: SettingsFactory,
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The request's timeout (2 s) ran from when it started, though the claim's commit and the
+    payload's preparation (here 1.5 s) had used the lease (3 s) already: the sweep handed the
+    row to a second attempt while the first was still in flight, and the first's answer, a
+    204 it may be, was fenced off."""
+    prepare = Lane._request
+    slow = [1.5]
+
+    async def slow_first(self: Lane, claim: Any, token: str) -> Any:
+        if slow:
+            await asyncio.sleep(slow.pop())
+        return await prepare(self, claim, token)
+
+    monkeypatch.setattr(Lane, "_request", slow_first)
+    workato.faults.set_plan(faults(ScriptedFault(kind="latency", seconds=3.0)))
+    gw = await start_gateway(make_settings())
+    await wait_for_job(gw, workato, "k")
+    with structlog.testing.capture_logs() as logged:
+        await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
+        first = await eventually(
+            lambda: [e for e in logged if e["event"] == "delivery.attempted"], timeout_s=8
+        )
+    assert (first[0]["attempt"], first[0]["reason"], first[0]["lease_kept"]) == (
+        1,
+        "timeout",
+        True,
+    )
+
+
 async def test_a_rejected_credential_pauses_every_tenant_that_sends_with_it(
     make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox, workato_url: str
 ) -> None:
