@@ -92,7 +92,11 @@ class Deliverer:
         for tenant in self._tenants:
             cid = tenant.credential_id
             if cid not in credentials:
-                history = await self._store.recent_sends(cid, now - span)
+                sent = await self._store.recent_sends(cid, now - span)
+                # the store keeps when each slot was taken; a request that was still in
+                # flight when the last process ended may have reached Workato until then
+                in_flight_since = now - self._settings.lease_s
+                history = [now if at > in_flight_since else at for at in sent]
                 window = SlidingWindow(tenant.rate_limit_per_minute, span, history)
                 credentials[cid] = Credential(window)
             credential = credentials[cid]

@@ -152,12 +152,13 @@ class Lane:
         claims = await d.store.claim(
             self.tenant.name, self.tenant.credential_id, now, room, d.settings.lease_s, d.owner
         )
-        if claims:  # the requests leave now, after the claim's commit
-            self._window.record(self._deps.clock(), len(claims))
+        taken = self._deps.clock()  # the requests leave from now on, after the claim's commit
+        if claims:
+            self._window.record(taken, len(claims))
         lease_until = now + d.settings.lease_s  # as the claim recorded it
         for claim in claims:
             task = asyncio.create_task(
-                self._deliver(claim, lease_until), name=f"deliver-{claim.delivery_id}"
+                self._deliver(claim, lease_until, taken), name=f"deliver-{claim.delivery_id}"
             )
             self._in_flight[task] = claim
             task.add_done_callback(self._finished)
@@ -177,7 +178,8 @@ class Lane:
 
     # -- one delivery ----------------------------------------------------------------------
 
-    async def _deliver(self, claim: Claim, lease_until: float) -> None:
+    async def _deliver(self, claim: Claim, lease_until: float, taken: float) -> None:
+        """Send one claimed delivery and settle it; ``taken`` is when its rate slot was."""
         try:
             token = self._deps.cipher.open(claim.sealed, aad=claim.tenant)
         except SecretError:  # loud: the job can never be resumed from here
@@ -206,6 +208,7 @@ class Lane:
         started = time.perf_counter()
         self._sending.add(claim.delivery_id)
         attempt = await self._client.resume(request.body, request.size, within_s)
+        self._window.restamp(taken, self._deps.clock())
         self._deps.metrics.latency.labels(self.tenant.name).observe(time.perf_counter() - started)
         if isinstance(request.body, FramedBody) and request.body.failed:
             # the payload could not be read to the end: Workato got a truncated body, if any
@@ -277,6 +280,7 @@ class Lane:
         if job.managed_user_id is None and self.tenant.managed_user_id:
             job = job.model_copy(update={"managed_user_id": self.tenant.managed_user_id})
         status = await self._client.job_status(job, within_s)
+        self._window.restamp(now, self._deps.clock())
         if status in ("succeeded", "failed"):
             return Verdict(Action.DELIVERED, f"reconciled_job_{status}")
         return verdict

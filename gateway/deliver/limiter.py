@@ -7,6 +7,7 @@ interval of ``window_s`` seconds ever holds more than ``limit`` sends.
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from collections.abc import Iterable
 
@@ -37,6 +38,15 @@ class SlidingWindow:
         if count > self.available(now):
             raise ValueError("recording more sends than the window allows")
         self._sent.extend([now] * count)
+
+    def restamp(self, recorded: float, now: float) -> None:
+        """A send recorded at ``recorded`` (when its slot was taken) has ended at ``now``: it
+        reached the server somewhere in between, so its slot is held from ``now``. Taken at
+        the claim, a slot freed a window after it, while a request that left late (a slow
+        preparation, a slow connect) could still be counted by the server."""
+        if recorded in self._sent:  # not forgotten yet
+            self._sent.remove(recorded)
+        bisect.insort(self._sent, now)
 
     def _forget(self, now: float) -> None:
         horizon = now - self.window_s

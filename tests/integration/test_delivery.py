@@ -347,6 +347,55 @@ async def test_a_request_ends_within_what_its_preparation_left_of_the_lease(
     )
 
 
+async def test_a_rate_slot_is_held_from_when_its_request_ended_not_from_the_claim(
+    make_settings: SettingsFactory,
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One request a second. The first one's payload took 0.6 s to prepare: its slot, taken
+    at the claim, freed 0.4 s after the request reached Workato, and the second one followed
+    it that soon."""
+    prepare = Lane._request
+    slow = [0.6]
+
+    async def slow_first(self: Lane, claim: Any, token: str) -> Any:
+        if slow:
+            await asyncio.sleep(slow.pop())
+        return await prepare(self, claim, token)
+
+    monkeypatch.setattr(Lane, "_request", slow_first)
+    one_a_second = {"rate_window_s": 1.0, "rate_margin_s": 0.0}
+    gw = await start_gateway(make_settings({"delivery": one_a_second}, rate_limit_per_minute=1))
+    jobs = [await wait_for_job(gw, workato, f"k{n}") for n in range(2)]
+    for n in range(2):
+        await gw.post("/v1/events", {"id": f"e{n}", "key": f"k{n}", "status": "succeeded"})
+    await eventually(lambda: all(job.resume.count == 1 for job in jobs))
+    arrivals = [r.at for r in workato.requests.entries() if r.path == "/api/job/resume"]
+    assert len(arrivals) == 2
+    assert arrivals[1] - arrivals[0] >= 1.0
+
+
+async def test_a_restart_holds_the_slots_of_requests_that_may_have_been_in_flight(
+    make_settings: SettingsFactory, start_gateway: Start
+) -> None:
+    """The store keeps when each slot was taken; a request still in flight when the process
+    ended may have reached Workato up to then, so such a slot is held from the restart."""
+    settings = make_settings(rate_limit_per_minute=2)  # lease_s 3
+    (tenant,) = settings.tenants
+    now = time.time()
+    store = SQLiteStore(settings.store.sqlite_path)
+    await store.open()
+    await store.record_send(tenant.credential_id, now - 30.0)  # long done
+    await store.record_send(tenant.credential_id, now - 1.0)  # within the lease
+    await store.close()
+    gw = await start_gateway(settings)
+    window = gw.gateway.deliverer._lanes["acme"]._window
+    assert window.available(time.time()) == 0
+    assert window.available(now - 30.0 + window.window_s + 0.1) == 1  # the old one is free
+    assert window.available(now - 1.0 + window.window_s + 0.1) == 1  # the other is held on
+
+
 async def test_a_rejected_credential_pauses_every_tenant_that_sends_with_it(
     make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox, workato_url: str
 ) -> None:

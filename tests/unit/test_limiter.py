@@ -183,3 +183,23 @@ def test_record_more_than_limit_at_once_raises() -> None:
 def test_invalid_limit_or_window_is_rejected(limit: int, window_s: float) -> None:
     with pytest.raises(ValueError, match="limit must be"):
         SlidingWindow(limit, window_s)
+
+
+def test_a_slot_is_held_from_when_its_request_ended() -> None:
+    """Taken when the row was claimed, a slot freed a window after the claim, though the
+    request left later (a slow preparation or connect) and the server counted it then: two
+    requests within one window at a limit of one."""
+    window = SlidingWindow(1, 10.0)
+    window.record(100.0)
+    window.restamp(100.0, 103.0)  # the request reached the server by 103
+    assert window.available(110.5) == 0
+    assert window.next_free_at(110.5) == 113.0
+    assert window.available(113.0) == 1
+
+
+def test_restamping_a_forgotten_slot_holds_it_again() -> None:
+    window = SlidingWindow(2, 10.0, history=[100.0, 105.0])
+    assert window.available(111.0) == 1  # 100 forgotten
+    window.restamp(100.0, 111.0)  # its request took eleven seconds
+    assert window.available(111.0) == 0
+    assert window.next_free_at(111.0) == 115.0
