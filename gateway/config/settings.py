@@ -6,6 +6,7 @@ import hashlib
 from typing import Literal, Self
 
 from pydantic import Field, field_validator, model_validator
+from yarl import URL
 
 from gateway.config.base import Section as _Section
 from gateway.config.blobs import BlobSettings
@@ -130,7 +131,8 @@ class TenantSettings(_Section):
         """A stable, non-secret name for the credential; the rate window is kept per credential."""
         secret = self.api_token or self.token
         raw = secret.get_secret_value() if secret else ""
-        return hashlib.sha256(f"{self.resolved_base_url}\0{raw}".encode()).hexdigest()[:16]
+        url = str(URL(self.resolved_base_url))  # the host in lower case: one Workato
+        return hashlib.sha256(f"{url}\0{raw}".encode()).hexdigest()[:16]
 
     def auth_headers(self) -> dict[str, str]:
         if self.api_token is not None:

@@ -89,6 +89,7 @@ class Deliverer:
         span = self._settings.rate_window_s + self._settings.rate_margin_s
         now = self._deps.clock()
         pauses = {p.tenant: p.until for p in await self._store.active_pauses(now)}
+        limits = _shared_limits(self._tenants)
         for tenant in self._tenants:
             cid = tenant.credential_id
             if cid not in credentials:
@@ -97,7 +98,7 @@ class Deliverer:
                 # flight when the last process ended may have reached Workato until then
                 in_flight_since = now - self._settings.lease_s
                 history = [now if at > in_flight_since else at for at in sent]
-                window = SlidingWindow(tenant.rate_limit_per_minute, span, history)
+                window = SlidingWindow(limits[cid], span, history)
                 credentials[cid] = Credential(window)
             credential = credentials[cid]
             credential.paused_until = max(credential.paused_until, pauses.get(tenant.name, 0.0))
@@ -151,3 +152,20 @@ class Deliverer:
                 for lane in self._lanes.values():
                     lane.notify()
             await asyncio.sleep(0 if swept.more else self._settings.sweep_interval_s)
+
+
+def _shared_limits(tenants: list[TenantSettings]) -> dict[str, int]:
+    """Each credential's limit: Workato's is the credential's, so tenants that share one and
+    set different limits get the lowest (the first one's was taken, by the order of the
+    configuration)."""
+    limits: dict[str, list[TenantSettings]] = {}
+    for tenant in tenants:
+        limits.setdefault(tenant.credential_id, []).append(tenant)
+    for sharing in limits.values():
+        if len({t.rate_limit_per_minute for t in sharing}) > 1:
+            log.warning(
+                "tenants.shared_credential_limits_differ",
+                tenants=[t.name for t in sharing],
+                limit=min(t.rate_limit_per_minute for t in sharing),
+            )
+    return {cid: min(t.rate_limit_per_minute for t in sharing) for cid, sharing in limits.items()}

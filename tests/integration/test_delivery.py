@@ -396,6 +396,30 @@ async def test_a_restart_holds_the_slots_of_requests_that_may_have_been_in_fligh
     assert window.available(now - 1.0 + window.window_s + 0.1) == 1  # the other is held on
 
 
+async def test_tenants_sharing_a_credential_get_the_lowest_of_their_limits(
+    make_settings: SettingsFactory, start_gateway: Start, workato_url: str
+) -> None:
+    """The first tenant's limit was the credential's, whatever the others said; and the same
+    Workato host in capitals was another credential, with a window of its own."""
+    shouted = workato_url.replace("127.0.0.1", "LOCALHOST").replace("http://", "HTTP://")
+    quiet = workato_url.replace("127.0.0.1", "localhost")
+    tenants = [
+        {"name": "acme", "api_keys": [API_KEY], "base_url": quiet, "rate_limit_per_minute": 60},
+        {
+            "name": "beta",
+            "api_keys": ["beta-api-key-0123456789"],
+            "base_url": shouted,
+            "rate_limit_per_minute": 10,
+        },
+    ]
+    for tenant in tenants:
+        tenant["api_token"] = WORKATO_TOKEN
+    gw = await start_gateway(make_settings({"tenants": tenants}))
+    lanes = gw.gateway.deliverer._lanes
+    assert lanes["acme"]._window is lanes["beta"]._window
+    assert lanes["acme"]._window.limit == 10
+
+
 async def test_a_rejected_credential_pauses_every_tenant_that_sends_with_it(
     make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox, workato_url: str
 ) -> None:
