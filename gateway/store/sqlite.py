@@ -335,7 +335,9 @@ class SQLiteStore:
                 return Registration("conflict", None, conflict="token_registered_under_other_key")
             if not _same_fields(same[2:], wait):  # a repeat is identical (DESIGN 5.1)
                 return Registration("conflict", None, conflict="repeat_with_other_fields")
-            # the token's own wait: the key's latest may be a later one
+            # the token's own wait (the key's latest may be a later one), ended first if it
+            # is past its expiry, as a GET would show it
+            self._expired_before_the_sweep(conn, same[0], now)
             return Registration("repeat", self._view(conn, wait.tenant, wait.key, same[0]))
         open_wait = self._one(conn, "open_wait_by_key", tenant=wait.tenant, key=wait.key)
         if open_wait is not None and not self._expired_before_the_sweep(conn, open_wait[0], now):
@@ -389,7 +391,8 @@ class SQLiteStore:
     ) -> int:
         """Take a buffered event for a newly registered wait; its siblings become late."""
         self._run(conn, "match_event", wait_id=wait_id, event_row=event_row)
-        self._run(conn, "orphan_buffered", tenant=tenant, key=key)
+        # past their time they are the sweep's to end as unmatched, as if matched a moment later
+        self._run(conn, "orphan_buffered", tenant=tenant, key=key, now=now)
         return self._resolve(conn, tenant, wait_id, event_row, now)
 
     def _resolve(

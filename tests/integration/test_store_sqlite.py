@@ -737,3 +737,32 @@ async def test_a_write_whose_caller_was_cancelled_is_not_made(store: SQLiteStore
         assert conn.execute("SELECT COUNT(*) FROM sends").fetchone() == (0,)
     (claim,) = await store.claim("acme", "cred", T0 + 3, 10, 30.0, "me")
     assert claim.attempt == 1
+
+
+async def test_a_repeat_of_a_wait_past_its_expiry_shows_it_expired(store: SQLiteStore) -> None:
+    """The repeat answered 'open' while a GET right after said 'expired'."""
+    await store.register_wait(wait("k", expires=T0 + 10), T0)
+    repeat = await store.register_wait(wait("k", expires=T0 + 10), T0 + 20)
+    assert repeat.outcome == "repeat"
+    assert repeat.wait is not None
+    assert repeat.wait.state == "expired"
+    seen = await store.get_wait("acme", "k", T0 + 20)
+    assert seen is not None
+    assert seen.state == "expired"
+
+
+async def test_a_registration_leaves_buffered_events_past_their_time_to_the_sweep(
+    store: SQLiteStore,
+) -> None:
+    """Its match made every other buffered event of the key late, also one whose time had
+    passed before the sweep reached it: that one is unmatched, as a moment later."""
+    await store.record_event(event("j", "x1", ttl=5.0), T0)  # buffered until T0 + 5
+    await store.record_event(event("j", "x2"), T0 + 8)
+    await store.record_event(event("j", "x3"), T0 + 9)
+    registered = await store.register_wait(wait("j"), T0 + 10)
+    assert registered.matched
+    with sqlite3.connect(store._path) as conn:
+        rows = conn.execute("SELECT event_id, state FROM events WHERE key = 'j' ORDER BY id")
+        assert rows.fetchall() == [("x1", "buffered"), ("x2", "matched"), ("x3", "late")]
+    await store.sweep(T0 + 11, T0, 1000)
+    assert states(store, "events")["unmatched"] == 1

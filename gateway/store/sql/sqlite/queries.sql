@@ -40,7 +40,7 @@ UPDATE waits SET state = 'resolved', resolved_at = :now WHERE id = :wait_id AND 
 
 -- name: orphan_buffered
 UPDATE events SET state = 'late'
-WHERE tenant = :tenant AND key = :key AND state = 'buffered';
+WHERE tenant = :tenant AND key = :key AND state = 'buffered' AND buffer_until >= :now;
 
 -- name: insert_delivery
 INSERT INTO deliveries (tenant, wait_id, event_row, state, deadline, next_attempt_at, created_at)
