@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 
@@ -168,10 +168,13 @@ class Ingest:
             raise InvalidInput("data must be a JSON object for a raw-mode tenant", field="data")
 
     async def ingest_batch(
-        self, waits: list[NewWait], events: list[NewEvent]
+        self, waits: list[NewWait], events: list[NewEvent], waits_at: Sequence[int] | None = None
     ) -> tuple[list[Registration], list[Acceptance]]:
-        """Prepared registrations and events in one transaction (a consumer's fetched batch)."""
-        registered, accepted = await self._store.ingest_batch(waits, events, self._clock())
+        """Prepared registrations and events in one transaction (a consumer's fetched batch),
+        interleaved as ``waits_at`` says (see ``Store.ingest_batch``)."""
+        registered, accepted = await self._store.ingest_batch(
+            waits, events, self._clock(), waits_at
+        )
         for wait, registration in zip(waits, registered, strict=True):
             self._registered(wait, registration)
         self._accepted_all(events, accepted)

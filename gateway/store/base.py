@@ -6,7 +6,7 @@ Correlation happens inside the store, in the same transaction that persists the 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Collection
+from collections.abc import Awaitable, Collection, Sequence
 from typing import Protocol
 
 from gateway.blobs.base import BlobMeta
@@ -48,10 +48,15 @@ class Store(Protocol):
         future, without a frame of its own around it (one per HTTP event)."""
 
     async def ingest_batch(
-        self, waits: list[NewWait], events: list[NewEvent], now: float
+        self,
+        waits: list[NewWait],
+        events: list[NewEvent],
+        now: float,
+        waits_at: Sequence[int] | None = None,
     ) -> tuple[list[Registration], list[Acceptance]]:
-        """Registrations, then events, in one transaction: a consumer commits its offsets
-        only after this returns (DESIGN 5.2)."""
+        """Registrations and events in one transaction: a consumer commits its offsets only
+        after this returns (DESIGN 5.2). ``waits_at`` says how many of the events come before
+        each registration (ascending); without it, the registrations come first."""
 
     async def get_wait(self, tenant: str, key: str, now: float) -> WaitView | None:
         """The most recent wait registered under ``key``, as durably stored: it is shown to

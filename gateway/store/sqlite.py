@@ -407,11 +407,23 @@ class SQLiteStore:
         return int(cursor.lastrowid or 0)
 
     async def ingest_batch(
-        self, waits: list[NewWait], events: list[NewEvent], now: float
+        self,
+        waits: list[NewWait],
+        events: list[NewEvent],
+        now: float,
+        waits_at: Sequence[int] | None = None,
     ) -> tuple[list[Registration], list[Acceptance]]:
         def unit(conn: sqlite3.Connection) -> tuple[list[Registration], list[Acceptance]]:
-            registered = [self._register(conn, wait, now) for wait in waits]
-            return registered, self._record_all(conn, events, [now] * len(events))
+            registered: list[Registration] = []
+            accepted: list[Acceptance] = []
+            taken = 0  # events recorded so far
+            for wait, at in zip(waits, waits_at or [0] * len(waits), strict=True):
+                run = events[taken:at]  # the events before this wait, as one pass
+                accepted += self._record_all(conn, run, [now] * len(run))
+                taken = max(taken, at)
+                registered.append(self._register(conn, wait, now))
+            rest = events[taken:]
+            return registered, accepted + self._record_all(conn, rest, [now] * len(rest))
 
         return await self._write(unit)
 

@@ -131,12 +131,12 @@ class SlowStore:
         return getattr(self._ingest, name)
 
     async def ingest_batch(
-        self, waits: list[NewWait], events: list[NewEvent]
+        self, waits: list[NewWait], events: list[NewEvent], waits_at: Any = None
     ) -> tuple[list[Registration], list[Acceptance]]:
         self.batches += 1
         await asyncio.sleep(self._delay_s)
         result: tuple[list[Registration], list[Acceptance]] = await self._ingest.ingest_batch(
-            waits, events
+            waits, events, waits_at
         )
         return result
 
@@ -204,13 +204,13 @@ class FailingOnce:
         return getattr(self._ingest, name)
 
     async def ingest_batch(
-        self, waits: list[NewWait], events: list[NewEvent]
+        self, waits: list[NewWait], events: list[NewEvent], waits_at: Any = None
     ) -> tuple[list[Registration], list[Acceptance]]:
         if not self.failed:
             self.failed = True
             raise StoreError("sqlite: database is locked")
         result: tuple[list[Registration], list[Acceptance]] = await self._ingest.ingest_batch(
-            waits, events
+            waits, events, waits_at
         )
         self.persisted += [event.event_id for event in events]
         return result
@@ -446,3 +446,44 @@ async def test_a_refused_record_after_a_commit_and_a_transaction_marker_is_read_
         assert time.monotonic() < deadline, "the offsets did not move past the batch"
         await asyncio.sleep(0.1)
     assert not gw.gateway.kafka.failed.is_set()
+
+
+async def test_a_key_registered_again_within_one_batch_takes_its_own_event(
+    kafka: Tansu, make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    """Waits and events of one fetch, taken in the order they were produced: the batch
+    registered all its waits first, so the key's second wait conflicted with the first (not
+    yet resolved by its event) and went to the dead-letter topic, and its event came late."""
+    first, second = workato.create_job(), workato.create_job()
+    base = int(time.time() * 1000)
+    records = [
+        (WAITS, wait_value("acme", "k", first.resume.token)),
+        (EVENTS, event_value("acme", "e1", "k")),
+        (WAITS, wait_value("acme", "k", second.resume.token)),
+        (EVENTS, event_value("acme", "e2", "k")),
+    ]
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
+    await producer.start()
+    try:
+        for n, (topic, value) in enumerate(records):
+            await producer.send_and_wait(topic, value, key=b"k", timestamp_ms=base + n)
+    finally:
+        await producer.stop()
+    gw: RunningGateway = await start_gateway(
+        make_settings({"kafka": kafka_config(kafka.bootstrap)})
+    )
+    deadline = time.monotonic() + 20
+    while not (first.resume.count == 1 and second.resume.count == 1):
+        assert time.monotonic() < deadline, "each job was not resumed by its own event"
+        await asyncio.sleep(0.05)
+    for job, event_id in ((first, "e1"), (second, "e2")):
+        assert job.resume.data is not None
+        assert job.resume.data["event_id"] == event_id
+    while await committed(kafka.bootstrap, "resume-gateway", [EVENTS, WAITS]) < 4:
+        assert time.monotonic() < deadline, "the offsets were not committed"
+        await asyncio.sleep(0.1)
+    registry = gw.gateway.metrics.registry
+    labels = {"topic": WAITS, "result": "ingested"}
+    assert registry.get_sample_value("gateway_kafka_records_total", labels) == 2
+    labels["result"] = "dead_lettered"
+    assert registry.get_sample_value("gateway_kafka_records_total", labels) is None

@@ -102,18 +102,30 @@ class Inputs:
             blob=blob,
         )
 
-    def batch(self) -> tuple[list[NewWait], list[NewEvent]]:
+    def batch(self) -> tuple[list[NewWait], list[NewEvent], list[int] | None]:
+        """Registrations, events, and how many events come before each registration (None:
+        the registrations first)."""
         rng = self.rng
         waits = [self.wait() for _ in range(rng.choice((0, 1, 2, 4)))]
         events = [self.event() for _ in range(rng.randrange(13))]
-        return waits, events
+        waits_at = sorted(rng.randrange(len(events) + 1) for _ in waits)
+        return waits, events, rng.choice((None, waits_at))
 
 
 async def one_by_one(
-    store: SQLiteStore, waits: list[NewWait], events: list[NewEvent], now: float
+    store: SQLiteStore,
+    waits: list[NewWait],
+    events: list[NewEvent],
+    now: float,
+    waits_at: list[int] | None,
 ) -> tuple[list[Registration], list[Acceptance]]:
-    registered = [await store.register_wait(wait, now) for wait in waits]
-    return registered, [await store.record_event(event, now) for event in events]
+    registered: list[Registration] = []
+    accepted: list[Acceptance] = []
+    for wait, at in zip(waits, waits_at or [0] * len(waits), strict=True):
+        accepted += [await store.record_event(event, now) for event in events[len(accepted) : at]]
+        registered.append(await store.register_wait(wait, now))
+    rest = events[len(accepted) :]
+    return registered, accepted + [await store.record_event(event, now) for event in rest]
 
 
 async def meddle(pair: Pair, inputs: Inputs, now: float) -> None:
@@ -140,9 +152,9 @@ async def test_a_batch_answers_and_writes_exactly_as_one_input_at_a_time(tmp_pat
         async with open_pair(tmp_path / str(seed)) as pair:
             for round_ in range(ROUNDS):
                 now = inputs.tick()
-                waits, events = inputs.batch()
-                got = await pair.batched.ingest_batch(waits, events, now)
-                expected = await one_by_one(pair.single, waits, events, now)
+                waits, events, waits_at = inputs.batch()
+                got = await pair.batched.ingest_batch(waits, events, now, waits_at)
+                expected = await one_by_one(pair.single, waits, events, now, waits_at)
                 assert got == expected, f"seed {seed}, round {round_}"
                 assert rows(pair.paths[0]) == rows(pair.paths[1]), f"seed {seed}, round {round_}"
                 seen.update(r.outcome + ("+matched" if r.matched else "") for r in got[0])

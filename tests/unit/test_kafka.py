@@ -408,7 +408,9 @@ class SlowFirstIngest:
     def prepare_event(self, tenant: str, source: str, ev: Any, data: bytes) -> NewEvent:
         return self._preparer.prepare_event(tenant, source, ev, data)
 
-    async def ingest_batch(self, waits: list[NewWait], events: list[NewEvent]) -> Any:
+    async def ingest_batch(
+        self, waits: list[NewWait], events: list[NewEvent], waits_at: Any = None
+    ) -> Any:
         self.calls += 1
         first = self.calls == 1
         await asyncio.sleep(0.05 if first else 0.0)
@@ -450,7 +452,9 @@ async def test_no_batch_after_a_failed_one_commits_its_offsets() -> None:
 class PersistedIngest(SlowFirstIngest):
     """Prepares like ``Ingest``; every batch persists at once."""
 
-    async def ingest_batch(self, waits: list[NewWait], events: list[NewEvent]) -> Any:
+    async def ingest_batch(
+        self, waits: list[NewWait], events: list[NewEvent], waits_at: Any = None
+    ) -> Any:
         self.calls += 1
         return [], []
 

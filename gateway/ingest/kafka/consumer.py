@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -62,7 +62,7 @@ class BatchIngest(Preparer, Protocol):
     """What the consumer needs of ``Ingest``: prepare records, persist a batch at once."""
 
     async def ingest_batch(
-        self, waits: list[NewWait], events: list[NewEvent]
+        self, waits: list[NewWait], events: list[NewEvent], waits_at: Sequence[int] | None = None
     ) -> tuple[list[Registration], list[Acceptance]]: ...
 
 
@@ -325,7 +325,7 @@ class KafkaIngest:
         if not batch.waits and not batch.events:
             return
         registered, _ = await self._ingest.ingest_batch(
-            [wait for _, wait in batch.waits], [event for _, event in batch.events]
+            [wait for _, wait in batch.waits], [event for _, event in batch.events], batch.waits_at
         )
         for (record, _), result in zip(batch.waits, registered, strict=True):
             if result.outcome == "conflict":

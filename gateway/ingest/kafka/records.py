@@ -3,6 +3,7 @@ its tests need no broker), what a record decodes to, and a fetched batch."""
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -51,3 +52,19 @@ class Batch:
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     """(topic, partition) → the next offset to read, i.e. the one to commit."""
     size: int = 0
+
+    @property
+    def waits_at(self) -> list[int]:
+        """For each registration, how many of the events come before it: merged by record
+        time, each list keeping its own order (a partition's, for one key). Registrations
+        all first, a key registered again within one batch (its first wait resolved by an
+        event of the batch) conflicted, and the event for the second wait came too late."""
+        events = ((record.timestamp, True) for record, _ in self.events)
+        waits = ((record.timestamp, False) for record, _ in self.waits)
+        at, seen = [], 0
+        for _, is_event in heapq.merge(events, waits, key=lambda item: item[0]):
+            if is_event:
+                seen += 1
+            else:
+                at.append(seen)
+        return at
