@@ -200,10 +200,16 @@ class Lane:
             return
         # the claim's commit and the preparation came out of the lease: a request that
         # outlived it could meet a second one, sent by the attempt the sweep hands the row to
-        within_s = lease_until - self._deps.clock() - SETTLE_MARGIN_S
+        now = self._deps.clock()
+        within_s = lease_until - now - SETTLE_MARGIN_S
         if within_s <= 0:
             late = Verdict(Action.UNSENT, "lease_spent_before_sending")
             await self._settle(claim, late, Attempt(None, sent=False), 0.0)
+            return
+        paused_for = self._credential.paused_until - now
+        if paused_for > 0:  # a 429 or a rejection came in while this one was being prepared
+            held = Verdict(Action.UNSENT, "paused_before_sending")
+            await self._settle(claim, held, Attempt(None, sent=False), paused_for)
             return
         started = time.perf_counter()
         self._sending.add(claim.delivery_id)

@@ -39,8 +39,10 @@ async def eventually(check: Callable[[], Any], timeout_s: float = 10.0) -> Any:
     raise AssertionError(f"condition not met within {timeout_s}s")
 
 
-async def delivery_of(gw: RunningGateway, key: str, *final: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
+async def delivery_of(
+    gw: RunningGateway, key: str, *final: str, timeout_s: float = 10.0
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         _, wait = await gw.get(f"/v1/waits/{key}")
         delivery = wait.get("delivery")
@@ -227,6 +229,45 @@ async def test_429_pauses_the_tenant_and_honours_retry_after(
     assert len(throttled) == 1
     resumed_at = sorted(job.resume.at or 0 for job in jobs)
     assert resumed_at[1] - throttled[0].at >= 0.9, "the retry waited for Retry-After"
+
+
+async def test_a_request_prepared_while_the_tenant_was_paused_waits_for_the_pause(
+    make_settings: SettingsFactory,
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Claimed together, one delivery met a 429 (Workato allows one a second here) while
+    another's payload was being prepared: that one was sent all the same, into the pause."""
+    prepare = Lane._request
+
+    async def third_slow(self: Lane, claim: Any, token: str) -> Any:
+        if claim.key == "k2":
+            await asyncio.sleep(0.5)
+        return await prepare(self, claim, token)
+
+    claim = SQLiteStore.claim
+    late = [0.3]
+
+    async def first_late(self: SQLiteStore, *args: Any) -> Any:
+        if late:  # so that one claim takes all three
+            await asyncio.sleep(late.pop())
+        return await claim(self, *args)
+
+    monkeypatch.setattr(Lane, "_request", third_slow)
+    monkeypatch.setattr(SQLiteStore, "claim", first_late)
+    workato.settings = workato.settings.updated({"rate_limit_per_minute": 1, "window_s": 1.0})
+    gw = await start_gateway(make_settings())
+    jobs = [await wait_for_job(gw, workato, f"k{i}") for i in range(3)]
+    for i in range(3):
+        await gw.post("/v1/events", {"id": f"e{i}", "key": f"k{i}", "status": "succeeded"})
+    for i in range(3):
+        await delivery_of(gw, f"k{i}", "delivered")
+    sent = [r for r in workato.requests.entries() if r.path == "/api/job/resume"]
+    refused = next(r.at for r in sent if r.status == 429)
+    during = [r for r in sent if refused < r.at < refused + 0.9]
+    assert during == [], "sent while the tenant was paused (Retry-After: 1)"
+    assert all(job.resume.count == 1 for job in jobs)
 
 
 async def test_401_pauses_the_tenant_without_burning_attempts(
