@@ -18,8 +18,7 @@ from pydantic import (
 
 NO_NUL = r"^[^\x00]*$"
 """Keys and event ids never hold U+0000: SQLite's ``json_each``, which the store's batch lookups
-go through, cuts a string at it (a matching event was buffered), and PostgreSQL's text refuses
-it."""
+go through, cuts a string at it (a matching event was buffered)."""
 Key = Field(
     min_length=1,
     max_length=512,

@@ -75,7 +75,7 @@ class Metrics:
         )
         self.kafka_dlq_failing = Gauge(
             "gateway_kafka_dlq_failing",
-            "1 while dead-letter sends fail and are retried; the partitions' commits wait.",
+            "1 once a batch's dead letters were refused three times in a row; commits wait.",
             registry=r,
         )
         self.kafka_batch = Histogram(

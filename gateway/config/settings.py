@@ -6,7 +6,6 @@ import hashlib
 from typing import Literal, Self
 
 from pydantic import Field, field_validator, model_validator
-from yarl import URL
 
 from gateway.config.base import Section as _Section
 from gateway.config.blobs import BlobSettings
@@ -131,7 +130,7 @@ class TenantSettings(_Section):
         """A stable, non-secret name for the credential; the rate window is kept per credential."""
         secret = self.api_token or self.token
         raw = secret.get_secret_value() if secret else ""
-        url = str(URL(self.resolved_base_url))  # the host in lower case: one Workato
+        url = _lower_origin(self.resolved_base_url)  # one Workato host, in any case
         return hashlib.sha256(f"{url}\0{raw}".encode()).hexdigest()[:16]
 
     def auth_headers(self) -> dict[str, str]:
@@ -216,3 +215,11 @@ def _repeated(values: list[str]) -> tuple[int, int] | None:
             return seen[value], n
         seen[value] = n
     return None
+
+
+def _lower_origin(url: str) -> str:
+    """``url`` with its scheme and host in lower case, the rest as written (so that the
+    credential ids of URLs written in lower case stay what they were)."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    return f"{scheme.lower()}{sep}{authority.lower()}{slash}{path}"

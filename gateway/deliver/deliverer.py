@@ -15,6 +15,7 @@ from gateway.blobs.base import BlobStore
 from gateway.clock import Clock
 from gateway.config.settings import DeliverySettings, TenantSettings
 from gateway.deliver.claimcheck import ClaimChecks
+from gateway.deliver.classify import MAX_RETRY_AFTER_S
 from gateway.deliver.lane import LEASE_MARGIN_S, Credential, Lane, LaneDeps
 from gateway.deliver.limiter import SlidingWindow
 from gateway.deliver.workato import WorkatoClient
@@ -90,18 +91,21 @@ class Deliverer:
         now = self._deps.clock()
         pauses = {p.tenant: p.until for p in await self._store.active_pauses(now)}
         limits = _shared_limits(self._tenants)
+        longest_pause = max(MAX_RETRY_AFTER_S, self._settings.auth_pause_s)
         for tenant in self._tenants:
             cid = tenant.credential_id
             if cid not in credentials:
-                sent = await self._store.recent_sends(cid, now - span)
-                # the store keeps when each slot was taken; a request that was still in
-                # flight when the last process ended may have reached Workato until then
-                in_flight_since = now - self._settings.lease_s
-                history = [now if at > in_flight_since else at for at in sent]
+                # the store keeps when each slot was taken; its request may have reached
+                # Workato until its lease ended, or the last process did
+                lease = self._settings.lease_s
+                sent = await self._store.recent_sends(cid, now - span - lease)
+                history = [min(at + lease, now) for at in sent]
                 window = SlidingWindow(limits[cid], span, history)
                 credentials[cid] = Credential(window)
             credential = credentials[cid]
-            credential.paused_until = max(credential.paused_until, pauses.get(tenant.name, 0.0))
+            # a pause stored before Retry-After was capped may reach years ahead
+            until = min(pauses.get(tenant.name, 0.0), now + longest_pause)
+            credential.paused_until = max(credential.paused_until, until)
         return credentials
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
@@ -158,14 +162,16 @@ def _shared_limits(tenants: list[TenantSettings]) -> dict[str, int]:
     """Each credential's limit: Workato's is the credential's, so tenants that share one and
     set different limits get the lowest (the first one's was taken, by the order of the
     configuration)."""
-    limits: dict[str, list[TenantSettings]] = {}
+    by_credential: dict[str, list[TenantSettings]] = {}
     for tenant in tenants:
-        limits.setdefault(tenant.credential_id, []).append(tenant)
-    for sharing in limits.values():
+        by_credential.setdefault(tenant.credential_id, []).append(tenant)
+    for sharing in by_credential.values():
         if len({t.rate_limit_per_minute for t in sharing}) > 1:
             log.warning(
                 "tenants.shared_credential_limits_differ",
                 tenants=[t.name for t in sharing],
                 limit=min(t.rate_limit_per_minute for t in sharing),
             )
-    return {cid: min(t.rate_limit_per_minute for t in sharing) for cid, sharing in limits.items()}
+    return {
+        cid: min(t.rate_limit_per_minute for t in sharing) for cid, sharing in by_credential.items()
+    }

@@ -40,9 +40,10 @@ from gateway.wakeable import sleep_or_wake
 log = structlog.get_logger(__name__)
 
 LEASE_MARGIN_S = 5.0
-"""What a resume request's timeout leaves of the lease, for its settlement."""
+"""What the longest timeout a large body's upload may get leaves of the lease."""
 SETTLE_MARGIN_S = 1.0
-"""What a resume request or a reconcile lookup leaves of the lease, for its settlement."""
+"""What a resume request or a reconcile lookup leaves of the lease when it starts, for its
+settlement (the claim's commit and the preparation came out of the lease first)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,15 +144,29 @@ class Lane:
             await asyncio.gather(*pending, return_exceptions=True)
             unsent = [claims[t] for t in pending if claims[t].delivery_id not in self._sending]
             for claim in unsent:
-                stopped = Verdict(Action.UNSENT, "stopped_before_sending")
-                await self._settle(claim, stopped, Attempt(None, sent=False), 0.0)
+                await self._hand_back(claim, "stopped_before_sending")
         self._sending.clear()
+
+    async def _hand_back(self, claim: Claim, reason: str, after_s: float = 0.0) -> None:
+        """Settle a claimed delivery whose request never left: pending again (after
+        ``after_s``), the attempt refunded, no ambiguity."""
+        await self._settle(
+            claim, Verdict(Action.UNSENT, reason), Attempt(None, sent=False), after_s
+        )
 
     async def _claim(self, now: float, room: int) -> int:
         d = self._deps
-        claims = await d.store.claim(
-            self.tenant.name, self.tenant.credential_id, now, room, d.settings.lease_s, d.owner
+        claiming = asyncio.ensure_future(
+            d.store.claim(
+                self.tenant.name, self.tenant.credential_id, now, room, d.settings.lease_s, d.owner
+            )
         )
+        try:
+            claims = await asyncio.shield(claiming)
+        except asyncio.CancelledError:  # stopped: what the claim took goes back, not to its lease
+            for claim in await claiming:
+                await self._hand_back(claim, "stopped_before_sending")
+            raise
         taken = self._deps.clock()  # the requests leave from now on, after the claim's commit
         if claims:
             self._window.record(taken, len(claims))
@@ -203,13 +218,11 @@ class Lane:
         now = self._deps.clock()
         within_s = lease_until - now - SETTLE_MARGIN_S
         if within_s <= 0:
-            late = Verdict(Action.UNSENT, "lease_spent_before_sending")
-            await self._settle(claim, late, Attempt(None, sent=False), 0.0)
+            await self._hand_back(claim, "lease_spent_before_sending")
             return
         paused_for = self._credential.paused_until - now
         if paused_for > 0:  # a 429 or a rejection came in while this one was being prepared
-            held = Verdict(Action.UNSENT, "paused_before_sending")
-            await self._settle(claim, held, Attempt(None, sent=False), paused_for)
+            await self._hand_back(claim, "paused_before_sending", paused_for)
             return
         started = time.perf_counter()
         self._sending.add(claim.delivery_id)

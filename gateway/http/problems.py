@@ -38,8 +38,8 @@ def answered(routes: list[web.RouteDef]) -> list[web.RouteDef]:
     that answers a path or method no route serves (404, or 405 with ``Allow``).
 
     A wrapper around each handler rather than an aiohttp middleware: with a middleware,
-    aiohttp wraps every request's handler in its chain, which cost a bare handler 8 % of its
-    requests per second."""
+    aiohttp wraps every request's handler in its chain, 3 % of the instructions of an
+    ingested event."""
     wrapped = [web.RouteDef(r.method, r.path, _answering(r.handler), r.kwargs) for r in routes]
     return [*wrapped, web.route("*", "/{unrouted:.*}", _answering(_unrouted))]
 

@@ -138,6 +138,12 @@ class Poller:
         task.add_done_callback(self._in_flight.discard)
         task.add_done_callback(self._supervise)
 
+    @property
+    def _budget_s(self) -> float:
+        """What a poll or a cancellation may take, every request included: within the lease,
+        or the watch is claimed and polled again while it still runs."""
+        return self._settings.lease_s * POLL_SHARE_OF_LEASE
+
     # -- one poll --------------------------------------------------------------------------
 
     async def _poll(self, claim: WatchClaim) -> None:
@@ -147,7 +153,7 @@ class Poller:
             await self._failed(claim, unpollable)
             return
         client = self._clients[claim.connection]
-        budget_s = self._settings.lease_s * POLL_SHARE_OF_LEASE
+        budget_s = self._budget_s
         try:
             async with asyncio.timeout(budget_s):
                 answer = await client.job(spec)
@@ -258,7 +264,7 @@ class Poller:
 
     async def _cancel_or_retry(self, claim: WatchClaim, spec: dict[str, str]) -> None:
         attempts = self._cancel_retry.get(claim.id, (0, 0.0))[0] + 1
-        budget_s = self._settings.lease_s * POLL_SHARE_OF_LEASE
+        budget_s = self._budget_s
         error: str | None = None
         try:  # bounded as a poll is: each request has its timeout, but a cancellation may
             async with asyncio.timeout(budget_s):  # make several, and holds a slot meanwhile

@@ -232,15 +232,11 @@ class SQLiteStore:
                 await self._gather()
             self._wake.clear()
             while self._queue:
-                taken, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                # a caller cancelled (a stopping lane's claim) was never answered: its write
-                # must not happen either, or a claim holds a lease and a send nobody made
-                batch = [(work, future) for work, future in taken if not future.cancelled()]
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
                 futures = [future for _, future in batch]
                 try:
-                    if batch:
-                        results = self._execute([work for work, _ in batch])
-                        self._log.commit(self._connection(), futures, results)
+                    results = self._execute([work for work, _ in batch])
+                    self._log.commit(self._connection(), futures, results)
                 except Exception as exc:  # the batch fails; the writer, and the store, go on
                     self._abandon(exc)
                     settle_all(futures, [StoreError(f"sqlite: {exc}")] * len(batch))

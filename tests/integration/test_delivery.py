@@ -21,7 +21,7 @@ from gateway.sandbox.faults import FaultPlan, ScriptedFault
 from gateway.sandbox.server import SandboxServer
 from gateway.sandbox.workato_jobs import Job, Owner
 from gateway.sandbox.workato_state import WorkatoSandbox
-from gateway.store.records import Sweep
+from gateway.store.records import Pause, Sweep
 from gateway.store.sqlite import SQLiteStore
 from tests.conftest import API_KEY, WORKATO_TOKEN, RunningGateway, SettingsFactory
 
@@ -354,6 +354,37 @@ async def test_a_delivery_stopped_before_its_request_left_is_handed_back_at_once
     assert workato.requests.entries() == []
 
 
+async def test_a_lane_stopped_while_its_claim_commits_hands_the_claimed_rows_back(
+    make_settings: SettingsFactory,
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The stop cancelled the lane after the writer had taken its claim: the claim committed,
+    no one got its rows, and they kept their lease until the sweep took them for ambiguous
+    attempts (a later unknown-token 404 read as delivered_unconfirmed)."""
+    claim = SQLiteStore.claim
+    committed = asyncio.Event()
+
+    async def answered_late(self: SQLiteStore, *args: Any) -> Any:
+        claims = await claim(self, *args)
+        if claims:
+            committed.set()
+            await asyncio.sleep(0.3)  # the stop comes in here
+        return claims
+
+    monkeypatch.setattr(SQLiteStore, "claim", answered_late)
+    gw = await start_gateway(make_settings())
+    await wait_for_job(gw, workato, "k")
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
+    await asyncio.wait_for(committed.wait(), 10)
+    await gw.gateway.deliverer.stop(0.1)
+    with sqlite3.connect(gw.gateway.store._path) as conn:
+        row = conn.execute("SELECT state, attempts, ambiguous, lease_owner FROM deliveries")
+        assert row.fetchall() == [("pending", 0, 0, None)]
+    assert workato.requests.entries() == []
+
+
 async def test_a_request_ends_within_what_its_preparation_left_of_the_lease(
     make_settings: SettingsFactory,
     start_gateway: Start,
@@ -420,8 +451,8 @@ async def test_a_rate_slot_is_held_from_when_its_request_ended_not_from_the_clai
 async def test_a_restart_holds_the_slots_of_requests_that_may_have_been_in_flight(
     make_settings: SettingsFactory, start_gateway: Start
 ) -> None:
-    """The store keeps when each slot was taken; a request still in flight when the process
-    ended may have reached Workato up to then, so such a slot is held from the restart."""
+    """The store keeps when each slot was taken; its request may have reached Workato until
+    its lease ended (3 s here), or until the process did: the slot is held from then."""
     settings = make_settings(rate_limit_per_minute=2)  # lease_s 3
     (tenant,) = settings.tenants
     now = time.time()
@@ -433,8 +464,23 @@ async def test_a_restart_holds_the_slots_of_requests_that_may_have_been_in_fligh
     gw = await start_gateway(settings)
     window = gw.gateway.deliverer._lanes["acme"]._window
     assert window.available(time.time()) == 0
-    assert window.available(now - 30.0 + window.window_s + 0.1) == 1  # the old one is free
-    assert window.available(now - 1.0 + window.window_s + 0.1) == 1  # the other is held on
+    assert window.available(now - 30.0 + window.window_s + 0.1) == 0  # held to its lease's end
+    assert window.available(now - 27.0 + window.window_s + 0.1) == 1  # then free
+    assert window.available(now - 1.0 + window.window_s + 0.1) == 1  # the other: from the restart
+    assert window.available(time.time() + window.window_s + 0.1) == 2
+
+
+async def test_a_pause_stored_before_retry_after_was_capped_is_capped_on_restore(
+    make_settings: SettingsFactory, start_gateway: Start
+) -> None:
+    settings = make_settings()
+    store = SQLiteStore(settings.store.sqlite_path)
+    await store.open()
+    await store.pause_tenant(Pause("acme", 253402300799.0, "rate_limited"))  # the year 9999
+    await store.close()
+    gw = await start_gateway(settings)
+    paused_until = gw.gateway.deliverer._lanes["acme"]._credential.paused_until
+    assert time.time() < paused_until <= time.time() + 3600.0
 
 
 async def test_tenants_sharing_a_credential_get_the_lowest_of_their_limits(

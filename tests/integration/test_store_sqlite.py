@@ -720,25 +720,6 @@ async def test_closed_watches_leave_out_the_busy_ones(store: SQLiteStore) -> Non
     assert [w.id for w in rest] == [everything[2].id]
 
 
-async def test_a_write_whose_caller_was_cancelled_is_not_made(store: SQLiteStore) -> None:
-    """A lane cancelled at shutdown while its claim was queued: the claim still committed, a
-    lease and a send with no request behind them, and after the lease the sweep took the
-    row for an ambiguous attempt (a later 404 read as delivered_unconfirmed)."""
-    await store.register_wait(wait("k"), T0)
-    await store.record_event(event("k"), T0)
-    claiming = asyncio.ensure_future(store.claim("acme", "cred", T0 + 1, 10, 30.0, "me"))
-    await asyncio.sleep(0)  # queued for the writer
-    claiming.cancel()
-    await asyncio.gather(claiming, return_exceptions=True)
-    recorded = await store.record_event(event("other", "e2"), T0 + 2)  # the writer goes on
-    assert recorded.outcome == "buffered"
-    assert states(store, "deliveries") == {"pending": 1}
-    with sqlite3.connect(store._path) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM sends").fetchone() == (0,)
-    (claim,) = await store.claim("acme", "cred", T0 + 3, 10, 30.0, "me")
-    assert claim.attempt == 1
-
-
 async def test_a_repeat_of_a_wait_past_its_expiry_shows_it_expired(store: SQLiteStore) -> None:
     """The repeat answered 'open' while a GET right after said 'expired'."""
     await store.register_wait(wait("k", expires=T0 + 10), T0)
@@ -766,3 +747,22 @@ async def test_a_registration_leaves_buffered_events_past_their_time_to_the_swee
         assert rows.fetchall() == [("x1", "buffered"), ("x2", "matched"), ("x3", "late")]
     await store.sweep(T0 + 11, T0, 1000)
     assert states(store, "events")["unmatched"] == 1
+
+
+async def test_a_write_whose_caller_was_cancelled_is_made_all_the_same(
+    store: SQLiteStore,
+) -> None:
+    """A lane stopping after Workato answered 204: its settle's caller is cancelled while the
+    write is queued. Dropping the write left the row sending, and the sweep later took it
+    for an ambiguous attempt."""
+    await store.register_wait(wait("k"), T0)
+    await store.record_event(event("k"), T0)
+    (claim,) = await store.claim("acme", "cred", T0 + 1, 10, 30.0, "me")
+    settling = asyncio.ensure_future(
+        store.settle(claim, "me", Settlement("delivered", "http_204", 204), T0 + 2)
+    )
+    await asyncio.sleep(0)  # queued for the writer
+    settling.cancel()
+    await asyncio.gather(settling, return_exceptions=True)
+    await store.record_event(event("other", "e2"), T0 + 3)  # a write after it is answered
+    assert states(store, "deliveries") == {"delivered": 1}

@@ -228,8 +228,9 @@ class KafkaIngest:
             try:
                 fetched = await self._consumer.getmany(timeout_ms=wait_ms, max_records=room * size)
             except (UnicodeDecodeError, CorruptRecordException) as exc:
-                if not is_refusal(exc):  # a header name aiokafka cannot decode
+                if not is_refusal(exc):
                     raise
+                # a header name aiokafka cannot decode: read past it, or every getmany fails
                 await ReadPast(self._consumer, self._settings, self._start_batches)(before)
                 continue
             records = [record for records in fetched.values() for record in records]

@@ -88,14 +88,14 @@ class DeadLetters:
         self._group = group
         self._backoff_s = retry_backoff_s
         self._metrics = metrics
-        self._retrying = 0
+        self._failing = 0
 
     @property
     def failing(self) -> bool:
         """True while some batch's dead letters have been refused ``FAILING_AFTER`` times in a
         row: its commit, and every later one, waits for them (a missing topic, a broker that
         refuses them). One refusal, a leader moving say, does not make the gateway unready."""
-        return self._retrying > 0
+        return self._failing > 0
 
     async def send_all(self, poison: list[tuple[Record, Poison]]) -> None:
         """Return once the broker acknowledged every one of them."""
@@ -108,16 +108,16 @@ class DeadLetters:
                 if pending:
                     refusals += 1
                     if refusals == FAILING_AFTER:
-                        self._count_retrying(+1)
+                        self._count_failing(+1)
                     log.warning("kafka.dlq_retry", records=len(pending), topic=self._topic)
                     await asyncio.sleep(self._backoff_s)
         finally:
             if refusals >= FAILING_AFTER:
-                self._count_retrying(-1)
+                self._count_failing(-1)
 
-    def _count_retrying(self, change: int) -> None:
-        self._retrying += change
-        self._metrics.kafka_dlq_failing.set(1 if self._retrying else 0)
+    def _count_failing(self, change: int) -> None:
+        self._failing += change
+        self._metrics.kafka_dlq_failing.set(1 if self._failing else 0)
 
     async def _send(self, record: Record, poison: Poison) -> bool:
         headers = dead_letter_headers(record, poison, self._group)

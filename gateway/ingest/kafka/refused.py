@@ -65,32 +65,40 @@ class ReadPast:
         """After a ``getmany`` that raised a refusal; ``before`` is what ``positions`` said
         just before it."""
         consumer = self._consumer
+        handed = 0
         try:
             for tp, offset in before.items():
                 consumer.seek(tp, offset)
             for tp in sorted(before):
-                if await self._read_up_to_refused(tp):
+                highwater = consumer.highwater(tp)
+                if highwater is not None and before[tp] >= highwater:
+                    continue  # read to its end: the refused record is elsewhere
+                read = await self._read_up_to_refused(tp)
+                if read is None:
                     return
+                handed += read
         except IllegalStateError:  # a rebalance took the partition: its new owner reads it
             return
-        except KafkaError as exc:  # a leader moving, say: the next getmany tries again
+        except KafkaError as exc:
+            if not exc.retriable:  # a corrupt batch, an unknown codec: as in getmany
+                raise
             log.warning("kafka.read_past_failed", error=type(exc).__name__)
-            consumer._client.force_metadata_update()  # the fetch below goes to the leader
-        # not found this time (a fetch still on its way): the next getmany tries again
-        await asyncio.sleep(self._settings.retry_backoff_s)
+            consumer._client.force_metadata_update()  # a leader moving, say
+        if not handed:  # nothing found, nothing read (a fetch still on its way): back off
+            await asyncio.sleep(self._settings.retry_backoff_s)
 
-    async def _read_up_to_refused(self, tp: TopicPartition) -> bool:
-        """Whether ``tp`` holds the refused record (then read past it). Up to a batch of the
-        records before it are handed on; a partition with more goes on in the next round."""
+    async def _read_up_to_refused(self, tp: TopicPartition) -> int | None:
+        """None once ``tp``'s refused record is read past; else how many of its records
+        were handed on (up to a batch: a partition with more goes on in the next round)."""
         consumer, s = self._consumer, self._settings
         records: list[Record] = []
         try:
             while len(records) < s.max_batch_records:
                 fetched = await consumer.getmany(tp, timeout_ms=ms(s.fetch_wait_s), max_records=1)
                 if not fetched:
-                    return False
+                    break
                 records.extend(fetched[tp])
-            return False
+            return len(records)
         except (UnicodeDecodeError, CorruptRecordException) as exc:
             if not is_refusal(exc):
                 raise
@@ -101,10 +109,10 @@ class ReadPast:
         max_bytes, wait_ms = s.max_partition_fetch_bytes, ms(s.fetch_wait_s)
         batch = await fetch_batch(consumer, tp, offset, max_bytes, wait_ms)
         if batch is None:
-            return False
+            return len(records)
         refused = batch.records[0].offset  # the records before it were handed out
         where = {"topic": tp.topic, "partition": tp.partition, "offset": refused}
         log.warning("kafka.undecodable_record", read_past=batch.next_offset, **where)
         await self._hand_on(list(batch.records))
         consumer.seek(tp, batch.next_offset)
-        return True
+        return None
