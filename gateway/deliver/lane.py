@@ -167,13 +167,12 @@ class Lane:
             for claim in await claiming:
                 await self._hand_back(claim, "stopped_before_sending")
             raise
-        taken = self._deps.clock()  # the requests leave from now on, after the claim's commit
-        if claims:
-            self._window.record(taken, len(claims))
+        if claims:  # held from now until each request ends (limiter.py)
+            self._window.reserve(self._deps.clock(), len(claims))
         lease_until = now + d.settings.lease_s  # as the claim recorded it
         for claim in claims:
             task = asyncio.create_task(
-                self._deliver(claim, lease_until, taken), name=f"deliver-{claim.delivery_id}"
+                self._deliver(claim, lease_until), name=f"deliver-{claim.delivery_id}"
             )
             self._in_flight[task] = claim
             task.add_done_callback(self._finished)
@@ -193,8 +192,19 @@ class Lane:
 
     # -- one delivery ----------------------------------------------------------------------
 
-    async def _deliver(self, claim: Claim, lease_until: float, taken: float) -> None:
-        """Send one claimed delivery and settle it; ``taken`` is when its rate slot was."""
+    async def _deliver(self, claim: Claim, lease_until: float) -> None:
+        """Send one claimed delivery and settle it. Its rate slot is held until its request
+        ended, and given back if the request never left."""
+        slot = _Slot(self._window)
+        try:
+            await self._attempt(claim, lease_until, slot)
+        finally:  # a crash or the stop: a request cut short may have been counted
+            if claim.delivery_id in self._sending:
+                slot.end(self._deps.clock())
+            else:
+                slot.give_back()
+
+    async def _attempt(self, claim: Claim, lease_until: float, slot: _Slot) -> None:
         try:
             token = self._deps.cipher.open(claim.sealed, aad=claim.tenant)
         except SecretError:  # loud: the job can never be resumed from here
@@ -227,7 +237,7 @@ class Lane:
         started = time.perf_counter()
         self._sending.add(claim.delivery_id)
         attempt = await self._client.resume(request.body, request.size, within_s)
-        self._window.restamp(taken, self._deps.clock())
+        slot.end(self._deps.clock())
         self._deps.metrics.latency.labels(self.tenant.name).observe(time.perf_counter() - started)
         if isinstance(request.body, FramedBody) and request.body.failed:
             # the payload could not be read to the end: Workato got a truncated body, if any
@@ -290,19 +300,31 @@ class Lane:
             late = lease_until - now <= SETTLE_MARGIN_S
             if late or credential.paused_until > now or self._window.available(now) == 0:
                 return verdict
-            self._window.record(now)
-        await self._deps.store.record_send(self.tenant.credential_id, now)
-        within_s = lease_until - self._deps.clock() - SETTLE_MARGIN_S  # after that write
-        if within_s <= 0:
-            return verdict
-        job = JobRef.model_validate_json(claim.job_json or "")
-        if job.managed_user_id is None and self.tenant.managed_user_id:
-            job = job.model_copy(update={"managed_user_id": self.tenant.managed_user_id})
-        status = await self._client.job_status(job, within_s)
-        self._window.restamp(now, self._deps.clock())
+            self._window.reserve(now)
+        slot = _Slot(self._window)
+        try:
+            status = await self._job_status(claim, now, lease_until, slot)
+        finally:
+            slot.give_back()  # if the lookup never left
         if status in ("succeeded", "failed"):
             return Verdict(Action.DELIVERED, f"reconciled_job_{status}")
         return verdict
+
+    async def _job_status(
+        self, claim: Claim, now: float, lease_until: float, slot: _Slot
+    ) -> str | None:
+        """The wait's job's status, looked up within the lease; None if there is no time."""
+        await self._deps.store.record_send(self.tenant.credential_id, now)
+        within_s = lease_until - self._deps.clock() - SETTLE_MARGIN_S  # after that write
+        if within_s <= 0:
+            return None
+        job = JobRef.model_validate_json(claim.job_json or "")
+        if job.managed_user_id is None and self.tenant.managed_user_id:
+            job = job.model_copy(update={"managed_user_id": self.tenant.managed_user_id})
+        try:
+            return await self._client.job_status(job, within_s)
+        finally:
+            slot.end(self._deps.clock())
 
     async def _delay_for(self, verdict: Verdict, claim: Claim) -> float:
         if verdict.action is Action.THROTTLED:
@@ -350,6 +372,24 @@ class Lane:
             state=result.state,
             lease_kept=kept,
         )
+
+
+@dataclass(slots=True)
+class _Slot:
+    """One reserved rate slot: ended once its request ended, or given back if it never left."""
+
+    window: SlidingWindow
+    open: bool = True
+
+    def end(self, now: float) -> None:
+        if self.open:
+            self.open = False
+            self.window.complete(now)
+
+    def give_back(self) -> None:
+        if self.open:
+            self.open = False
+            self.window.release()
 
 
 @dataclass(frozen=True, slots=True)

@@ -190,16 +190,21 @@ def test_a_slot_is_held_from_when_its_request_ended() -> None:
     request left later (a slow preparation or connect) and the server counted it then: two
     requests within one window at a limit of one."""
     window = SlidingWindow(1, 10.0)
-    window.record(100.0)
-    window.restamp(100.0, 103.0)  # the request reached the server by 103
+    window.reserve(100.0)
+    assert window.available(105.0) == 0
+    assert window.next_free_at(105.0) == 115.0  # at the earliest: it may end any moment
+    window.complete(103.0)  # the request reached the server by 103
     assert window.available(110.5) == 0
     assert window.next_free_at(110.5) == 113.0
     assert window.available(113.0) == 1
 
 
-def test_restamping_a_forgotten_slot_holds_it_again() -> None:
-    window = SlidingWindow(2, 10.0, history=[100.0, 105.0])
-    assert window.available(111.0) == 1  # 100 forgotten
-    window.restamp(100.0, 111.0)  # its request took eleven seconds
-    assert window.available(111.0) == 0
-    assert window.next_free_at(111.0) == 115.0
+def test_a_reserved_slot_that_never_left_is_free_again() -> None:
+    window = SlidingWindow(2, 10.0, history=[100.0])
+    window.reserve(101.0)
+    assert window.available(101.0) == 0
+    assert window.next_free_at(101.0) == 110.0  # the remembered send expires first
+    window.release()
+    assert window.available(101.0) == 1
+    with pytest.raises(ValueError, match="more sends"):
+        window.reserve(101.0, 2)
