@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from bench.kafka import TENANT, events
@@ -22,6 +21,7 @@ from bench.kafka_config import MAX_BATCH_RECORDS, PARTITIONS
 from gateway.cli import settle_gc
 from gateway.config.settings import IngestSettings
 from gateway.ingest.kafka.decode import Decoder
+from gateway.ingest.kafka.rawbatch import RawRecord
 from gateway.ingest.service import Ingest
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics
@@ -34,19 +34,6 @@ TOPIC = "resume.events"
 NOW = 1_700_000_000.0
 WAIT_S = 3600.0
 MAX_MESSAGE_BYTES = 1 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """What ``Decoder`` reads of an aiokafka ``ConsumerRecord``."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 async def run(db: Path, count: int) -> None:
@@ -68,7 +55,7 @@ async def run(db: Path, count: int) -> None:
         ]
         await store.ingest_batch(waits, [], NOW)
         records = [
-            Record(TOPIC, i % PARTITIONS, i, 0, key, value)
+            RawRecord(TOPIC, i % PARTITIONS, i, 0, key, value, [])
             for i, (key, value) in enumerate(events(0, count))
         ]
         decoder = Decoder(ingest, frozenset({TENANT}), TOPIC, "resume.waits", MAX_MESSAGE_BYTES)

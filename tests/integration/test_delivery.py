@@ -327,6 +327,19 @@ async def test_a_redirect_is_not_followed_and_pauses_the_tenant(
     assert wait["delivery"]["state"] == "pending"
 
 
+async def stop_while(gw: RunningGateway, workato: WorkatoSandbox, under_way: asyncio.Event) -> None:
+    """Send the event for ``k``, stop the deliverer once ``under_way`` is set, and check that
+    the delivery was handed back: pending, the attempt refunded, not ambiguous, no lease,
+    nothing sent."""
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
+    await asyncio.wait_for(under_way.wait(), 10)
+    await gw.gateway.deliverer.stop(0.1)
+    with sqlite3.connect(gw.gateway.store._path) as conn:
+        row = conn.execute("SELECT state, attempts, ambiguous, lease_owner FROM deliveries")
+        assert row.fetchall() == [("pending", 0, 0, None)]
+    assert workato.requests.entries() == []
+
+
 async def test_a_delivery_stopped_before_its_request_left_is_handed_back_at_once(
     make_settings: SettingsFactory,
     start_gateway: Start,
@@ -345,13 +358,7 @@ async def test_a_delivery_stopped_before_its_request_left_is_handed_back_at_once
     monkeypatch.setattr(Lane, "_request", slow_request)
     gw = await start_gateway(make_settings())
     await wait_for_job(gw, workato, "k")
-    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
-    await asyncio.wait_for(preparing.wait(), 10)
-    await gw.gateway.deliverer.stop(0.1)
-    with sqlite3.connect(gw.gateway.store._path) as conn:
-        row = conn.execute("SELECT state, attempts, ambiguous, lease_owner FROM deliveries")
-        assert row.fetchall() == [("pending", 0, 0, None)]
-    assert workato.requests.entries() == []
+    await stop_while(gw, workato, preparing)
 
 
 async def test_a_lane_stopped_while_its_claim_commits_hands_the_claimed_rows_back(
@@ -376,13 +383,7 @@ async def test_a_lane_stopped_while_its_claim_commits_hands_the_claimed_rows_bac
     monkeypatch.setattr(SQLiteStore, "claim", answered_late)
     gw = await start_gateway(make_settings())
     await wait_for_job(gw, workato, "k")
-    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
-    await asyncio.wait_for(committed.wait(), 10)
-    await gw.gateway.deliverer.stop(0.1)
-    with sqlite3.connect(gw.gateway.store._path) as conn:
-        row = conn.execute("SELECT state, attempts, ambiguous, lease_owner FROM deliveries")
-        assert row.fetchall() == [("pending", 0, 0, None)]
-    assert workato.requests.entries() == []
+    await stop_while(gw, workato, committed)
 
 
 async def test_a_request_ends_within_what_its_preparation_left_of_the_lease(
