@@ -165,13 +165,13 @@ def _shared_limits(tenants: list[TenantSettings]) -> dict[str, int]:
     by_credential: dict[str, list[TenantSettings]] = {}
     for tenant in tenants:
         by_credential.setdefault(tenant.credential_id, []).append(tenant)
-    for sharing in by_credential.values():
-        if len({t.rate_limit_per_minute for t in sharing}) > 1:
+    limits: dict[str, int] = {}
+    for cid, sharing in by_credential.items():
+        limits[cid] = min(t.rate_limit_per_minute for t in sharing)
+        if any(t.rate_limit_per_minute != limits[cid] for t in sharing):
             log.warning(
                 "tenants.shared_credential_limits_differ",
                 tenants=[t.name for t in sharing],
-                limit=min(t.rate_limit_per_minute for t in sharing),
+                limit=limits[cid],
             )
-    return {
-        cid: min(t.rate_limit_per_minute for t in sharing) for cid, sharing in by_credential.items()
-    }
+    return limits

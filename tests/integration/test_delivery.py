@@ -239,13 +239,6 @@ async def test_a_request_prepared_while_the_tenant_was_paused_waits_for_the_paus
 ) -> None:
     """Claimed together, one delivery met a 429 (Workato allows one a second here) while
     another's payload was being prepared: that one was sent all the same, into the pause."""
-    prepare = Lane._request
-
-    async def third_slow(self: Lane, claim: Any, token: str) -> Any:
-        if claim.key == "k2":
-            await asyncio.sleep(0.5)
-        return await prepare(self, claim, token)
-
     claim = SQLiteStore.claim
     late = [0.3]
 
@@ -254,7 +247,7 @@ async def test_a_request_prepared_while_the_tenant_was_paused_waits_for_the_paus
             await asyncio.sleep(late.pop())
         return await claim(self, *args)
 
-    monkeypatch.setattr(Lane, "_request", third_slow)
+    slow_preparation(monkeypatch, 0.5, key="k2")
     monkeypatch.setattr(SQLiteStore, "claim", first_late)
     workato.settings = workato.settings.updated({"rate_limit_per_minute": 1, "window_s": 1.0})
     gw = await start_gateway(make_settings())
@@ -327,10 +320,32 @@ async def test_a_redirect_is_not_followed_and_pauses_the_tenant(
     assert wait["delivery"]["state"] == "pending"
 
 
-async def stop_while(gw: RunningGateway, workato: WorkatoSandbox, under_way: asyncio.Event) -> None:
-    """Send the event for ``k``, stop the deliverer once ``under_way`` is set, and check that
-    the delivery was handed back: pending, the attempt refunded, not ambiguous, no lease,
-    nothing sent."""
+def slow_preparation(monkeypatch: pytest.MonkeyPatch, seconds: float, key: str = "") -> None:
+    """Make a payload's preparation take ``seconds`` longer: the delivery of ``key``'s, or
+    without one the first delivery's."""
+    prepare = Lane._request
+    untouched = {"first": True}
+
+    async def slow(self: Lane, claim: Any, token: str) -> Any:
+        due = claim.key == key if key else untouched.pop("first", False)
+        if due:
+            await asyncio.sleep(seconds)
+        return await prepare(self, claim, token)
+
+    monkeypatch.setattr(Lane, "_request", slow)
+
+
+async def stop_while(
+    start_gateway: Start,
+    make_settings: SettingsFactory,
+    workato: WorkatoSandbox,
+    under_way: asyncio.Event,
+) -> None:
+    """Start a gateway, send the event for a wait ``k``, stop the deliverer once ``under_way``
+    is set, and check that the delivery was handed back: pending, the attempt refunded, not
+    ambiguous, no lease, nothing sent."""
+    gw = await start_gateway(make_settings())
+    await wait_for_job(gw, workato, "k")
     await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
     await asyncio.wait_for(under_way.wait(), 10)
     await gw.gateway.deliverer.stop(0.1)
@@ -356,9 +371,7 @@ async def test_a_delivery_stopped_before_its_request_left_is_handed_back_at_once
         await asyncio.sleep(3600)
 
     monkeypatch.setattr(Lane, "_request", slow_request)
-    gw = await start_gateway(make_settings())
-    await wait_for_job(gw, workato, "k")
-    await stop_while(gw, workato, preparing)
+    await stop_while(start_gateway, make_settings, workato, preparing)
 
 
 async def test_a_lane_stopped_while_its_claim_commits_hands_the_claimed_rows_back(
@@ -381,9 +394,7 @@ async def test_a_lane_stopped_while_its_claim_commits_hands_the_claimed_rows_bac
         return claims
 
     monkeypatch.setattr(SQLiteStore, "claim", answered_late)
-    gw = await start_gateway(make_settings())
-    await wait_for_job(gw, workato, "k")
-    await stop_while(gw, workato, committed)
+    await stop_while(start_gateway, make_settings, workato, committed)
 
 
 async def test_a_request_ends_within_what_its_preparation_left_of_the_lease(
@@ -396,15 +407,7 @@ async def test_a_request_ends_within_what_its_preparation_left_of_the_lease(
     payload's preparation (here 1.5 s) had used the lease (3 s) already: the sweep handed the
     row to a second attempt while the first was still in flight, and the first's answer, a
     204 it may be, was fenced off."""
-    prepare = Lane._request
-    slow = [1.5]
-
-    async def slow_first(self: Lane, claim: Any, token: str) -> Any:
-        if slow:
-            await asyncio.sleep(slow.pop())
-        return await prepare(self, claim, token)
-
-    monkeypatch.setattr(Lane, "_request", slow_first)
+    slow_preparation(monkeypatch, 1.5)
     workato.faults.set_plan(faults(ScriptedFault(kind="latency", seconds=3.0)))
     gw = await start_gateway(make_settings())
     await wait_for_job(gw, workato, "k")
@@ -429,15 +432,7 @@ async def test_a_rate_slot_is_held_from_when_its_request_ended_not_from_the_clai
     """One request a second. The first one's payload took 0.6 s to prepare: its slot, taken
     at the claim, freed 0.4 s after the request reached Workato, and the second one followed
     it that soon."""
-    prepare = Lane._request
-    slow = [0.6]
-
-    async def slow_first(self: Lane, claim: Any, token: str) -> Any:
-        if slow:
-            await asyncio.sleep(slow.pop())
-        return await prepare(self, claim, token)
-
-    monkeypatch.setattr(Lane, "_request", slow_first)
+    slow_preparation(monkeypatch, 0.6)
     one_a_second = {"rate_window_s": 1.0, "rate_margin_s": 0.0}
     gw = await start_gateway(make_settings({"delivery": one_a_second}, rate_limit_per_minute=1))
     jobs = [await wait_for_job(gw, workato, f"k{n}") for n in range(2)]
