@@ -497,10 +497,10 @@ class SQLiteStore:
             conn.executemany(q["count_duplicate_rows"], duplicates)
         if not plan.deliveries:
             return
-        received = {row.id: row.received_at for row in plan.rows}
-        waits = json.dumps([(d.wait_id, received[d.event_row]) for d in plan.deliveries])
+        waits = json.dumps([(d.wait_id, d.event_row) for d in plan.deliveries])
         if self._run(conn, "resolve_waits_at", waits=waits).rowcount != len(plan.deliveries):
             raise StoreError("a wait of the batch was not open")  # rolls the unit back
+        received = {row.id: row.received_at for row in plan.rows}
         deliveries = [(d, received[d.event_row]) for d in plan.deliveries]
         conn.executemany(
             q["insert_delivery_rows"],
