@@ -125,10 +125,12 @@ class Ingest:
         event: CompletionEvent,
         data: bytes,
         blob: BlobMeta | None = None,
+        wait_id: int | None = None,
     ) -> Acceptance:
         """Persist an event whose ``data`` member is given as its exact JSON bytes, or as a
-        stored ``blob`` (then ``data`` is empty)."""
-        record = self.prepare_event(tenant, source, event, data, blob)
+        stored ``blob`` (then ``data`` is empty); with a ``wait_id``, an answer for that wait
+        only (see ``NewEvent.wait_id``)."""
+        record = self.prepare_event(tenant, source, event, data, blob, wait_id)
         result = await self._store.record_event(record, self._clock())
         self._accepted(record, result)
         return result
@@ -140,6 +142,7 @@ class Ingest:
         event: CompletionEvent,
         data: bytes,
         blob: BlobMeta | None = None,
+        wait_id: int | None = None,
     ) -> NewEvent:
         """A validated event as a store record; InvalidInput if the tenant cannot take it."""
         if blob is None:
@@ -154,6 +157,7 @@ class Ingest:
             occurred_at=event.occurred_at.timestamp() if event.occurred_at else None,
             buffer_ttl_s=self._settings.event_buffer_ttl_s,
             blob=blob,
+            wait_id=wait_id,
         )
 
     async def reserve_blob(self, blob: BlobMeta) -> None:

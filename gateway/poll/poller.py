@@ -209,9 +209,15 @@ class Poller:
         event = CompletionEvent(
             id=f"{claim.kind}:watch-{claim.id}", key=claim.key, status=state.status
         )
+        # for the watch's own wait only: the key may have another wait by now (the watched one
+        # cancelled while this poll ran), which this job's result would resume
         try:
             result = await self._ingest.accept(
-                claim.tenant, f"poll:{claim.connection}", event, state.data
+                claim.tenant,
+                f"poll:{claim.connection}",
+                event,
+                state.data,
+                wait_id=claim.wait_id,
             )
         except InvalidInput as exc:  # e.g. a raw-mode tenant and a non-object answer
             await self._failed(claim, exc.detail)

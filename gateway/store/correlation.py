@@ -99,7 +99,10 @@ def plan_events(
             continue
         row_id = known[identity] = last_event_row + len(rows) + 1
         wait = latest.get((event.tenant, event.key))
-        if wait is None:
+        if event.wait_id is not None and (wait is None or wait.id != event.wait_id):
+            rows.append(EventRow(row_id, event, "late", None, None, at))  # its wait is gone
+            answers.append(_LATE)
+        elif wait is None:
             rows.append(EventRow(row_id, event, "buffered", None, at + event.buffer_ttl_s, at))
             answers.append(_BUFFERED)
         elif wait.state == "open" and wait.expires_at > at and wait.id not in resolved:

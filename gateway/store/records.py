@@ -48,6 +48,9 @@ class NewEvent(NamedTuple):
     occurred_at: float | None
     buffer_ttl_s: float
     blob: BlobMeta | None = None  # the data, stored in the blob store (large or not JSON)
+    wait_id: int | None = None
+    """The one wait this event answers (a poll of that wait's watch): it matches only that
+    wait, and is late if the key's latest wait is another one, or none."""
 
 
 @dataclass(frozen=True, slots=True)

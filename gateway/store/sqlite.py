@@ -586,7 +586,9 @@ class SQLiteStore:
     def _record(self, conn: sqlite3.Connection, event: NewEvent, now: float) -> Acceptance:
         # Only the latest wait of a key can be open: a key is registered again only once closed.
         wait = self._one(conn, "latest_wait", tenant=event.tenant, key=event.key)
-        if wait is None:
+        if event.wait_id is not None and (wait is None or wait[0] != event.wait_id):
+            state, wait_id, until = "late", None, None  # the one wait it answers is gone
+        elif wait is None:
             state, wait_id, until = "buffered", None, now + event.buffer_ttl_s
         elif wait[1] == "open" and wait[2] > now:
             state, wait_id, until = "matched", wait[0], None

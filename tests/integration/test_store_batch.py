@@ -72,6 +72,7 @@ class Inputs:
         self.now = T0
         self.keys = [f"s{seed}-k{i}" for i in range(6)]
         self.tokens: list[str] = []
+        self.registered = 0
 
     def tick(self) -> float:
         self.now += self.rng.choice((0.0, 1.0, 5.0, 30.0))
@@ -85,6 +86,7 @@ class Inputs:
         tenant, key = rng.choice(TENANTS), rng.choice(self.keys)
         expires = self.now + rng.choice((0.5, 3.0, 20.0, 3600.0))
         sealed = SealedToken("k1", f"sealed-{tenant}-{token}".encode())
+        self.registered += 1
         return NewWait(tenant, key, f"digest-{token}", sealed, expires, None, None)
 
     def event(self) -> NewEvent:
@@ -100,6 +102,8 @@ class Inputs:
             occurred_at=rng.choice((None, self.now - 7.0)),
             buffer_ttl_s=rng.choice((2.0, 10.0, 3600.0)),
             blob=blob,
+            # now and then a poll's result, for one wait (ids as the tables give them, or near)
+            wait_id=rng.randrange(1, self.registered + 2) if rng.random() < 0.25 else None,
         )
 
     def batch(self) -> tuple[list[NewWait], list[NewEvent], list[int] | None]:

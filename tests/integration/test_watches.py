@@ -52,32 +52,35 @@ async def urls(alteryx: AlteryxSandbox, pixxel: PixxelSandbox) -> AsyncIterator[
 @pytest.fixture
 def settings(make_settings: SettingsFactory, urls: dict[str, str]) -> Settings:
     """The gateway's settings: one connection to each sandbox, polling fast."""
-    return make_settings(
-        {
-            "polling": {"tick_s": 0.05, "lease_s": 1.0},
-            "connections": [
-                {
-                    "name": "ayx",
-                    "kind": "alteryx",
-                    "base_url": urls["alteryx"],
-                    "client_id": CLIENT_ID,
-                    "client_secret": CLIENT_SECRET,
-                    "poll_interval_s": 0.1,
-                    "max_backoff_s": 0.3,
-                    "request_timeout_s": 0.5,
-                },
-                {
-                    "name": "px",
-                    "kind": "pixxel",
-                    "base_url": urls["pixxel"],
-                    "api_key": PIXXEL_KEY,
-                    "poll_interval_s": 0.1,
-                    "max_backoff_s": 0.3,
-                    "request_timeout_s": 0.5,
-                },
-            ],
-        }
-    )
+    return make_settings(watching(urls))
+
+
+def watching(urls: dict[str, str], lease_s: float = 1.0, timeout_s: float = 0.5) -> dict[str, Any]:
+    """Settings with one connection to each sandbox, polling fast."""
+    return {
+        "polling": {"tick_s": 0.05, "lease_s": lease_s},
+        "connections": [
+            {
+                "name": "ayx",
+                "kind": "alteryx",
+                "base_url": urls["alteryx"],
+                "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET,
+                "poll_interval_s": 0.1,
+                "max_backoff_s": 0.3,
+                "request_timeout_s": timeout_s,
+            },
+            {
+                "name": "px",
+                "kind": "pixxel",
+                "base_url": urls["pixxel"],
+                "api_key": PIXXEL_KEY,
+                "poll_interval_s": 0.1,
+                "max_backoff_s": 0.3,
+                "request_timeout_s": timeout_s,
+            },
+        ],
+    }
 
 
 async def eventually(check: Any, timeout_s: float = 10.0) -> Any:
@@ -160,6 +163,32 @@ async def test_two_waits_watching_one_job_are_both_resumed(
     for key in ("k1", "k2"):
         wait = await eventually(lambda key=key: settled(gw, key))
         assert (wait["watch"]["state"], wait["delivery"]["state"]) == ("done", "delivered")
+
+
+async def test_a_poll_answered_after_its_wait_was_replaced_resumes_neither_wait(
+    make_settings: SettingsFactory,
+    urls: dict[str, str],
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    alteryx: AlteryxSandbox,
+) -> None:
+    """The watched wait is cancelled and its key registered again, for another job, while a
+    poll of the first job is in flight: that job's result belongs to no open wait. It was
+    recorded under the key and resumed the new wait with the other job's data."""
+    gw = await start_gateway(make_settings(watching(urls, lease_s=10.0, timeout_s=5.0)))
+    done = alteryx.create_job(AlteryxScript(queued_s=0, running_s=0))
+    slow = ScriptedFault(kind="latency", seconds=2.0, path_prefix="/webapi/v3/jobs")
+    alteryx.faults.set_plan(FaultPlan(scripted=[slow]))
+    first = await register(gw, workato, "k", alteryx_watch(done.id))
+    await asyncio.sleep(0.5)  # its first poll is under way, answered at 2 s
+    assert (await gw.delete("/v1/waits/k"))[0] == 200
+    running = alteryx.create_job(AlteryxScript(queued_s=100, running_s=100))
+    second = await register(gw, workato, "k", alteryx_watch(running.id))
+    await eventually(lambda: any(r.fault == "latency" for r in alteryx.requests.entries()))
+    await asyncio.sleep(1.0)  # the answer recorded, and a resume it made would have left
+    assert (first.resume.count, second.resume.count) == (0, 0)
+    wait = (await gw.get("/v1/waits/k"))[1]
+    assert (wait["state"], wait["event"]) == ("open", None)
 
 
 async def test_a_token_answer_without_a_token_is_a_poll_error(

@@ -44,3 +44,21 @@ def test_repeats_are_duplicates_and_a_wait_is_taken_once() -> None:
     assert plan.duplicates == {5: 1, 11: 1}
     assert [(r.id, r.event.event_id) for r in plan.rows] == [(11, "e1"), (12, "e2")]
     assert len(plan.deliveries) == 1
+
+
+def test_an_event_for_one_wait_matches_only_that_wait() -> None:
+    """A poll's result answers the wait that watched the job: another wait of the key, or
+    none, makes it late (never buffered for a wait to come)."""
+    latest = {("acme", "k"): LatestWait(7, "open", NOW + 10)}
+    batch = [
+        event("other", "k")._replace(wait_id=6),  # the key's wait was replaced
+        event("gone", "none")._replace(wait_id=5),  # the key has no wait any more
+        event("own", "k")._replace(wait_id=7),
+    ]
+    plan = plan_events(batch, {}, latest, NOW, 0, 0)
+    assert [a.outcome for a in plan.acceptances] == ["late", "late", "matched"]
+    assert [(r.state, r.wait_id) for r in plan.rows] == [
+        ("late", None),
+        ("late", None),
+        ("matched", 7),
+    ]
