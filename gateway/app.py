@@ -138,6 +138,7 @@ class Gateway:
             self.build_app(),
             access_log=None,
             shutdown_timeout=self.settings.server.shutdown_timeout_s,
+            auto_decompress=False,  # a compressed body is refused (bodies.refuse_encoded)
         )
         await self._runner.setup()
         server = self.settings.server

@@ -10,7 +10,7 @@ from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.http.auth import ApiKeys
 from gateway.http.problems import invalid
 from gateway.http.views import wait_json
-from gateway.ingest.bodies import Bodies, content_type_of
+from gateway.ingest.bodies import Bodies, content_type_of, refuse_encoded
 from gateway.ingest.service import Ingest
 from gateway.messages import CompletionEvent, WaitRegistration
 from gateway.store.records import CONFLICTS, JSON
@@ -34,6 +34,7 @@ class Api:
 
     async def register(self, request: web.Request) -> web.Response:
         tenant = self._keys.tenant_for(request)
+        refuse_encoded(request.headers)
         body = await request.read()
         try:
             reg = WaitRegistration.model_validate_json(body)

@@ -54,6 +54,9 @@ class Upload(Protocol):
     @property
     def content(self) -> Chunks: ...
 
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
     async def read(self) -> bytes: ...
 
 
@@ -83,6 +86,7 @@ class Bodies:
 
     async def receive(self, upload: Upload, cap: int) -> Body:
         """The body, spooled above the threshold; 413 as soon as it exceeds ``cap``."""
+        refuse_encoded(upload.headers)
         declared = upload.content_length
         if declared is not None and declared <= min(self._threshold, cap):
             return Body.of(await upload.read())  # the common, small case: one read
@@ -152,6 +156,18 @@ class Bodies:
     def _staged(self) -> Path:
         self._spool_dir.mkdir(parents=True, exist_ok=True)
         return self._spool_dir / f"{uuid.uuid4().hex}.data"
+
+
+def refuse_encoded(headers: Mapping[str, str]) -> None:
+    """415 for a body sent compressed (``Content-Encoding``): its declared length is not its
+    size, so neither the cap nor the spool threshold would hold, and its bytes are not the
+    event's. The server never decompresses (``auto_decompress=False``)."""
+    encoding = headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        raise UnsupportedMediaType(
+            "Content-Encoding is not accepted: send the body uncompressed",
+            errors=[{"field": "Content-Encoding", "message": "must be absent or identity"}],
+        )
 
 
 @contextmanager

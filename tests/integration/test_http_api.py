@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from typing import Any
 
@@ -279,3 +280,15 @@ async def test_answers_conform_to_the_openapi_models(gw: RunningGateway) -> None
     assert WaitStatus.model_validate(waited).delivery is not None
     _, problem = await gw.post("/v1/waits", {"key": ""})
     assert Problem.model_validate(problem).status == 422
+
+
+async def test_compressed_events_and_registrations_are_415(gw: RunningGateway) -> None:
+    """aiohttp decompressed such bodies by default, past the caps their declared length was
+    checked against; garbage said to be gzip answered 500."""
+    body = gzip.compress(json.dumps({"id": "e1", "key": "k", "status": "succeeded"}).encode())
+    headers = {**gw.auth, "Content-Type": "application/json", "Content-Encoding": "gzip"}
+    for path in ("/v1/events", "/v1/waits"):
+        async with gw.http.post(gw.url + path, data=body, headers=headers) as resp:
+            assert resp.status == 415, await resp.text()
+            assert (await resp.json(content_type=None))["type"] == "/problems/media-type"
+    assert (await gw.get("/v1/waits/k"))[0] == 404

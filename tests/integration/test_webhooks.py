@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import hashlib
 import hmac
 import io
@@ -439,3 +440,19 @@ async def test_a_header_credential_is_checked_before_the_body_is_read(gw: Runnin
     assert (status, problem["type"]) == (401, "/problems/bad-signature")
     status, _ = await post(BEARER_1)
     assert status == 413  # an authenticated sender learns about the cap
+
+
+async def test_a_compressed_body_is_415_and_never_decompressed(hooks: Hooks) -> None:
+    """Its declared length is not its size: a 165-byte gzip of 100 KB got past the source's
+    1 KB cap, and a 58 KB one of 60 MB was held in memory whole and stored inline. Garbage
+    said to be gzip answered 500."""
+    big = b'{"id": "z-1", "key": "k", "pad": "' + b"a" * 100_000 + b'"}'
+    for encoding, body in (("gzip", gzip.compress(big)), ("deflate", b"not deflate at all")):
+        answer = await hooks.post("open", body, {"Content-Encoding": encoding})
+        assert answer.status == 415, answer.text
+        assert answer.body["errors"] == [
+            {"field": "Content-Encoding", "message": "must be absent or identity"}
+        ]
+    assert (
+        await hooks.post("open", b'{"id": "o-1", "key": "k"}', {"Content-Encoding": "identity"})
+    ).status == 202
