@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 
 from gateway.config.base import Section
-from gateway.config.secrets import Secret
+from gateway.config.secrets import HeaderSecret, Secret
 
 
 class _Polling(Section):
@@ -52,7 +52,7 @@ class PixxelConnection(_Polling):
     """Pixxel: the API key goes in ``Authorization`` as it is."""
 
     kind: Literal["pixxel"]
-    api_key: Secret
+    api_key: HeaderSecret
 
     def secret_values(self) -> list[str]:
         return [self.api_key.get_secret_value()]

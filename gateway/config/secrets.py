@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, SecretStr, ValidationInfo
+from pydantic import AfterValidator, BeforeValidator, SecretStr, ValidationInfo
 
 
 def resolve_secret(value: Any, info: ValidationInfo) -> Any:
@@ -36,3 +36,15 @@ def resolve_secret(value: Any, info: ValidationInfo) -> Any:
 
 Secret = Annotated[SecretStr, BeforeValidator(resolve_secret)]
 """A credential: masked when printed or dumped, resolvable from env or file."""
+
+
+def header_safe(value: SecretStr) -> SecretStr:
+    """A value sent as an HTTP header must hold no control character: aiohttp refuses such a
+    header on every request (a ``ValueError`` that ended the poller, and the gateway)."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value.get_secret_value()):
+        raise ValueError("holds a control character (a line break?): it is sent as a header")
+    return value
+
+
+HeaderSecret = Annotated[Secret, AfterValidator(header_safe)]
+"""A credential sent as (part of) an HTTP header value."""

@@ -13,7 +13,7 @@ from gateway.config.connections import ConnectionSettings
 from gateway.config.kafka import KafkaSettings
 from gateway.config.keys import TokenKey, UrlKey
 from gateway.config.presets import DATA_CENTERS
-from gateway.config.secrets import Secret
+from gateway.config.secrets import HeaderSecret, Secret
 from gateway.config.sources import SourceSettings
 
 DEFAULT_PORT = 8080
@@ -98,9 +98,9 @@ class TenantSettings(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     base_url: str | None = None
     data_center: str | None = None
-    api_token: Secret | None = None
+    api_token: HeaderSecret | None = None
     email: str | None = None
-    token: Secret | None = None
+    token: HeaderSecret | None = None
     rate_limit_per_minute: int = Field(default=DEFAULT_RATE_LIMIT_PER_MINUTE, ge=1)
     api_keys: list[Secret] = Field(default_factory=list)
     managed_user_id: str | None = None

@@ -9,7 +9,7 @@ from typing import Protocol
 from urllib.parse import quote
 
 import aiohttp
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from gateway.config.connections import AlteryxConnection, PixxelConnection
 from gateway.errors import GatewayError
@@ -40,7 +40,8 @@ class JobClient(Protocol):
 
 
 class _Token(BaseModel):
-    access_token: str
+    access_token: str = Field(pattern=r"^[A-Za-z0-9._~+/-]+=*$")  # RFC 6750's b64token: a
+    # line break in it made every later request raise from aiohttp, which ended the poller
     expires_in: float = 3600.0
 
 
@@ -137,7 +138,9 @@ class AlteryxClient:
         try:
             token = _Token.model_validate_json(body)
         except ValidationError:  # e.g. a login page: not the job's answer, and not quoted
-            raise PollError("alteryx token endpoint answered 200 without an access_token") from None
+            raise PollError(
+                "alteryx token endpoint answered 200 without a usable access_token"
+            ) from None
         margin = min(TOKEN_REFRESH_MARGIN_S, token.expires_in / 2)  # a short-lived one is used
         self._token = token.access_token
         self._token_until = time.monotonic() + token.expires_in - margin

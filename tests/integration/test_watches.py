@@ -206,8 +206,24 @@ async def test_a_token_answer_without_a_token_is_a_poll_error(
         (ayx,) = [c for c in settings.connections if isinstance(c, AlteryxConnection)]
         client = AlteryxClient(session, ayx.model_copy(update={"base_url": server.url}))
         for call in (client.cancel, client.job):
-            with pytest.raises(PollError, match="without an access_token"):
+            with pytest.raises(PollError, match="without a usable access_token"):
                 await call({"job_id": "j-1"})
+
+
+async def test_a_token_that_cannot_be_a_header_is_a_poll_error(settings: Settings) -> None:
+    """A line break in the token made every request raise ValueError in aiohttp, which no
+    poll caught: the poller died, and the gateway with it, at every restart."""
+
+    async def token(_request: web.Request) -> web.Response:
+        return web.json_response({"access_token": "abc\ndef", "expires_in": 3600})
+
+    app = web.Application()
+    app.router.add_post("/webapi/oauth2/token", token)
+    async with SandboxServer(app) as server, aiohttp.ClientSession() as session:
+        (ayx,) = [c for c in settings.connections if isinstance(c, AlteryxConnection)]
+        client = AlteryxClient(session, ayx.model_copy(update={"base_url": server.url}))
+        with pytest.raises(PollError, match="without a usable access_token"):
+            await client.job({"job_id": "j-1"})
 
 
 async def test_a_token_valid_for_less_than_the_refresh_margin_is_used(settings: Settings) -> None:

@@ -448,3 +448,15 @@ def test_an_alteryx_client_id_with_a_colon_is_a_config_error_naming_it() -> None
 def test_describe_in_dev_without_keys() -> None:
     text = describe(Settings(env="dev"))
     assert "none: `run` needs one (only `dev` makes its own)" in text
+
+
+def test_a_credential_sent_as_a_header_may_hold_no_line_break() -> None:
+    """aiohttp refuses such a header on every request: a Pixxel key read from an environment
+    variable with a trailing CR LF ended the poller, and the gateway, at each poll."""
+    pixxel = {"name": "px", "kind": "pixxel", "base_url": "http://px", "api_key": "env:PX"}
+    message = config_error(config(connections=[pixxel]), {"PX": "px-secret-77\r\n"})
+    assert "connections.0.pixxel.api_key" in message
+    assert "control character" in message
+    assert "px-secret-77" not in message
+    message = config_error(config(tenants=[tenant(api_token="wrk\ntoken")]))
+    assert "tenants.0.api_token" in message
