@@ -218,7 +218,13 @@ class Lane:
             verdict = Verdict(Action.DEAD, "token_key_missing")
             await self._settle(claim, verdict, Attempt(None, sent=False), 0.0)
             return
-        request = await self._request(claim, token)
+        try:
+            request = await self._request(claim, token)
+        except Exception:  # a bug, or a store's error its type does not say: nothing was sent,
+            # which a crash here would not have said (the row left to its lease, the sweep
+            # marks the attempt ambiguous, and a later rejection reads as delivered_unconfirmed)
+            log.exception("delivery.prepare_failed", tenant=claim.tenant, key=claim.key)
+            request = Verdict(Action.RETRY, "prepare_failed")
         if isinstance(request, Verdict):  # nothing was sent
             unsent = Attempt(None, sent=False)
             await self._settle(claim, request, unsent, await self._delay_for(request, claim))

@@ -267,6 +267,33 @@ async def test_blob_store_failure_retries_with_backoff_and_sends_nothing(
     assert delivery["state"] == "delivered"
 
 
+async def test_a_preparation_that_crashes_is_an_unsent_attempt_not_an_ambiguous_one(
+    make_settings: SettingsFactory,
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An error of no expected type while the request was prepared (the file store met a
+    directory) ended the delivery's task: the row waited for its lease, the sweep marked the
+    attempt ambiguous, and a later genuine rejection read as delivered_unconfirmed."""
+    gw = await start_gateway(make_settings(max_request_bytes=800))
+    job = await wait_for_job(gw, workato, "k")
+
+    async def crashing(data: bytes, content_type: str) -> BlobMeta:
+        raise IsADirectoryError(21, "Is a directory")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(gw.gateway.blobs, "put_bytes", crashing)
+        await gw.post(
+            "/v1/events", {"id": "e", "key": "k", "status": "succeeded", "data": "x" * 900}
+        )
+        wait = await after_attempt(gw, "k", "prepare_failed")
+        assert wait["delivery"]["state"] in ("pending", "sending")
+        assert not ambiguous(gw, "k")
+    await delivery_of(gw, "k", "delivered")
+    assert job.resume.count == 1
+
+
 async def test_payload_that_cannot_be_read_whole_is_an_unsent_attempt_not_an_ambiguous_one(
     make_settings: SettingsFactory,
     start_gateway: Start,
