@@ -1,4 +1,6 @@
-"""The base of every settings section: strict (unknown keys are errors) and immutable."""
+"""The base of every settings section: strict (unknown keys are errors), immutable, and finite:
+an infinite duration or size passed every bound (``gt=0``) and crashed later, where it was
+used (``blobs.url_grace_s = inf`` made every claim check raise)."""
 
 from __future__ import annotations
 
@@ -6,4 +8,4 @@ from pydantic import BaseModel, ConfigDict
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)

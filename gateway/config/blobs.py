@@ -17,6 +17,8 @@ from gateway.config.secrets import Secret
 
 DEFAULT_BLOBS_URL = "file:///.data/blobs"
 DEFAULT_URL_GRACE_S = 7 * 24 * 3600.0
+MAX_URL_GRACE_S = 365 * 24 * 3600.0
+"""A URL's expiry is a date: a year past the wait's deadline is plenty, and 1e12 s is none."""
 _FILE = "file:///"
 _S3 = "s3://"
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -30,7 +32,7 @@ class BlobSettings(Section):
     public_base_url: str | None = None
     """How Workato reaches ``GET /v1/blobs`` (e.g. ``https://gw.example.com``); unset: derived
     from the server's host and port."""
-    url_grace_s: float = Field(default=DEFAULT_URL_GRACE_S, gt=0)
+    url_grace_s: float = Field(default=DEFAULT_URL_GRACE_S, gt=0, le=MAX_URL_GRACE_S)
     """A signed URL stays valid until its wait's expiry plus this."""
     gc_interval_s: float = Field(default=60.0, gt=0)
     """How often blobs that nothing needs any more are looked for and deleted."""

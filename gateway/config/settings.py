@@ -27,6 +27,16 @@ DEFAULT_SPOOL_THRESHOLD_BYTES = 1024 * 1024
 DEFAULT_MAX_EVENT_BODY_BYTES = 1024 * 1024 * 1024
 
 
+def _repeated(values: list[str]) -> tuple[int, int] | None:
+    """The positions of the first value seen twice: where it was first, and again."""
+    seen: dict[str, int] = {}
+    for n, value in enumerate(values):
+        if value in seen:
+            return seen[value], n
+        seen[value] = n
+    return None
+
+
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
@@ -149,6 +159,21 @@ class SecuritySettings(_Section):
     """Blob-URL signing keys; the first signs, all verify, and so do the keys derived from the
     token keys (the only ones while none is set), under the token keys' ids."""
 
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Self:
+        """A sealed token or a URL names its key by id: two keys under one id, and the cipher
+        kept the last (the list says the first encrypts), so tokens sealed with the other
+        no longer opened."""
+        for kind, keys in (("token_keys", self.token_keys), ("url_keys", self.url_keys)):
+            repeat = _repeated([key.id for key in keys])
+            if repeat is not None:
+                first, again = repeat
+                raise ValueError(
+                    f"security.{kind}.{again}.id: {keys[again].id!r} is the id of "
+                    f"security.{kind}.{first} too; ids must be unique"
+                )
+        return self
+
 
 class LoggingSettings(_Section):
     format: Literal["json", "console"] = "json"
@@ -205,16 +230,6 @@ class Settings(_Section):
 
     def tenant(self, name: str) -> TenantSettings | None:
         return next((t for t in self.tenants if t.name == name), None)
-
-
-def _repeated(values: list[str]) -> tuple[int, int] | None:
-    """The positions of the first value seen twice: where it was first, and again."""
-    seen: dict[str, int] = {}
-    for n, value in enumerate(values):
-        if value in seen:
-            return seen[value], n
-        seen[value] = n
-    return None
 
 
 def _lower_origin(url: str) -> str:

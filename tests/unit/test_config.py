@@ -460,3 +460,25 @@ def test_a_credential_sent_as_a_header_may_hold_no_line_break() -> None:
     assert "px-secret-77" not in message
     message = config_error(config(tenants=[tenant(api_token="wrk\ntoken")]))
     assert "tenants.0.api_token" in message
+
+
+def test_two_token_keys_under_one_id_are_refused() -> None:
+    """The cipher kept the last of them, though the first is the one said to encrypt: tokens
+    sealed with the other no longer opened (their deliveries dead, token_key_missing)."""
+    keys = [{"id": "k1", "key": KEY_1}, {"id": "k1", "key": KEY_2}]
+    message = config_error({"security": {"token_keys": keys}})
+    assert "security.token_keys.1.id" in message
+    assert KEY_2 not in message
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "1e400"])
+def test_an_infinite_duration_is_refused_where_it_is_set(value: str) -> None:
+    """``url_grace_s = inf`` passed ``gt=0``; every claim check then raised OverflowError."""
+    with pytest.raises(ConfigError, match=r"blobs\.url_grace_s"):
+        load_settings(None, {"RESUME_GATEWAY_BLOBS__URL_GRACE_S": value})
+
+
+def test_a_url_grace_past_a_year_is_refused() -> None:
+    """1e12 s made the URL's expiry a year past 9999: every claim check raised ValueError."""
+    message = config_error(config(blobs={"url_grace_s": 1e12}))
+    assert "blobs.url_grace_s" in message
