@@ -45,15 +45,23 @@ class BlobCollector:
             await asyncio.sleep(self._interval_s)
 
     async def collect(self) -> int:
-        """Delete what is collectable now; the number of blobs deleted."""
+        """Delete what is collectable now; the number of blobs deleted. A blob whose bytes
+        cannot be deleted is spared until the next round: one that never can (a permission, an
+        object lock) held up every blob after it, round after round."""
         now = self._clock()
         deleted = 0
         for sha256 in await self._store.collectable_blobs(now, BATCH):
             # marked, bytes, row: whichever step fails, the next round finishes the job
-            if await self._store.condemn_blob(sha256, now):
+            if not await self._store.condemn_blob(sha256, now):
+                continue
+            try:
                 await self._blobs.delete(sha256)
-                await self._store.forget_blob(sha256)
-                deleted += 1
+            except Exception as exc:  # the store's own failure ends the round, as before
+                log.warning("blobs.delete_failed", blob=sha256, error=type(exc).__name__)
+                await self._store.spare_blob(sha256, now)
+                continue
+            await self._store.forget_blob(sha256)
+            deleted += 1
         if deleted:
             self._metrics.blobs_collected.inc(deleted)
             log.info("blobs.collected", count=deleted)

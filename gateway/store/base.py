@@ -104,6 +104,11 @@ class Store(Protocol):
     async def forget_blob(self, sha256: str) -> bool:
         """Delete the row of a blob marked by ``condemn_blob``; True if it was deleted."""
 
+    async def spare_blob(self, sha256: str, now: float) -> None:
+        """Lift ``condemn_blob``'s mark after the bytes could not be deleted: still collectable
+        (from ``now``), but no longer marked, so that a mark only stands while a deletion is
+        under way, and a writer never lifts one (as abandoned) under a deletion."""
+
     async def claim_watches(
         self, now: float, limit: int, lease_s: float, owner: str
     ) -> list[WatchClaim]:

@@ -775,6 +775,9 @@ class SQLiteStore:
             lambda conn: self._run(conn, "forget_blob", sha256=sha256).rowcount == 1
         )
 
+    async def spare_blob(self, sha256: str, now: float) -> None:
+        await self._write(lambda conn: self._run(conn, "spare_blob", sha256=sha256, now=now))
+
     # -- watches ---------------------------------------------------------------------------
 
     async def claim_watches(

@@ -761,3 +761,32 @@ async def test_a_failed_deletion_is_finished_by_a_later_round(
     assert failures == [sha]
     assert await blobs.stat(sha) is None
     assert await gw.gateway.store.collectable_blobs(time.time() + 3600, 10) == []  # row gone too
+
+
+async def test_a_blob_that_cannot_be_deleted_holds_up_no_other_and_keeps_no_mark(
+    make_settings: SettingsFactory, start_gateway: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete that always fails (a permission, an object lock) ended every round at the
+    same blob, first in line by its mark: nothing after it was ever collected. And its mark
+    stood for good, so that after ten minutes writers lifted it as abandoned while the
+    collector's next attempt was deleting the bytes under them."""
+    gw = await start_gateway(make_settings())
+    store, blobs = gw.gateway.store, gw.gateway.blobs
+    now = time.time()
+    metas = [await blobs.put_bytes(b"%d,x\n" % n, "text/csv") for n in range(4)]
+    for n, meta in enumerate(metas):  # the undeletable one is the oldest
+        assert await store.keep_blob(meta, now - 10 + n, now - 20)
+    stuck = metas[0].sha256
+    real_delete = blobs.delete
+
+    async def locked(sha256: str) -> None:
+        if sha256 == stuck:
+            raise PermissionError(13, "Permission denied")
+        await real_delete(sha256)
+
+    monkeypatch.setattr(blobs, "delete", locked)
+    assert await gw.gateway.collector.collect() == 3
+    assert [await blobs.stat(m.sha256) is None for m in metas] == [False, True, True, True]
+    assert await store.collectable_blobs(time.time(), 10) == [stuck]  # tried again later
+    later = BlobMeta(stuck, metas[0].size, "text/csv")
+    assert await store.keep_blob(later, now + 60, time.time())  # a writer needs no patience

@@ -243,6 +243,9 @@ WHERE sha256 = :sha256 AND keep_until < :now AND NOT EXISTS (
 -- name: forget_blob
 DELETE FROM blobs WHERE sha256 = :sha256 AND keep_until <= 0;
 
+-- name: spare_blob
+UPDATE blobs SET keep_until = :now WHERE sha256 = :sha256 AND keep_until <= 0;
+
 -- Set-based ingest of a consumer's batch (gateway/store/correlation.py). A list travels as one
 -- JSON array parameter, read with json_each, so that each query stays one static text. The
 -- statements run by executemany take positional parameters, in the order of the column list:
