@@ -12,7 +12,7 @@ import aiohttp
 from pydantic import BaseModel, Field, ValidationError
 
 from gateway.config.connections import AlteryxConnection, PixxelConnection
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, InvalidInput
 from gateway.poll.jobs import alteryx_state
 
 TOKEN_REFRESH_MARGIN_S = 60.0
@@ -83,7 +83,7 @@ class AlteryxClient:
             now = alteryx_state(await self.job(spec))
         except JobNotFound:  # deleted in between
             return "already_over"
-        except ValidationError:
+        except (ValidationError, InvalidInput):
             raise PollError(f"alteryx answered job {spec['job_id']} unexpectedly") from None
         if now.status is not None:
             return "already_over"

@@ -1,6 +1,9 @@
 """What a polled job's answer means: validated with pydantic, mapped to a completion status.
 
-Pure functions over the parsed answer; the clients do the I/O.
+Pure functions over the parsed answer; the clients do the I/O. The answer becomes the event's
+data, so it is held to what every intake takes: strict JSON (``NaN`` is no JSON, and Workato
+refuses a body holding it; ``InvalidInput`` otherwise), without the whitespace around it (a
+raw-mode tenant's data must begin with ``{``).
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
+
+from gateway.ingest.rawjson import parse_document
 
 Status = Literal["succeeded", "failed"]
 
@@ -65,6 +70,7 @@ class PixxelJob(BaseModel):
 def alteryx_state(raw: bytes) -> JobState:
     """Complete (in any spelling seen in the wild) is terminal, and the disposition decides;
     a status that says the job failed or was cancelled is terminal too."""
+    raw = _strict(raw)
     job = AlteryxJob.model_validate_json(raw)
     normal = job.status.strip().lower()
     if normal in ENDED_BADLY:
@@ -78,6 +84,7 @@ def alteryx_state(raw: bytes) -> JobState:
 
 def pixxel_state(raw: bytes) -> JobState:
     """A failed job's data carries each failing task's ``err_msg`` and ``failure_type``."""
+    raw = _strict(raw)
     job = PixxelJob.model_validate_json(raw)
     normal = job.status.strip().lower()
     progress = None if job.progress is None else str(job.progress)
@@ -88,6 +95,11 @@ def pixxel_state(raw: bytes) -> JobState:
     # Any other status is polled on, shown as the watch's job_status: seed 004 lists none, and
     # a running job reported failed could not be taken back (its time fields prove nothing).
     return JobState(job.status, None, progress, None)
+
+
+def _strict(raw: bytes) -> bytes:
+    parse_document(raw)
+    return raw.strip(b" \t\r\n")
 
 
 def _failures(job: PixxelJob) -> list[dict[str, Any]]:
@@ -101,4 +113,4 @@ def _failures(job: PixxelJob) -> list[dict[str, Any]]:
 def _pixxel_data(raw: bytes, failures: list[dict[str, Any]]) -> bytes:
     """``{"job": <the answer, byte-exact>, "failed_tasks": [...]}``."""
     summary = json.dumps(failures, ensure_ascii=False).encode()
-    return b'{"job":' + raw.strip() + b',"failed_tasks":' + summary + b"}"
+    return b'{"job":' + raw + b',"failed_tasks":' + summary + b"}"

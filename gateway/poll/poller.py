@@ -174,6 +174,9 @@ class Poller:
         except ValidationError as exc:
             await self._failed(claim, f"unexpected answer: {exc.error_count()} validation errors")
             return
+        except InvalidInput as exc:  # not strict JSON (NaN, say)
+            await self._failed(claim, f"unexpected answer: {exc.detail}")
+            return
         self._metrics.polls.labels(claim.connection, state.status or "running").inc()
         if state.status is None:
             await self._running(claim, state)

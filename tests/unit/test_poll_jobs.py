@@ -8,6 +8,7 @@ import random
 import pytest
 from pydantic import ValidationError
 
+from gateway.errors import InvalidInput
 from gateway.poll.jobs import alteryx_state, pixxel_state
 from gateway.poll.poller import backoff_s
 
@@ -114,8 +115,8 @@ def test_pixxel_tasks_null_reads_as_none() -> None:
     assert (state.status, json.loads(state.data)["failed_tasks"]) == ("failed", [])
 
 
-def test_pixxel_answer_that_is_not_json_is_a_validation_error() -> None:
-    with pytest.raises(ValidationError):
+def test_pixxel_answer_that_is_not_json_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="not JSON"):
         pixxel_state(b"<html>")
 
 
@@ -126,3 +127,25 @@ def test_the_poll_backoff_is_jittered_capped_and_survives_any_number_of_failures
         ceiling = min(300.0, 10.0 * 2**failures) if failures < 32 else 300.0
         assert all(5.0 <= d <= ceiling for d in delays)
         assert max(delays) > 0.9 * ceiling
+
+
+def test_an_answer_becomes_data_without_the_whitespace_around_it() -> None:
+    """A raw-mode tenant's data must begin with '{': an Alteryx answer with a leading line
+    break was refused at every poll, as a transient failure, until its wait expired."""
+    answer = b"\n  " + alteryx("Complete", "Success") + b"\r\n"
+    assert alteryx_state(answer).data == alteryx("Complete", "Success")
+    pixxel = b'\n{"id": "p1", "status": "failed", "tasks": null}\n'
+    assert (
+        pixxel_state(pixxel).data
+        == b'{"job":{"id": "p1", "status": "failed", "tasks": null},"failed_tasks":[]}'
+    )
+
+
+@pytest.mark.parametrize("read", [alteryx_state, pixxel_state])
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity"])
+def test_an_answer_that_is_not_strict_json_is_refused(read: object, number: bytes) -> None:
+    """pydantic's parser takes NaN, which reached the resume body as it was; Workato refuses
+    such a body, and every other intake answers 422 for it."""
+    answer = b'{"id": "j1", "status": "Complete", "disposition": "Success", "cost": %s}' % number
+    with pytest.raises(InvalidInput, match="not valid JSON"):
+        read(answer)  # type: ignore[operator]
