@@ -26,6 +26,11 @@ Key = Field(
     description="Correlation key shared by wait and event.",
 )
 EventStatus = Literal["succeeded", "failed"]
+PATH_SEGMENT = r"^(?:[^.\x00][^\x00]*|\.[^.\x00][^\x00]*|\.\.[^\x00]+)$"
+"""A job system's id, which becomes a segment of the job's URL: never ``.`` or ``..`` (percent-
+encoding leaves dots as they are, and the URL resolved ``/jobs/..`` to the API's root, where
+a cancellation's DELETE went too)."""
+JobId = Field(min_length=1, max_length=128, pattern=PATH_SEGMENT)
 
 
 class _Message(BaseModel):
@@ -59,7 +64,7 @@ class AlteryxWatch(_Message):
 
     kind: Literal["alteryx"]
     connection: str = Field(min_length=1, max_length=64)
-    job_id: str = Field(min_length=1, max_length=128)
+    job_id: str = JobId
     cancel_on_close: bool = Field(
         default=False, description="DELETE the Alteryx job if the wait expires or is cancelled."
     )
@@ -70,8 +75,8 @@ class PixxelWatch(_Message):
 
     kind: Literal["pixxel"]
     connection: str = Field(min_length=1, max_length=64)
-    workflow_id: str = Field(min_length=1, max_length=128)
-    job_id: str = Field(min_length=1, max_length=128)
+    workflow_id: str = JobId
+    job_id: str = JobId
 
 
 Watch = Annotated[AlteryxWatch | PixxelWatch, Field(discriminator="kind")]

@@ -471,6 +471,23 @@ async def test_watch_on_unknown_connection_is_refused(gw: RunningGateway) -> Non
     assert (status, problem["field"]) == (422, "watch.kind")
 
 
+@pytest.mark.parametrize(
+    ("watch", "field"),
+    [
+        (alteryx_watch(".."), "watch.alteryx.job_id"),
+        (pixxel_watch("..", "j"), "watch.pixxel.workflow_id"),
+        (pixxel_watch("w", "."), "watch.pixxel.job_id"),
+    ],
+)
+async def test_an_id_that_is_a_dot_segment_is_refused(
+    gw: RunningGateway, watch: dict[str, Any], field: str
+) -> None:
+    """Percent-encoding leaves dots as they are, and the URL resolved them: Alteryx's
+    ``/v3/jobs/..`` was polled (and, with cancel_on_close, deleted) as ``/webapi/v3/``."""
+    status, problem = await gw.post("/v1/waits", {"key": "k", "resume_token": "t", "watch": watch})
+    assert (status, [e["field"] for e in problem["errors"]]) == (422, [field])
+
+
 async def test_cancelling_the_wait_stops_polling_and_cancels_the_alteryx_job(
     gw: RunningGateway, workato: WorkatoSandbox, alteryx: AlteryxSandbox
 ) -> None:
