@@ -101,5 +101,8 @@ def problem_for(request: web.Request, exc: Exception) -> web.StreamResponse:
             if name in exc.headers:
                 answer.headers[name] = exc.headers[name]
         return answer
+    if isinstance(exc, ConnectionError):  # the client went away mid-upload: nobody reads this
+        log.info("http.client_gone", path=request.path, error=type(exc).__name__)
+        return problem(400, "about:blank", "Bad request", "the connection closed mid-request")
     log.error("http.unhandled", path=request.path, method=request.method, exc_info=exc)
     return problem(500, "/problems/internal", "Internal error", "the request failed; see logs")

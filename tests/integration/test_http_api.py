@@ -157,6 +157,28 @@ async def test_an_unexpected_failure_is_a_500_problem_and_logged(
     assert isinstance(unhandled["exc_info"], RuntimeError)
 
 
+async def test_a_client_gone_mid_upload_is_no_error(
+    make_settings: SettingsFactory, start_gateway: Start
+) -> None:
+    """Each disconnect was logged as an unhandled error, with its traceback."""
+    gw = await start_gateway(make_settings())  # the body under the cap, over the spool's
+    head = b"POST /v1/events HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %s\r\n" % (
+        gw.auth["Authorization"].removeprefix("Bearer ").encode()
+    )
+    with structlog.testing.capture_logs() as logged:
+        _, writer = await asyncio.open_connection("127.0.0.1", gw.gateway.port)
+        writer.write(head + b"Content-Length: 5000000\r\n\r\n" + b'{"pad":"' + b"x" * 2_000_000)
+        await writer.drain()
+        await asyncio.sleep(0.3)  # spooling
+        writer.close()
+        await writer.wait_closed()
+        for _ in range(100):
+            if any(e["event"] == "http.client_gone" for e in logged):
+                break
+            await asyncio.sleep(0.05)
+    assert [e["log_level"] for e in logged if e["event"].startswith("http.")] == ["info"]
+
+
 async def raw_request(gw: RunningGateway, request_line_and_headers: bytes) -> tuple[bytes, bytes]:
     """Bytes no HTTP client library would send; the head and body of the answer."""
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.gateway.port)
