@@ -1,7 +1,9 @@
 """Resume tokens encrypted at rest with AES-256-GCM; the key id travels with the ciphertext.
 
 The first configured key encrypts, every configured key decrypts, so an operator rotates by
-prepending a new key and dropping the old one once no open wait uses it.
+prepending a new key and dropping the old one once no open wait uses it, and, while no
+``security.url_keys`` are set, no claim-check URL signed with a key derived from it is still
+valid either (a wait's expiry plus ``blobs.url_grace_s``, even after the wait resolved).
 """
 
 from __future__ import annotations
