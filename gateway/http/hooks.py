@@ -52,12 +52,13 @@ class Hooks:
 
     async def receive(self, request: web.Request) -> web.Response:
         source = self._source(request.match_info["source"])
-        signed_body = source.verifier.reads_body
+        arrived = self._clock()  # a signed timestamp is judged by it: a large body read slowly
+        signed_body = source.verifier.reads_body  # was stale by the time it had all come
         if not signed_body:  # a header credential: refused before a byte of the body is read
-            self._verify(source, request, b"")
+            self._verify(source, request, b"", arrived)
         with await self._bodies.receive(request, source.max_body_bytes) as body:
             if signed_body:
-                await self._verify_body(source, request, body)
+                await self._verify_body(source, request, body, arrived)
             event, data = await self._map(source, body, request)
             result = await self._bodies.accept_data(source.tenant, source.name, event, body, data)
         status = 200 if result.outcome == "duplicate" else 202
@@ -80,15 +81,19 @@ class Hooks:
             return mapped.event, mapped.data
         return await asyncio.to_thread(map_spooled, source.mapping, body, request.headers)
 
-    async def _verify_body(self, source: WebhookSource, request: web.Request, body: Body) -> None:
+    async def _verify_body(
+        self, source: WebhookSource, request: web.Request, body: Body, arrived: float
+    ) -> None:
         if body.memory is not None:
-            self._verify(source, request, body.memory)
+            self._verify(source, request, body.memory, arrived)
         else:  # hashing a spooled body reads it from disk: keep the loop serving
-            await asyncio.to_thread(self._verify, source, request, body.chunks())
+            await asyncio.to_thread(self._verify, source, request, body.chunks(), arrived)
 
-    def _verify(self, source: WebhookSource, request: web.Request, body: BodyBytes) -> None:
+    def _verify(
+        self, source: WebhookSource, request: web.Request, body: BodyBytes, arrived: float
+    ) -> None:
         try:
-            source.verifier.verify(request.headers, body, self._clock())
+            source.verifier.verify(request.headers, body, arrived)
         except BadSignature as exc:
             # the reason is a fixed word; nothing the sender presented is logged
             reason = exc.extensions["reason"]

@@ -456,3 +456,27 @@ async def test_a_compressed_body_is_415_and_never_decompressed(hooks: Hooks) -> 
     assert (
         await hooks.post("open", b'{"id": "o-1", "key": "k"}', {"Content-Encoding": "identity"})
     ).status == 202
+
+
+async def test_a_timestamp_is_judged_by_when_the_request_arrived(
+    make_settings: SettingsFactory, start_gateway: Start
+) -> None:
+    """A body that took longer to arrive than the tolerance left its timestamp was refused as
+    stale, though it was fresh when the request came."""
+    std = {**SOURCES[0], "verify": {**SOURCES[0]["verify"], "tolerance_s": 2.0}}
+    gw = await start_gateway(make_settings({"sources": [std]}))
+    body = job_body("slow")
+    headers = std_headers(body, STD_NEW, msg_id="m-slow", offset_s=-1)
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.gateway.port)
+    writer.write(
+        f"POST /v1/hooks/std HTTP/1.1\r\nHost: gw\r\nContent-Length: {len(body)}\r\n{head}"
+        "Connection: close\r\n\r\n".encode()
+    )
+    writer.write(body[:10])
+    await writer.drain()
+    await asyncio.sleep(2.5)  # past the tolerance by the time the rest comes
+    writer.write(body[10:])
+    answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 202"), answer
