@@ -33,6 +33,7 @@ log = structlog.get_logger(__name__)
 READ_CHUNK_BYTES = 64 * 1024
 OCTET_STREAM = "application/octet-stream"
 LEFTOVER_AGE_S = 3600.0
+EVENT_MEMBERS = frozenset(CompletionEvent.model_fields)
 Span = tuple[int, int]
 Data = bytes | Span | None
 """An event's data: its bytes, or where they are in a spooled body, or absent (null)."""
@@ -185,7 +186,7 @@ def _storage() -> Iterator[None]:
 
 def _scan_document(body: Body) -> tuple[dict[str, object], Data]:
     jsoncheck.validate(body)
-    spans = streamjson.member_spans(body)
+    spans = streamjson.member_spans(body, EVENT_MEMBERS)
     fields = {
         name: streamjson.load_small(body, span, field=name)
         for name, span in spans.items()

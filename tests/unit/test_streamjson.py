@@ -189,6 +189,18 @@ def test_member_spans_refuse_what_is_not_one_object(document: bytes) -> None:
         streamjson.member_spans(Body.of(document))
 
 
+def test_member_spans_refuse_another_name_as_soon_as_it_is_met() -> None:
+    """A spooled event of millions of members held a span for each before the model refused
+    them all: about 20 times the body's size in memory."""
+    members = b", ".join(b'"m%d": 0' % n for n in range(1000))
+    body = Body.of(b'{"id": "e", "m0": 0, ' + members + b", not json at all")
+    with pytest.raises(InvalidInput, match="m0: Extra inputs") as refused:
+        streamjson.member_spans(body, {"id", "key"}, chunk_size=64)
+    assert refused.value.extensions == {"field": "m0"}
+    spans = streamjson.member_spans(Body.of(b'{"id": "e", "key": "k"}'), {"id", "key", "data"})
+    assert set(spans) == {"id", "key"}
+
+
 def test_load_small_decodes_and_names_the_field() -> None:
     body = Body.of(b'{"id": "e-1", "n": [1, 2], "bad": tru}')
     spans = streamjson.member_spans(body)
