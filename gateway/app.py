@@ -85,7 +85,7 @@ class Gateway:
             self.metrics,
             on_match=self.deliverer.notify,
             raw_mode_tenants=frozenset(t.name for t in settings.tenants if t.raw_mode),
-            connections={c.name: c.kind for c in settings.connections},
+            connections=settings.connections,
         )
         self.bodies = Bodies(self.ingest, self.blobs, settings.ingest)
         tenant_names = frozenset(t.name for t in settings.tenants)

@@ -22,6 +22,12 @@ class _Polling(Section):
     request_timeout_s: float = Field(default=20.0, gt=0)
     max_answer_bytes: int = Field(default=16 * 2**20, gt=0)
     """A job's answer is held in memory and becomes the event's data: larger is an error."""
+    tenants: list[str] | None = None
+    """The tenants whose waits may watch jobs here: such a wait reads any job the credential
+    can read, and with ``cancel_on_close`` cancels it. Unset: every tenant."""
+
+    def serves(self, tenant: str) -> bool:
+        return self.tenants is None or tenant in self.tenants
 
     @property
     def root(self) -> str:

@@ -222,6 +222,10 @@ class Settings(_Section):
         for source in self.sources:
             if source.tenant not in tenant_names:
                 raise ValueError(f"source {source.name!r} names unknown tenant {source.tenant!r}")
+        for n, conn in enumerate(self.connections):
+            unknown = sorted(set(conn.tenants or ()) - tenant_names)
+            if unknown:
+                raise ValueError(f"connections.{n}.tenants: no tenant is named {unknown[0]!r}")
         if self.env != "dev" and not self.security.token_keys:
             raise ValueError(
                 "security.token_keys is required outside dev (resume tokens are encrypted)"

@@ -16,6 +16,7 @@ import structlog
 from gateway.blobs.base import BlobMeta
 from gateway.blobs.reservation import reserve
 from gateway.clock import Clock
+from gateway.config.connections import ConnectionSettings
 from gateway.config.settings import IngestSettings
 from gateway.errors import InvalidInput
 from gateway.messages import CompletionEvent, WaitRegistration
@@ -49,10 +50,9 @@ class Ingest:
         metrics: Metrics,
         on_match: Callable[[str], None],
         raw_mode_tenants: frozenset[str] = frozenset(),
-        connections: dict[str, str] | None = None,
+        connections: Sequence[ConnectionSettings] = (),
     ) -> None:
-        self._connections = connections or {}
-        # connection name -> kind, to refuse watches that cannot be polled
+        self._connections = {c.name: c for c in connections}  # to refuse what cannot be polled
         self._raw_mode_tenants = raw_mode_tenants
         self._store = store
         self._cipher = cipher
@@ -78,15 +78,16 @@ class Ingest:
             expires_at=self._expires_at(reg, now),
             job_json=reg.job.model_dump_json() if reg.job else None,
             metadata_json=json.dumps(reg.metadata, ensure_ascii=False) if reg.metadata else None,
-            watch=self._watch(reg),
+            watch=self._watch(tenant, reg),
         )
 
-    def _watch(self, reg: WaitRegistration) -> NewWatch | None:
+    def _watch(self, tenant: str, reg: WaitRegistration) -> NewWatch | None:
         if reg.watch is None:
             return None
-        if reg.watch.connection not in self._connections:
+        conn = self._connections.get(reg.watch.connection)
+        if conn is None or not conn.serves(tenant):  # another tenant's is not said to exist
             raise InvalidInput("no such connection is configured", field="watch.connection")
-        if self._connections[reg.watch.connection] != reg.watch.kind:
+        if conn.kind != reg.watch.kind:
             raise InvalidInput(
                 f"connection {reg.watch.connection!r} is not of kind {reg.watch.kind!r}",
                 field="watch.kind",

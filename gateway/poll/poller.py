@@ -261,6 +261,8 @@ class Poller:
             return f"connection {claim.connection!r} is not configured"
         if conn.kind != claim.kind:
             return f"connection {claim.connection!r} is a {conn.kind} connection, not {claim.kind}"
+        if not conn.serves(claim.tenant):
+            return f"connection {claim.connection!r} does not serve tenant {claim.tenant!r}"
         return None
 
     async def _cancel_job(self, claim: WatchClaim, spec: dict[str, str]) -> None:

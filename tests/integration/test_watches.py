@@ -17,6 +17,7 @@ from aiohttp import web
 
 from gateway.config.connections import AlteryxConnection, PixxelConnection
 from gateway.config.settings import Settings
+from gateway.errors import ConfigError
 from gateway.poll.clients import AlteryxClient, PixxelClient, PollError
 from gateway.sandbox.alteryx import AlteryxSandbox, AlteryxSandboxSettings
 from gateway.sandbox.alteryx import JobScript as AlteryxScript
@@ -469,6 +470,37 @@ async def test_watch_on_unknown_connection_is_refused(gw: RunningGateway) -> Non
         },
     )
     assert (status, problem["field"]) == (422, "watch.kind")
+
+
+async def test_a_connection_serves_only_its_tenants(
+    make_settings: SettingsFactory, urls: dict[str, str], start_gateway: Start
+) -> None:
+    """Any tenant's key could watch, and so read and (cancel_on_close) cancel, any job the
+    connection's credential reaches: connections were not scoped to tenants."""
+    config = watching(urls)
+    config["tenants"] = [
+        {"name": "acme", "data_center": "us", "api_token": "t1", "api_keys": ["acme-key-1"]},
+        {"name": "other", "data_center": "us", "api_token": "t2", "api_keys": ["other-key-1"]},
+    ]
+    config["connections"][0]["tenants"] = ["acme"]
+    gw = await start_gateway(make_settings(config))
+    wait = {"key": "k", "resume_token": "t", "watch": alteryx_watch("j-1", cancel_on_close=True)}
+    other = {"Authorization": "Bearer other-key-1"}
+    async with gw.http.post(gw.url + "/v1/waits", json=wait, headers=other) as resp:
+        problem = await resp.json(content_type=None)
+    assert (resp.status, problem["field"]) == (422, "watch.connection")
+    acme = {"Authorization": "Bearer acme-key-1"}
+    async with gw.http.post(gw.url + "/v1/waits", json=wait, headers=acme) as resp:
+        assert resp.status == 201
+
+
+def test_a_connection_naming_an_unknown_tenant_is_a_config_error(
+    make_settings: SettingsFactory, urls: dict[str, str]
+) -> None:
+    config = watching(urls)
+    config["connections"][1]["tenants"] = ["nobody"]
+    with pytest.raises(ConfigError, match=r"connections\.1\.tenants: no tenant is named 'nobody'"):
+        make_settings(config)
 
 
 @pytest.mark.parametrize(
