@@ -12,6 +12,7 @@ import aiohttp
 from pydantic import BaseModel, Field, ValidationError
 
 from gateway.config.connections import AlteryxConnection, PixxelConnection
+from gateway.deliver.classify import parse_retry_after
 from gateway.errors import GatewayError, InvalidInput
 from gateway.poll.jobs import alteryx_state
 
@@ -25,6 +26,19 @@ class PollError(GatewayError):
 
 class JobNotFound(PollError):
     """The job system answered 404 for the job: deleted, or never there (a wrong id or URL)."""
+
+
+class Throttled(PollError):
+    """The system answered 429: every poll of its connection waits ``retry_after_s``."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def throttled(system: str, resp: aiohttp.ClientResponse) -> Throttled:
+    wait_s = parse_retry_after(resp.headers.get("Retry-After"), time.time())
+    return Throttled(f"{system} answered 429 (retry after {wait_s:g} s)", wait_s)
 
 
 NOT_FOUND = "not found (404)"
@@ -104,6 +118,8 @@ class AlteryxClient:
                     body = await read_capped(resp, self._conn.max_answer_bytes, "alteryx")
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise PollError(f"alteryx unreachable: {type(exc).__name__}") from exc
+            if resp.status == 429:
+                raise throttled("alteryx", resp)
             if resp.status != 401:
                 return resp.status, body
             refused = token
@@ -133,6 +149,8 @@ class AlteryxClient:
                 body = await read_capped(resp, self._conn.max_answer_bytes, "alteryx")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise PollError(f"alteryx token endpoint unreachable: {type(exc).__name__}") from exc
+        if resp.status == 429:
+            raise throttled("alteryx token endpoint", resp)
         if resp.status != 200:
             raise PollError(f"alteryx token endpoint answered {resp.status}")
         try:
@@ -172,6 +190,8 @@ class PixxelClient:
                 body = await read_capped(resp, self._conn.max_answer_bytes, "pixxel")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise PollError(f"pixxel unreachable: {type(exc).__name__}") from exc
+        if resp.status == 429:
+            raise throttled("pixxel", resp)
         if resp.status == 404:
             raise JobNotFound(f"{NOT_FOUND}: pixxel job {spec['job_id']}")
         if resp.status != 200:

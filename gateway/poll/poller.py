@@ -32,6 +32,7 @@ from gateway.poll.clients import (
     JobNotFound,
     PixxelClient,
     PollError,
+    Throttled,
 )
 from gateway.poll.jobs import JobState, alteryx_state, pixxel_state
 from gateway.store.base import Store
@@ -80,6 +81,8 @@ class Poller:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._closing: set[int] = set()
         """Watches whose job is being cancelled."""
+        self._throttled: dict[str, float] = {}
+        """Connection name → until when its system asked (429) not to be polled."""
         self._cancel_retry: dict[int, tuple[int, float]] = {}
         """Watch id → (cancel attempts so far, when to try again); a restart starts afresh."""
         self.failed = asyncio.Event()
@@ -154,10 +157,17 @@ class Poller:
             return
         client = self._clients[claim.connection]
         budget_s = self._budget_s
+        until = self._throttled.get(claim.connection, 0.0)
+        if until > self._clock():  # its system said 429: no poll of the connection meanwhile
+            await self._postpone(claim, until)
+            return
         try:
             async with asyncio.timeout(budget_s):
                 answer = await client.job(spec)
             state = READERS[claim.kind](answer)
+        except Throttled as exc:
+            await self._failed(claim, str(exc), not_before=self._throttle(claim, exc))
+            return
         except TimeoutError:
             await self._failed(claim, f"the poll took longer than {budget_s:g} s (its lease)")
             return
@@ -190,7 +200,7 @@ class Poller:
         polled = Polled(now + interval, 0, state.job_status, state.progress, None)
         await self._store.watch_polled(claim, self._owner, polled, now)
 
-    async def _failed(self, claim: WatchClaim, error: str) -> None:
+    async def _failed(self, claim: WatchClaim, error: str, not_before: float = 0.0) -> None:
         conn = self._connections.get(claim.connection)
         base = conn.poll_interval_s if conn else self._settings.tick_s
         cap = conn.max_backoff_s if conn else 300.0
@@ -201,8 +211,21 @@ class Poller:
         log.warning(
             "watch.poll_failed", tenant=claim.tenant, key=claim.key, error=error, failures=failures
         )
-        polled = Polled(now + delay, failures, None, None, error)
+        polled = Polled(max(now + delay, not_before), failures, None, None, error)
         await self._store.watch_polled(claim, self._owner, polled, now)
+
+    def _throttle(self, claim: WatchClaim, exc: Throttled) -> float:
+        """Hold every poll of the claim's connection for what its system asked; until when."""
+        until = self._clock() + exc.retry_after_s
+        if until > self._throttled.get(claim.connection, 0.0):
+            self._throttled[claim.connection] = until
+            log.warning("poll.throttled", connection=claim.connection, seconds=exc.retry_after_s)
+        return until
+
+    async def _postpone(self, claim: WatchClaim, until: float) -> None:
+        """Hand a claimed watch back, unpolled, for when its connection may be polled again."""
+        polled = Polled(until, claim.failures, None, None, claim.last_error)
+        await self._store.watch_polled(claim, self._owner, polled, self._clock())
 
     async def _finished(self, claim: WatchClaim, spec: dict[str, str], state: JobState) -> None:
         assert state.status is not None

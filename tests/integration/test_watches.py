@@ -427,6 +427,36 @@ async def test_poll_failures_back_off_and_recover(
     assert [r.status for r in pixxel.requests.entries()][:3] == [503, 503, 503]
 
 
+async def test_a_429_holds_every_poll_of_its_connection_for_its_retry_after(
+    make_settings: SettingsFactory,
+    urls: dict[str, str],
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+) -> None:
+    """A 429 was one watch's failure: it backed off alone while the connection's other
+    watches went on polling at full rate (37 requests in 6 s against a Retry-After of 60)."""
+    started: list[float] = []
+
+    async def job(request: web.Request) -> web.Response:
+        now = time.monotonic()
+        started.append(now)
+        if now - started[0] < 1.0:  # busy for a second, and says so
+            return web.Response(status=429, headers={"Retry-After": "1"})
+        job_id = request.match_info["job"]
+        return web.json_response({"id": job_id, "status": "completed", "tasks": []})
+
+    app = web.Application()
+    app.router.add_get("/v0/workflows/{wf}/jobs/{job}", job)
+    async with SandboxServer(app) as server:
+        config = watching({**urls, "pixxel": server.url})
+        gw = await start_gateway(make_settings(config))
+        jobs = [await register(gw, workato, f"k{n}", pixxel_watch("wf", f"j{n}")) for n in range(3)]
+        await eventually(lambda: all(j.resume.count == 1 for j in jobs))
+    first = started[0]
+    during = [t for t in started if t - first < 0.95]
+    assert len(during) <= 3, f"{len(during)} polls while the connection was throttled"
+
+
 async def test_a_poll_that_would_outlive_its_lease_fails_as_such_and_is_retried(
     settings: Settings, start_gateway: Start, workato: WorkatoSandbox, pixxel: PixxelSandbox
 ) -> None:
