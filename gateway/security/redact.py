@@ -16,8 +16,10 @@ SECRET_FIELD = re.compile(r"(token|secret|password|authorization|api[_-]?key|cre
 URL_CREDENTIALS = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#\"<>]*(@)")
 """A URL's ``user:password@``, up to the authority's last ``@`` (a password may hold one)."""
 INLINE_SECRETS = [
-    re.compile(r'("(?:resume_)?token"\s*:\s*")[^"]*(")'),
-    re.compile(r"(Bearer\s+)[^\s\"',]+()", re.I),
+    re.compile(r'("(?:resume_)?token"\s*:\s*")(?:[^"\\]|\\.)*(")'),  # JSON, escapes and all
+    re.compile(r"('(?:resume_)?token'\s*:\s*')(?:[^'\\]|\\.)*(')"),  # a Python repr's
+    re.compile(r"((?:Bearer|Basic)\s+)[^\s\"',]+()", re.I),
+    re.compile(r"([?&]sig=)[^&\s\"'#]+()"),  # a claim-check URL's signature
     URL_CREDENTIALS,
 ]
 
@@ -52,7 +54,9 @@ class Redactor:
             return {k: self._clean(str(k), v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [self._clean("", v) for v in value]
-        return value
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        return self.scrub(repr(value))  # bytes, an exception, a set: rendered as their repr
 
     def scrub(self, text: str) -> str:
         for pattern in INLINE_SECRETS:

@@ -257,3 +257,31 @@ def test_the_cli_redactor_learns_the_polled_connections_secrets() -> None:
 )
 def test_credentials_in_a_url_are_cut_out_and_nothing_else(text: str, shown: str) -> None:
     assert run(Redactor(), error=text) == {"error": "reach " + shown.format(MASK)}
+
+
+def test_values_of_other_types_and_other_spellings_are_scrubbed_too() -> None:
+    """Bytes and exceptions skipped both nets (rendered as their repr, secret and all); a
+    Python repr's 'token', Basic credentials, a JSON token with an escaped quote and a
+    claim-check URL's signature were left as they were."""
+    redact = Redactor(["SECRETVAL-123"])
+    event = {
+        "event": "x",
+        "body": b"SECRETVAL-123",
+        "err": ValueError("SECRETVAL-123"),
+        "args": "arg {'token': 'tok-ARG', 'x': 1}",
+        "header": "Authorization: Basic dXNlcjpwYXNz",
+        "doc": '{"token": "ab\\"cd", "n": 1}',
+        "url": "http://gw/v1/blobs/abc?expires=1&sig=deadbeef&type=text%2Fcsv",
+        "count": 3,
+    }
+    cleaned = redact(None, "info", dict(event))
+    assert cleaned == {
+        "event": "x",
+        "body": "b'[redacted]'",
+        "err": "ValueError('[redacted]')",
+        "args": "arg {'token': '[redacted]', 'x': 1}",
+        "header": "Authorization: Basic [redacted]",
+        "doc": '{"token": "[redacted]", "n": 1}',
+        "url": "http://gw/v1/blobs/abc?expires=1&sig=[redacted]&type=text%2Fcsv",
+        "count": 3,
+    }
