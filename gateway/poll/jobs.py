@@ -83,13 +83,13 @@ def alteryx_state(raw: bytes) -> JobState:
 
 
 def pixxel_state(raw: bytes) -> JobState:
-    """A failed job's data carries each failing task's ``err_msg`` and ``failure_type``."""
+    """A finished job's data carries each failing task's ``err_msg`` and ``failure_type``."""
     raw = _strict(raw)
     job = PixxelJob.model_validate_json(raw)
     normal = job.status.strip().lower()
     progress = None if job.progress is None else str(job.progress)
-    if normal in PIXXEL_SUCCESS:
-        return JobState(job.status, "succeeded", progress, _pixxel_data(raw, []))
+    if normal in PIXXEL_SUCCESS:  # tasks may have failed in a job that completed all the same
+        return JobState(job.status, "succeeded", progress, _pixxel_data(raw, _failures(job)))
     if normal in ENDED_BADLY:
         return JobState(job.status, "failed", progress, _pixxel_data(raw, _failures(job)))
     # Any other status is polled on, shown as the watch's job_status: seed 004 lists none, and

@@ -77,6 +77,20 @@ def test_pixxel_success_statuses(status: str) -> None:
     assert json.loads(state.data)["failed_tasks"] == []
 
 
+def test_a_completed_pixxel_job_carries_its_failed_tasks_too() -> None:
+    """A job that completed with a failed task resumed with an empty failed_tasks."""
+    tasks = [
+        {"id": "t1", "name": "ingest", "status": "completed"},
+        {"id": "t2", "name": "thumbnails", "status": "failed", "err_msg": "disk full"},
+    ]
+    state = pixxel_state(pixxel("completed", tasks))
+    assert state.status == "succeeded"
+    assert state.data is not None
+    assert json.loads(state.data)["failed_tasks"] == [
+        {"task": "thumbnails", "err_msg": "disk full", "failure_type": None}
+    ]
+
+
 def test_pixxel_failure_carries_the_failing_tasks() -> None:
     tasks = [
         {"id": "t1", "name": "ingest", "status": "completed"},
