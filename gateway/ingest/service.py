@@ -77,7 +77,9 @@ class Ingest:
             sealed=self._cipher.seal(reg.resume_token, aad=tenant),
             expires_at=self._expires_at(reg, now),
             job_json=reg.job.model_dump_json() if reg.job else None,
-            metadata_json=json.dumps(reg.metadata, ensure_ascii=False) if reg.metadata else None,
+            metadata_json=(  # {} stays {}: an action reading a member of null fails
+                None if reg.metadata is None else json.dumps(reg.metadata, ensure_ascii=False)
+            ),
             watch=self._watch(tenant, reg),
         )
 

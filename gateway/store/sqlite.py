@@ -911,8 +911,10 @@ def _same_fields(stored: tuple[Any, ...], wait: NewWait) -> bool:
 
 def _canonical(text: str | None) -> str | None:
     """The JSON with its keys sorted: any key order is the same metadata, but not a
-    different type (decoded, ``true == 1`` in Python)."""
-    return None if text is None else json.dumps(json.loads(text), sort_keys=True)
+    different type (decoded, ``true == 1`` in Python). An empty object is none: it was stored
+    as none before 0.2.11, and its repeat is the same registration."""
+    value = None if text is None else json.loads(text)
+    return None if value is None or value == {} else json.dumps(value, sort_keys=True)
 
 
 def _blob_params(blob: BlobMeta, keep_until: float, now: float) -> dict[str, Any]:

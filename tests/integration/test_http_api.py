@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import structlog
 
+from gateway.sandbox.workato_state import WorkatoSandbox
 from tests.conftest import RunningGateway, SettingsFactory
 
 Start = Any
@@ -36,6 +37,24 @@ async def test_register_then_repeat_then_conflict(gw: RunningGateway) -> None:
     status, problem = await gw.post("/v1/waits", {**body, "metadata": {"order": 2}})
     assert status == 409
     assert problem["reason"] == "repeat_with_other_fields"
+
+
+async def test_empty_metadata_stays_an_empty_object(
+    gw: RunningGateway, workato: WorkatoSandbox
+) -> None:
+    """{} was stored as none and reached the action as null, where reading a member fails."""
+    job = workato.create_job()
+    body = {"key": "m", "resume_token": job.resume.token, "metadata": {}}
+    status, created = await gw.post("/v1/waits", body)
+    assert (status, created["metadata"]) == (201, {})
+    assert (await gw.post("/v1/waits", {**body, "metadata": None}))[1]["outcome"] == "repeat"
+    await gw.post("/v1/events", {"id": "e", "key": "m", "status": "succeeded"})
+    for _ in range(100):
+        if job.resume.data is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert job.resume.data is not None
+    assert job.resume.data["metadata"] == {}
 
 
 async def test_invalid_registration_names_the_field(gw: RunningGateway) -> None:
