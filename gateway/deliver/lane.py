@@ -292,7 +292,9 @@ class Lane:
         return ResumeRequest(FramedBody(head, payload, blob.size, tail), size)
 
     async def _reconcile(self, claim: Claim, verdict: Verdict, lease_until: float) -> Verdict:
-        """After an ambiguous attempt, a finished job proves the resume landed (DESIGN 6).
+        """After an ambiguous attempt, a job that succeeded proves the resume landed (DESIGN 6).
+        One that failed does not: it may have failed while it waited (stopped, timed out), and
+        the refusal then meant just that; it stays ``delivered_unconfirmed``.
 
         The Jobs API shares the resume endpoint's rate limit, so the lookup takes a window slot
         or is skipped (as it is while the credential is paused). It must also end inside the
@@ -312,8 +314,8 @@ class Lane:
             status = await self._job_status(claim, now, lease_until, slot)
         finally:
             slot.give_back()  # if the lookup never left
-        if status in ("succeeded", "failed"):
-            return Verdict(Action.DELIVERED, f"reconciled_job_{status}")
+        if status == "succeeded":
+            return Verdict(Action.DELIVERED, "reconciled_job_succeeded")
         return verdict
 
     async def _job_status(

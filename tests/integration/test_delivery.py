@@ -704,6 +704,24 @@ async def test_backlog_goes_earliest_deadline_first(
     assert order == [100, 200, 300]
 
 
+async def test_a_job_that_failed_while_it_waited_proves_no_resume(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    """A failed job was taken for proof that the ambiguous attempt landed: delivered, though
+    the job had failed while it waited and no resume ever reached it."""
+    workato.faults.set_plan(faults(ScriptedFault(kind="drop")))  # nothing processed
+    gw = await start_gateway(make_settings())
+    job = workato.create_job(recipe_id=42)
+    workato.settle_job(job, "failed", "stopped while it waited")
+    ref = {"recipe_id": 42, "job_id": job.id}
+    await gw.post("/v1/waits", {"key": "k", "resume_token": job.resume.token, "job": ref})
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
+    delivery = await delivery_of(gw, "k", "delivered", "delivered_unconfirmed", "dead")
+    assert delivery["state"] == "delivered_unconfirmed"
+    assert job.resume.count == 0
+    assert [r.method for r in workato.requests.entries() if r.method == "GET"] == ["GET"]
+
+
 async def test_ambiguous_attempt_is_reconciled_through_the_jobs_api(
     make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
 ) -> None:
