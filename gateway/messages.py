@@ -31,6 +31,8 @@ PATH_SEGMENT = r"^(?:[^.\x00][^\x00]*|\.[^.\x00][^\x00]*|\.\.[^\x00]+)$"
 encoding leaves dots as they are, and the URL resolved ``/jobs/..`` to the API's root, where
 a cancellation's DELETE went too)."""
 JobId = Field(min_length=1, max_length=128, pattern=PATH_SEGMENT)
+MANAGED_USER = r"^(?:[0-9]+|E[^\x00]+)$"
+"""Seed 000's ``:managed_user_id``: a numeric id, or ``E`` and an external id."""
 
 
 class _Message(BaseModel):
@@ -56,7 +58,13 @@ class JobRef(_Message):
 
     recipe_id: StrictInt | StrictStr  # a JSON true is not recipe 1
     job_id: str = Field(min_length=1, max_length=128)
-    managed_user_id: str | None = Field(default=None, max_length=128)
+    managed_user_id: str | None = Field(
+        default=None,
+        max_length=128,
+        pattern=MANAGED_USER,
+        description="An embedded customer's numeric id, or E and its external id as it is "
+        "(not URL-encoded: the gateway encodes it).",
+    )
 
 
 class AlteryxWatch(_Message):

@@ -14,6 +14,7 @@ from gateway.config.kafka import KafkaSettings
 from gateway.config.keys import TokenKey, UrlKey
 from gateway.config.presets import DATA_CENTERS
 from gateway.config.secrets import HeaderSecret, Secret
+from gateway.messages import MANAGED_USER
 from gateway.config.sources import SourceSettings
 
 DEFAULT_PORT = 8080
@@ -113,7 +114,7 @@ class TenantSettings(_Section):
     token: HeaderSecret | None = None
     rate_limit_per_minute: int = Field(default=DEFAULT_RATE_LIMIT_PER_MINUTE, ge=1)
     api_keys: list[Secret] = Field(default_factory=list)
-    managed_user_id: str | None = None
+    managed_user_id: str | None = Field(default=None, pattern=MANAGED_USER)
     """An embedded customer's id (numeric or ``E`` + external id) for Jobs API lookups of
     waits whose job reference names none."""
     raw_mode: bool = False

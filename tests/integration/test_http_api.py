@@ -71,6 +71,26 @@ async def test_invalid_registration_names_the_field(gw: RunningGateway) -> None:
     assert problem["type"] == "/problems/invalid-input"
 
 
+@pytest.mark.parametrize("managed_user_id", ["", " ", "E", "cust/9", "9a"])
+async def test_a_managed_user_id_is_a_number_or_an_external_id(
+    gw: RunningGateway, managed_user_id: str
+) -> None:
+    """Seed 000's forms only: anything else was stored and looked up in vain (and "" read as
+    none, which skipped the tenant's own managed user)."""
+    job = {"recipe_id": 7, "job_id": "j-1", "managed_user_id": managed_user_id}
+    status, problem = await gw.post("/v1/waits", {"key": "k", "resume_token": "t", "job": job})
+    assert (status, [e["field"] for e in problem["errors"]]) == (422, ["job.managed_user_id"])
+
+
+@pytest.mark.parametrize("managed_user_id", ["901", "Ecust/9", "E 42"])
+async def test_a_managed_user_id_in_either_form_is_taken(
+    gw: RunningGateway, managed_user_id: str
+) -> None:
+    job = {"recipe_id": 7, "job_id": "j-1", "managed_user_id": managed_user_id}
+    status, created = await gw.post("/v1/waits", {"key": "k", "resume_token": "t", "job": job})
+    assert (status, created["job"]["managed_user_id"]) == (201, managed_user_id)
+
+
 async def test_nan_or_infinity_in_metadata_is_refused(gw: RunningGateway) -> None:
     """Not JSON: echoed in the resume request, Workato's parser would refuse it."""
     for number in (b"NaN", b"-Infinity"):
