@@ -24,6 +24,7 @@ Each class's docstring is its default message.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -56,8 +57,9 @@ class ListenError(GatewayError):
 
 def listen_error(host: str, port: int, exc: OSError) -> ListenError:
     """``cannot listen on host:port: address already in use`` (from the bind's own error)."""
-    reason = exc.strerror or str(exc)
-    return ListenError(f"cannot listen on {host}:{port}: {reason.rsplit(': ', 1)[-1]}")
+    reason = os.strerror(exc.errno) if exc.errno else exc.strerror or str(exc)
+    reason = reason.rsplit(": ", 1)[-1]
+    return ListenError(f"cannot listen on {host}:{port}: {reason[:1].lower()}{reason[1:]}")
 
 
 class SecretError(GatewayError):

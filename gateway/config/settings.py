@@ -14,8 +14,8 @@ from gateway.config.kafka import KafkaSettings
 from gateway.config.keys import TokenKey, UrlKey
 from gateway.config.presets import DATA_CENTERS
 from gateway.config.secrets import HeaderSecret, Secret
-from gateway.messages import MANAGED_USER
 from gateway.config.sources import SourceSettings
+from gateway.messages import MANAGED_USER
 
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024

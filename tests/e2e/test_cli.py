@@ -265,6 +265,8 @@ def test_run_on_a_taken_port_says_so_without_a_traceback(tmp_path: Path) -> None
     assert result.returncode == 1, result.stderr
     assert f"error: cannot listen on 127.0.0.1:{port}: address already in use" in result.stderr
     assert "Traceback" not in result.stderr
+    # known before anything started: the store was opened, and deliveries claimed, first
+    assert not (tmp_path / "g.db").exists()
 
 
 def test_run_stops_gracefully_on_sigterm(tmp_path: Path, processes: list[Process]) -> None:
