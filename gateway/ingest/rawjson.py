@@ -60,7 +60,7 @@ def split_object(body: bytes, member: str | None) -> tuple[dict[str, Any], bytes
     except UnicodeDecodeError:
         raise InvalidInput("the body is not UTF-8") from None
     except (ValueError, IndexError, RecursionError) as exc:  # deep nesting recurses in C
-        raise InvalidInput(f"the body is not a JSON object: {exc}") from None
+        raise InvalidInput(f"the body is not a JSON object: {_why(exc)}") from None
 
 
 def _split_at_closing_member(body: bytes, member: str) -> tuple[dict[str, Any], bytes] | None:
@@ -162,7 +162,13 @@ def parse_document(body: bytes) -> Any:
     except UnicodeDecodeError:
         raise InvalidInput("the body is not UTF-8") from None
     except (ValueError, IndexError, RecursionError) as exc:
-        raise InvalidInput(f"the body is not JSON: {exc}") from None
+        raise InvalidInput(f"the body is not JSON: {_why(exc)}") from None
+
+
+def _why(exc: Exception) -> str:
+    """What the scanner says, or, for the IndexError it raises at a body's end ("string index
+    out of range"), that the body ended too soon."""
+    return "it ends before its value does" if isinstance(exc, IndexError) else str(exc)
 
 
 def raw_at(body: bytes, tokens: Sequence[str]) -> bytes | None:
@@ -178,7 +184,7 @@ def raw_at(body: bytes, tokens: Sequence[str]) -> bytes | None:
     except UnicodeDecodeError:
         raise InvalidInput("the body is not UTF-8") from None
     except (ValueError, IndexError, RecursionError) as exc:
-        raise InvalidInput(f"the body is not JSON: {exc}") from None
+        raise InvalidInput(f"the body is not JSON: {_why(exc)}") from None
     return None if span is None else text[span[0] : span[1]].encode("utf-8")
 
 

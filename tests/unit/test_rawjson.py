@@ -506,3 +506,13 @@ def test_the_cut_at_the_name_agrees_with_the_member_walk_on_generated_bodies() -
         expected = rawjson._members(body.decode(), "data")
         assert split_object(body, "data") == expected
         assert expected[0] == without(json.loads(body), "data")
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"id":"z1","key":"z1","status":"succeeded","data":{"a":1}', b'{"id":"e1",']
+)
+def test_a_body_cut_short_says_so(body: bytes) -> None:
+    """It said "string index out of range", the scanner's IndexError at the body's end."""
+    with pytest.raises(InvalidInput) as refused:
+        split_object(body, "data")
+    assert refused.value.detail == "the body is not a JSON object: it ends before its value does"
