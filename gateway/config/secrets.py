@@ -19,6 +19,9 @@ def resolve_secret(value: Any, info: ValidationInfo) -> Any:
         value = value.get_secret_value()
     if not isinstance(value, str):
         return value
+    for scheme in ("env:", "file:"):  # mistyped, it was taken (and masked) as the secret itself
+        if value[: len(scheme)].lower() == scheme and not value.startswith(scheme):
+            raise ValueError(f"write {value[: len(scheme)]!r} as {scheme!r}: in lower case")
     if value.startswith("env:"):
         environ: Mapping[str, str] = (info.context or {}).get("environ", {})
         name = value[4:]

@@ -482,3 +482,11 @@ def test_a_url_grace_past_a_year_is_refused() -> None:
     """1e12 s made the URL's expiry a year past 9999: every claim check raised ValueError."""
     message = config_error(config(blobs={"url_grace_s": 1e12}))
     assert "blobs.url_grace_s" in message
+
+
+@pytest.mark.parametrize("reference", ["ENV:WORKATO_TOKEN", "Env:WORKATO_TOKEN", "FILE:/run/x"])
+def test_a_secret_reference_in_the_wrong_case_is_refused(reference: str) -> None:
+    """It was taken, and masked, as the secret itself: check-config said the file was valid."""
+    message = config_error(config(tenants=[tenant(api_token=reference)]))
+    assert "tenants.0.api_token" in message
+    assert "in lower case" in message
