@@ -7,6 +7,7 @@ import sys
 from typing import Any, TextIO
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.security.redact import Redactor
 
@@ -46,6 +47,7 @@ def _route_standard_logging(level: str, stamp: Any, redactor: Redactor, renderer
     traceback quotes a malformed header line, API key and all. Their records go through the
     same redactor and renderer; unconfigured, Python printed them raw to stderr."""
     handler = _LibraryRecords(sys.stderr)
+    handler.addFilter(_UnparsableRequests(LEVELS.get(level, logging.ERROR)))
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[
@@ -72,3 +74,22 @@ def _route_standard_logging(level: str, stamp: Any, redactor: Redactor, renderer
 
 class _LibraryRecords(logging.StreamHandler[TextIO]):
     """The handler ``configure_logging`` installs, so that configuring again replaces it."""
+
+
+class _UnparsableRequests(logging.Filter):
+    """aiohttp logs a request it cannot parse at error level, its traceback quoting the bytes
+    it refused: a resume token among them was not masked unless it was a known secret. It is
+    the client's mistake, answered 400: an info line without the bytes."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self._shown = level <= logging.INFO
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        refused = record.exc_info[1] if record.exc_info else None
+        if not isinstance(refused, HttpProcessingError):
+            return True
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        record.msg, record.args = f"http.unparsable_request: {type(refused).__name__}", ()
+        record.exc_info = record.exc_text = None
+        return self._shown

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import structlog
+from aiohttp.http_exceptions import BadHttpMessage
 
 from gateway.cli import _redactor
 from gateway.config.loader import settings_from_dict
@@ -224,6 +225,31 @@ def test_library_records_are_scrubbed_and_rendered_like_the_gateways_own(
     assert line["event"] == "Error handling request from 127.0.0.1"
     assert (line["level"], line["logger"]) == ("error", "aiohttp.server")
     assert "ValueError: Invalid header value char" in line["exception"]
+
+
+@pytest.mark.usefixtures("reset_structlog")
+@pytest.mark.parametrize("level", ["info", "warning"])
+def test_a_request_aiohttp_cannot_parse_is_an_info_line_without_its_bytes(
+    capsys: pytest.CaptureFixture[str], level: str
+) -> None:
+    """Logged at error level with a traceback quoting the refused line: a resume token in it
+    was in clear, as no pattern or known secret matched it."""
+    configure_logging("json", level, Redactor([API_KEY]))
+    try:
+        raise BadHttpMessage("Invalid header: b'resume_token S7BuWVTMs3bQL6bFHyoKKIq8x7pCeIy'")
+    except BadHttpMessage as exc:
+        logging.getLogger("aiohttp.server").error(
+            "Error handling request from %s", "127.0.0.1", exc_info=exc
+        )
+    out = capsys.readouterr().err
+    assert "S7BuWVTMs3bQL6bFHyoKKIq8x7pCeIy" not in out
+    lines = [json.loads(x) for x in out.splitlines()]
+    if level == "warning":
+        assert lines == []
+    else:
+        (line,) = lines
+        assert (line["event"], line["level"]) == ("http.unparsable_request: BadHttpMessage", "info")
+        assert "exception" not in line
 
 
 def test_the_cli_redactor_learns_the_polled_connections_secrets() -> None:
