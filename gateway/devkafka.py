@@ -12,6 +12,7 @@ import contextlib
 import importlib.resources
 import importlib.util
 import json
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -187,11 +188,17 @@ def kafka_instructions(bootstrap: str, gateway_url: str, sandbox_url: str, api_k
   JOB_ID=$(echo "$JOB" | python3 -c 'import sys,json; print(json.load(sys.stdin)["job_id"])')
   curl -s -X POST {gateway_url}/v1/waits -H 'Authorization: Bearer {api_key}' \\
        -H 'Content-Type: application/json' \\
-       -d '{{"key": "order-44", "resume_token": "'"$TOKEN"'"}}'
-  resume-gateway publish --bootstrap {bootstrap} --tenant demo --key order-44 \\
+       -d '{{"key": "order-44-'"$JOB_ID"'", "resume_token": "'"$TOKEN"'"}}'
+  {_cli()} publish --bootstrap {bootstrap} --tenant demo --key "order-44-$JOB_ID" \\
        --status succeeded --data '{{"total": 44.00}}'
 
   # 6. a moment later the job was resumed; resume.outcomes has the delivery's outcome
   sleep 2
   curl -s {sandbox_url}/_sandbox/jobs/$JOB_ID
 """
+
+
+def _cli() -> str:
+    """This installation's ``resume-gateway``, by its path: another shell has no venv active."""
+    script = Path(sys.executable).parent / "resume-gateway"
+    return str(script) if script.exists() else "resume-gateway"

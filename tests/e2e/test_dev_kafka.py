@@ -58,12 +58,13 @@ def test_dev_kafka_walkthrough_resumes_the_job_through_the_local_broker(
             monkeypatch.delenv(name)
     if shutil.which("curl") is None:
         pytest.fail("curl is not on PATH: the dev-mode instructions are curl commands")
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {**os.environ, "PATH": path}  # this venv's resume-gateway and python3 first
+    venv = str(Path(sys.executable).parent)  # pasted into another shell: no venv on its PATH
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != venv)
+    env = {**os.environ, "PATH": path}
     ports = [str(free_port()) for _ in range(3)]
     dev, output = start_dev(tmp_path, processes, ports)
     script = kafka_steps(output)
-    assert f"resume-gateway publish --bootstrap 127.0.0.1:{ports[2]}" in script
+    assert f"{venv}/resume-gateway publish --bootstrap 127.0.0.1:{ports[2]}" in script
 
     documents = json_documents(bash(script, env))
     registered, published = documents[0], documents[1]
