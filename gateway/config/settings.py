@@ -156,6 +156,7 @@ class SecuritySettings(_Section):
     token_keys: list[TokenKey] = Field(default_factory=list)
     """The first key encrypts; all of them decrypt, so keys can rotate."""
     admin_tokens: list[Secret] = Field(default_factory=list)
+    """Reserved for the operators' API (DESIGN 5.1, not served yet): accepted and redacted."""
     url_keys: list[UrlKey] = Field(default_factory=list)
     """Blob-URL signing keys; the first signs, all verify, and so do the keys derived from the
     token keys (the only ones while none is set), under the token keys' ids."""
