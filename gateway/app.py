@@ -171,6 +171,7 @@ class Gateway:
     async def stop(self) -> None:
         """Stop intake, drain deliveries, close the store. Safe to call twice."""
         if self._runner is not None:
+            log.info("gateway.stopping", drain_s=self.settings.server.shutdown_timeout_s)
             runner, self._runner = self._runner, None
             await runner.cleanup()  # stops accepting, lets in-flight HTTP requests finish
         if self.kafka:  # finishes the batch in hand, commits, leaves the group

@@ -142,9 +142,19 @@ class Lane:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-            unsent = [claims[t] for t in pending if claims[t].delivery_id not in self._sending]
-            for claim in unsent:
-                await self._hand_back(claim, "stopped_before_sending")
+            for task in pending:
+                claim = claims[task]
+                if claim.delivery_id not in self._sending:
+                    await self._hand_back(claim, "stopped_before_sending")
+                else:  # it may have reached Workato: said now, not only at the lease's end
+                    log.warning(
+                        "delivery.cut_short_by_stop",
+                        tenant=claim.tenant,
+                        key=claim.key,
+                        delivery_id=claim.delivery_id,
+                        hint="its request had left; when its lease ends the attempt counts as "
+                        "ambiguous, and a later refusal reads as delivered_unconfirmed",
+                    )
         self._sending.clear()
 
     async def _hand_back(self, claim: Claim, reason: str, after_s: float = 0.0) -> None:

@@ -374,6 +374,28 @@ async def test_a_delivery_stopped_before_its_request_left_is_handed_back_at_once
     await stop_while(start_gateway, make_settings, workato, preparing)
 
 
+async def test_a_request_cut_short_by_the_stop_is_said_at_once(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    """The stop gave up on a request under way without a word: the delivery read as sending
+    until its lease ended, then as an ambiguous attempt, with no clue at stop time."""
+    workato.faults.set_plan(faults(ScriptedFault(kind="latency", seconds=5.0)))
+    gw = await start_gateway(make_settings())
+    await wait_for_job(gw, workato, "k")
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
+    await eventually(lambda: ambiguous_or_sent(gw))
+    with structlog.testing.capture_logs() as logged:
+        await gw.gateway.deliverer.stop(0.2)
+    (cut,) = [e for e in logged if e["event"] == "delivery.cut_short_by_stop"]
+    assert (cut["log_level"], cut["key"]) == ("warning", "k")
+
+
+def ambiguous_or_sent(gw: RunningGateway) -> bool:
+    """Whether the one delivery's request has left (the lane holds it as sending)."""
+    lanes = gw.gateway.deliverer._lanes.values()
+    return any(lane._sending for lane in lanes)
+
+
 async def test_a_lane_stopped_while_its_claim_commits_hands_the_claimed_rows_back(
     make_settings: SettingsFactory,
     start_gateway: Start,
