@@ -76,6 +76,9 @@ def problem_for(request: web.Request, exc: Exception) -> web.StreamResponse:
         if isinstance(exc, InvalidInput) and "errors" not in extensions:  # one shape for a 422
             field = str(extensions.get("field", "(body)"))
             extensions = {**extensions, "errors": [{"field": field, "message": exc.detail}]}
+        errors = extensions.get("errors")
+        if isinstance(errors, list) and len(errors) == 1 and "field" not in extensions:
+            extensions = {**extensions, "field": errors[0]["field"]}  # named alike, however found
         refused = problem(exc.status, exc.problem_type, exc.title, exc.detail, **extensions)
         refused.headers.extend(exc.headers)
         return refused

@@ -96,7 +96,8 @@ def member_spans(
     spans: dict[str, Span] = {}
     for name, span in cursor.members():
         if names is not None and name not in names:
-            raise InvalidInput(f"{name}: Extra inputs are not permitted", field=name)
+            extra = "Extra inputs are not permitted"  # as pydantic says it of small bodies
+            raise InvalidInput(f"{name}: {extra}", errors=[{"field": name, "message": extra}])
         spans[name] = span
     if cursor.peek() is not None:
         raise cursor.invalid("extra data after the object")

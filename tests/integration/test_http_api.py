@@ -57,6 +57,18 @@ async def test_empty_metadata_stays_an_empty_object(
     assert job.resume.data["metadata"] == {}
 
 
+async def test_a_problem_naming_one_field_names_it_at_the_top_too(gw: RunningGateway) -> None:
+    """``field`` was at the top for some refusals (expires_at in the past) and only inside
+    ``errors`` for others (a missing member): one field, named both ways, always."""
+    for body in (
+        {"key": "k"},
+        {"key": "k", "resume_token": "t", "expires_at": "2001-01-01T00:00:00Z"},
+    ):
+        status, problem = await gw.post("/v1/waits", body)
+        assert status == 422
+        assert [e["field"] for e in problem["errors"]] == [problem["field"]]
+
+
 async def test_invalid_registration_names_the_field(gw: RunningGateway) -> None:
     async with gw.http.post(
         gw.url + "/v1/waits",
