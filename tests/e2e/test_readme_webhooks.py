@@ -47,19 +47,23 @@ def test_readme_webhook_examples_resume_the_dev_sandbox_jobs_once(
     dev = Dev(workdir, processes, "dev")
     blocks = webhook_shell_blocks()
     assert len(blocks) == 2, "expected the HMAC and the Standard Webhooks example"
+    order = 4200 + int(time.time()) % 1000  # what the steps before set: a new one each run
+    orders = {"ORDER": str(order), "KEY": f"order-{order}"}
+    runs = {"KEY": f"run-{order}"}
     expected = {
-        "orders": ("dlv-1", {"id": 42, "state": "shipped", "total": 42.50}),
-        "jobs": (None, {"job_id": "order-42", "status": "completed", "rows": 3}),
+        "orders": (orders, f"dlv-{order}", {"id": order, "state": "shipped", "total": 42.50}),
+        "jobs": (runs, None, {"job_id": f"run-{order}", "status": "completed", "rows": 3}),
     }
-    for block, (source, (event_id, payload)) in zip(blocks, expected.items(), strict=True):
+    for block, (source, (env, event_id, payload)) in zip(blocks, expected.items(), strict=True):
         assert README_GATEWAY_URL in block
         job = dev.call("POST", f"{dev.sandbox_url}/_sandbox/jobs", {})
-        wait = {"key": "order-42", "resume_token": job["resume_token"]}
+        wait = {"key": env["KEY"], "resume_token": job["resume_token"]}
         assert dev.call("POST", f"{dev.url}/v1/waits", wait)["outcome"] == "created"
 
-        [answer] = json_documents(bash(block.replace(README_GATEWAY_URL, dev.url), shell))
+        script = block.replace(README_GATEWAY_URL, dev.url)
+        [answer] = json_documents(bash(script, shell | env))
 
-        assert (answer["outcome"], answer["key"]) == ("matched", "order-42")
+        assert (answer["outcome"], answer["key"]) == ("matched", env["KEY"])
         assert event_id is None or answer["event_id"] == event_id
         resumed = resumed_job(dev, job["job_id"])
         assert (resumed["resume_count"], resumed["status"]) == (1, "succeeded")
