@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
+from pydantic import ValidationError
 
 from gateway.blobs.base import BlobError, BlobMeta, BlobStore
 from gateway.clock import Clock
@@ -331,12 +332,17 @@ class Lane:
     async def _job_status(
         self, claim: Claim, now: float, lease_until: float, slot: _Slot
     ) -> str | None:
-        """The wait's job's status, looked up within the lease; None if there is no time."""
+        """The wait's job's status, looked up within the lease; None if there is no time, or
+        if the stored reference is not one any more (a ``managed_user_id`` that 0.2.11 refuses,
+        stored before: its ValidationError ended the task, once a lease, for every attempt)."""
+        try:
+            job = JobRef.model_validate_json(claim.job_json or "")
+        except ValidationError:
+            return None
         await self._deps.store.record_send(self.tenant.credential_id, now)
         within_s = lease_until - self._deps.clock() - SETTLE_MARGIN_S  # after that write
         if within_s <= 0:
             return None
-        job = JobRef.model_validate_json(claim.job_json or "")
         if job.managed_user_id is None and self.tenant.managed_user_id:
             job = job.model_copy(update={"managed_user_id": self.tenant.managed_user_id})
         try:

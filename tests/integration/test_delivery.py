@@ -744,6 +744,25 @@ async def test_a_job_that_failed_while_it_waited_proves_no_resume(
     assert [r.method for r in workato.requests.entries() if r.method == "GET"] == ["GET"]
 
 
+async def test_a_job_reference_stored_before_its_pattern_leaves_the_delivery_unconfirmed(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    """A managed_user_id that 0.2.11 refuses, stored before: re-read at reconcile, its
+    ValidationError ended the task, and the resume went out again once a lease."""
+    workato.faults.set_plan(faults(ScriptedFault(kind="processed_then_error")))
+    settings = make_settings()
+    gw = await start_gateway(settings)
+    job = workato.create_job(recipe_id=42)
+    ref = {"recipe_id": 42, "job_id": job.id}
+    await gw.post("/v1/waits", {"key": "k", "resume_token": job.resume.token, "job": ref})
+    with sqlite3.connect(settings.store.sqlite_path) as conn:  # as an earlier version took it
+        conn.execute("UPDATE waits SET job = ?", (json.dumps({**ref, "managed_user_id": ""}),))
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
+    delivery = await delivery_of(gw, "k", "delivered", "delivered_unconfirmed", "dead")
+    assert delivery["state"] == "delivered_unconfirmed"
+    assert job.resume.count == 1
+
+
 async def test_ambiguous_attempt_is_reconciled_through_the_jobs_api(
     make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
 ) -> None:
