@@ -8,7 +8,6 @@ order is written down in ``stop``: stop intake (HTTP, Kafka), finish or release 
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import structlog
@@ -99,7 +98,7 @@ class Gateway:
             self.store, self.ingest, settings.connections, settings.polling, clock, self.metrics
         )
         self._runner: web.AppRunner | None = None
-        self._site: web.SockSite | None = None
+        self._site: web.TCPSite | None = None
         self._collecting: asyncio.Task[None] | None = None
         self.port: int | None = None
 
@@ -125,14 +124,7 @@ class Gateway:
 
     async def start(self) -> None:
         server = self.settings.server
-        listening = listen(server.host, server.port)  # before any worker claims or sends
-        try:
-            await self._start(listening)
-        except BaseException:
-            listening.close()
-            raise
-
-    async def _start(self, listening: socket.socket) -> None:
+        await can_listen(server.host, server.port)  # before any worker claims or sends
         await self.store.open()
         await self.blobs.start()
         if removed := self.bodies.remove_leftovers(time.time()):
@@ -151,9 +143,11 @@ class Gateway:
             auto_decompress=False,  # a compressed body is refused (bodies.refuse_encoded)
         )
         await self._runner.setup()
-        server = self.settings.server
-        self._site = web.SockSite(self._runner, listening)
-        await self._site.start()
+        self._site = web.TCPSite(self._runner, server.host, server.port, reuse_address=True)
+        try:
+            await self._site.start()
+        except OSError as exc:  # taken since the check (``async with`` stops what started)
+            raise listen_error(server.host, server.port, exc) from exc
         self.port = self._runner.addresses[0][1]
         log.info(
             "gateway.started",
@@ -218,13 +212,16 @@ class Gateway:
         await self.stop()
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """The server's socket, bound and listening: a taken port is known before the workers
-    start (they claimed deliveries, and could send one, from a process about to fail)."""
+async def can_listen(host: str, port: int) -> None:
+    """Bind, as the server will (every address the host resolves to, all interfaces for
+    ``""``), and let go: a taken port is known before the workers start (they claimed
+    deliveries, and could send one, from a process about to fail)."""
+    loop = asyncio.get_running_loop()
     try:
-        family, _, _, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        return socket.create_server(address, family=family, backlog=128)
+        trial = await loop.create_server(
+            asyncio.Protocol, host or None, port, reuse_address=True, start_serving=False
+        )
     except OSError as exc:  # the port is taken, the host is not this machine's
         raise listen_error(host, port, exc) from exc
+    trial.close()
+    await trial.wait_closed()

@@ -57,7 +57,8 @@ class ListenError(GatewayError):
 
 def listen_error(host: str, port: int, exc: OSError) -> ListenError:
     """``cannot listen on host:port: address already in use`` (from the bind's own error)."""
-    reason = os.strerror(exc.errno) if exc.errno else exc.strerror or str(exc)
+    code = exc.errno or 0  # a resolver's error (negative) has only its own text
+    reason = os.strerror(code) if code > 0 else exc.strerror or str(exc)
     reason = reason.rsplit(": ", 1)[-1]
     return ListenError(f"cannot listen on {host}:{port}: {reason[:1].lower()}{reason[1:]}")
 
