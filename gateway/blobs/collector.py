@@ -60,8 +60,8 @@ class BlobCollector:
                 log.warning("blobs.delete_failed", blob=sha256, error=type(exc).__name__)
                 await self._store.spare_blob(sha256, now)
                 continue
-            await self._store.forget_blob(sha256)
-            deleted += 1
+            if await self._store.forget_blob(sha256):  # not if a writer lifted the mark meanwhile
+                deleted += 1
         if deleted:
             self._metrics.blobs_collected.inc(deleted)
             log.info("blobs.collected", count=deleted)

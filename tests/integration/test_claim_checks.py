@@ -790,3 +790,19 @@ async def test_a_blob_that_cannot_be_deleted_holds_up_no_other_and_keeps_no_mark
     assert await store.collectable_blobs(time.time(), 10) == [stuck]  # tried again later
     later = BlobMeta(stuck, metas[0].size, "text/csv")
     assert await store.keep_blob(later, now + 60, time.time())  # a writer needs no patience
+
+
+async def test_a_deletion_renews_a_mark_left_by_an_earlier_one(
+    make_settings: SettingsFactory, start_gateway: Start
+) -> None:
+    """Marking again kept the first mark's time: a mark a crash left an hour ago read as
+    abandoned while a new deletion was under it, and a writer lifted it, stored nothing
+    (the bytes were there) and recorded its event; then the deletion took the bytes."""
+    gw = await start_gateway(make_settings())
+    store, blobs = gw.gateway.store, gw.gateway.blobs
+    meta = await blobs.put_bytes(b"k,v\n1,2\n", "text/csv")
+    now = time.time()
+    assert await store.keep_blob(meta, now - 7200, now - 7300)
+    assert await store.condemn_blob(meta.sha256, now - 3600)  # a collector that crashed
+    assert await store.condemn_blob(meta.sha256, now)  # this round's, deleting now
+    assert not await store.keep_blob(meta, now + 3600, now), "a writer waits for the deletion"

@@ -234,8 +234,9 @@ ORDER BY b.keep_until LIMIT :limit;
 
 -- name: condemn_blob
 -- keep_until = -(the time of marking) marks a blob whose bytes are being deleted; a crash
--- leaves it collectable, and marking it again keeps the first time (see keep_blob).
-UPDATE blobs SET keep_until = CASE WHEN keep_until <= 0 THEN keep_until ELSE -:now END
+-- leaves it collectable, and marking it again takes the new time: a writer lifts only a mark
+-- no deletion has renewed for a while (see keep_blob), never one a deletion is under.
+UPDATE blobs SET keep_until = -:now
 WHERE sha256 = :sha256 AND keep_until < :now AND NOT EXISTS (
     SELECT 1 FROM events e LEFT JOIN deliveries d ON d.event_row = e.id
     WHERE e.blob = blobs.sha256 AND (e.state = 'buffered' OR d.state IN ('pending', 'sending')));
