@@ -12,6 +12,7 @@ import contextlib
 import importlib.resources
 import importlib.util
 import json
+import shlex
 import sys
 import time
 import uuid
@@ -201,4 +202,4 @@ def kafka_instructions(bootstrap: str, gateway_url: str, sandbox_url: str, api_k
 def _cli() -> str:
     """This installation's ``resume-gateway``, by its path: another shell has no venv active."""
     script = Path(sys.executable).parent / "resume-gateway"
-    return str(script) if script.exists() else "resume-gateway"
+    return shlex.quote(str(script)) if script.exists() else "resume-gateway"

@@ -110,7 +110,7 @@ class TenantSettings(_Section):
     base_url: str | None = None
     data_center: str | None = None
     api_token: HeaderSecret | None = None
-    email: str | None = None
+    email: str | None = Field(default=None, pattern=r"^[^\x00-\x1f\x7f]+$")  # a header too
     token: HeaderSecret | None = None
     rate_limit_per_minute: int = Field(default=DEFAULT_RATE_LIMIT_PER_MINUTE, ge=1)
     api_keys: list[Secret] = Field(default_factory=list)

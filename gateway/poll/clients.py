@@ -54,8 +54,8 @@ class JobClient(Protocol):
 
 
 class _Token(BaseModel):
-    access_token: str = Field(pattern=r"^[A-Za-z0-9._~+/-]+=*$")  # RFC 6750's b64token: a
-    # line break in it made every later request raise from aiohttp, which ended the poller
+    access_token: str = Field(pattern=r"^[\x20-\x7e]+$")  # RFC 6749's VSCHARs: a line
+    # break in it made every later request raise from aiohttp, which ended the poller
     expires_in: float = 3600.0
 
 

@@ -460,6 +460,8 @@ def test_a_credential_sent_as_a_header_may_hold_no_line_break() -> None:
     assert "px-secret-77" not in message
     message = config_error(config(tenants=[tenant(api_token="wrk\ntoken")]))
     assert "tenants.0.api_token" in message
+    legacy = {"api_token": None, "email": "ops@example.com\r\n", "token": "legacy-token"}
+    assert "tenants.0.email" in config_error(config(tenants=[tenant(**legacy)]))
 
 
 def test_two_token_keys_under_one_id_are_refused() -> None:
