@@ -264,10 +264,13 @@ class Poller:
         (each cancellation a task of its own: one slow system must not hold up the polls)."""
         now = self._clock()
         later = {i for i, (_, at) in self._cancel_retry.items() if at > now}
+        throttled = {name for name, until in self._throttled.items() if until > now}
         share = max(1, self._settings.max_concurrency // 2)  # the rest are the polls'
         for claim in await self._store.closed_watches(100, self._closing | later):
             spec = json.loads(claim.spec_json)
             cancel = claim.wait_state in ("expired", "cancelled") and spec.get("cancel_on_close")
+            if cancel and claim.connection in throttled:  # its system said 429: later
+                continue
             if not cancel or self._unpollable(claim) is not None:
                 await self._store.stop_watch(claim, now)
             elif (
@@ -303,6 +306,10 @@ class Poller:
         try:  # bounded as a poll is: each request has its timeout, but a cancellation may
             async with asyncio.timeout(budget_s):  # make several, and holds a slot meanwhile
                 result = await self._clients[claim.connection].cancel(spec)
+        except Throttled as exc:  # not an attempt: asked again once the system allows
+            until = self._throttle(claim, exc)
+            self._cancel_retry[claim.id] = (attempts - 1, until)
+            return
         except TimeoutError:
             error = f"the cancellation took longer than {budget_s:g} s"
         except PollError as exc:

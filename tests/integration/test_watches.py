@@ -457,6 +457,36 @@ async def test_a_429_holds_every_poll_of_its_connection_for_its_retry_after(
     assert len(during) <= 3, f"{len(during)} polls while the connection was throttled"
 
 
+async def test_a_throttled_connection_holds_its_cancellations_too(
+    make_settings: SettingsFactory,
+    urls: dict[str, str],
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+) -> None:
+    """Cancellations went on during the pause, and a 429 to one was an attempt retried at the
+    poll backoff: eight DELETEs in 1.4 s against a Retry-After of 30, then given up."""
+    requests: list[str] = []
+
+    async def token(_request: web.Request) -> web.Response:
+        return web.json_response({"access_token": "tok", "expires_in": 3600})
+
+    async def busy(request: web.Request) -> web.Response:
+        requests.append(request.method)
+        return web.Response(status=429, headers={"Retry-After": "30"})
+
+    app = web.Application()
+    app.router.add_post("/webapi/oauth2/token", token)
+    app.router.add_get("/webapi/v3/jobs/{id}", busy)
+    app.router.add_delete("/webapi/v3/jobs/{id}", busy)
+    async with SandboxServer(app) as server:
+        gw = await start_gateway(make_settings(watching({**urls, "alteryx": server.url})))
+        await register(gw, workato, "k", alteryx_watch("j1", cancel_on_close=True))
+        await eventually(lambda: requests)  # the poll's 429: 30 s of pause
+        assert (await gw.delete("/v1/waits/k"))[0] == 200
+        await asyncio.sleep(1.5)
+    assert requests == ["GET"]
+
+
 async def test_a_poll_that_would_outlive_its_lease_fails_as_such_and_is_retried(
     settings: Settings, start_gateway: Start, workato: WorkatoSandbox, pixxel: PixxelSandbox
 ) -> None:
