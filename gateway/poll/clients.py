@@ -104,7 +104,7 @@ class AlteryxClient:
         raise PollError(f"alteryx cannot cancel job {spec['job_id']} while {now.job_status}")
 
     def _jobs_url(self, spec: dict[str, str]) -> str:
-        return f"{self._conn.root}{self._conn.api_path}/v3/jobs/{quote(spec['job_id'], safe='')}"
+        return f"{self._conn.root}{self._conn.api_path}/v3/jobs/{segment(spec['job_id'])}"
 
     async def _call(self, method: str, url: str) -> tuple[int, bytes]:
         refused: str | None = None
@@ -181,8 +181,8 @@ class PixxelClient:
 
     async def job(self, spec: dict[str, str]) -> bytes:
         url = (
-            f"{self._conn.root}/v0/workflows/{quote(spec['workflow_id'], safe='')}"
-            f"/jobs/{quote(spec['job_id'], safe='')}"
+            f"{self._conn.root}/v0/workflows/{segment(spec['workflow_id'])}"
+            f"/jobs/{segment(spec['job_id'])}"
         )
         headers = {"Authorization": self._conn.api_key.get_secret_value()}
         try:
@@ -200,6 +200,15 @@ class PixxelClient:
 
     async def cancel(self, spec: dict[str, str]) -> str:
         return "not_supported"
+
+
+def segment(job_id: str) -> str:
+    """An id as one segment of a job's URL; a ``PollError`` for ``.`` or ``..``, which the URL
+    would resolve (refused at registration since 0.2.11, but a watch stored before may hold
+    one)."""
+    if job_id in (".", ".."):
+        raise PollError(f"job id {job_id!r} cannot be a segment of a URL")
+    return quote(job_id, safe="")
 
 
 async def read_capped(resp: aiohttp.ClientResponse, limit: int, system: str) -> bytes:

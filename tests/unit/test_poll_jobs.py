@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.errors import InvalidInput
+from gateway.poll.clients import PollError, segment
 from gateway.poll.jobs import alteryx_state, pixxel_state
 from gateway.poll.poller import backoff_s
 
@@ -163,3 +164,12 @@ def test_an_answer_that_is_not_strict_json_is_refused(read: object, number: byte
     answer = b'{"id": "j1", "status": "Complete", "disposition": "Success", "cost": %s}' % number
     with pytest.raises(InvalidInput, match="not valid JSON"):
         read(answer)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("job_id", [".", ".."])
+def test_an_id_that_is_a_dot_segment_never_reaches_a_url(job_id: str) -> None:
+    """Refused at registration since 0.2.11; a watch stored before may hold one, and its URL
+    resolved to the API's root, where a cancellation's DELETE went too."""
+    with pytest.raises(PollError, match="cannot be a segment"):
+        segment(job_id)
+    assert segment("a/..") == "a%2F.."
