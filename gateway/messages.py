@@ -56,8 +56,8 @@ def _finite(value: Any) -> Any:
 class JobRef(_Message):
     """Which Workato job is waiting; lets the gateway reconcile through the Jobs API."""
 
-    recipe_id: StrictInt | StrictStr  # a JSON true is not recipe 1
-    job_id: str = Field(min_length=1, max_length=128)
+    recipe_id: StrictInt | Annotated[StrictStr, Field(pattern=PATH_SEGMENT)]  # true is not 1
+    job_id: str = JobId
     managed_user_id: str | None = Field(
         default=None,
         max_length=128,

@@ -94,6 +94,22 @@ async def test_a_managed_user_id_is_a_number_or_an_external_id(
     assert (status, [e["field"] for e in problem["errors"]]) == (422, ["job.managed_user_id"])
 
 
+@pytest.mark.parametrize(
+    ("job", "field"),
+    [
+        ({"recipe_id": 7, "job_id": ".."}, "job.job_id"),
+        ({"recipe_id": "..", "job_id": "j"}, "job.recipe_id.constrained-str"),
+    ],
+)
+async def test_a_job_reference_that_is_a_dot_segment_is_refused(
+    gw: RunningGateway, job: dict[str, Any], field: str
+) -> None:
+    """The reconcile's URL resolved it: /api/recipes/7/jobs/.. read /api/recipes/7/."""
+    status, problem = await gw.post("/v1/waits", {"key": "k", "resume_token": "t", "job": job})
+    assert status == 422
+    assert field in [e["field"] for e in problem["errors"]]
+
+
 @pytest.mark.parametrize("managed_user_id", ["901", "Ecust/9", "E 42"])
 async def test_a_managed_user_id_in_either_form_is_taken(
     gw: RunningGateway, managed_user_id: str
