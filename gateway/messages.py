@@ -53,10 +53,16 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _segment(value: int | str) -> int | str:
+    if value in (".", ".."):  # as PATH_SEGMENT says of an id that is a string only
+        raise ValueError("a recipe id is never '.' or '..'")
+    return value
+
+
 class JobRef(_Message):
     """Which Workato job is waiting; lets the gateway reconcile through the Jobs API."""
 
-    recipe_id: StrictInt | Annotated[StrictStr, Field(pattern=PATH_SEGMENT)]  # true is not 1
+    recipe_id: Annotated[StrictInt | StrictStr, AfterValidator(_segment)]  # true is not 1
     job_id: str = JobId
     managed_user_id: str | None = Field(
         default=None,
