@@ -41,13 +41,20 @@ Secret = Annotated[SecretStr, BeforeValidator(resolve_secret)]
 """A credential: masked when printed or dumped, resolvable from env or file."""
 
 
-def header_safe(value: SecretStr) -> SecretStr:
+def header_safe(value: str) -> str:
     """A value sent as an HTTP header must hold no control character: aiohttp refuses such a
     header on every request (a ``ValueError`` that ended the poller, and the gateway)."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in value.get_secret_value()):
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise ValueError("holds a control character (a line break?): it is sent as a header")
     return value
 
 
-HeaderSecret = Annotated[Secret, AfterValidator(header_safe)]
+def _header_safe_secret(value: SecretStr) -> SecretStr:
+    header_safe(value.get_secret_value())
+    return value
+
+
+HeaderSecret = Annotated[Secret, AfterValidator(_header_safe_secret)]
 """A credential sent as (part of) an HTTP header value."""
+HeaderValue = Annotated[str, AfterValidator(header_safe)]
+"""A plain value sent as (part of) an HTTP header value."""

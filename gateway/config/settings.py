@@ -13,7 +13,7 @@ from gateway.config.connections import ConnectionSettings
 from gateway.config.kafka import KafkaSettings
 from gateway.config.keys import TokenKey, UrlKey
 from gateway.config.presets import DATA_CENTERS
-from gateway.config.secrets import HeaderSecret, Secret
+from gateway.config.secrets import HeaderSecret, HeaderValue, Secret
 from gateway.config.sources import SourceSettings
 from gateway.messages import MANAGED_USER
 
@@ -110,7 +110,7 @@ class TenantSettings(_Section):
     base_url: str | None = None
     data_center: str | None = None
     api_token: HeaderSecret | None = None
-    email: str | None = Field(default=None, pattern=r"^[^\x00-\x1f\x7f]+$")  # a header too
+    email: HeaderValue | None = None
     token: HeaderSecret | None = None
     rate_limit_per_minute: int = Field(default=DEFAULT_RATE_LIMIT_PER_MINUTE, ge=1)
     api_keys: list[Secret] = Field(default_factory=list)

@@ -70,8 +70,8 @@ log = structlog.get_logger(__name__)
 MAX_BATCH = 512
 FINAL_STATES = ("delivered", "delivered_unconfirmed", "dead", "expired")
 ABANDONED_MARK_S = 600.0
-"""A blob's deletion mark this old was left by a collector that died or keeps failing: a writer
-may lift it (a deletion itself takes milliseconds)."""
+"""A blob's deletion mark this old was left by a collector that died (a failing one lifts its
+own, and each deletion renews it): a writer may lift it (a deletion takes milliseconds)."""
 
 
 class _Recording:

@@ -218,7 +218,8 @@ FROM watches WHERE wait_id = :wait_id;
 -- name: keep_blob
 -- Never over a fresh deletion mark (keep_until < 0: minus the time it was marked): a collector,
 -- maybe in another process, is deleting the bytes, and the writer waits for the row to go. A
--- mark older than :abandoned_before was left by a collector that died or keeps failing: lifted.
+-- mark older than :abandoned_before was left by a collector that died (a failing one lifts its
+-- own, and each deletion renews it): lifted.
 INSERT INTO blobs (sha256, size, content_type, created_at, keep_until)
 VALUES (:sha256, :size, :content_type, :now, :keep_until)
 ON CONFLICT (sha256) DO UPDATE SET keep_until = MAX(keep_until, excluded.keep_until)
