@@ -10,6 +10,8 @@ blob store with their content type; they reach the action as a claim check.
 from __future__ import annotations
 
 import asyncio
+import functools
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
@@ -117,12 +119,14 @@ class Bodies:
         if data is None or isinstance(data, bytes):
             return await self._ingest.accept(tenant, source, event, data or b"null")
         self._ingest.require_object(tenant, body.read(data[0], data[0] + 1))
-        staged = self._staged()
+        staged, abandoned = self._staged(), threading.Event()
+        copy = functools.partial(streamjson.copy_span, abandoned=abandoned)
         try:
             with _storage():
-                sha256, size = await asyncio.to_thread(streamjson.copy_span, body, data, staged)
+                sha256, size = await asyncio.to_thread(copy, body, data, staged)
             return await self._store(tenant, source, event, staged, BlobMeta(sha256, size, JSON))
         finally:
+            abandoned.set()  # a cancelled request leaves its copy running: it removes its file
             staged.unlink(missing_ok=True)
 
     async def accept_payload(

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from itertools import accumulate
 from pathlib import Path
@@ -116,18 +117,35 @@ def load_small(body: Body, span: Span, limit: int = SMALL_BYTES, field: str | No
         raise InvalidInput(exc.detail, **where) from None
 
 
+class Abandoned(Exception):
+    """The caller of a copy went away: its file is removed by the copy itself."""
+
+
 def copy_span(
-    body: Body, span: Span, dst: Path, *, chunk_size: int = CHUNK_BYTES
+    body: Body,
+    span: Span,
+    dst: Path,
+    *,
+    chunk_size: int = CHUNK_BYTES,
+    abandoned: threading.Event | None = None,
 ) -> tuple[str, int]:
-    """Copy the span's bytes to a new private file ``dst``; their sha256 and size."""
+    """Copy the span's bytes to a new private file ``dst``; their sha256 and size.
+
+    A thread cannot be cancelled: a caller that gives up sets ``abandoned`` and removes
+    ``dst``, and the copy, checking the event after each write, removes the file it may have
+    created after that removal and stops."""
     digest, size = hashlib.sha256(), 0
     fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with open(fd, "wb") as file:
             for chunk in body.chunks(span[0], span[1], chunk_size):
+                if abandoned is not None and abandoned.is_set():
+                    raise Abandoned()
                 digest.update(chunk)
                 file.write(chunk)
                 size += len(chunk)
+        if abandoned is not None and abandoned.is_set():
+            raise Abandoned()
     except BaseException:
         dst.unlink(missing_ok=True)
         raise

@@ -6,6 +6,7 @@ import hashlib
 import json
 import random
 import stat
+import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -358,3 +359,42 @@ def test_validate_bounds_a_number_that_spans_chunks() -> None:
     for size in (4096, 1 << 18):
         with pytest.raises(InvalidInput, match="longer than"):
             jsoncheck.validate(Body.of(document), chunk_size=size)
+
+
+class _OpenedLate(type(Path())):  # type: ignore[misc]
+    """A path whose first use (the copy's ``os.open``) waits for a gate: the copy's thread has
+    started, and its caller gives up before the file exists."""
+
+    gate = threading.Event()
+
+    def __fspath__(self) -> str:
+        self.gate.wait(5)
+        return super().__fspath__()
+
+
+def test_an_abandoned_copy_removes_the_file_it_created_after_its_caller_left(
+    tmp_path: Path,
+) -> None:
+    """The caller set ``abandoned`` and removed the file before the thread had created it:
+    the thread creates it, sees the event and removes it (it outlived the request before)."""
+    body = Body.of(b'{"data": [1, 2, 3]}')
+    span = streamjson.span_at(body, ("data",))
+    assert span is not None
+    dst, abandoned = _OpenedLate(tmp_path / "data.json"), threading.Event()
+    outcome: list[BaseException | tuple[str, int]] = []
+
+    def copy() -> None:
+        try:
+            outcome.append(streamjson.copy_span(body, span, dst, abandoned=abandoned))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=copy)
+    thread.start()
+    abandoned.set()  # what the caller does on its way out, then it removes the file
+    Path(tmp_path / "data.json").unlink(missing_ok=True)
+    _OpenedLate.gate.set()
+    thread.join(5)
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], streamjson.Abandoned)
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,70 @@
+"""``Bodies``: what a request that goes away leaves behind."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config.settings import IngestSettings
+from gateway.ingest.bodies import Bodies
+from gateway.ingest.spool import Body
+from gateway.messages import CompletionEvent
+
+
+class _Ingest:
+    """The one question ``accept_data`` asks the intake before it copies."""
+
+    def require_object(self, tenant: str, leading: bytes) -> None:
+        return None
+
+
+class _HeldBody(Body):
+    """A spooled body's stand-in whose copy stops after its first chunk until released."""
+
+    __slots__ = ("copied", "done", "read_chunks", "release")
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(len(data), None, memory=data)
+        self.copied, self.release = threading.Event(), threading.Event()
+        self.done = threading.Event()
+        self.read_chunks = 0
+
+    def chunks(
+        self, start: int = 0, end: int | None = None, chunk_size: int = 1 << 18
+    ) -> Iterator[bytes]:
+        if end is not None and end - start <= 1:  # the raw-mode check reads one byte
+            yield from super().chunks(start, end, chunk_size)
+            return
+        try:
+            for chunk in super().chunks(start, end, 4):
+                self.read_chunks += 1
+                yield chunk
+                self.copied.set()
+                self.release.wait(5)
+        finally:  # the copy stopped reading: done, or dropped the generator
+            self.done.set()
+
+
+async def test_a_cancelled_request_stops_its_copy_and_leaves_no_file(tmp_path: Path) -> None:
+    """The copy runs in a thread, which a cancellation does not stop: the request's way out
+    tells it to stop, and it read the rest of the body before."""
+    spool = tmp_path / "spool"
+    settings = IngestSettings(spool_dir=str(spool))
+    bodies = Bodies(_Ingest(), Any, settings)  # type: ignore[arg-type]  # no blob is reached
+    body = _HeldBody(b'{"data": [1, 2, 3, 4, 5, 6, 7, 8, 9]}')
+    event = CompletionEvent(id="e1", key="k1", status="succeeded")
+    span = (9, body.size - 1)
+    accepting = asyncio.create_task(bodies.accept_data("t", "api", event, body, span))
+    await asyncio.to_thread(body.copied.wait, 5)
+    accepting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await accepting
+    body.release.set()
+    assert await asyncio.to_thread(body.done.wait, 5)
+    assert body.read_chunks == 2  # of 8: it finds out at its next chunk
+    assert list(spool.iterdir()) == []
