@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 import structlog
+from multidict import MultiMapping
 
 from gateway.blobs.base import BlobError, BlobMeta, BlobStore, is_media_type
 from gateway.config.settings import IngestSettings
@@ -167,8 +168,14 @@ def refuse_encoded(headers: Mapping[str, str]) -> None:
     """415 for a body sent compressed (``Content-Encoding``): its declared length is not its
     size, so neither the cap nor the spool threshold would hold, and its bytes are not the
     event's. The server never decompresses (``auto_decompress=False``)."""
-    encoding = headers.get("Content-Encoding", "").strip().lower()
-    if encoding not in ("", "identity"):
+    if "Content-Encoding" not in headers:
+        return
+    if isinstance(headers, MultiMapping):  # every such header counts, not the first
+        values = headers.getall("Content-Encoding")
+    else:
+        values = [headers["Content-Encoding"]]
+    codings = {coding.strip().lower() for value in values for coding in value.split(",")}
+    if not codings <= {"", "identity"}:
         raise UnsupportedMediaType(
             "Content-Encoding is not accepted: send the body uncompressed",
             errors=[{"field": "Content-Encoding", "message": "must be absent or identity"}],

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import structlog
+from multidict import CIMultiDict
 
 from gateway.sandbox.workato_state import WorkatoSandbox
 from tests.conftest import RunningGateway, SettingsFactory
@@ -381,3 +382,20 @@ async def test_compressed_events_and_registrations_are_415(gw: RunningGateway) -
             assert resp.status == 415, await resp.text()
             assert (await resp.json(content_type=None))["type"] == "/problems/media-type"
     assert (await gw.get("/v1/waits/k"))[0] == 404
+
+
+async def test_every_content_encoding_header_counts(gw: RunningGateway) -> None:
+    """Only the first header was read: ``identity`` then ``gzip`` took gzip bytes as the
+    body, stored as an opaque payload."""
+    body = gzip.compress(b"a,b\n1,2\n")
+    headers = CIMultiDict(gw.auth)
+    headers.add("Content-Type", "text/csv")
+    headers.add("Content-Encoding", "identity")
+    headers.add("Content-Encoding", "gzip")
+    url = gw.url + "/v1/events?id=e1&key=k&status=succeeded"
+    async with gw.http.post(url, data=body, headers=headers) as resp:
+        assert resp.status == 415, await resp.text()
+    headers.popall("Content-Encoding")
+    headers.add("Content-Encoding", "identity, identity")
+    async with gw.http.post(url, data=b"a,b\n", headers=headers) as resp:
+        assert resp.status == 202, await resp.text()
