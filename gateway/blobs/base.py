@@ -33,6 +33,11 @@ class BlobMissing(BlobError):
     """The blob does not exist: never stored, or collected."""
 
 
+class BlobForbidden(BlobError):
+    """The store would not say whether the blob exists: S3 answers 403 for a missing key to a
+    credential without ``s3:ListBucket``, as for a key it may not read."""
+
+
 @dataclass(frozen=True, slots=True)
 class BlobMeta:
     sha256: str

@@ -25,6 +25,7 @@ from gateway.blobs.base import (
     DEFAULT_CONTENT_TYPE,
     MAX_PRESIGN_S,
     BlobError,
+    BlobForbidden,
     BlobMeta,
     BlobMissing,
     checked_id,
@@ -87,11 +88,8 @@ class S3BlobStore:
         without ``s3:ListBucket`` a missing key answers 403, not 404, and the upload decides."""
         try:
             return await self.stat(meta.sha256)
-        except BlobError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, ClientError) and _code(cause) in _FORBIDDEN:
-                return None
-            raise
+        except BlobForbidden:
+            return None
 
     async def stat(self, sha256: str) -> BlobMeta | None:
         key = self._key(sha256)
@@ -100,6 +98,8 @@ class S3BlobStore:
         except ClientError as exc:
             if _code(exc) in _MISSING:
                 return None
+            if _code(exc) in _FORBIDDEN:
+                raise BlobForbidden(f"cannot stat blob {sha256}: forbidden") from exc
             raise BlobError(f"cannot stat blob {sha256}") from exc
         except _CLIENT_ERRORS as exc:
             raise BlobError(f"cannot stat blob {sha256}") from exc
@@ -192,6 +192,8 @@ class S3BlobStore:
                 raise BlobMissing() from None
             if _code(exc) == "InvalidRange":
                 return None
+            if _code(exc) in _FORBIDDEN:
+                raise BlobForbidden(f"cannot read blob {sha256}: forbidden") from exc
             raise BlobError(f"cannot read blob {sha256}") from exc
         except _CLIENT_ERRORS as exc:
             raise BlobError(f"cannot read blob {sha256}") from exc

@@ -14,7 +14,7 @@ from typing import Literal
 import structlog
 from aiohttp import hdrs, web
 
-from gateway.blobs.base import BlobMeta, BlobMissing, BlobStore, is_media_type
+from gateway.blobs.base import BlobForbidden, BlobMeta, BlobMissing, BlobStore, is_media_type
 from gateway.blobs.signing import UrlSigner
 from gateway.errors import Forbidden, NotFound
 from gateway.http.problems import problem
@@ -44,7 +44,11 @@ class BlobDownloads:
         if malformed or not signed:
             log.info("blobs.download.forbidden")
             raise Forbidden()
-        meta = await self._blobs.stat(sha256)
+        try:
+            meta = await self._blobs.stat(sha256)
+        except BlobForbidden:  # most likely collected: the bucket will not say
+            log.warning("blobs.download.store_forbidden", blob=sha256)
+            meta = None
         if meta is None:
             raise NotFound(GONE_DETAIL)
         if declared is not None:
@@ -87,7 +91,7 @@ async def _stream(
 ) -> None:
     try:  # the first chunk before the headers: a blob collected since stat() is still a 404
         first = await anext(chunks, b"")
-    except BlobMissing:
+    except (BlobMissing, BlobForbidden):
         raise NotFound(GONE_DETAIL) from None
     try:
         await response.prepare(request)

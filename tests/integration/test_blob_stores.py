@@ -9,6 +9,7 @@ import errno
 import hashlib
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,21 @@ import pytest
 from aiohttp import web
 from pydantic import ValidationError
 
-from gateway.blobs.base import CHUNK_BYTES, BlobError, BlobMeta, BlobMissing, BlobStore
+from gateway.blobs.base import (
+    CHUNK_BYTES,
+    BlobError,
+    BlobForbidden,
+    BlobMeta,
+    BlobMissing,
+    BlobStore,
+)
 from gateway.blobs.factory import blob_store
 from gateway.blobs.files import FileBlobStore
 from gateway.blobs.s3 import PART_BYTES, S3BlobStore
+from gateway.blobs.signing import UrlSigner
 from gateway.config.blobs import BlobSettings
+from gateway.http.blobs import BlobDownloads
+from gateway.http.problems import answered
 from gateway.sandbox.server import SandboxServer
 from tests.kafka_broker import MotoS3
 
@@ -229,8 +240,24 @@ async def test_s3_stores_a_blob_where_a_missing_key_answers_403_and_only_there(
                 return
             await store.put_file(tmp_path / "spooled", meta)
             assert (await read_all(store, meta.sha256))[0] == b'{"stored": "anyway"}'
+            with pytest.raises(BlobForbidden):
+                await store.stat("0" * 64)
+            await served_as_gone(store, "0" * 64)
         finally:
             await store.close()
+
+
+async def served_as_gone(store: BlobStore, sha256: str) -> None:
+    """A signed download of a blob the bucket will not say exists is a 404, as for any
+    collected blob: it answered 500."""
+    signing_key = bytes(32)
+    app = web.Application()
+    downloads = BlobDownloads(store, UrlSigner([("k1", signing_key)], "http://-"), time.time)
+    app.add_routes(answered(downloads.routes()))
+    async with SandboxServer(app) as server, aiohttp.ClientSession() as http:
+        url = UrlSigner([("k1", signing_key)], server.url).url(sha256, time.time() + 60)
+        async with http.get(url) as answer:
+            assert answer.status == 404, await answer.text()
 
 
 async def test_s3_presigning_without_credentials_is_a_blob_error(
