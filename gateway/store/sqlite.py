@@ -641,6 +641,9 @@ class SQLiteStore:
         lease_until: float,
         owner: str,
     ) -> list[Claim]:
+        (first_due,) = self._one(conn, "first_due", tenant=tenant)
+        if first_due is None or first_due > now:
+            return []
         due = self._run(conn, "due_deliveries", tenant=tenant, now=now, limit=limit).fetchall()
         claims = []
         for (delivery_id,) in due:

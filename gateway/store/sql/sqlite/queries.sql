@@ -64,8 +64,15 @@ UPDATE waits SET state = 'cancelled', resolved_at = :now WHERE id = :wait_id;
 UPDATE deliveries SET state = 'cancelled', finished_at = :now, reason = 'cancelled'
 WHERE wait_id = :wait_id AND state = 'pending';
 
+-- name: first_due
+-- When the tenant's earliest pending delivery is due (deliveries_next): a claim with nothing
+-- due ends here rather than read every delivery waiting out its retry delay.
+SELECT MIN(next_attempt_at) FROM deliveries WHERE tenant = :tenant AND state = 'pending';
+
 -- name: due_deliveries
-SELECT id FROM deliveries
+-- Earliest deadline first, in deliveries_due's order (the planner might otherwise take
+-- deliveries_next and sort a whole backlog).
+SELECT id FROM deliveries INDEXED BY deliveries_due
 WHERE tenant = :tenant AND state = 'pending' AND next_attempt_at <= :now AND deadline > :now
 ORDER BY deadline, id LIMIT :limit;
 
