@@ -62,7 +62,10 @@ class AlteryxApi:
 
     async def token(self, request: web.Request) -> web.Response:
         """``POST /webapi/oauth2/token``: client credentials (HTTP Basic, or in the form)."""
-        form = await request.post()
+        try:
+            form = await request.post()
+        except ValueError:  # a form whose bytes are not UTF-8 (UnicodeDecodeError)
+            return oauth_error(400, "invalid_request", "the form is not valid UTF-8")
         client = client_credentials(request.headers.get("Authorization", ""), form)
         if client is None:
             return _invalid_client()

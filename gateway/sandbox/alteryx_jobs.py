@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.sandbox.lifecycle import Lifecycle, Phase
+from gateway.sandbox.lifecycle import MAX_SCRIPTED_S, Lifecycle, Phase
 from gateway.sandbox.timestamps import iso
 
 QUEUED = "Queued"
@@ -45,7 +45,7 @@ def new_alteryx_id() -> str:
 class Output(BaseModel):
     """One output file of a complete job, as the seed shows it."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
     id: str = Field(default_factory=new_alteryx_id)
     available_formats: list[str] = Field(default_factory=lambda: ["Raw"], alias="availableFormats")
@@ -55,7 +55,7 @@ class Output(BaseModel):
 class Message(BaseModel):
     """One engine message: ``status`` is the message type, ``toolId`` the emitting tool."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
     status: int = MESSAGE_INFO
     text: str
@@ -69,11 +69,11 @@ class JobScript(BaseModel):
     output and an info message on ``Success``, one error message otherwise).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    queued_s: float = Field(default=DEFAULT_QUEUED_S, ge=0.0)
-    initializing_s: float = Field(default=0.0, ge=0.0)
-    running_s: float = Field(default=DEFAULT_RUNNING_S, ge=0.0)
+    queued_s: float = Field(default=DEFAULT_QUEUED_S, ge=0.0, le=MAX_SCRIPTED_S)
+    initializing_s: float = Field(default=0.0, ge=0.0, le=MAX_SCRIPTED_S)
+    running_s: float = Field(default=DEFAULT_RUNNING_S, ge=0.0, le=MAX_SCRIPTED_S)
     disposition: str = Field(default="Success", min_length=1)
     status_spelling: str | None = Field(default=None, min_length=1)
     outputs: list[Output] | None = None

@@ -34,7 +34,7 @@ class AlteryxSandboxSettings(BaseModel):
     server; ``DELETE /_sandbox/tokens`` does.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     clients: dict[str, str] = Field(default_factory=dict)
     token_expires_in_s: int = Field(default=DEFAULT_TOKEN_EXPIRES_IN_S, ge=1)

@@ -5,7 +5,8 @@ match, and (b) random rates. :func:`fault_middleware` applies them to every API 
 paths are exempt). The kinds model what a client cannot tell apart from the outside:
 
 * ``status`` — answer ``status`` (default 503) without processing;
-* ``latency`` — wait ``seconds``, then process normally, even if the client gave up meanwhile;
+* ``latency`` — process normally, then wait ``seconds`` before answering: a slow answer, so
+  the request has taken effect even if the client gives up meanwhile;
 * ``drop`` — close the connection without processing or answering;
 * ``processed_then_error`` — process fully (e.g. the job *is* resumed), then answer 500;
 * ``processed_then_drop`` — process fully, then close the connection without answering.
@@ -32,6 +33,8 @@ DEFAULT_STATUS: dict[FaultKind, int] = {"status": 503, "processed_then_error": 5
 CONTROL_PREFIX = "/_sandbox/"
 # Status of the response object returned after a drop; aiohttp never manages to send it.
 DROPPED_PLACEHOLDER_STATUS = 599
+MAX_DELAY_S = 3600.0
+"""The longest injected delay: a larger one (``inf``, ``1e308``) held a handler for ever."""
 
 _log = structlog.get_logger(__name__)
 
@@ -39,12 +42,12 @@ _log = structlog.get_logger(__name__)
 class ScriptedFault(BaseModel):
     """One deterministic fault, applied to the next ``count`` matching requests."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: FaultKind
     count: int = Field(default=1, ge=1)
     status: int | None = Field(default=None, ge=400, le=599)
-    seconds: float = Field(default=0.0, ge=0.0)
+    seconds: float = Field(default=0.0, ge=0.0, le=MAX_DELAY_S)
     path_prefix: str | None = None
 
 
@@ -53,12 +56,12 @@ class RandomFaults(BaseModel):
     process and answer 500 with ``processed_error_rate``, else a delay drawn uniformly from
     ``[0, latency_s]``. The same seed gives the same sequence."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     drop_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     processed_error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
-    latency_s: float = Field(default=0.0, ge=0.0)
+    latency_s: float = Field(default=0.0, ge=0.0, le=MAX_DELAY_S)
     seed: int | None = None
 
     @model_validator(mode="after")
@@ -71,7 +74,7 @@ class RandomFaults(BaseModel):
 class FaultPlan(BaseModel):
     """Body of ``PUT /_sandbox/faults``: scripted faults first, then random ones."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     scripted: list[ScriptedFault] = Field(default_factory=list)
     random: RandomFaults = Field(default_factory=RandomFaults)

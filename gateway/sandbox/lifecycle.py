@@ -10,6 +10,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+MAX_SCRIPTED_S = 366 * 86400.0
+"""The longest duration a script or setting may give (a year): ``inf`` broke the arithmetic."""
+
 
 class Phase(enum.Enum):
     """Where a scripted job is; each emulator spells these in its own vocabulary."""

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gateway.sandbox.lifecycle import Lifecycle, Phase
+from gateway.sandbox.lifecycle import MAX_SCRIPTED_S, Lifecycle, Phase
 from gateway.sandbox.timestamps import iso
 
 Outcome = Literal["completed", "failed"]
@@ -35,7 +35,7 @@ RUNNING_PROGRESS_CAP = 99
 class FailingTask(BaseModel):
     """A task that fails, and what the job reports about it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(min_length=1)
     err_msg: str = ""
@@ -55,11 +55,11 @@ class JobScript(BaseModel):
     ``tasks`` are appended to it. A ``failed`` job without failing tasks fails its last task.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     workflow_id: str = Field(default_factory=lambda: str(uuid.uuid4()), min_length=1)
-    queued_s: float = Field(default=DEFAULT_QUEUED_S, ge=0.0)
-    running_s: float = Field(default=DEFAULT_RUNNING_S, ge=0.0)
+    queued_s: float = Field(default=DEFAULT_QUEUED_S, ge=0.0, le=MAX_SCRIPTED_S)
+    running_s: float = Field(default=DEFAULT_RUNNING_S, ge=0.0, le=MAX_SCRIPTED_S)
     outcome: Outcome = "completed"
     tasks: list[str] = Field(default_factory=lambda: list(DEFAULT_TASKS), min_length=1)
     failing_tasks: list[FailingTask] = Field(default_factory=list)

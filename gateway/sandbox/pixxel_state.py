@@ -30,7 +30,7 @@ class PixxelSandboxSettings(BaseModel):
     ``request_log_max`` is read once, when the sandbox is built.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     api_keys: list[str] = Field(default_factory=list)
     created_by: str = DEFAULT_CREATED_BY
@@ -70,7 +70,11 @@ class PixxelSandbox:
     def authenticate(self, authorization: str) -> str | None:
         """The API key presented, if valid; seed 004 sends it as the whole header value."""
         key = authorization.strip()
-        matches = [hmac.compare_digest(key.encode(), k.encode()) for k in self.settings.api_keys]
+        presented = key.encode("utf-8", "surrogatepass")  # not UTF-8: a wrong key, no crash
+        matches = [
+            hmac.compare_digest(presented, k.encode("utf-8", "surrogatepass"))
+            for k in self.settings.api_keys
+        ]
         return key if key and any(matches) else None
 
     def create_job(self, script: JobScript) -> PixxelJob:

@@ -29,6 +29,10 @@ from gateway.sandbox.workato_state import ResumeOutcome, WorkatoSandbox
 
 _INVALID = object()  # what _json returns for a body that is not JSON
 JOB_IDS_INVALID = "param is missing or the value is empty or invalid: job_ids"
+MAX_ID_DIGITS = 18
+"""A numeric id in a path is an integer of up to 18 ASCII digits (a 64-bit one), or no route:
+a longer one raised in ``int()`` (500), and ``\\d`` matched other scripts' digits."""
+ID_PATTERN = f"[0-9]{{1,{MAX_ID_DIGITS}}}"
 
 _RESUME_REFUSALS: dict[ResumeOutcome, tuple[int, str]] = {
     ResumeOutcome.UNKNOWN_TOKEN: (404, "Resume token not found"),
@@ -53,7 +57,7 @@ class JobsApi:
 
     def routes(self) -> list[web.RouteDef]:
         """Route table; recipe ids are integers, anything else is a 404."""
-        jobs = r"/recipes/{recipe_id:\d+}/jobs"
+        jobs = f"/recipes/{{recipe_id:{ID_PATTERN}}}/jobs"
         embedded = "/api/managed_users/{managed_user}" + jobs
         return [
             web.post("/api/job/resume", self.resume),
@@ -61,7 +65,7 @@ class JobsApi:
             web.get("/api" + jobs + "/{job_id}", self.get_job),
             web.get(embedded, self.list_jobs),
             web.get(embedded + "/{job_id}", self.get_job),
-            web.post(r"/api/recipes/{recipe_id:\d+}/repeat_jobs", self.repeat_jobs),
+            web.post(f"/api/recipes/{{recipe_id:{ID_PATTERN}}}/repeat_jobs", self.repeat_jobs),
         ]
 
     async def resume(self, request: web.Request) -> web.Response:
@@ -77,7 +81,7 @@ class JobsApi:
         parsed = parse_resume(raw)
         if isinstance(parsed, str):
             return message(400, parsed)
-        outcome = self._sandbox.resume(parsed.token, raw, parsed.data)
+        outcome = self._sandbox.resume(parsed.token, raw)
         if outcome is ResumeOutcome.RESUMED:
             return web.Response(status=204)
         return message(*_RESUME_REFUSALS[outcome])
@@ -119,6 +123,8 @@ class JobsApi:
         raw = await self._body(request)
         if isinstance(raw, web.Response):
             return raw
+        if request.content_type != "application/json":  # as for resume: no params parsed
+            return message(400, JOB_IDS_INVALID)
         job_ids = parse_job_ids(raw, self._sandbox.settings.repeat_max_jobs)
         if isinstance(job_ids, str):
             return message(400, job_ids)
@@ -157,7 +163,7 @@ def owner_from(request: web.Request) -> Owner | None:
     if raw is None:
         return WORKSPACE
     if raw.isascii() and raw.isdigit():  # "²" is a digit to isdigit(), not to int()
-        return Owner(managed_user_id=int(raw))
+        return Owner(managed_user_id=int(raw)) if len(raw) <= MAX_ID_DIGITS else None
     # aiohttp has already percent-decoded the segment once: "Ecustomer%2F42" -> "Ecustomer/42".
     if raw.startswith("E") and len(raw) > 1:
         return Owner(external_id=raw[1:])

@@ -21,7 +21,7 @@ from gateway.sandbox.workato_state import WorkatoSandbox
 class NewJob(BaseModel):
     """Body of ``POST /_sandbox/jobs``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     recipe_id: int = Field(default=1, ge=1)
     managed_user_id: int | None = Field(default=None, ge=1)
@@ -32,7 +32,7 @@ class NewJob(BaseModel):
 class JobPatch(BaseModel):
     """Body of ``PATCH /_sandbox/jobs/{job_id}``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     trigger_data_expired: bool | None = None
     status: JobStatus | None = None
@@ -60,6 +60,7 @@ def job_state(job: Job) -> dict[str, Any]:
         "resume_token": job.resume.token,
         "resume_count": job.resume.count,
         "rejected_resumes": job.resume.rejected,
+        "resume_attempts": job.resume.attempts,
         "resumed_data": job.resume.data,
         "resumed_body_sha256": None if body is None else hashlib.sha256(body).hexdigest(),
         "resumed_body_size": None if body is None else len(body),

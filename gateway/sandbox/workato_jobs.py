@@ -6,6 +6,7 @@ form of ``GET .../jobs/:job_id``). Listing is newest first; paging is relative t
 
 from __future__ import annotations
 
+import json
 import secrets
 import string
 from dataclasses import dataclass, field
@@ -39,14 +40,25 @@ WORKSPACE = Owner()
 
 @dataclass
 class ResumeState:
-    """The job's wait: its token, and what the one successful resume (if any) delivered."""
+    """The job's wait: its token, and what the one successful resume (if any) delivered: its
+    body as sent (its ``data`` is decoded when asked for: a 40 MB body was held twice)."""
 
     token: str
     count: int = 0
     rejected: int = 0
     body: bytes | None = None
-    data: dict[str, Any] | None = None
     at: float | None = None
+
+    @property
+    def data(self) -> Any:
+        """The resumed ``data``, decoded from the body each time it is asked for."""
+        return None if self.body is None else json.loads(self.body).get("data")
+
+    @property
+    def attempts(self) -> int:
+        """Every resume request that named this token: the one that resumed it, and the
+        refused ones after it (``rejected``)."""
+        return self.count + self.rejected
 
 
 @dataclass

@@ -17,6 +17,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.sandbox.faults import FaultInjector
+from gateway.sandbox.lifecycle import MAX_SCRIPTED_S
 from gateway.sandbox.requestlog import RequestLog, credential_id
 from gateway.sandbox.window import Admission, SlidingWindow
 from gateway.sandbox.workato_jobs import (
@@ -50,19 +51,19 @@ class WorkatoSandboxSettings(BaseModel):
     ``request_log_max`` is the exception: it is read once, when the sandbox is built.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     api_tokens: list[str] = Field(default_factory=list)
     legacy_users: dict[str, str] = Field(default_factory=dict)
     rate_limit_per_minute: int = Field(default=DEFAULT_RATE_LIMIT_PER_MINUTE, ge=1)
-    window_s: float = Field(default=DEFAULT_WINDOW_S, gt=0.0)
+    window_s: float = Field(default=DEFAULT_WINDOW_S, gt=0.0, le=MAX_SCRIPTED_S)
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=0)
     repeat_max_jobs: int = Field(default=DEFAULT_REPEAT_MAX_JOBS, ge=1)
     repeat_per_second: int = Field(default=DEFAULT_REPEAT_PER_SECOND, ge=1)
     repeat_limit_per_job: int = Field(default=DEFAULT_REPEAT_LIMIT_PER_JOB, ge=0)
     page_size: int = Field(default=DEFAULT_PAGE_SIZE, ge=1)
     request_log_max: int = Field(default=DEFAULT_REQUEST_LOG_MAX, ge=1)
-    resume_running_s: float = Field(default=0.0, ge=0.0)
+    resume_running_s: float = Field(default=0.0, ge=0.0, le=MAX_SCRIPTED_S)
     """How long a resumed job goes on running (``pending``) before it succeeds: a real job's
     action runs on after its resume (seed 001), so a lookup right after it may see it pending."""
 
@@ -125,7 +126,7 @@ class WorkatoSandbox:
         email = headers.get("x-user-email", "").strip().lower()
         user_token = headers.get("x-user-token", "")
         expected = {k.lower(): v for k, v in self.settings.legacy_users.items()}.get(email)
-        if expected is not None and hmac.compare_digest(user_token.encode(), expected.encode()):
+        if expected and user_token and _same(user_token, expected):
             return user_token
         return None
 
@@ -180,7 +181,7 @@ class WorkatoSandbox:
         scope = [j for j in self.jobs() if j.recipe_id == recipe_id and j.visible_to(owner)]
         return page_of(scope, query, self.settings.page_size)
 
-    def resume(self, token: str, body: bytes, data: dict[str, Any] | None) -> ResumeOutcome:
+    def resume(self, token: str, body: bytes) -> ResumeOutcome:
         """Resume the job waiting on ``token``; a wait is resumed at most once."""
         job_id = self._tokens.get(token)
         if job_id is None:
@@ -192,7 +193,7 @@ class WorkatoSandbox:
                 ResumeOutcome.ALREADY_RESUMED if job.resume.count else ResumeOutcome.NOT_SUSPENDED
             )
         now = self.clock()
-        job.resume.count, job.resume.body, job.resume.data, job.resume.at = 1, body, data, now
+        job.resume.count, job.resume.body, job.resume.at = 1, body, now
         if self.settings.resume_running_s == 0:
             job.complete("succeeded", now)
         else:
@@ -224,6 +225,7 @@ class WorkatoSandbox:
             "resumes_total": sum(job.resume.count for job in jobs),
             "max_resume_count": max((job.resume.count for job in jobs), default=0),
             "rejected_resumes_total": sum(job.resume.rejected for job in jobs),
+            "max_resume_attempts": max((job.resume.attempts for job in jobs), default=0),
             "repeats_total": sum(job.is_repeat for job in jobs),
             "requests_total": statuses.total(),
             "rate_limited_total": statuses[429],
@@ -297,5 +299,12 @@ def _repeat_failed(job_id: str, type_id: str, message: str) -> dict[str, Any]:
 
 
 def _known(token: str, tokens: list[str]) -> bool:
-    matches = [hmac.compare_digest(token.encode(), known.encode()) for known in tokens]
+    matches = [_same(token, known) for known in tokens]
     return bool(token) and any(matches)
+
+
+def _same(presented: str, known: str) -> bool:
+    """A constant-time comparison; a header's bytes that are not UTF-8 (aiohttp hands them over
+    as surrogates) are a wrong credential, not a crash."""
+    as_bytes = presented.encode("utf-8", "surrogatepass")
+    return hmac.compare_digest(as_bytes, known.encode("utf-8", "surrogatepass"))

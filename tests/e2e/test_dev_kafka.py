@@ -76,5 +76,5 @@ def test_dev_kafka_walkthrough_resumes_the_job_through_the_local_broker(
         assert time.monotonic() < deadline, f"the job was not resumed: {job}"
         time.sleep(0.2)
         job = sandbox_job(f"http://127.0.0.1:{ports[1]}", str(job["job_id"]))
-    assert job["status"] == "succeeded"
+    assert (job["status"], job["resume_attempts"]) == ("succeeded", 1)
     assert dev.terminate() == 0, "Ctrl-C / SIGTERM stops the gateway and the broker cleanly"

@@ -127,7 +127,7 @@ def test_printed_steps_resume_the_sandbox_job_once_and_a_restart_keeps_state(
     job, wait = settled_check(script, job["job_id"], shell)
 
     assert (registered["outcome"], accepted["outcome"]) == ("created", "matched")
-    assert (job["status"], job["resume_count"]) == ("succeeded", 1)
+    assert (job["status"], job["resume_count"], job["resume_attempts"]) == ("succeeded", 1, 1)
     assert job["resumed_data"]["payload"] == {"total": 42.5}
     assert wait["state"] == "resolved"
     assert wait["delivery"]["state"] == "delivered"
@@ -158,7 +158,7 @@ def test_printed_steps_resume_the_sandbox_job_once_and_a_restart_keeps_state(
     again, accepted_again, new_job, _ = json_documents(bash(second.shell_steps(), shell))
     assert (again["outcome"], accepted_again["outcome"]) == ("created", "matched")
     new_job, _ = settled_check(second.shell_steps(), new_job["job_id"], shell)
-    assert new_job["resume_count"] == 1
+    assert (new_job["resume_count"], new_job["resume_attempts"]) == (1, 1)
     assert second.process.terminate() == 0
 
 

@@ -67,6 +67,7 @@ def test_readme_webhook_examples_resume_the_dev_sandbox_jobs_once(
         assert event_id is None or answer["event_id"] == event_id
         resumed = resumed_job(dev, job["job_id"])
         assert (resumed["resume_count"], resumed["status"]) == (1, "succeeded")
+        assert resumed["resume_attempts"] == 1  # one request, not a refused second one
         data = resumed["resumed_data"]
         assert (data["source"], data["event_id"], data["payload"]) == (
             source,

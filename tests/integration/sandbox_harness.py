@@ -139,3 +139,16 @@ async def sandbox_process(*args: str) -> AsyncIterator[str]:
     finally:
         process.terminate()
         await asyncio.wait_for(process.wait(), STEP_TIMEOUT_S)
+
+
+async def raw_status(url: str, request: bytes) -> int:
+    """The status of a request sent as bytes: aiohttp's client writes header values as UTF-8,
+    and these tests need bytes that are not."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        status_line = await asyncio.wait_for(reader.readline(), STEP_TIMEOUT_S)
+        return int(status_line.split()[1])
+    finally:
+        writer.close()

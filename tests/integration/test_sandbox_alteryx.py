@@ -21,6 +21,7 @@ from tests.integration.sandbox_harness import (
     FakeClock,
     Reply,
     SandboxClient,
+    raw_status,
     sandbox_process,
     served,
     serving,
@@ -83,6 +84,15 @@ def short_hash(secret: str) -> str:
 
 
 # --- serving -------------------------------------------------------------------------------
+
+
+async def test_a_token_form_that_is_not_utf8_is_400_not_500(harness: Harness) -> None:
+    form = b"grant_type=client_credentials&client_id=a&client_secret=\xed\xa0\x80"
+    request = (
+        b"POST /webapi/oauth2/token HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s"
+    )
+    assert await raw_status(harness.url, request % (len(form), form)) == 400
 
 
 async def test_serve_announces_its_url_without_secrets_and_runs_until_cancelled() -> None:

@@ -21,6 +21,7 @@ from tests.integration.sandbox_harness import (
     FakeClock,
     Reply,
     SandboxClient,
+    raw_status,
     sandbox_process,
     served,
     serving,
@@ -132,6 +133,13 @@ async def test_missing_or_wrong_api_key_gets_401(harness: Harness, headers: dict
     reply = await harness.get_job(job_id, headers)
     assert (reply.status, reply.body) == (401, {"message": "Unauthorized"})
     assert (await harness.control("GET", f"/jobs/{job_id}"))["poll_count"] == 0
+
+
+async def test_an_api_key_that_is_not_utf8_gets_401_not_500(harness: Harness) -> None:
+    job_id = await harness.new_job()
+    path = f"/v0/workflows/{WORKFLOW}/jobs/{job_id}".encode()
+    request = b"GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: \xff\xfe\r\nConnection: close\r\n\r\n"
+    assert await raw_status(harness.url, request % path) == 401
 
 
 async def test_settings_can_rotate_keys_and_show_no_key(harness: Harness) -> None:

@@ -26,6 +26,7 @@ from tests.integration.sandbox_harness import (
     FakeClock,
     Reply,
     SandboxClient,
+    raw_status,
     served,
     serving,
 )
@@ -168,6 +169,26 @@ async def test_missing_or_wrong_credentials_get_401(
     assert (await harness.job_state(job["job_id"]))["status"] == "pending"
 
 
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        b"Authorization: Bearer \xff\xfe",
+        b"x-user-email: " + LEGACY_EMAIL.encode() + b"\r\nx-user-token: \xff",
+    ],
+)
+async def test_a_credential_that_is_not_utf8_gets_401_not_500(
+    harness: Harness, credentials: bytes
+) -> None:
+    request = b"GET /api/recipes/1/jobs HTTP/1.1\r\nHost: x\r\n%s\r\nConnection: close\r\n\r\n"
+    assert await raw_status(harness.url, request % credentials) == 401
+
+
+async def test_a_legacy_user_configured_without_a_token_is_never_authenticated() -> None:
+    sandbox = WorkatoSandbox(WorkatoSandboxSettings(legacy_users={LEGACY_EMAIL: ""}))
+    assert sandbox.authenticate({"x-user-email": LEGACY_EMAIL}) is None
+    assert sandbox.authenticate({"x-user-email": LEGACY_EMAIL, "x-user-token": ""}) is None
+
+
 # --- resume --------------------------------------------------------------------------------
 
 
@@ -217,10 +238,11 @@ async def test_second_resume_gets_409_and_resume_count_stays_1(harness: Harness)
     assert second.body == {"message": "Job has already been resumed"}
     state = await harness.job_state(job["job_id"])
     assert (state["resume_count"], state["rejected_resumes"]) == (1, 1)
+    assert state["resume_attempts"] == 2  # every request counts: "exactly once" is 1
     assert state["resumed_data"] == {"n": 1}
     stats = await harness.control("GET", "/stats")
     assert (stats["max_resume_count"], stats["resumes_total"]) == (1, 1)
-    assert stats["rejected_resumes_total"] == 1
+    assert (stats["rejected_resumes_total"], stats["max_resume_attempts"]) == (1, 2)
 
 
 async def test_a_running_resumed_job_ended_by_the_control_api_stays_ended(
@@ -291,6 +313,51 @@ async def test_deprecated_and_legacy_list_filters_are_honoured(harness: Harness)
 async def test_a_managed_user_id_of_non_ascii_digits_is_404_not_500(harness: Harness) -> None:
     reply = await harness.call("GET", "/api/managed_users/%C2%B2/recipes/5/jobs", headers=AUTH)
     assert reply.status == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/recipes/" + "9" * 4301 + "/jobs",  # int() refuses more than 4,300 digits: 500
+        "/api/recipes/" + "9" * 4301 + "/jobs/j-1",
+        "/api/managed_users/" + "9" * 4301 + "/recipes/5/jobs",
+        "/api/recipes/%D9%A5/jobs",  # an Arabic-Indic 5 was recipe 5
+    ],
+)
+async def test_a_numeric_id_that_is_no_64_bit_integer_is_404(harness: Harness, path: str) -> None:
+    assert (await harness.call("GET", path, headers=AUTH)).status == 404
+    repeat = path.replace("/jobs/j-1", "/jobs").replace("/jobs", "/repeat_jobs")
+    if path.startswith("/api/recipes/"):
+        assert (await harness.call("POST", repeat, headers=AUTH, json={})).status == 404
+
+
+async def test_repeat_jobs_not_declared_json_is_400_as_resume_is(harness: Harness) -> None:
+    job = await harness.new_job(recipe_id=5)
+    body = json.dumps({"job_ids": [job["job_id"]]})
+    headers = {**AUTH, "Content-Type": "text/plain"}
+    reply = await harness.call("POST", "/api/recipes/5/repeat_jobs", headers=headers, data=body)
+    assert reply.status == 400
+    assert reply.body == {"message": "param is missing or the value is empty or invalid: job_ids"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/settings", '{"window_s": Infinity}'),
+        ("/settings", '{"resume_running_s": 1e400}'),
+        ("/faults", '{"random": {"latency_s": 3601}}'),
+        ("/faults", '{"scripted": [{"kind": "latency", "seconds": Infinity}]}'),
+    ],
+)
+async def test_control_values_that_are_not_finite_or_too_long_are_refused(
+    harness: Harness, path: str, body: str
+) -> None:
+    """``Infinity`` was taken: the next 429 answered 500, or a latency held its handler for
+    ever."""
+    headers = {"Content-Type": "application/json"}
+    method = "PUT"
+    reply = await harness.call(method, "/_sandbox" + path, headers=headers, data=body)
+    assert reply.status in (400, 422), reply.body
 
 
 async def test_body_over_the_limit_gets_413_with_or_without_content_length(
