@@ -39,18 +39,45 @@ class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _finite(value: Any) -> Any:
-    """pydantic's JSON parser takes NaN and Infinity, but they are not JSON: echoed into a resume
-    request, Workato's parser would refuse it, and the delivery would end dead."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError("NaN and Infinity are not JSON numbers")
-    if isinstance(value, dict):
-        for item in value.values():
-            _finite(item)
-    elif isinstance(value, list):
-        for item in value:
-            _finite(item)
+MAX_METADATA_DEPTH = 128
+"""How deep metadata may nest. Over HTTP pydantic's parser stops near 200 levels; a Kafka
+registration is decoded by the standard library's, which goes on to about 990, where encoding
+it again for the store overflowed the stack and ended the consumer."""
+
+
+def _json_value(value: Any) -> Any:
+    """Metadata that can be stored and echoed into a resume request as JSON: no NaN or Infinity
+    (pydantic's JSON parser takes them; Workato's parser would refuse the request and the
+    delivery would end dead), no lone surrogate (an escape such as ``\\ud800``, which no UTF-8
+    can hold: the store's write raised and took the whole batch with it), and a bounded depth."""
+    _check_json(value, MAX_METADATA_DEPTH)
     return value
+
+
+def _check_json(value: Any, depth: int) -> None:
+    if isinstance(value, str):
+        _unicode(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("NaN and Infinity are not JSON numbers")
+    elif isinstance(value, dict | list):
+        if depth == 0:
+            raise ValueError(f"metadata nests deeper than {MAX_METADATA_DEPTH} levels")
+        if isinstance(value, dict):
+            for name, item in value.items():
+                _unicode(name)
+                _check_json(item, depth - 1)
+        else:
+            for item in value:
+                _check_json(item, depth - 1)
+
+
+def _unicode(text: str) -> None:
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise ValueError("a string holds a lone surrogate, which is not Unicode") from None
 
 
 def _segment(value: int | str) -> int | str:
@@ -109,7 +136,7 @@ class WaitRegistration(_Message):
     watch: Watch | None = Field(
         default=None, description="Let the gateway poll this job and report completion itself."
     )
-    metadata: Annotated[dict[str, Any] | None, AfterValidator(_finite)] = Field(
+    metadata: Annotated[dict[str, Any] | None, AfterValidator(_json_value)] = Field(
         default=None, description="Echoed back to the action in the resume data."
     )
 

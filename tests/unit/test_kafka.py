@@ -159,6 +159,51 @@ def test_an_object_that_is_not_json_is_not_json_with_the_parsers_reason(
     assert said in result.detail
 
 
+def nested(depth: int) -> str:
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        '{"note": "\\ud800"}',  # a lone surrogate: the store's write raised, batch and all
+        '{"\\udcff": 1}',
+        nested(900),  # json.dumps for the store overflowed the stack at about 985 levels
+        nested(129),  # one past the limit
+    ],
+)
+def test_a_registration_whose_metadata_cannot_be_stored_is_invalid_not_a_crash(
+    metadata: str,
+) -> None:
+    """Either ended the consumer at every restart, with the records behind it unread."""
+    value = b'{"tenant": "acme", "key": "k", "resume_token": "t", "metadata": ' + metadata.encode()
+    result = decoder().decode(Rec("resume.waits", value + b"}"), NOW)
+    assert isinstance(result, Poison)
+    assert (result.kind, result.detail.split(":")[0]) == ("invalid", "metadata")
+
+
+def test_a_record_whose_preparation_fails_unexpectedly_is_dead_lettered() -> None:
+    """A bug in preparing one record is that record's problem: raised out of the decoder, it
+    ended the consumer, and every restart read the same record again."""
+
+    class Failing:
+        def prepare_wait(self, tenant: str, reg: Any, now: float) -> NewWait:
+            raise RuntimeError("a bug")
+
+        def prepare_event(self, tenant: str, source: str, event: Any, data: bytes) -> NewEvent:
+            raise RuntimeError("a bug")
+
+    failing = Decoder(Failing(), frozenset({"acme"}), "resume.events", "resume.waits", 10_000)
+    value = json.dumps({"tenant": "acme", "key": "k", "resume_token": "t"}).encode()
+    for record in (Rec("resume.waits", value), Rec("resume.events", event())):
+        result = failing.decode(record, NOW)
+        assert isinstance(result, Poison)
+        assert (result.kind, result.detail) == (
+            "invalid",
+            "the record could not be prepared (RuntimeError)",
+        )
+
+
 def test_poison_details_never_echo_the_value() -> None:
     value = json.dumps({"tenant": "acme", "key": "", "resume_token": "tok-SECRET"}).encode()
     result = decoder().decode(Rec("resume.waits", value), NOW)

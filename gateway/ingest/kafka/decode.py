@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+import structlog
 from pydantic import ValidationError
 
 from gateway.errors import InvalidInput
@@ -25,6 +26,8 @@ from gateway.messages import (
     WaitRegistration,
 )
 from gateway.store.records import NewEvent, NewWait
+
+log = structlog.get_logger(__name__)
 
 KAFKA_SOURCE = "kafka"
 MAX_DETAIL_CHARS = 500
@@ -96,6 +99,11 @@ class Decoder:
             return Poison("invalid", _field_detail(exc))
         except _UnknownTenant as exc:
             return Poison("unknown_tenant", f"tenant {exc.tenant!r} is not configured")
+        except Exception as exc:  # a bug, but this record's: raised, it ends the consumer at
+            # every restart, with every record behind it unread. Its name only: the record's
+            # values (a resume token) may be in the message.
+            log.error("kafka.record_unprepared", topic=record.topic, error=type(exc).__name__)
+            return Poison("invalid", f"the record could not be prepared ({type(exc).__name__})")
 
     def _wait(self, values: dict[str, Any], now: float) -> NewWait:
         reg = KafkaWaitRegistration.model_validate(values)
