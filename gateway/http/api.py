@@ -13,7 +13,7 @@ from gateway.http.views import wait_json
 from gateway.ingest.bodies import Bodies, content_type_of, refuse_encoded
 from gateway.ingest.service import Ingest
 from gateway.messages import CompletionEvent, WaitRegistration
-from gateway.store.records import CONFLICTS, JSON
+from gateway.store.records import CONFLICTS, EXPIRED_ON_ARRIVAL, JSON
 
 API_SOURCE = "api"
 
@@ -41,6 +41,8 @@ class Api:
         except ValidationError as exc:
             raise invalid(exc) from None
         result = await self._ingest.register(tenant.name, reg)
+        if result.conflict == EXPIRED_ON_ARRIVAL:
+            raise InvalidInput(CONFLICTS[EXPIRED_ON_ARRIVAL], field="expires_at")
         if result.outcome == "conflict":
             reason = result.conflict or "conflict"
             raise Conflict(CONFLICTS.get(reason, reason), reason=reason)

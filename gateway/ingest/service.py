@@ -110,13 +110,12 @@ class Ingest:
             self._on_match(wait.tenant)
 
     def _expires_at(self, reg: WaitRegistration, now: float) -> float:
-        """Workato drops a suspended job after 60 days: the deadline never goes past that."""
+        """Workato drops a suspended job after 60 days: the deadline never goes past that. One
+        in the past is the store's to refuse: the same registration sent again after its
+        expiry (a Kafka record read again after a crash, say) is a repeat, not an error."""
         cap = now + self._settings.max_wait_s
         if reg.expires_at is not None:
-            expires = reg.expires_at.timestamp()
-            if expires <= now:
-                raise InvalidInput("expires_at is in the past", field="expires_at")
-            return min(expires, cap)
+            return min(reg.expires_at.timestamp(), cap)
         if reg.timeout_s is not None:
             return min(now + reg.timeout_s, cap)
         return cap

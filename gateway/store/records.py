@@ -103,12 +103,17 @@ class Registration:
     """Which of ``CONFLICTS``, when the outcome is ``conflict``."""
 
 
+EXPIRED_ON_ARRIVAL = "expires_at_in_the_past"
+"""The ``conflict`` of a new registration whose ``expires_at`` has passed: refused as invalid
+input, where a repeat of one registered before its expiry is a repeat."""
+
 CONFLICTS = {
     "key_open_with_other_token": "an open wait for this key has a different resume_token",
     "token_registered_under_other_key": "this resume_token is registered under another key",
     "repeat_with_other_fields": (
         "this resume_token is registered under this key with another job, watch or metadata"
     ),
+    EXPIRED_ON_ARRIVAL: "expires_at is in the past",
 }
 """Why a registration conflicts, as its 409 (or dead letter) says it."""
 

@@ -41,6 +41,7 @@ from gateway.store.correlation import (
     plan_events,
 )
 from gateway.store.records import (
+    EXPIRED_ON_ARRIVAL,
     JSON,
     Acceptance,
     Cancellation,
@@ -335,6 +336,8 @@ class SQLiteStore:
             # is past its expiry, as a GET would show it
             self._expired_before_the_sweep(conn, same[0], now)
             return Registration("repeat", self._view(conn, wait.tenant, wait.key, same[0]))
+        if wait.expires_at <= now:
+            return Registration("conflict", None, conflict=EXPIRED_ON_ARRIVAL)
         open_wait = self._one(conn, "open_wait_by_key", tenant=wait.tenant, key=wait.key)
         if open_wait is not None and not self._expired_before_the_sweep(conn, open_wait[0], now):
             return Registration("conflict", None, conflict="key_open_with_other_token")

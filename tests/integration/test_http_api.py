@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -138,6 +139,20 @@ async def test_expires_at_in_the_past_is_refused(gw: RunningGateway) -> None:
     assert status == 422
     assert problem["field"] == "expires_at"
     assert problem["errors"] == [{"field": "expires_at", "message": "expires_at is in the past"}]
+
+
+async def test_a_registration_sent_again_after_its_expiry_is_a_repeat(gw: RunningGateway) -> None:
+    """It was refused as in the past: a Kafka registration read again after a crash was
+    dead-lettered although it was stored."""
+    expires = datetime.now(UTC) + timedelta(seconds=1)
+    body = {"key": "k", "resume_token": "t", "expires_at": expires.isoformat()}
+    assert (await gw.post("/v1/waits", body))[0] == 201
+    await asyncio.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 0.1)
+    status, again = await gw.post("/v1/waits", body)
+    assert (status, again["outcome"], again["state"]) == (200, "repeat", "expired")
+    other = {**body, "resume_token": "t2"}  # a new one in the past is still refused
+    status, problem = await gw.post("/v1/waits", other)
+    assert (status, problem["field"]) == (422, "expires_at")
 
 
 async def test_expires_at_is_capped_at_sixty_days(gw: RunningGateway) -> None:

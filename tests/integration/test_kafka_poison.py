@@ -117,6 +117,16 @@ async def test_every_kind_of_poison_is_dead_lettered_with_headers_and_consumptio
     while await committed(kafka.bootstrap, "resume-gateway", [EVENTS, WAITS]) < len(mixed):
         assert time.monotonic() < deadline, "the offsets did not move past the poison"
         await asyncio.sleep(0.1)
+    # each record counted once: the conflict and the expired registration, refused by the
+    # store, were counted as ingested too
+    registry, waits = gw.gateway.metrics.registry, {"topic": WAITS}
+    bad_waits = sum(m.topic == WAITS for _, m in bad)
+    ingested = registry.get_sample_value(RECORDS, {**waits, "result": "ingested"})
+    dead = registry.get_sample_value(RECORDS, {**waits, "result": "dead_lettered"})
+    assert (ingested, dead) == (len(jobs), bad_waits)
+
+
+RECORDS = "gateway_kafka_records_total"
 
 
 class SlowStore:

@@ -120,18 +120,6 @@ def test_a_registration_is_sealed_and_never_kept_in_clear() -> None:
             json.dumps({"tenant": "acme", "key": "k", "resume_token": "t", "data": 1}).encode(),
             "invalid",
         ),
-        (
-            "resume.waits",
-            json.dumps(
-                {
-                    "tenant": "acme",
-                    "key": "k",
-                    "resume_token": "t",
-                    "expires_at": "2001-01-01T00:00Z",
-                }
-            ).encode(),
-            "invalid",
-        ),
     ],
 )
 def test_poison_is_classified(topic: str, value: bytes | None, kind: str) -> None:

@@ -40,11 +40,18 @@ from gateway.errors import BrokerError
 from gateway.ingest.kafka.decode import Decoder, Preparer
 from gateway.ingest.kafka.dlq import DeadLetters
 from gateway.ingest.kafka.flow import Backpressure, Flow
-from gateway.ingest.kafka.records import Batch, Poison, Record
+from gateway.ingest.kafka.records import Batch, Poison, PoisonKind, Record
 from gateway.ingest.kafka.refused import ReadPast, is_refusal, positions
 from gateway.kafka_connection import close_consumer, connection_options, ms
 from gateway.metrics import Metrics
-from gateway.store.records import CONFLICTS, Acceptance, NewEvent, NewWait, Registration
+from gateway.store.records import (
+    CONFLICTS,
+    EXPIRED_ON_ARRIVAL,
+    Acceptance,
+    NewEvent,
+    NewWait,
+    Registration,
+)
 from gateway.wakeable import sleep_or_wake
 
 log = structlog.get_logger(__name__)
@@ -328,15 +335,19 @@ class KafkaIngest:
         registered, _ = await self._ingest.ingest_batch(
             [wait for _, wait in batch.waits], [event for _, event in batch.events], batch.waits_at
         )
+        refused = 0
         for (record, _), result in zip(batch.waits, registered, strict=True):
             if result.outcome == "conflict":
+                refused += 1
                 reason = result.conflict or "conflict"
-                batch.poison.append((record, Poison("conflict", CONFLICTS.get(reason, reason))))
-        self._count(batch)
+                kind: PoisonKind = "invalid" if reason == EXPIRED_ON_ARRIVAL else "conflict"
+                batch.poison.append((record, Poison(kind, CONFLICTS.get(reason, reason))))
+        self._count(batch, len(batch.waits) - refused)
 
-    def _count(self, batch: Batch) -> None:
+    def _count(self, batch: Batch, waits: int) -> None:
+        """The records stored; a refused registration is counted as dead-lettered instead."""
         s, counter = self._settings, self._metrics.kafka_records
-        for topic, n in ((s.waits_topic, len(batch.waits)), (s.events_topic, len(batch.events))):
+        for topic, n in ((s.waits_topic, waits), (s.events_topic, len(batch.events))):
             if n:
                 counter.labels(topic, "ingested").inc(n)
 
