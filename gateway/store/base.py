@@ -64,7 +64,8 @@ class Store(Protocol):
         first, as the sweep would have."""
 
     async def cancel_wait(self, tenant: str, key: str, now: float) -> Cancellation:
-        """Cancel an open wait, or a resolved one whose delivery has not started."""
+        """Cancel an open wait, or a resolved one whose delivery has not started: none of its
+        requests may have reached Workato (``in_flight`` otherwise)."""
 
     async def claim(
         self, tenant: str, credential: str, now: float, limit: int, lease_s: float, owner: str

@@ -577,6 +577,8 @@ class SQLiteStore:
         if view.state != "open" and (not pending or view.expires_at <= now):
             in_flight = delivery is not None and delivery.state == "sending"
             return Cancellation("in_flight" if in_flight else "final", view)
+        if pending and self._one(conn, "delivery_may_have_arrived", wait_id=wait_id)[0]:
+            return Cancellation("in_flight", view)  # started: the job may be resumed already
         self._run(conn, "cancel_wait", wait_id=wait_id, now=now)
         self._run(conn, "cancel_delivery", wait_id=wait_id, now=now)
         return Cancellation("cancelled", self._view(conn, tenant, key))

@@ -378,6 +378,20 @@ async def test_cancel_open_wait_and_pending_delivery(store: SQLiteStore) -> None
     assert (await store.cancel_wait("acme", "nope", T0)).outcome == "not_found"
 
 
+@pytest.mark.parametrize(("ambiguous", "outcome"), [(True, "in_flight"), (False, "cancelled")])
+async def test_a_delivery_whose_request_may_have_arrived_is_not_cancelled(
+    store: SQLiteStore, ambiguous: bool, outcome: str
+) -> None:
+    """After a timeout or a 5xx the job may be resumed already: "cancelled" said it was not.
+    A 429 or a refused connection proves nothing arrived, and the delivery may be cancelled."""
+    await store.register_wait(wait("k"), T0)
+    await store.record_event(event("k"), T0)
+    (claim,) = await store.claim("acme", "c", T0, 1, 30, "w")
+    retry = Settlement("pending", "http_503" if ambiguous else "http_429", None, T0 + 5, ambiguous)
+    assert await store.settle(claim, "w", retry, T0 + 1)
+    assert (await store.cancel_wait("acme", "k", T0 + 2)).outcome == outcome
+
+
 async def test_pauses_survive_and_lapse(store: SQLiteStore) -> None:
     await store.pause_tenant(Pause("acme", T0 + 60, "rate_limited"))
     assert [p.tenant for p in await store.active_pauses(T0)] == ["acme"]

@@ -60,6 +60,10 @@ ORDER BY w.id DESC LIMIT 1;
 -- name: cancel_wait
 UPDATE waits SET state = 'cancelled', resolved_at = :now WHERE id = :wait_id;
 
+-- name: delivery_may_have_arrived
+-- Whether a request of the wait's delivery may have reached Workato (a timeout, a 5xx).
+SELECT ambiguous FROM deliveries WHERE wait_id = :wait_id;
+
 -- name: cancel_delivery
 UPDATE deliveries SET state = 'cancelled', finished_at = :now, reason = 'cancelled'
 WHERE wait_id = :wait_id AND state = 'pending';
