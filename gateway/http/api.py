@@ -108,6 +108,12 @@ def _payload_form(request: web.Request) -> tuple[CompletionEvent, str] | None:
             "data: in this form the body is the data; it is never taken from the query",
             errors=[{"field": "data", "message": "not a query parameter"}],
         )
+    repeated = [name for name in dict.fromkeys(query) if len(query.getall(name)) > 1]
+    if repeated:  # which one would count is a guess: the first, where JSON takes the last
+        raise InvalidInput(
+            f"{repeated[0]}: given more than once in the query",
+            errors=[{"field": name, "message": "given more than once"} for name in repeated],
+        )
     return _validated(dict(query)), content_type_of(request.headers)
 
 
