@@ -88,7 +88,7 @@ class Deliverer:
         restored from the store: paused while any of its tenants' pauses lasts."""
         credentials: dict[str, Credential] = {}
         span = self._settings.rate_window_s + self._settings.rate_margin_s
-        now = self._deps.clock()
+        now = self._deps.clock()  # the sends read here outlive the sweep: sends_forgotten_before
         pauses = {p.tenant: p.until for p in await self._store.active_pauses(now)}
         limits = _shared_limits(self._tenants)
         longest_pause = max(MAX_RETRY_AFTER_S, self._settings.auth_pause_s)
@@ -138,10 +138,11 @@ class Deliverer:
             self._session = None
 
     async def _sweep_forever(self) -> None:
-        span = 2 * (self._settings.rate_window_s + self._settings.rate_margin_s)
         while True:
             now = self._deps.clock()
-            swept = await self._store.sweep(now, now - span, SWEEP_LIMIT)
+            swept = await self._store.sweep(
+                now, sends_forgotten_before(self._settings, now), SWEEP_LIMIT
+            )
             counts = {
                 "reclaimed": swept.reclaimed,
                 "expired_deliveries": len(swept.expired_deliveries),
@@ -175,3 +176,13 @@ def _shared_limits(tenants: list[TenantSettings]) -> dict[str, int]:
                 limit=limits[cid],
             )
     return limits
+
+
+def sends_forgotten_before(settings: DeliverySettings, now: float) -> float:
+    """How old a recorded send may get before the sweep deletes it: older than any a restart
+    reads back (a window and its margin, plus a lease, for a request that may have reached
+    Workato as late as its lease ended), and never less than two windows. With two windows
+    only, a lease over one window lost sends a restart needed, and the limit could be
+    exceeded."""
+    span = settings.rate_window_s + settings.rate_margin_s
+    return now - span - max(span, settings.lease_s)

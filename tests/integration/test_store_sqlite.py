@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from gateway.blobs.base import BlobMeta
-from gateway.config.settings import StoreSettings
+from gateway.config.settings import DeliverySettings, StoreSettings
+from gateway.deliver.deliverer import sends_forgotten_before
 from gateway.errors import BlobCollected, StoreError
 from gateway.security.tokens import SealedToken
 from gateway.store.factory import open_store
@@ -237,6 +238,23 @@ async def test_claims_go_earliest_deadline_first(store: SQLiteStore) -> None:
     assert [c.key for c in claims] == ["k1", "k2", "k0"]
     assert all(c.attempt == 1 for c in claims)
     assert await store.recent_sends("cred", T0) == [T0 + 1] * 3
+
+
+@pytest.mark.parametrize("lease_s", [30.0, 120.0])
+async def test_the_sweep_keeps_every_send_a_restart_reads_back(
+    store: SQLiteStore, lease_s: float
+) -> None:
+    """A restart holds a send for a window after its lease ended (its request may have reached
+    Workato that late); with a lease over one window, the sweep's two windows deleted it first
+    and the restarted limiter let a full window more go out."""
+    settings = DeliverySettings(lease_s=lease_s, request_timeout_s=20)
+    await store.register_wait(wait("k"), T0)
+    await store.record_event(event("k"), T0)
+    await store.claim("acme", "cred", T0, 1, lease_s, "w1")
+    span = settings.rate_window_s + settings.rate_margin_s
+    later = T0 + lease_s + 5  # its request may have reached Workato 5 s ago: still counted
+    await store.sweep(later, sends_forgotten_before(settings, later), 1000)
+    assert await store.recent_sends("cred", later - span - lease_s) == [T0]
 
 
 async def test_a_leased_delivery_is_not_claimed_twice(store: SQLiteStore) -> None:
