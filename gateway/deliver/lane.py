@@ -114,8 +114,7 @@ class Lane:
                 paused = self._deps.metrics.paused.labels(self.tenant.name)
                 paused.set(1)
                 await asyncio.sleep(credential.paused_until - now)
-                if credential.paused_until <= self._deps.clock():  # not extended meanwhile
-                    paused.set(0)
+                self._pause_may_have_ended()
                 continue
             if self._window.available(now) == 0:
                 # Nothing may leave before a slot frees: new work need not wake us.
@@ -369,10 +368,17 @@ class Lane:
         until = self._deps.clock() + seconds
         self._credential.paused_until = max(self._credential.paused_until, until)
         self._deps.metrics.paused.labels(self.tenant.name).set(1)
+        # cleared when the pause ends: the run loop may sleep through it (a full window), and
+        # a pause shorter than that, or of 0 s, left the gauge at 1 with deliveries going on
+        asyncio.get_running_loop().call_later(max(0.0, seconds), self._pause_may_have_ended)
         await self._deps.store.pause_tenant(Pause(self.tenant.name, until, reason))
         log.warning(
             "tenant.paused", tenant=self.tenant.name, reason=reason, seconds=round(seconds, 3)
         )
+
+    def _pause_may_have_ended(self) -> None:
+        if self._credential.paused_until <= self._deps.clock():  # not extended meanwhile
+            self._deps.metrics.paused.labels(self.tenant.name).set(0)
 
     async def _settle(self, claim: Claim, verdict: Verdict, attempt: Attempt, delay: float) -> None:
         now = self._deps.clock()

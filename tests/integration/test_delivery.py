@@ -231,6 +231,26 @@ async def test_429_pauses_the_tenant_and_honours_retry_after(
     assert resumed_at[1] - throttled[0].at >= 0.9, "the retry waited for Retry-After"
 
 
+async def test_the_paused_gauge_falls_when_the_pause_ends_while_the_window_is_full(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    """The 429 came with the gateway's own window full: the lane slept through the pause
+    (1 s) waiting for a slot (4 s), and the gauge said paused for good after."""
+    workato.settings = workato.settings.updated({"rate_limit_per_minute": 1, "window_s": 1.0})
+    config = {"delivery": {"rate_window_s": 4.0, "rate_margin_s": 0.0}}
+    gw = await start_gateway(make_settings(config, rate_limit_per_minute=2))
+    for i in range(2):
+        await wait_for_job(gw, workato, f"k{i}")
+        await gw.post("/v1/events", {"id": f"e{i}", "key": f"k{i}", "status": "succeeded"})
+    for i in range(2):
+        await delivery_of(gw, f"k{i}", "delivered")
+    assert [r.status for r in workato.requests.entries() if r.status == 429] == [429]
+    paused = gw.gateway.metrics.registry.get_sample_value(
+        "gateway_tenant_paused", {"tenant": "acme"}
+    )
+    assert paused == 0
+
+
 async def test_a_request_prepared_while_the_tenant_was_paused_waits_for_the_pause(
     make_settings: SettingsFactory,
     start_gateway: Start,
