@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterable
 from urllib.parse import quote
 
@@ -35,9 +36,7 @@ class WorkatoClient:
         self._base = tenant.resolved_base_url
         self._url = self._base + RESUME_PATH
         self._headers = {**tenant.auth_headers(), "Content-Type": "application/json"}
-        self._timeout = aiohttp.ClientTimeout(
-            total=timeout_s, sock_connect=min(CONNECT_TIMEOUT_S, timeout_s)
-        )
+        self._timeout = _exact(timeout_s, min(CONNECT_TIMEOUT_S, timeout_s))
 
     async def resume(
         self, body: bytes | AsyncIterable[bytes], size: int, within_s: float | None = None
@@ -55,7 +54,7 @@ class WorkatoClient:
         if within_s is not None:
             total = min(total, within_s)
         if total != self._timeout_s:
-            timeout = aiohttp.ClientTimeout(total=total, sock_connect=self._timeout.sock_connect)
+            timeout = _exact(total, self._timeout.sock_connect)
         try:
             async with self._session.post(  # a redirect is answered, never followed: it
                 self._url,  # would carry the token, and legacy auth headers, to its target
@@ -81,7 +80,7 @@ class WorkatoClient:
         url = f"{self._base}{job_path(job)}"
         timeout = self._timeout
         if within_s is not None and within_s < self._timeout_s:
-            timeout = aiohttp.ClientTimeout(total=within_s, sock_connect=timeout.sock_connect)
+            timeout = _exact(within_s, timeout.sock_connect)
         try:
             async with self._session.get(
                 url, headers=self._headers, timeout=timeout, allow_redirects=False
@@ -93,6 +92,12 @@ class WorkatoClient:
             return None
         status = body.get("status") if isinstance(body, dict) else None
         return status if isinstance(status, str) else None
+
+
+def _exact(total: float, sock_connect: float | None) -> aiohttp.ClientTimeout:
+    """A timeout that ends when it says: aiohttp rounds one of 5 s or more up to the next whole
+    second of the loop's clock, which ate the second the lease keeps for the settle."""
+    return aiohttp.ClientTimeout(total=total, sock_connect=sock_connect, ceil_threshold=math.inf)
 
 
 def request_timeout_s(size: int, timeout_s: float, longest_s: float) -> float:

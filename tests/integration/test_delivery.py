@@ -11,11 +11,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import pytest
 import structlog
 from aiohttp import web
 
 from gateway.deliver.lane import Lane
+from gateway.deliver.workato import WorkatoClient
 from gateway.errors import StoreError
 from gateway.sandbox.faults import FaultPlan, ScriptedFault
 from gateway.sandbox.server import SandboxServer
@@ -879,3 +881,31 @@ async def test_a_dead_lane_stops_the_gateway_instead_of_limping(
     await gw.gateway.store.close()  # every claim now fails
     with pytest.raises(StoreError):
         await asyncio.wait_for(gw.gateway.run_until(asyncio.Event()), timeout=5)
+
+
+async def test_a_resume_request_ends_when_its_lease_says_not_at_the_next_whole_second(
+    make_settings: SettingsFactory,
+) -> None:
+    """aiohttp rounds a timeout of 5 s or more up to the next whole second of the loop's
+    clock: a request given 5.x s of its lease ran up to a second longer, into the second the
+    lease keeps for the settle. Here the rounding would add 0.99 s."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(-1)  # takes the request, never answers
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    tenant = make_settings(base_url=f"http://127.0.0.1:{port}").tenants[0]
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = WorkatoClient(session, tenant, timeout_s=20.0)
+            now = asyncio.get_running_loop().time()
+            within = 6.01 - (now % 1.0)  # its deadline just past a whole second
+            attempt = await client.resume(b"{}", 2, within_s=within)
+            late = asyncio.get_running_loop().time() - now - within
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert attempt.error == "timeout"
+    assert late < 0.3
