@@ -246,6 +246,9 @@ class Lane:
         if within_s <= 0:
             await self._hand_back(claim, "lease_spent_before_sending")
             return
+        if claim.deadline <= now:  # prepared past the wait's expiry: Workato dropped the job
+            await self._hand_back(claim, "prepared_past_deadline")  # which settles it expired
+            return
         paused_for = self._credential.paused_until - now
         if paused_for > 0:  # a 429 or a rejection came in while this one was being prepared
             await self._hand_back(claim, "paused_before_sending", paused_for)

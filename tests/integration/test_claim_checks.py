@@ -13,7 +13,7 @@ import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -292,6 +292,33 @@ async def test_a_preparation_that_crashes_is_an_unsent_attempt_not_an_ambiguous_
         assert not ambiguous(gw, "k")
     await delivery_of(gw, "k", "delivered")
     assert job.resume.count == 1
+
+
+async def test_a_request_prepared_past_the_waits_expiry_is_not_sent_and_ends_expired(
+    make_settings: SettingsFactory,
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The claim checks the deadline, the send did not: a slow claim check sent the resume
+    after Workato had dropped the job, and its refusal ended the delivery dead."""
+    gw = await start_gateway(make_settings(max_request_bytes=800))
+    job = workato.create_job()
+    expires = datetime.now(UTC) + timedelta(seconds=1)
+    registration = {"key": "k", "resume_token": job.resume.token, "expires_at": expires.isoformat()}
+    assert (await gw.post("/v1/waits", registration))[0] == 201
+    storing = gw.gateway.blobs.put_bytes
+
+    async def slow(data: bytes, content_type: str) -> BlobMeta:
+        await asyncio.sleep(1.2)  # within the lease (3 s), past the wait's expiry
+        return await storing(data, content_type)
+
+    monkeypatch.setattr(gw.gateway.blobs, "put_bytes", slow)
+    event = {"id": "e", "key": "k", "status": "succeeded", "data": "x" * 900}
+    assert (await gw.post("/v1/events", event))[0] == 202
+    delivery = await delivery_of(gw, "k", "expired")
+    assert delivery["reason"] == "wait_expired_after_prepared_past_deadline"
+    assert job.resume.attempts == 0
 
 
 async def test_payload_that_cannot_be_read_whole_is_an_unsent_attempt_not_an_ambiguous_one(
