@@ -20,6 +20,8 @@ DEFAULT_MAX_MESSAGE_BYTES = 1_048_576  # Kafka's own default message.max.bytes, 
 DEFAULT_MAX_BATCH_RECORDS = 1000
 DEFAULT_MAX_BATCHES_IN_FLIGHT = 16
 DEFAULT_DLQ_MAX_REQUEST_BYTES = 16 * 1_048_576
+SASL_FIELDS = ("sasl_mechanism", "sasl_username", "sasl_password")
+SSL_FIELDS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
 
 
 class KafkaSettings(Section):
@@ -73,11 +75,26 @@ class KafkaSettings(Section):
             raise ValueError("pause_after_s must be shorter than max_poll_interval_s")
         if self.sasl_mechanism is not None and None in (self.sasl_username, self.sasl_password):
             raise ValueError("sasl_mechanism needs sasl_username and sasl_password")
+        self._security_is_used()
         topics = [self.events_topic, self.waits_topic, self.dlq_topic, self.outcomes_topic]
         named = [t for t in topics if t is not None]
         if len(named) != len(set(named)):
             raise ValueError("the events, waits, dlq and outcomes topics must differ")
         return self
+
+    def _security_is_used(self) -> None:
+        """What the protocol does not use is a mistake, not ignored: credentials or
+        certificates that are never sent leave an operator believing they are."""
+        protocol = self.security_protocol
+        if protocol.startswith("SASL_") and self.sasl_mechanism is None:
+            raise ValueError(f"security_protocol {protocol} needs sasl_mechanism")
+        unused = []
+        if not protocol.startswith("SASL_"):
+            unused += [n for n in SASL_FIELDS if getattr(self, n) is not None]
+        if not protocol.endswith("SSL"):
+            unused += [n for n in SSL_FIELDS if getattr(self, n) is not None]
+        if unused:
+            raise ValueError(f"{unused[0]} is set, but security_protocol {protocol} ignores it")
 
     @property
     def enabled(self) -> bool:

@@ -285,6 +285,34 @@ def test_kafka_settings_are_off_without_bootstrap_and_validated() -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("kafka", "said"),
+    [
+        ({"security_protocol": "SASL_SSL"}, "SASL_SSL needs sasl_mechanism"),  # aiokafka raised
+        (  # passed, and went out without any authentication
+            {"sasl_mechanism": "PLAIN", "sasl_username": "u", "sasl_password": "p"},
+            "sasl_mechanism is set, but security_protocol PLAINTEXT ignores it",
+        ),
+        ({"ssl_cafile": "/ca.pem"}, "ssl_cafile is set, but security_protocol PLAINTEXT"),
+        (
+            {
+                "security_protocol": "SASL_PLAINTEXT",
+                "sasl_mechanism": "PLAIN",
+                "sasl_username": "u",
+                "sasl_password": "p",
+                "ssl_certfile": "/c.pem",
+            },
+            "ssl_certfile is set, but security_protocol SASL_PLAINTEXT",
+        ),
+    ],
+)
+def test_security_settings_the_protocol_would_not_use_are_refused(
+    kafka: dict[str, str], said: str
+) -> None:
+    with pytest.raises(ConfigError, match=said):
+        settings_from_dict({"env": "dev", "kafka": {"bootstrap_servers": ["b:9092"], **kafka}}, {})
+
+
 def test_the_published_event_splices_data_unchanged() -> None:
     value = EventToPublish("acme", "e1", "k1", "succeeded", b'{"n": 1.10}').value()
     assert value.endswith(b'"data": {"n": 1.10}}')
