@@ -8,7 +8,9 @@ order is written down in ``stop``: stop intake (HTTP, Kafka), finish or release 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
@@ -168,19 +170,33 @@ class Gateway:
             log.info("gateway.stopping", drain_s=self.settings.server.shutdown_timeout_s)
             runner, self._runner = self._runner, None
             await runner.cleanup()  # stops accepting, lets in-flight HTTP requests finish
+        drain_s = self.settings.server.shutdown_timeout_s
+        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         if self.kafka:  # finishes the batch in hand, commits, leaves the group
-            await self.kafka.stop(self.settings.server.shutdown_timeout_s)
-        await self.poller.stop(self.settings.server.shutdown_timeout_s)
-        await self.deliverer.stop(self.settings.server.shutdown_timeout_s)
+            steps.append(("kafka", functools.partial(self.kafka.stop, drain_s)))
+        steps += [
+            ("poller", functools.partial(self.poller.stop, drain_s)),
+            ("deliverer", functools.partial(self.deliverer.stop, drain_s)),
+        ]
         if self.outcomes:
-            await self.outcomes.stop(self.settings.server.shutdown_timeout_s)
+            steps.append(("outcomes", functools.partial(self.outcomes.stop, drain_s)))
+        steps += [
+            ("blob_collector", self._stop_collecting),
+            ("blobs", self.blobs.close),
+            ("store", self.store.close),
+        ]
+        for name, step in steps:  # one failing part still lets the others stop, the store last
+            try:
+                await step()
+            except Exception:
+                log.exception("gateway.stop_failed", part=name)
+        log.info("gateway.stopped")
+
+    async def _stop_collecting(self) -> None:
         if self._collecting is not None:
             collecting, self._collecting = self._collecting, None
             collecting.cancel()
             await asyncio.gather(collecting, return_exceptions=True)
-        await self.blobs.close()
-        await self.store.close()
-        log.info("gateway.stopped")
 
     async def run_until(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set or a supervised task dies (then raise its error)."""

@@ -132,7 +132,11 @@ class Deliverer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.gather(*(lane.drain(timeout_s) for lane in self._lanes.values()))
+        drains = [lane.drain(timeout_s) for lane in self._lanes.values()]
+        drained = await asyncio.gather(*drains, return_exceptions=True)
+        for tenant, result in zip(self._lanes, drained, strict=True):
+            if isinstance(result, Exception):  # the other lanes drain, the session closes
+                log.error("deliverer.drain_failed", tenant=tenant, exc_info=result)
         if self._session is not None:
             await self._session.close()
             self._session = None

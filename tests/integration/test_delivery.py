@@ -909,3 +909,38 @@ async def test_a_resume_request_ends_when_its_lease_says_not_at_the_next_whole_s
         await server.wait_closed()
     assert attempt.error == "timeout"
     assert late < 0.3
+
+
+async def test_a_part_that_fails_to_stop_does_not_keep_the_others_running(
+    make_settings: SettingsFactory, start_gateway: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop raised out of its first failing part: the deliveries, blob store and store
+    after it were never stopped, and the store's last commits never synced."""
+    gw = await start_gateway(make_settings())
+    gateway = gw.gateway
+
+    async def failing(timeout_s: float) -> None:
+        raise RuntimeError("a bug in the poller's stop")
+
+    monkeypatch.setattr(gateway.poller, "stop", failing)
+    with structlog.testing.capture_logs() as logs:
+        await gateway.stop()
+    assert any(e["event"] == "gateway.stop_failed" and e["part"] == "poller" for e in logs)
+    assert gateway.deliverer._session is None  # stopped after the poller
+    with pytest.raises(StoreError, match="not open"):
+        await gateway.store.ping()
+
+
+async def test_a_lane_that_fails_to_drain_still_lets_the_deliverer_close(
+    make_settings: SettingsFactory, start_gateway: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = await start_gateway(make_settings())
+
+    async def failing(self: Lane, timeout_s: float) -> None:
+        raise RuntimeError("a bug in a lane's drain")
+
+    monkeypatch.setattr(Lane, "drain", failing)
+    with structlog.testing.capture_logs() as logs:
+        await gw.gateway.deliverer.stop(1.0)
+    assert [e["tenant"] for e in logs if e["event"] == "deliverer.drain_failed"] == ["acme"]
+    assert gw.gateway.deliverer._session is None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -612,3 +613,29 @@ async def test_dead_letters_say_they_are_failing_while_retried_and_stop_once_tak
     await asyncio.wait_for(sending, 5)
     assert not dead_letters.failing
     assert metrics.registry.get_sample_value("gateway_kafka_dlq_failing") == 0
+
+
+class HangingProducer:
+    """A producer whose stop waits for a broker that is gone (aiokafka: 40 s per request)."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+
+    async def stop(self) -> None:
+        self.stopping = True
+        await asyncio.sleep(3600)
+
+
+async def test_the_stop_is_bounded_when_the_producer_cannot_finish() -> None:
+    """A dead letter queued for a broker that was gone held the gateway's stop ~40 s, past a
+    container's grace period: the store and deliveries closed late or never."""
+    settings = KafkaSettings(bootstrap_servers=["127.0.0.1:9"])
+    consumer = KafkaIngest(
+        settings, decoder()._preparer, frozenset({"acme"}), lambda: NOW, Metrics()
+    )
+    producer = HangingProducer()
+    consumer._producer = producer  # what start() connects; no consumer joined a group
+    started = time.monotonic()
+    await asyncio.wait_for(consumer.stop(0.2), 5)
+    assert producer.stopping
+    assert time.monotonic() - started < 1.0
