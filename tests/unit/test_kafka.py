@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
 from gateway.config.kafka import KafkaSettings
 from gateway.config.loader import settings_from_dict
@@ -613,6 +613,42 @@ async def test_dead_letters_say_they_are_failing_while_retried_and_stop_once_tak
     await asyncio.wait_for(sending, 5)
     assert not dead_letters.failing
     assert metrics.registry.get_sample_value("gateway_kafka_dlq_failing") == 0
+
+
+class TakingOnlyTinyRecords:
+    """A dead-letter producer whose topic refuses anything with a key, as when the key alone
+    is over the broker's max.message.bytes."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes | None, bytes | None, Any]] = []
+
+    async def send(
+        self, topic: str, value: bytes | None = None, key: bytes | None = None, headers: Any = None
+    ) -> asyncio.Future[None]:
+        delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if key is not None:
+            delivered.set_exception(MessageSizeTooLargeError())
+        else:
+            self.sent.append((value, key, headers))
+            delivered.set_result(None)
+        return delivered
+
+
+async def test_a_dead_letter_too_large_without_its_value_goes_without_key_and_headers() -> None:
+    """It was sent again without its value only, refused at every try: the batch's commit,
+    and every later one, waited for good."""
+    producer, metrics = TakingOnlyTinyRecords(), Metrics()
+    dead_letters = DeadLetters(producer, "resume.dlq", "g", 0.01, metrics)
+    record = Rec("resume.events", b"{not json", key=b"k" * 5000, headers=[("trace", b"t1")])
+    await asyncio.wait_for(dead_letters.send_all([(record, Poison("not_json", "x"))]), 5)
+    [(value, key, headers)] = producer.sent
+    sent = dict(headers)
+    assert (value, key, "trace" in sent) == (b"", None, False)
+    assert (sent["dlq.error.kind"], sent["dlq.original.offset"]) == (b"not_json", b"41")
+    assert (sent["dlq.key_omitted_bytes"], sent["dlq.headers_omitted"]) == (b"5000", b"1")
+    assert sent["dlq.value_omitted_bytes"] == b"9"
+    labels = {"topic": "resume.events", "result": "dead_lettered"}
+    assert metrics.registry.get_sample_value("gateway_kafka_records_total", labels) == 1
 
 
 class HangingProducer:

@@ -29,6 +29,10 @@ OFFSET = "dlq.original.offset"
 TIMESTAMP = "dlq.original.timestamp_ms"
 GROUP = "dlq.consumer.group"
 VALUE_OMITTED = "dlq.value_omitted_bytes"
+KEY_OMITTED = "dlq.key_omitted_bytes"
+HEADERS_OMITTED = "dlq.headers_omitted"
+"""How many of the record's own headers were left out: with its value gone, the record was
+still too large for the dead-letter topic."""
 VALUE_NULL = "dlq.value_null"
 """Set when the original value was null: with no key either, it goes as an empty value."""
 
@@ -131,8 +135,24 @@ class DeadLetters:
             log.error("kafka.dlq_value_omitted", bytes=size, **_origin(record))
             try:
                 await self._produce(None, record.key, headers)
+            except MessageSizeTooLargeError:  # its key or headers alone: it was retried for
+                # ever, and no offset after it could be committed
+                return await self._send_bare(record, poison, headers)
             except KafkaError as exc:
                 return self._failed(record, exc)
+        except KafkaError as exc:
+            return self._failed(record, exc)
+        self._dead_lettered(record, poison)
+        return True
+
+    async def _send_bare(self, record: Record, poison: Poison, headers: Headers) -> bool:
+        """The dead letter with only what says why and where: no value, key or own headers."""
+        own = len(record.headers)
+        key_size = str(len(record.key or b"")).encode()
+        bare = [*headers[own:], (KEY_OMITTED, key_size), (HEADERS_OMITTED, str(own).encode())]
+        log.error("kafka.dlq_key_and_headers_omitted", headers=own, **_origin(record))
+        try:
+            await self._produce(None, None, bare)
         except KafkaError as exc:
             return self._failed(record, exc)
         self._dead_lettered(record, poison)
