@@ -170,7 +170,8 @@ async def test_payload_form_with_json_content_is_validated_and_sent_inline(
     query = {"id": "e1", "key": "k", "status": "succeeded"}
     assert await post_event(gw, b"{nope", content_type="application/json", **query) == 422
     raw = b'{"exact": 1.0000000000000001}'
-    assert await post_event(gw, b"  " + raw + b"\n", content_type="application/json", **query)
+    sent = await post_event(gw, b"  " + raw + b"\n", content_type="application/json", **query)
+    assert sent == 202
     await delivery_of(gw, "k", "delivered")
     assert job.resume.body is not None
     assert b'"payload":' + raw + b"}" in job.resume.body

@@ -121,7 +121,7 @@ async def test_waits_and_events_over_kafka_resume_each_job_once_and_publish_outc
     while await metric(gw, duplicates) < JOBS:
         assert time.monotonic() < deadline, "the redelivered events were not all seen"
         await asyncio.sleep(0.05)
-    assert [job.resume.count for job in jobs] == [1] * JOBS, "no job may be resumed twice"
+    assert [job.resume.attempts for job in jobs] == [1] * JOBS, "no job may be resumed twice"
 
     outcomes = await read_topic(kafka.bootstrap, OUTCOMES, JOBS)
     tokens = [job.resume.token.encode() for job in jobs]
@@ -204,7 +204,7 @@ async def test_batches_persisted_while_an_offset_commit_is_out_are_committed_in_
         assert time.monotonic() < deadline, "the offsets did not all get committed"
         await asyncio.sleep(0.2)
     assert await metric(gw, BUFFERED) == count
-    assert len(requests) < count / 20 / 2  # far fewer requests than batches of 20
+    assert 0 < len(requests) < count / 20 / 2  # far fewer requests than batches of 20
     # each request only moves offsets forward, partition by partition
     latest: dict[Any, int] = {}
     for offsets in requests:

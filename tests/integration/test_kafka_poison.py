@@ -226,11 +226,12 @@ class FailingOnce:
         return result
 
 
-async def test_after_a_failed_batch_no_later_batch_commits_past_it(
+async def test_after_a_failed_batch_nothing_later_is_committed(
     kafka: Tansu, make_settings: SettingsFactory, start_gateway: Start
 ) -> None:
-    """The batches chained behind a failed one are abandoned; one fetched after it had left
-    the batches in flight had no predecessor, committed, and the failed records were lost."""
+    """After a batch failed the intake fetches no more, and nothing is committed past the
+    failed records: a restart reads them again. (A batch that a fetch under way brought in
+    after the failure is abandoned too: ``test_kafka.py``.)"""
     gw: RunningGateway = await start_gateway(make_settings())
     failing = FailingOnce(gw.gateway.ingest)
     consumer = KafkaIngest(
@@ -249,7 +250,6 @@ async def test_after_a_failed_batch_no_later_batch_commits_past_it(
         await produce(kafka.bootstrap, later)
         await asyncio.sleep(1.5)  # a fetch, a batch and a commit take far less
         assert await committed(kafka.bootstrap, "resume-gateway", [EVENTS]) == 0
-        assert failing.persisted == []
     finally:
         await consumer.stop(5.0)
 

@@ -150,7 +150,7 @@ async def test_alteryx_job_is_polled_to_completion_and_resumes_once(
     assert (wait["watch"]["state"], wait["delivery"]["state"]) == ("done", "delivered")
     assert wait["watch"]["polls"] >= 2
     await asyncio.sleep(0.3)
-    assert job.resume.count == 1
+    assert job.resume.attempts == 1
 
 
 async def test_two_waits_watching_one_job_are_both_resumed(

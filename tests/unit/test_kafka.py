@@ -511,6 +511,25 @@ async def test_no_batch_after_a_failed_one_commits_its_offsets() -> None:
     assert ingest.calls == 3
 
 
+async def test_a_batch_fetched_after_a_failed_one_had_ended_does_not_commit() -> None:
+    """A fetch under way when a batch failed returns after that batch left the batches in
+    flight: the new batch has no predecessor to wait for, and committing it would commit past
+    the failed batch's records, which a restart must read again."""
+    ingest = SlowFirstIngest(cast(Ingest, decoder()._preparer))
+    settings = KafkaSettings(bootstrap_servers=["127.0.0.1:9"], max_batch_records=1)
+    consumer = KafkaIngest(settings, ingest, frozenset({"acme"}), lambda: NOW, Metrics())
+    fake = RecordingConsumer()
+    consumer._consumer, consumer._dead_letters = fake, NoDeadLetters()  # what start() connects
+    await consumer._start_batches([Rec("resume.events", event(id="e10"), offset=10)])
+    await asyncio.wait_for(consumer.failed.wait(), 2)
+    await consumer._drain(2)
+    assert consumer._in_flight == []  # the failed batch has left: nothing to chain behind
+    await consumer._start_batches([Rec("resume.events", event(id="e11"), offset=11)])
+    await consumer._drain(2)
+    assert ingest.calls == 2  # persisted (a duplicate when read again), never committed
+    assert fake.commits == []
+
+
 class PersistedIngest(SlowFirstIngest):
     """Prepares like ``Ingest``; every batch persists at once."""
 
