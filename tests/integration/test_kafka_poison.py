@@ -208,7 +208,6 @@ class FailingOnce:
     def __init__(self, ingest: Any) -> None:
         self._ingest = ingest
         self.failed = False
-        self.persisted: list[str] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ingest, name)
@@ -222,7 +221,6 @@ class FailingOnce:
         result: tuple[list[Registration], list[Acceptance]] = await self._ingest.ingest_batch(
             waits, events, waits_at
         )
-        self.persisted += [event.event_id for event in events]
         return result
 
 
