@@ -25,12 +25,14 @@ EVENTS = 500
 LIMIT, WINDOW_S = 100, 5.0
 WORKATO_TOKEN = "e2e-workato-credential-7f3a9c"
 API_KEY = "e2e-connector-api-key-51b2d8"
-URL_KEY = base64.b64encode(b"e2e-claim-check-url-signing-key!").decode()
+URL_KEY_RAW = b"e2e-claim-check-url-signing-key!"
+URL_KEY = base64.b64encode(URL_KEY_RAW).decode()
+TOKEN_KEY_RAW = os.urandom(32)
+TOKEN_KEY = base64.b64encode(TOKEN_KEY_RAW).decode()
 MAX_REQUEST_BYTES = 2_000  # every tenth event's data is larger: those go by claim check
 
 
 def gateway_config(tmp: Path, port: int, sandbox_url: str) -> Path:
-    key = base64.b64encode(os.urandom(32)).decode()
     path = tmp / "gateway.toml"
     path.write_text(f"""
 [server]
@@ -53,7 +55,7 @@ rate_window_s = {WINDOW_S}
 rate_margin_s = 0.1
 
 [security]
-token_keys = [{{ id = "k1", key = "{key}" }}]
+token_keys = [{{ id = "k1", key = "{TOKEN_KEY}" }}]
 url_keys = [{{ id = "u1", key = "{URL_KEY}" }}]
 
 [logging]
@@ -72,19 +74,35 @@ max_request_bytes = {MAX_REQUEST_BYTES}
 
 
 class Client:
-    """Collects every answer body so they can be searched for secrets afterwards."""
+    """Collects every answer of the gateway, headers and body, whatever its status, so they
+    can be searched for secrets afterwards (the sandbox's control API shows tokens: not
+    collected)."""
 
-    def __init__(self, session: aiohttp.ClientSession) -> None:
+    def __init__(self, session: aiohttp.ClientSession, gateway: str) -> None:
         self.session = session
+        self.gateway = gateway
         self.answers: list[bytes] = []
 
-    async def call(self, method: str, url: str, body: Any = None, auth: bool = True) -> Any:
-        headers = {"Authorization": f"Bearer {API_KEY}"} if auth else {}
+    async def call(
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        auth: bool = True,
+        expect: int | None = None,
+        key: str = API_KEY,
+    ) -> Any:
+        headers = {"Authorization": f"Bearer {key}"} if auth else {}
         async with self.session.request(method, url, json=body, headers=headers) as resp:
             raw = await resp.read()
-            if auth:  # an answer of the gateway (the sandbox's control API shows tokens)
-                self.answers.append(raw)
-            assert resp.status < 300, (resp.status, raw[:300])
+            if url.startswith(self.gateway):
+                self.answers.append(str(resp.headers).encode() + b"\n" + raw)
+            if expect is None:
+                assert resp.status < 300, (resp.status, raw[:300])
+            else:
+                assert resp.status == expect, (resp.status, raw[:300])
+            if not resp.content_type.endswith("json"):  # /metrics is text
+                return raw
             return await resp.json(content_type=None)
 
 
@@ -138,7 +156,7 @@ async def test_sigkill_mid_delivery_loses_nothing_and_doubles_nothing(
     wait_http(f"{gw}/healthz")
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        client = Client(session)
+        client = Client(session, gw)
         await client.call(
             "PUT",
             f"{sandbox_url}/_sandbox/settings",
@@ -179,6 +197,7 @@ async def test_sigkill_mid_delivery_loses_nothing_and_doubles_nothing(
         resumed = await client.call("GET", f"{sandbox_url}/_sandbox/jobs", auth=False)
         refs = [j["resumed_data"]["payload_ref"] for j in resumed if _by_ref(j)]
         fetched = [await client.call("GET", ref["url"], auth=False) for ref in refs]
+        await _answers_that_are_not_successes(client, gw, jobs[0]["resume_token"])
         assert second.terminate() == 0, "SIGTERM is a clean shutdown"
 
     assert final["resumed_jobs"] == EVENTS, "every wait was resumed"
@@ -214,6 +233,26 @@ async def _malformed_request_with_the_api_key(port: int) -> None:
     assert status_line.split()[1] == b"400"
 
 
+async def _answers_that_are_not_successes(client: Client, gw: str, token: str) -> None:
+    """Every kind of answer, to be searched too: the operational endpoints, and refusals of
+    requests that carry a resume token or a key (a problem document may quote its input)."""
+    for path in ("/metrics", "/readyz", "/healthz", "/openapi.json"):
+        await client.call("GET", f"{gw}{path}", auth=False)
+    fresh = {"key": "fresh", "resume_token": f"{token}-fresh"}
+    await client.call("POST", f"{gw}/v1/waits", fresh, expect=201)
+    other = {"key": "fresh", "resume_token": f"{token}-other"}
+    await client.call("POST", f"{gw}/v1/waits", other, expect=409)  # an open key, another token
+    elsewhere = {"key": "order-1", "resume_token": token}  # order-0's token
+    await client.call("POST", f"{gw}/v1/waits", elsewhere, expect=409)
+    await client.call("POST", f"{gw}/v1/waits", {"key": "", "resume_token": token}, expect=422)
+    bad_metadata = {"key": "x", "resume_token": token, "metadata": {"n": 1e999}}
+    await client.call("POST", f"{gw}/v1/waits", bad_metadata, expect=422)
+    await client.call("POST", f"{gw}/v1/waits", fresh, expect=401, key=f"{API_KEY}x")
+    await client.call("DELETE", f"{gw}/v1/waits/fresh", expect=200)
+    await client.call("DELETE", f"{gw}/v1/waits/order-0", expect=409)
+    await client.call("GET", f"{gw}/v1/blobs/{'0' * 64}?expires=1&sig=x", auth=False, expect=403)
+
+
 def _by_ref(job: dict[str, Any]) -> bool:
     data = job.get("resumed_data") or {}
     return data.get("payload") is None and "payload_ref" in data
@@ -242,7 +281,7 @@ async def _delivery_states(client: Client, gw: str) -> dict[str, str]:
 def _assert_no_secrets(tmp: Path, answers: list[bytes], tokens: list[str]) -> None:
     """Invariant 6: no token or credential in logs, database files or API answers."""
     secrets = [t.encode() for t in tokens] + [WORKATO_TOKEN.encode(), API_KEY.encode()]
-    secrets.append(URL_KEY.encode())
+    secrets += [URL_KEY.encode(), URL_KEY_RAW, TOKEN_KEY.encode(), TOKEN_KEY_RAW]
     gateway_logs = list(tmp.glob("gateway-*.log"))
     db_files = list(tmp.glob("gateway.db*")) + [p for p in tmp.glob("blobs/**/*") if p.is_file()]
     assert len(gateway_logs) == 2
