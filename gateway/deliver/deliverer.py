@@ -23,8 +23,10 @@ from gateway.metrics import Metrics
 from gateway.security.tokens import TokenCipher
 from gateway.store.base import Store
 from gateway.store.records import Outcome
+from gateway.wakeable import sleep_or_wake
 
 log = structlog.get_logger(__name__)
+SWEEPER = "sweeper"
 SWEEP_LIMIT = 1000
 """Rows of each kind one sweep ends: after a long outage the backlog is swept in transactions
 this short, ingest's batches committing in between, not in one that holds the writer."""
@@ -64,6 +66,7 @@ class Deliverer:
         self._session: aiohttp.ClientSession | None = None
         self._lanes: dict[str, Lane] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
         self.failed = asyncio.Event()
         """Set when a lane or the sweeper died; the app then stops rather than limp on."""
         self.failure: BaseException | None = None
@@ -81,7 +84,7 @@ class Deliverer:
             lane = Lane(tenant, client, credentials[tenant.credential_id], self._deps)
             self._lanes[tenant.name] = lane
             self._spawn(lane.run(), f"lane-{tenant.name}")
-        self._spawn(self._sweep_forever(), "sweeper")
+        self._spawn(self._sweep_forever(), SWEEPER)
 
     async def _credentials(self) -> dict[str, Credential]:
         """One rate window and pause per credential (tenants sharing a credential share them),
@@ -127,8 +130,14 @@ class Deliverer:
             lane.notify()
 
     async def stop(self, timeout_s: float) -> None:
-        """Stop claiming, let in-flight requests finish (bounded), then close the session."""
+        """Stop claiming, let in-flight requests finish (bounded), then close the session.
+        The sweeper ends its round first: cancelled in its write, it expired deliveries that
+        were never counted or published."""
+        self._stopping.set()
         tasks, self._tasks = self._tasks, []
+        sweepers = [task for task in tasks if task.get_name() == SWEEPER]
+        if sweepers:
+            await asyncio.wait(sweepers, timeout=timeout_s)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -142,7 +151,7 @@ class Deliverer:
             self._session = None
 
     async def _sweep_forever(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             now = self._deps.clock()
             swept = await self._store.sweep(
                 now, sends_forgotten_before(self._settings, now), SWEEP_LIMIT
@@ -160,7 +169,9 @@ class Deliverer:
             if swept.reclaimed:
                 for lane in self._lanes.values():
                     lane.notify()
-            await asyncio.sleep(0 if swept.more else self._settings.sweep_interval_s)
+            await sleep_or_wake(
+                self._stopping, 0 if swept.more else self._settings.sweep_interval_s
+            )
 
 
 def _shared_limits(tenants: list[TenantSettings]) -> dict[str, int]:

@@ -384,6 +384,14 @@ class Lane:
             self._deps.metrics.paused.labels(self.tenant.name).set(0)
 
     async def _settle(self, claim: Claim, verdict: Verdict, attempt: Attempt, delay: float) -> None:
+        """Store the attempt's result and report a finished delivery, as one: a stop that
+        cancels the task meanwhile cannot take the report from a settle that commits anyway
+        (one outcome per finished delivery)."""
+        await asyncio.shield(self._settled(claim, verdict, attempt, delay))
+
+    async def _settled(
+        self, claim: Claim, verdict: Verdict, attempt: Attempt, delay: float
+    ) -> None:
         now = self._deps.clock()
         result = settlement(verdict, claim, attempt.status, now, delay)
         kept = await self._deps.store.settle(claim, self._deps.owner, result, now)

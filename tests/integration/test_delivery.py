@@ -947,3 +947,58 @@ async def test_a_lane_that_fails_to_drain_still_lets_the_deliverer_close(
         await gw.gateway.deliverer.stop(1.0)
     assert [e["tenant"] for e in logs if e["event"] == "deliverer.drain_failed"] == ["acme"]
     assert gw.gateway.deliverer._session is None
+
+
+async def test_a_sweep_under_way_at_the_stop_still_reports_what_it_expired(
+    make_settings: SettingsFactory, start_gateway: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop cancelled the sweeper in its write: the deliveries it expired were committed
+    but never counted or published (one outcome per finished delivery, DESIGN 5.2)."""
+    gw = await start_gateway(make_settings())
+    deliverer, store = gw.gateway.deliverer, gw.gateway.store
+    deliverer._lanes["acme"]._credential.paused_until = time.time() + 3600  # nothing is sent
+    await gw.post("/v1/waits", {"key": "k", "resume_token": "t", "timeout_s": 1800})
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
+    sweeping = asyncio.Event()
+    real_sweep = store.sweep
+
+    async def slow_sweep(now: float, before: float, limit: int) -> Sweep:
+        sweeping.set()
+        await asyncio.sleep(0.3)
+        return await real_sweep(now + 3600, before, limit)  # an hour on: the wait has expired
+
+    monkeypatch.setattr(store, "sweep", slow_sweep)
+    await asyncio.wait_for(sweeping.wait(), 5)  # the next round (sweep_interval_s 0.2)
+    await deliverer.stop(5.0)
+    finished = gw.gateway.metrics.registry.get_sample_value(
+        "gateway_deliveries_finished_total", {"tenant": "acme", "state": "expired"}
+    )
+    assert finished == 1
+
+
+async def test_a_settle_cut_short_by_the_stop_still_reports_the_finished_delivery(
+    make_settings: SettingsFactory,
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The drain's timeout cancelled a task waiting for its 204's settle: the settle committed
+    all the same, and the delivery was never counted or published."""
+    gw = await start_gateway(make_settings())
+    job = await wait_for_job(gw, workato, "k")
+    store = gw.gateway.store
+    real_settle = store.settle
+
+    async def slow_settle(*args: Any) -> bool:
+        await asyncio.sleep(0.5)
+        return await real_settle(*args)
+
+    monkeypatch.setattr(store, "settle", slow_settle)
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
+    await eventually(lambda: job.resume.count == 1)  # its settle is under way
+    await gw.gateway.deliverer.stop(0.1)
+    await delivery_of(gw, "k", "delivered")
+    finished = gw.gateway.metrics.registry.get_sample_value(
+        "gateway_deliveries_finished_total", {"tenant": "acme", "state": "delivered"}
+    )
+    assert finished == 1
