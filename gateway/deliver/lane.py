@@ -11,6 +11,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import structlog
 from pydantic import ValidationError
@@ -98,8 +99,10 @@ class Lane:
         self._backoff = Backoff(deps.settings.backoff_base_s, deps.settings.backoff_cap_s)
         self._wake = asyncio.Event()
         self._in_flight: dict[asyncio.Task[None], Claim] = {}
-        self._sending: set[int] = set()
-        """Deliveries whose request has started; those of cancelled tasks stay until drain."""
+        self._sending: set[asyncio.Task[None]] = set()
+        """The delivery tasks whose request has started (by task, not delivery id: an attempt
+        that outlived its lease may end while the next attempt of its row is sending); those
+        cancelled stay until drain."""
 
     def notify(self) -> None:
         """New work may be due: skip the poll interval."""
@@ -144,7 +147,7 @@ class Lane:
             await asyncio.gather(*pending, return_exceptions=True)
             for task in pending:
                 claim = claims[task]
-                if claim.delivery_id not in self._sending:
+                if task not in self._sending:
                     await self._hand_back(claim, "stopped_before_sending")
                 else:  # it may have reached Workato: said now, not only at the lease's end
                     log.warning(
@@ -189,9 +192,9 @@ class Lane:
         return len(claims)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        claim = self._in_flight.pop(task)
+        self._in_flight.pop(task)
         if not task.cancelled():
-            self._sending.discard(claim.delivery_id)
+            self._sending.discard(task)
         self._wake.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("delivery.crashed", tenant=self.tenant.name, exc_info=task.exception())
@@ -209,7 +212,7 @@ class Lane:
         try:
             await self._attempt(claim, lease_until, slot)
         finally:  # a crash or the stop: a request cut short may have been counted
-            if claim.delivery_id in self._sending:
+            if asyncio.current_task() in self._sending:
                 slot.end(self._deps.clock())
             else:
                 slot.give_back()
@@ -254,7 +257,7 @@ class Lane:
             await self._hand_back(claim, "paused_before_sending", paused_for)
             return
         started = time.perf_counter()
-        self._sending.add(claim.delivery_id)
+        self._sending.add(cast(asyncio.Task[None], asyncio.current_task()))
         attempt = await self._client.resume(request.body, request.size, within_s)
         slot.end(self._deps.clock())
         self._deps.metrics.latency.labels(self.tenant.name).observe(time.perf_counter() - started)

@@ -1002,3 +1002,40 @@ async def test_a_settle_cut_short_by_the_stop_still_reports_the_finished_deliver
         "gateway_deliveries_finished_total", {"tenant": "acme", "state": "delivered"}
     )
     assert finished == 1
+
+
+async def test_a_stale_attempt_ending_does_not_unmark_the_next_attempt_of_its_row(
+    make_settings: SettingsFactory,
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Attempt A's claim check took longer than its lease; the sweep handed the row to attempt
+    B, whose request left. A then ended, and, by the delivery id they share, erased B's mark
+    that its request had left: the stop handed B back as never sent (its attempt refunded,
+    the row due again at once) while its request was still with Workato."""
+    workato.faults.set_plan(faults(ScriptedFault(kind="latency", seconds=5.0)))
+    gw = await start_gateway(make_settings(max_request_bytes=800))
+    job = await wait_for_job(gw, workato, "k")
+    claim_checks = gw.gateway.deliverer._deps.claim_checks
+    real_reference = claim_checks.reference
+    calls = 0
+
+    async def slow_once(claim: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(3.5)  # past the lease (3 s)
+        return await real_reference(claim)
+
+    monkeypatch.setattr(claim_checks, "reference", slow_once)
+    event = {"id": "e", "key": "k", "status": "succeeded", "data": "x" * 900}
+    await gw.post("/v1/events", event)
+    await eventually(lambda: job.resume.count == 1, timeout_s=10)  # B's request arrived
+    await eventually(lambda: calls == 2)
+    await asyncio.sleep(0.5)  # A has ended; B's answer is held back for 5 s
+    with structlog.testing.capture_logs() as logs:
+        await gw.gateway.deliverer.stop(0.1)
+    said = [e["event"] for e in logs]
+    assert "delivery.cut_short_by_stop" in said
+    assert not [e for e in logs if e.get("reason") == "stopped_before_sending"]
