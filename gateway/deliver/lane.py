@@ -83,6 +83,9 @@ class Credential:
     window: SlidingWindow
     turn: asyncio.Lock = field(default_factory=asyncio.Lock)
     paused_until: float = 0.0
+    freed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when a reserved slot is given back (its request never left): a lane waiting for
+    the full window's next free slot, up to a window away, may claim now."""
 
 
 class Lane:
@@ -120,8 +123,10 @@ class Lane:
                 self._pause_may_have_ended()
                 continue
             if self._window.available(now) == 0:
-                # Nothing may leave before a slot frees: new work need not wake us.
-                await asyncio.sleep(self._window.next_free_at(now) - now)
+                # Nothing may leave before a slot frees: new work need not wake us, a slot
+                # given back does.
+                await sleep_or_wake(credential.freed, self._window.next_free_at(now) - now)
+                credential.freed.clear()
                 continue
             async with credential.turn:
                 now = self._deps.clock()
@@ -208,7 +213,7 @@ class Lane:
     async def _deliver(self, claim: Claim, lease_until: float) -> None:
         """Send one claimed delivery and settle it. Its rate slot is held until its request
         ended, and given back if the request never left."""
-        slot = _Slot(self._window)
+        slot = _Slot(self._credential)
         try:
             await self._attempt(claim, lease_until, slot)
         finally:  # a crash or the stop: a request cut short may have been counted
@@ -325,7 +330,7 @@ class Lane:
             if late or credential.paused_until > now or self._window.available(now) == 0:
                 return verdict
             self._window.reserve(now)
-        slot = _Slot(self._window)
+        slot = _Slot(self._credential)
         try:
             status = await self._job_status(claim, now, lease_until, slot)
         finally:
@@ -422,18 +427,19 @@ class Lane:
 class _Slot:
     """One reserved rate slot: ended once its request ended, or given back if it never left."""
 
-    window: SlidingWindow
+    credential: Credential
     open: bool = True
 
     def end(self, now: float) -> None:
         if self.open:
             self.open = False
-            self.window.complete(now)
+            self.credential.window.complete(now)
 
     def give_back(self) -> None:
         if self.open:
             self.open = False
-            self.window.release()
+            self.credential.window.release()
+            self.credential.freed.set()
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ import pytest
 import structlog
 from aiohttp import web
 
+from gateway.blobs.base import BlobError
 from gateway.deliver.lane import Lane
 from gateway.deliver.workato import WorkatoClient
 from gateway.errors import StoreError
@@ -1039,3 +1040,35 @@ async def test_a_stale_attempt_ending_does_not_unmark_the_next_attempt_of_its_ro
     said = [e["event"] for e in logs]
     assert "delivery.cut_short_by_stop" in said
     assert not [e for e in logs if e.get("reason") == "stopped_before_sending"]
+
+
+async def test_a_slot_given_back_is_used_at_once_not_a_window_later(
+    make_settings: SettingsFactory,
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One resume a minute: while the only slot was reserved by a delivery whose claim check
+    then failed, the lane slept until the window's next free slot, a minute away; the slot
+    given back stood unused that long."""
+    gw = await start_gateway(make_settings(max_request_bytes=800, rate_limit_per_minute=1))
+    job = await wait_for_job(gw, workato, "k")
+    claim_checks = gw.gateway.deliverer._deps.claim_checks
+    real_reference = claim_checks.reference
+    failed = False
+
+    async def failing_once(claim: Any) -> Any:
+        nonlocal failed
+        if not failed:
+            failed = True
+            await asyncio.sleep(0.3)  # the lane meanwhile finds the window full
+            raise BlobError("the blob store is briefly unavailable")
+        return await real_reference(claim)
+
+    monkeypatch.setattr(claim_checks, "reference", failing_once)
+    started = time.monotonic()
+    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded", "data": "x" * 900})
+    await delivery_of(gw, "k", "delivered")
+    assert failed
+    assert job.resume.count == 1
+    assert time.monotonic() - started < 5
