@@ -63,6 +63,8 @@ from gateway.store.sqlfiles import load_migrations, load_queries
 from gateway.store.wal import WriteAheadLog, settle_all
 
 T = TypeVar("T")
+FEW_DUE = 1000
+"""Up to this many due deliveries a claim reads them all and sorts them by deadline."""
 WAIT_EXPIRED = "wait_expired"
 """The reason of a delivery whose wait's deadline passed while it waited for its turn."""
 Work = Callable[[sqlite3.Connection], Any]
@@ -646,16 +648,24 @@ class SQLiteStore:
         lease_until: float,
         owner: str,
     ) -> list[Claim]:
-        (first_due,) = self._one(conn, "first_due", tenant=tenant)
-        if first_due is None or first_due > now:
-            return []
-        due = self._run(conn, "due_deliveries", tenant=tenant, now=now, limit=limit).fetchall()
+        due = self._due(conn, tenant, now, limit)
         claims = []
-        for (delivery_id,) in due:
+        for delivery_id in due:
             self._run(conn, "lease_delivery", id=delivery_id, owner=owner, lease_until=lease_until)
             self._run(conn, "record_send", credential=credential, now=now)
             claims.append(self._claim_row(self._one(conn, "claim_details", id=delivery_id)))
         return claims
+
+    def _due(self, conn: sqlite3.Connection, tenant: str, now: float, limit: int) -> list[int]:
+        """Up to ``limit`` due deliveries, earliest deadline first. A few due rows are read
+        whole and sorted (the rest of the pending rows may be waiting out retry delays);
+        a backlog of them is read in deadline order."""
+        few = self._run(conn, "due_few", tenant=tenant, now=now, cap=FEW_DUE).fetchall()
+        if len(few) < FEW_DUE:
+            ready = sorted((deadline, id_) for id_, deadline in few if deadline > now)
+            return [id_ for _, id_ in ready[:limit]]
+        rows = self._run(conn, "due_deliveries", tenant=tenant, now=now, limit=limit)
+        return [id_ for (id_,) in rows]
 
     @staticmethod
     def _claim_row(row: tuple[Any, ...]) -> Claim:

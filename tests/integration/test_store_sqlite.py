@@ -17,6 +17,7 @@ from gateway.config.settings import DeliverySettings, StoreSettings
 from gateway.deliver.deliverer import sends_forgotten_before
 from gateway.errors import BlobCollected, StoreError
 from gateway.security.tokens import SealedToken
+from gateway.store import sqlite as sqlite_module
 from gateway.store.factory import open_store
 from gateway.store.records import NewEvent, NewWait, NewWatch, Outcome, Pause, Settlement
 from gateway.store.sqlfiles import load_migrations, load_queries
@@ -255,6 +256,22 @@ async def test_the_sweep_keeps_every_send_a_restart_reads_back(
     later = T0 + lease_s + 5  # its request may have reached Workato 5 s ago: still counted
     await store.sweep(later, sends_forgotten_before(settings, later), 1000)
     assert await store.recent_sends("cred", later - span - lease_s) == [T0]
+
+
+@pytest.mark.parametrize("few", [1000, 2])  # a few due rows, or a backlog of them
+async def test_claims_skip_deliveries_waiting_out_a_retry_delay(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch, few: int
+) -> None:
+    monkeypatch.setattr(sqlite_module, "FEW_DUE", few)
+    for i, expires in enumerate([T0 + 100, T0 + 400, T0 + 300, T0 + 200]):
+        await store.register_wait(wait(f"k{i}", f"t{i}", expires=expires), T0)
+        await store.record_event(event(f"k{i}", f"e{i}"), T0)
+    (delayed,) = await store.claim("acme", "cred", T0, 1, 30, "w1")  # k0: earliest deadline
+    retry = Settlement("pending", "http_503", 503, T0 + 60, True)
+    assert await store.settle(delayed, "w1", retry, T0 + 1)
+    claims = await store.claim("acme", "cred", T0 + 2, 2, 30, "w1")
+    assert [c.key for c in claims] == ["k3", "k2"]  # earliest deadline first, k0 not yet due
+    assert [c.key for c in await store.claim("acme", "cred", T0 + 61, 5, 30, "w1")] == ["k0", "k1"]
 
 
 async def test_a_leased_delivery_is_not_claimed_twice(store: SQLiteStore) -> None:
@@ -613,7 +630,7 @@ async def test_writing_a_row_builds_no_temporary_table(store: SQLiteStore) -> No
     ("name", "index"),
     [
         ("closed_watches", "watches_active"),  # read every watch ever registered
-        ("first_due", "deliveries_next"),  # new: a claim read every delayed delivery
+        ("due_few", "deliveries_next"),  # new: a claim read every delayed delivery
     ],
 )
 async def test_questions_asked_every_second_read_through_their_index(

@@ -68,14 +68,17 @@ SELECT ambiguous FROM deliveries WHERE wait_id = :wait_id;
 UPDATE deliveries SET state = 'cancelled', finished_at = :now, reason = 'cancelled'
 WHERE wait_id = :wait_id AND state = 'pending';
 
--- name: first_due
--- When the tenant's earliest pending delivery is due (deliveries_next): a claim with nothing
--- due ends here rather than read every delivery waiting out its retry delay.
-SELECT MIN(next_attempt_at) FROM deliveries WHERE tenant = :tenant AND state = 'pending';
+-- name: due_few
+-- The tenant's due deliveries, up to :cap of them, from deliveries_next: during an outage the
+-- pending rows are mostly waiting out a retry delay, and deliveries_due's deadline order
+-- reads all of those ahead of a due one (16 ms at 200,000, per claim, on the writer).
+SELECT id, deadline FROM deliveries INDEXED BY deliveries_next
+WHERE tenant = :tenant AND state = 'pending' AND next_attempt_at <= :now
+LIMIT :cap;
 
 -- name: due_deliveries
--- Earliest deadline first, in deliveries_due's order (the planner might otherwise take
--- deliveries_next and sort a whole backlog).
+-- Earliest deadline first, in deliveries_due's order, for a backlog of due rows (where the
+-- first rows in that order are mostly due).
 SELECT id FROM deliveries INDEXED BY deliveries_due
 WHERE tenant = :tenant AND state = 'pending' AND next_attempt_at <= :now AND deadline > :now
 ORDER BY deadline, id LIMIT :limit;
