@@ -120,6 +120,8 @@ class Deliverer:
         if task.cancelled():
             return
         exc = task.exception()
+        if exc is None and self._stopping.is_set():  # the sweeper ends its round and returns
+            return
         log.critical("deliverer.task_died", task=task.get_name(), exc_info=exc)
         self.failure = exc
         self.failed.set()
