@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import structlog
 from pydantic import ValidationError
@@ -103,6 +103,8 @@ class Lane:
         self._wake = asyncio.Event()
         self._in_flight: dict[asyncio.Task[None], Claim] = {}
         self._sending: set[asyncio.Task[None]] = set()
+        self._settles: dict[asyncio.Task[Any], asyncio.Future[None]] = {}
+        """Settles under way, by the task they settle for (shielded from its cancellation)."""
         """The delivery tasks whose request has started (by task, not delivery id: an attempt
         that outlived its lease may end while the next attempt of its row is sending); those
         cancelled stay until drain."""
@@ -144,6 +146,7 @@ class Lane:
         """Let in-flight requests finish; cancel what is left. A delivery whose request had
         not left is handed back at once; one whose request had is left to its lease, whose
         expiry marks the attempt ambiguous (it may have reached Workato)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
         claims = dict(self._in_flight)
         if claims:
             _, pending = await asyncio.wait(claims, timeout=timeout_s)
@@ -152,6 +155,8 @@ class Lane:
             await asyncio.gather(*pending, return_exceptions=True)
             for task in pending:
                 claim = claims[task]
+                if task in self._settles:  # its settle runs on, and reports, below
+                    continue
                 if task not in self._sending:
                     await self._hand_back(claim, "stopped_before_sending")
                 else:  # it may have reached Workato: said now, not only at the lease's end
@@ -164,6 +169,10 @@ class Lane:
                         "ambiguous, and a later refusal reads as delivered_unconfirmed",
                     )
         self._sending.clear()
+        if self._settles:  # settles whose task was cancelled: they commit and report (given
+            # the margin a lease keeps for a settle, whatever is left of the drain's time)
+            left = deadline - asyncio.get_running_loop().time()
+            await asyncio.wait(self._settles.values(), timeout=max(left, SETTLE_MARGIN_S))
 
     async def _hand_back(self, claim: Claim, reason: str, after_s: float = 0.0) -> None:
         """Settle a claimed delivery whose request never left: pending again (after
@@ -394,8 +403,13 @@ class Lane:
     async def _settle(self, claim: Claim, verdict: Verdict, attempt: Attempt, delay: float) -> None:
         """Store the attempt's result and report a finished delivery, as one: a stop that
         cancels the task meanwhile cannot take the report from a settle that commits anyway
-        (one outcome per finished delivery)."""
-        await asyncio.shield(self._settled(claim, verdict, attempt, delay))
+        (one outcome per finished delivery); ``drain`` waits for it."""
+        owner = asyncio.current_task()
+        settling = asyncio.ensure_future(self._settled(claim, verdict, attempt, delay))
+        if owner is not None:
+            self._settles[owner] = settling
+            settling.add_done_callback(lambda _: self._settles.pop(owner, None))
+        await asyncio.shield(settling)
 
     async def _settled(
         self, claim: Claim, verdict: Verdict, attempt: Attempt, delay: float
