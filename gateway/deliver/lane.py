@@ -122,7 +122,8 @@ class Lane:
                 paused = self._deps.metrics.paused.labels(self.tenant.name)
                 paused.set(1)
                 await asyncio.sleep(credential.paused_until - now)
-                self._pause_may_have_ended()
+                if credential.paused_until <= self._deps.clock():  # not extended meanwhile
+                    paused.set(0)
                 continue
             if self._window.available(now) == 0:
                 # Nothing may leave before a slot frees: new work need not wake us, a slot
@@ -397,8 +398,11 @@ class Lane:
         )
 
     def _pause_may_have_ended(self) -> None:
-        if self._credential.paused_until <= self._deps.clock():  # not extended meanwhile
+        left = self._credential.paused_until - self._deps.clock()
+        if left <= 0:
             self._deps.metrics.paused.labels(self.tenant.name).set(0)
+        else:  # extended meanwhile, by another tenant of the credential perhaps: look again
+            asyncio.get_running_loop().call_later(left, self._pause_may_have_ended)
 
     async def _settle(self, claim: Claim, verdict: Verdict, attempt: Attempt, delay: float) -> None:
         """Store the attempt's result and report a finished delivery, as one: a stop that

@@ -1040,8 +1040,9 @@ async def test_a_stale_attempt_ending_does_not_unmark_the_next_attempt_of_its_ro
     event = {"id": "e", "key": "k", "status": "succeeded", "data": "x" * 900}
     await gw.post("/v1/events", event)
     await eventually(lambda: job.resume.count == 1, timeout_s=10)  # B's request arrived
-    await eventually(lambda: calls == 2)
-    await asyncio.sleep(0.5)  # A has ended; B's answer is held back for 5 s
+    lane = gw.gateway.deliverer._lanes["acme"]
+    await eventually(lambda: calls == 2 and len(lane._in_flight) == 1)  # A has ended, B not
+    # (B's answer is held back for 5 s)
     with structlog.testing.capture_logs() as logs:
         await gw.gateway.deliverer.stop(0.1)
     said = [e["event"] for e in logs]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -55,3 +56,31 @@ async def test_a_lane_that_waited_its_turn_does_not_claim_once_the_credential_is
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Pauses:
+    """A store that takes pauses."""
+
+    async def pause_tenant(self, pause: Any) -> None:
+        return None
+
+
+async def test_each_tenants_paused_gauge_falls_when_their_shared_pause_ends() -> None:
+    """Tenant a paused the credential for 0.1 s, then b extended it to 0.3 s: a's timer found
+    the pause still on and never looked again, and a's gauge stayed at 1."""
+    credential = Credential(SlidingWindow(60, 60.0))
+    metrics = Metrics()
+    deps: Any = LaneDeps(
+        Pauses(), None, time.time, metrics, DeliverySettings(), "o", random.Random(1), None, None
+    )
+    tenants: list[Any] = [SimpleNamespace(name=name, credential_id="c") for name in "ab"]
+    a, b = (Lane(tenant, None, credential, deps) for tenant in tenants)  # type: ignore[arg-type]
+    await a._pause(0.1, "rate_limited")
+    await b._pause(0.3, "rate_limited")
+
+    def gauge(tenant: str) -> float | None:
+        return metrics.registry.get_sample_value("gateway_tenant_paused", {"tenant": tenant})
+
+    assert (gauge("a"), gauge("b")) == (1, 1)
+    await asyncio.sleep(0.5)
+    assert (gauge("a"), gauge("b")) == (0, 0)
