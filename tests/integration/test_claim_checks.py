@@ -264,7 +264,7 @@ async def test_blob_store_failure_retries_with_backoff_and_sends_nothing(
         assert wait["delivery"]["attempts"] <= 15
         assert not [r for r in workato.requests.entries() if r.path == "/api/job/resume"]
     delivery = await delivery_of(gw, "k", "delivered")
-    assert job.resume.count == 1
+    assert job.resume.attempts == 1
     assert delivery["state"] == "delivered"
 
 
@@ -292,7 +292,7 @@ async def test_a_preparation_that_crashes_is_an_unsent_attempt_not_an_ambiguous_
         assert wait["delivery"]["state"] in ("pending", "sending")
         assert not ambiguous(gw, "k")
     await delivery_of(gw, "k", "delivered")
-    assert job.resume.count == 1
+    assert job.resume.attempts == 1
 
 
 async def test_a_request_prepared_past_the_waits_expiry_is_not_sent_and_ends_expired(
@@ -344,7 +344,7 @@ async def test_payload_that_cannot_be_read_whole_is_an_unsent_attempt_not_an_amb
         assert wait["delivery"]["state"] in ("pending", "sending")
         assert not ambiguous(gw, "k")
     await delivery_of(gw, "k", "delivered")
-    assert job.resume.count == 1
+    assert job.resume.attempts == 1
     assert job.resume.body is not None
     assert json.loads(job.resume.body)["data"]["payload"] == doc["data"]
 

@@ -153,7 +153,7 @@ async def test_5xx_is_retried_until_delivered(
     await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
     delivery = await delivery_of(gw, "k", "delivered")
     assert delivery["attempts"] == 3
-    assert job.resume.count == 1
+    assert (job.resume.count, job.resume.rejected) == (1, 0)
 
 
 async def test_dropped_connection_is_retried(
@@ -207,7 +207,7 @@ async def test_processed_then_dropped_is_not_resumed_twice(
     await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
     delivery = await delivery_of(gw, "k", "delivered_unconfirmed", "dead")
     assert delivery["state"] == "delivered_unconfirmed"
-    assert job.resume.count == 1
+    assert (job.resume.count, job.resume.rejected) == (1, 1)  # the retry met the used token
 
 
 async def test_unknown_token_is_dead_with_the_reason(
@@ -302,7 +302,7 @@ async def test_401_pauses_the_tenant_without_burning_attempts(
     workato.settings = workato.settings.updated({"api_tokens": [WORKATO_TOKEN]})
     delivery = await delivery_of(gw, "k", "delivered")
     assert delivery["attempts"] == 1
-    assert job.resume.count == 1
+    assert job.resume.attempts == 1
 
 
 async def test_a_redirect_is_not_followed_and_pauses_the_tenant(
@@ -786,7 +786,7 @@ async def test_a_job_reference_stored_before_its_pattern_leaves_the_delivery_unc
     await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
     delivery = await delivery_of(gw, "k", "delivered", "delivered_unconfirmed", "dead")
     assert delivery["state"] == "delivered_unconfirmed"
-    assert job.resume.count == 1
+    assert (job.resume.count, job.resume.rejected) == (1, 1)
 
 
 async def test_ambiguous_attempt_is_reconciled_through_the_jobs_api(
@@ -1078,5 +1078,5 @@ async def test_a_slot_given_back_is_used_at_once_not_a_window_later(
     await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded", "data": "x" * 900})
     await delivery_of(gw, "k", "delivered")
     assert failed
-    assert job.resume.count == 1
+    assert job.resume.attempts == 1
     assert time.monotonic() - started < 5

@@ -422,7 +422,7 @@ async def test_webhook_before_its_wait_is_buffered_then_resumes(
     status, reg = await gw.post("/v1/waits", {"key": "order-9", "resume_token": job.resume.token})
     assert (status, reg["state"]) == (201, "resolved")
     await resumed(gw, "order-9")
-    assert job.resume.count == 1
+    assert job.resume.attempts == 1
     assert job.resume.body is not None
     assert b'"payload":{"id": 9, "state": "shipped", "total": 9.90}' in job.resume.body
 
