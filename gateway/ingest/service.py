@@ -24,6 +24,7 @@ from gateway.metrics import Metrics
 from gateway.security.tokens import TokenCipher, token_digest
 from gateway.store.base import Store
 from gateway.store.records import (
+    EXPIRED_ON_ARRIVAL,
     Acceptance,
     Cancellation,
     NewEvent,
@@ -97,6 +98,8 @@ class Ingest:
         return NewWatch(reg.watch.kind, reg.watch.connection, reg.watch.model_dump_json())
 
     def _registered(self, wait: NewWait, result: Registration) -> None:
+        if result.conflict == EXPIRED_ON_ARRIVAL:  # invalid input (a 422, or a dead letter),
+            return  # counted and logged where it is refused, as any other
         self._metrics.waits.labels(wait.tenant, result.outcome).inc()
         log.info(
             "wait.registered",

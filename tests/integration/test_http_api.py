@@ -153,6 +153,8 @@ async def test_a_registration_sent_again_after_its_expiry_is_a_repeat(gw: Runnin
     other = {**body, "resume_token": "t2"}  # a new one in the past is still refused
     status, problem = await gw.post("/v1/waits", other)
     assert (status, problem["field"]) == (422, "expires_at")
+    counted = gw.gateway.metrics.registry.get_sample_value  # as invalid input, not a conflict
+    assert counted("gateway_waits_total", {"tenant": "acme", "outcome": "conflict"}) is None
 
 
 async def test_expires_at_is_capped_at_sixty_days(gw: RunningGateway) -> None:
