@@ -137,7 +137,11 @@ class WaitRegistration(_Message):
         default=None, description="Let the gateway poll this job and report completion itself."
     )
     metadata: Annotated[dict[str, Any] | None, AfterValidator(_json_value)] = Field(
-        default=None, description="Echoed back to the action in the resume data."
+        default=None,
+        description=(
+            "Echoed back to the action in the resume data. Finite numbers only, no lone "
+            "surrogate escapes, at most 128 levels deep."
+        ),
     )
 
 
