@@ -8,7 +8,6 @@ order is written down in ``stop``: stop intake (HTTP, Kafka), finish or release 
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import Awaitable, Callable
 
@@ -170,24 +169,23 @@ class Gateway:
             log.info("gateway.stopping", drain_s=self.settings.server.shutdown_timeout_s)
             runner, self._runner = self._runner, None
             await runner.cleanup()  # stops accepting, lets in-flight HTTP requests finish
-        drain_s = self.settings.server.shutdown_timeout_s
-        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        # The parts after the HTTP server share one more shutdown_timeout_s, each given what
+        # is left of it: each with its own, the stop could outlast a container's grace period.
+        budget = StopBudget(self.settings.server.shutdown_timeout_s)
+        steps: list[tuple[str, Callable[[float], Awaitable[None]]]] = []
         if self.kafka:  # finishes the batch in hand, commits, leaves the group
-            steps.append(("kafka", functools.partial(self.kafka.stop, drain_s)))
-        steps += [
-            ("poller", functools.partial(self.poller.stop, drain_s)),
-            ("deliverer", functools.partial(self.deliverer.stop, drain_s)),
-        ]
+            steps.append(("kafka", self.kafka.stop))
+        steps += [("poller", self.poller.stop), ("deliverer", self.deliverer.stop)]
         if self.outcomes:
-            steps.append(("outcomes", functools.partial(self.outcomes.stop, drain_s)))
+            steps.append(("outcomes", self.outcomes.stop))
         steps += [
-            ("blob_collector", self._stop_collecting),
-            ("blobs", self.blobs.close),
-            ("store", self.store.close),
+            ("blob_collector", lambda _: self._stop_collecting()),
+            ("blobs", lambda _: self.blobs.close()),
+            ("store", lambda _: self.store.close()),
         ]
         for name, step in steps:  # one failing part still lets the others stop, the store last
             try:
-                await step()
+                await step(budget.left())
             except Exception:
                 log.exception("gateway.stop_failed", part=name)
         log.info("gateway.stopped")
@@ -241,3 +239,16 @@ async def can_listen(host: str, port: int) -> None:
         raise listen_error(host, port, exc) from exc
     trial.close()
     await trial.wait_closed()
+
+
+class StopBudget:
+    """One span of time for the stop's parts, each given what is left of it (at least a
+    little, to hand back what it holds)."""
+
+    MIN_S = 0.1
+
+    def __init__(self, seconds: float) -> None:
+        self._deadline = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return max(self.MIN_S, self._deadline - time.monotonic())

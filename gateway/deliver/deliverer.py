@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -135,15 +136,20 @@ class Deliverer:
         """Stop claiming, let in-flight requests finish (bounded), then close the session.
         The sweeper ends its round first: cancelled in its write, it expired deliveries that
         were never counted or published."""
+        deadline = time.monotonic() + timeout_s
         self._stopping.set()
         tasks, self._tasks = self._tasks, []
         sweepers = [task for task in tasks if task.get_name() == SWEEPER]
+        for task in tasks:  # the lanes claim no more while the sweeper ends its round
+            if task not in sweepers:
+                task.cancel()
         if sweepers:
             await asyncio.wait(sweepers, timeout=timeout_s)
-        for task in tasks:
+        for task in sweepers:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        drains = [lane.drain(timeout_s) for lane in self._lanes.values()]
+        left = max(0.0, deadline - time.monotonic())
+        drains = [lane.drain(left) for lane in self._lanes.values()]
         drained = await asyncio.gather(*drains, return_exceptions=True)
         for tenant, result in zip(self._lanes, drained, strict=True):
             if isinstance(result, Exception):  # the other lanes drain, the session closes

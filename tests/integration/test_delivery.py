@@ -1080,3 +1080,24 @@ async def test_a_slot_given_back_is_used_at_once_not_a_window_later(
     assert failed
     assert job.resume.attempts == 1
     assert time.monotonic() - started < 5
+
+
+async def test_the_parts_of_the_stop_share_one_shutdown_timeout(
+    make_settings: SettingsFactory, start_gateway: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each part had the whole shutdown_timeout_s of its own: with Kafka, a sweeper, lanes
+    and the outcomes each taking theirs, a stop could outlast a container's grace period."""
+    gw = await start_gateway(make_settings({"server": {"shutdown_timeout_s": 0.5}}))
+    given: list[float] = []
+
+    async def takes_all_it_is_given(timeout_s: float) -> None:
+        given.append(timeout_s)
+        await asyncio.sleep(timeout_s)
+
+    monkeypatch.setattr(gw.gateway.poller, "stop", takes_all_it_is_given)
+    monkeypatch.setattr(gw.gateway.deliverer, "stop", takes_all_it_is_given)
+    started = time.monotonic()
+    await gw.gateway.stop()
+    assert time.monotonic() - started < 0.5 + 0.1 + 0.3  # the budget, the least a part gets
+    assert given[0] <= 0.5
+    assert given[1] <= 0.15
