@@ -63,7 +63,7 @@ from gateway.store.sqlfiles import load_migrations, load_queries
 from gateway.store.wal import WriteAheadLog, settle_all
 
 T = TypeVar("T")
-FEW_DUE = 1000
+FEW_DUE = 100
 """Up to this many due deliveries a claim reads them all and sorts them by deadline."""
 WAIT_EXPIRED = "wait_expired"
 """The reason of a delivery whose wait's deadline passed while it waited for its turn."""
