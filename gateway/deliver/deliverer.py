@@ -109,6 +109,8 @@ class Deliverer:
             credential = credentials[cid]
             # a pause stored before Retry-After was capped may reach years ahead
             until = min(pauses.get(tenant.name, 0.0), now + longest_pause)
+            if until > now:  # nothing goes out for a while: say why
+                log.warning("tenant.pause_restored", tenant=tenant.name, seconds=round(until - now))
             credential.paused_until = max(credential.paused_until, until)
         return credentials
 

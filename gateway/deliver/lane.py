@@ -68,6 +68,17 @@ class LaneDeps:
         """A delivery reached its final state, by a lane or by the sweep: counted once, and
         told to the outcome listener."""
         self.metrics.outcomes.labels(outcome.tenant, outcome.state).inc()
+        # delivered is the rule; anything else means a job that will not, or may not, wake
+        say = log.info if outcome.state == "delivered" else log.warning
+        say(
+            "delivery.finished",
+            tenant=outcome.tenant,
+            key=outcome.key,
+            delivery_id=outcome.delivery_id,
+            state=outcome.state,
+            reason=outcome.reason,
+            attempts=outcome.attempts,
+        )
         if self.on_outcome is not None:
             self.on_outcome(outcome)
 
@@ -401,6 +412,7 @@ class Lane:
         left = self._credential.paused_until - self._deps.clock()
         if left <= 0:
             self._deps.metrics.paused.labels(self.tenant.name).set(0)
+            log.info("tenant.unpaused", tenant=self.tenant.name)
         else:  # extended meanwhile, by another tenant of the credential perhaps: look again
             asyncio.get_running_loop().call_later(left, self._pause_may_have_ended)
 
@@ -421,13 +433,19 @@ class Lane:
         now = self._deps.clock()
         result = settlement(verdict, claim, attempt.status, now, delay)
         kept = await self._deps.store.settle(claim, self._deps.owner, result, now)
-        self._record(claim, verdict, result, kept)
+        self._record(claim, verdict, attempt, result, kept)
         state = result.state
         if kept and state != "pending":  # not kept: the row is another attempt's now
             self._deps.finished(_outcome(claim, result, state, now))
 
-    def _record(self, claim: Claim, verdict: Verdict, result: Settlement, kept: bool) -> None:
-        self._deps.metrics.attempts.labels(self.tenant.name, verdict.action.value).inc()
+    def _record(
+        self, claim: Claim, verdict: Verdict, attempt: Attempt, result: Settlement, kept: bool
+    ) -> None:
+        # a resume request counts by its result; one that never left (a hand-back, a failed
+        # preparation) as unsent, whatever the delivery does next
+        sent = attempt.sent or attempt.status is not None
+        counted = verdict.action.value if sent else Action.UNSENT.value
+        self._deps.metrics.attempts.labels(self.tenant.name, counted).inc()
         log.info(
             "delivery.attempted",
             tenant=claim.tenant,

@@ -327,7 +327,9 @@ class Poller:
                 return
             result = f"gave up after {attempts} attempts: {error}"
         self._cancel_retry.pop(claim.id, None)
-        log.info("watch.job_cancel", tenant=claim.tenant, key=claim.key, result=result)
+        # given up, the job may still be running upstream: someone should look
+        say = log.warning if result.startswith("gave up") else log.info
+        say("watch.job_cancel", tenant=claim.tenant, key=claim.key, result=result)
         await self._store.stop_watch(claim, self._clock())
 
 

@@ -292,6 +292,9 @@ async def test_a_preparation_that_crashes_is_an_unsent_attempt_not_an_ambiguous_
         assert wait["delivery"]["state"] in ("pending", "sending")
         assert not ambiguous(gw, "k")
     await delivery_of(gw, "k", "delivered")
+    attempts = gw.gateway.metrics.registry.get_sample_value  # no request left: not a retry
+    assert attempts("gateway_resume_attempts_total", {"tenant": "acme", "result": "unsent"})
+    assert attempts("gateway_resume_attempts_total", {"tenant": "acme", "result": "retry"}) is None
     assert job.resume.attempts == 1
 
 

@@ -215,9 +215,13 @@ async def test_unknown_token_is_dead_with_the_reason(
 ) -> None:
     gw = await start_gateway(make_settings())
     await gw.post("/v1/waits", {"key": "k", "resume_token": "never-issued"})
-    await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
-    delivery = await delivery_of(gw, "k", "dead")
+    with structlog.testing.capture_logs() as logs:
+        await gw.post("/v1/events", {"id": "e", "key": "k", "status": "succeeded"})
+        delivery = await delivery_of(gw, "k", "dead")
     assert (delivery["reason"], delivery["attempts"]) == ("http_404", 1)
+    # a job that will never wake is a warning, not an info line among the deliveries
+    [finished] = [e for e in logs if e["event"] == "delivery.finished"]
+    assert (finished["state"], finished["log_level"]) == ("dead", "warning")
 
 
 async def test_429_pauses_the_tenant_and_honours_retry_after(
@@ -522,9 +526,12 @@ async def test_a_pause_stored_before_retry_after_was_capped_is_capped_on_restore
     await store.open()
     await store.pause_tenant(Pause("acme", 253402300799.0, "rate_limited"))  # the year 9999
     await store.close()
-    gw = await start_gateway(settings)
+    with structlog.testing.capture_logs() as logs:  # a restart that sends nothing says why
+        gw = await start_gateway(settings)
     paused_until = gw.gateway.deliverer._lanes["acme"]._credential.paused_until
     assert time.time() < paused_until <= time.time() + 3600.0
+    [restored] = [e for e in logs if e["event"] == "tenant.pause_restored"]
+    assert (restored["tenant"], restored["log_level"]) == ("acme", "warning")
 
 
 async def test_tenants_sharing_a_credential_get_the_lowest_of_their_limits(

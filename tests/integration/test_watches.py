@@ -18,6 +18,7 @@ from aiohttp import web
 from gateway.config.connections import AlteryxConnection, PixxelConnection
 from gateway.config.settings import Settings
 from gateway.errors import ConfigError
+from gateway.poll import poller as poller_module
 from gateway.poll.clients import AlteryxClient, PixxelClient, PollError
 from gateway.sandbox.alteryx import AlteryxSandbox, AlteryxSandboxSettings
 from gateway.sandbox.alteryx import JobScript as AlteryxScript
@@ -736,3 +737,32 @@ async def test_a_watch_whose_connection_changed_kind_fails_its_polls_not_the_gat
 
     assert await eventually(last_error) == "connection 'ayx' is a pixxel connection, not alteryx"
     assert not second.gateway.poller.failed.is_set()
+
+
+async def test_a_cancellation_given_up_is_a_warning(
+    settings: Settings,
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    alteryx: AlteryxSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Given up, the job may still run upstream: it was an info line like a done one."""
+    monkeypatch.setattr(poller_module, "CANCEL_ATTEMPTS", 1)
+    gw = await start_gateway(settings)
+    ayx = alteryx.create_job(AlteryxScript(queued_s=0.05, initializing_s=30.0, running_s=30))
+    await register(gw, workato, "k", alteryx_watch(ayx.id, cancel_on_close=True))
+
+    async def initializing() -> bool:  # an Initializing job refuses to be cancelled
+        return bool((await watch_of(gw))["job_status"] == "Initializing")
+
+    await eventually(initializing)
+    with structlog.testing.capture_logs() as logs:
+        assert (await gw.delete("/v1/waits/k"))[0] == 200
+
+        async def stopped() -> bool:
+            return bool((await watch_of(gw))["state"] == "stopped")
+
+        await eventually(stopped)
+    [given_up] = [e for e in logs if e["event"] == "watch.job_cancel"]
+    assert given_up["result"].startswith("gave up after 1 attempts")
+    assert given_up["log_level"] == "warning"

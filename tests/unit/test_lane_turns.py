@@ -8,6 +8,8 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
+import structlog
+
 from gateway.clock import FakeClock
 from gateway.config.settings import DeliverySettings
 from gateway.deliver.lane import Credential, Lane, LaneDeps
@@ -82,5 +84,7 @@ async def test_each_tenants_paused_gauge_falls_when_their_shared_pause_ends() ->
         return metrics.registry.get_sample_value("gateway_tenant_paused", {"tenant": tenant})
 
     assert (gauge("a"), gauge("b")) == (1, 1)
-    await asyncio.sleep(0.5)
+    with structlog.testing.capture_logs() as logs:
+        await asyncio.sleep(0.5)
     assert (gauge("a"), gauge("b")) == (0, 0)
+    assert sorted(e["tenant"] for e in logs if e["event"] == "tenant.unpaused") == ["a", "b"]
