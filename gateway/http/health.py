@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 
+import structlog
 from aiohttp import web
 
 from gateway.errors import StoreError
@@ -11,6 +12,8 @@ from gateway.http.openapi import openapi_document
 from gateway.http.problems import problem
 from gateway.metrics import Metrics
 from gateway.store.base import Store
+
+log = structlog.get_logger(__name__)
 
 Check = Callable[[], Awaitable[str]]
 """A dependency's readiness: ``"up"``, or a word saying what is wrong."""
@@ -55,7 +58,14 @@ class Health:
         return web.json_response(openapi_document())
 
     async def metrics(self, _request: web.Request) -> web.Response:
-        for kind, states in (await self._store.counts()).items():
-            for state, n in states.items():
-                self._metrics.rows.labels(kind, state).set(n)
+        """The counters, and the rows by state when the store answers: a failing store took
+        every counter out of the scrape, when they matter most."""
+        try:
+            counts = await self._store.counts()
+        except StoreError:
+            log.warning("metrics.rows_unavailable")
+        else:
+            for kind, states in counts.items():
+                for state, n in states.items():
+                    self._metrics.rows.labels(kind, state).set(n)
         return web.Response(body=self._metrics.render(), content_type="text/plain")

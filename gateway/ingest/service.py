@@ -227,4 +227,7 @@ class Ingest:
     async def cancel(self, tenant: str, key: str) -> Cancellation:
         result = await self._store.cancel_wait(tenant, key, self._clock())
         log.info("wait.cancel", tenant=tenant, key=key, outcome=result.outcome)
+        delivery = result.wait.delivery if result.wait else None
+        if result.outcome == "cancelled" and delivery is not None:  # a final state, counted
+            self._metrics.outcomes.labels(tenant, "cancelled").inc()  # as the others are
         return result

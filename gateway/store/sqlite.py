@@ -322,6 +322,8 @@ class SQLiteStore:
     # -- waits -----------------------------------------------------------------------------
 
     async def ping(self) -> None:
+        if self._log.failure is not None:  # nothing is acknowledged any more: not ready
+            raise self._log.failure
         await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
 
     async def register_wait(self, wait: NewWait, now: float) -> Registration:

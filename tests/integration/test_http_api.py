@@ -12,6 +12,7 @@ import pytest
 import structlog
 from multidict import CIMultiDict
 
+from gateway.errors import StoreError
 from gateway.sandbox.workato_state import WorkatoSandbox
 from tests.conftest import RunningGateway, SettingsFactory
 
@@ -355,6 +356,41 @@ async def test_health_readiness_and_metrics(gw: RunningGateway) -> None:
         text = await resp.text()
     assert 'gateway_events_total{outcome="buffered",source="api",tenant="acme"} 1.0' in text
     assert 'gateway_rows{kind="events",state="buffered"} 1.0' in text
+
+
+async def test_metrics_are_served_while_the_store_fails_and_readiness_says_it(
+    gw: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failing store took the whole scrape down (503); and after a failed sync, when
+    nothing is acknowledged any more, /readyz still said the store was up."""
+    await gw.post("/v1/events", {"id": "1", "key": "k", "status": "succeeded"})
+    store = gw.gateway.store
+
+    async def failing() -> dict[str, dict[str, int]]:
+        raise StoreError("sqlite: disk I/O error")
+
+    monkeypatch.setattr(store, "counts", failing)
+    async with gw.http.get(gw.url + "/metrics") as resp:
+        assert resp.status == 200
+        assert 'gateway_events_total{outcome="buffered",source="api",tenant="acme"} 1.0' in (
+            await resp.text()
+        )
+    monkeypatch.setattr(store._log, "failure", StoreError("sqlite: syncing the log failed"))
+    status, ready = await gw.get("/readyz")
+    assert (status, ready["checks"]["store"]) == (503, "down")
+
+
+async def test_a_cancelled_delivery_is_counted_as_finished(gw: RunningGateway) -> None:
+    """Every other final state was counted in gateway_deliveries_finished_total."""
+    gw.gateway.deliverer._lanes["acme"]._credential.paused_until = 2e9  # nothing is sent
+    await gw.post("/v1/waits", {"key": "k", "resume_token": "t"})
+    await gw.post("/v1/events", {"id": "1", "key": "k", "status": "succeeded"})
+    status, cancelled = await gw.delete("/v1/waits/k")
+    assert (status, cancelled["delivery"]["state"]) == (200, "cancelled")
+    finished = gw.gateway.metrics.registry.get_sample_value(
+        "gateway_deliveries_finished_total", {"tenant": "acme", "state": "cancelled"}
+    )
+    assert finished == 1
 
 
 async def test_unknown_route_is_a_problem(gw: RunningGateway) -> None:
