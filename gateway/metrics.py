@@ -37,6 +37,13 @@ class Metrics:
             ["tenant", "state"],
             registry=r,
         )
+        self.swept = Counter(
+            "gateway_swept_total",
+            "What the sweep ended: leases reclaimed (a request that may have reached Workato "
+            "outlived its lease), waits expired, buffered events unmatched.",
+            ["kind"],
+            registry=r,
+        )
         self.latency = Histogram(
             "gateway_resume_request_seconds",
             "Duration of resume requests.",

@@ -172,8 +172,12 @@ class Deliverer:
                 "expired_waits": swept.expired_waits,
                 "unmatched_events": swept.unmatched_events,
             }
-            if any(counts.values()):
-                log.info("store.swept", **counts)
+            for kind in ("reclaimed", "expired_waits", "unmatched_events"):
+                if counts[kind]:
+                    self._deps.metrics.swept.labels(kind).inc(counts[kind])
+            if any(counts.values()):  # a reclaimed lease: a request may have been cut short
+                say = log.warning if swept.reclaimed else log.info
+                say("store.swept", **counts)
             for outcome in swept.expired_deliveries:  # finished here, not by a lane
                 self._deps.finished(outcome)
             if swept.reclaimed:

@@ -1108,3 +1108,20 @@ async def test_the_parts_of_the_stop_share_one_shutdown_timeout(
     assert time.monotonic() - started < 0.5 + 0.1 + 0.3  # the budget, the least a part gets
     assert given[0] <= 0.5
     assert given[1] <= 0.15
+
+
+async def test_what_the_sweep_ends_is_counted(
+    make_settings: SettingsFactory, start_gateway: Start
+) -> None:
+    """A wait that expired (its job will not be resumed) and a completion dropped unmatched
+    were an info line of counts, and in no metric."""
+    gw = await start_gateway(make_settings({"ingest": {"event_buffer_ttl_s": 0.3}}))
+    await gw.post("/v1/waits", {"key": "w", "resume_token": "t", "timeout_s": 0.3})
+    await gw.post("/v1/events", {"id": "e", "key": "nobody-waits", "status": "succeeded"})
+    swept = gw.gateway.metrics.registry.get_sample_value
+
+    def counted() -> bool:
+        kinds = ("expired_waits", "unmatched_events")
+        return all(swept("gateway_swept_total", {"kind": kind}) == 1 for kind in kinds)
+
+    await eventually(counted, timeout_s=5)
