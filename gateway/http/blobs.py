@@ -49,7 +49,8 @@ class BlobDownloads:
         except BlobForbidden:  # most likely collected: the bucket will not say
             log.warning("blobs.download.store_forbidden", blob=sha256)
             meta = None
-        if meta is None:
+        if meta is None:  # a URL still valid for a payload that is gone: someone should know
+            log.warning("blobs.download.gone", blob=sha256)
             raise NotFound(GONE_DETAIL)
         if declared is not None:
             meta = BlobMeta(meta.sha256, meta.size, declared)

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
+import structlog
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
@@ -245,9 +246,13 @@ async def test_unknown_blob_with_a_valid_signature_is_not_found(served: Download
 async def test_collected_blob_is_not_found(served: Downloads) -> None:
     url = served.signed()
     await served.blobs.delete(served.meta.sha256)
-    status, headers, body = await served.fetch(url)
+    with structlog.testing.capture_logs() as logs:
+        status, headers, body = await served.fetch(url)
     assert status == 404
     refusal(404, headers, body)
+    # a payload gone while its URL is still valid: said, where it was silent
+    [gone] = [e for e in logs if e["event"] == "blobs.download.gone"]
+    assert (gone["blob"], gone["log_level"]) == (served.meta.sha256, "warning")
 
 
 async def test_forbidden_and_not_found_look_alike(served: Downloads) -> None:
