@@ -166,12 +166,15 @@ class Poller:
                 answer = await client.job(spec)
             state = READERS[claim.kind](answer)
         except Throttled as exc:
+            self._poll_failed(claim)
             await self._failed(claim, str(exc), not_before=self._throttle(claim, exc))
             return
         except TimeoutError:
+            self._poll_failed(claim)
             await self._failed(claim, f"the poll took longer than {budget_s:g} s (its lease)")
             return
         except JobNotFound as exc:
+            self._poll_failed(claim)
             gone_before = (claim.last_error or "").startswith(NOT_FOUND)
             if claim.job_status is not None and gone_before:  # seen, then twice not found:
                 await self._finished(claim, spec, vanished(claim, spec))  # deleted (Alteryx
@@ -179,12 +182,15 @@ class Poller:
                 await self._failed(claim, str(exc))  # a job never seen a wrong id or URL
             return
         except PollError as exc:
+            self._poll_failed(claim)
             await self._failed(claim, str(exc))
             return
         except ValidationError as exc:
+            self._poll_failed(claim)
             await self._failed(claim, f"unexpected answer: {exc.error_count()} validation errors")
             return
         except InvalidInput as exc:  # not strict JSON (NaN, say)
+            self._poll_failed(claim)
             await self._failed(claim, f"unexpected answer: {exc.detail}")
             return
         self._metrics.polls.labels(claim.connection, state.status or "running").inc()
@@ -204,7 +210,6 @@ class Poller:
         conn = self._connections.get(claim.connection)
         base = conn.poll_interval_s if conn else self._settings.tick_s
         cap = conn.max_backoff_s if conn else 300.0
-        self._metrics.polls.labels(claim.connection, "error").inc()
         failures = claim.failures + 1
         delay = backoff_s(failures, base, cap, self._rng)
         now = self._clock()
@@ -213,6 +218,11 @@ class Poller:
         )
         polled = Polled(max(now + delay, not_before), failures, None, None, error)
         await self._store.watch_polled(claim, self._owner, polled, now)
+
+    def _poll_failed(self, claim: WatchClaim) -> None:
+        """A poll made that failed; counted once, where a watch's failure without a poll (it
+        cannot be polled) or after a counted one (its result refused) is not."""
+        self._metrics.polls.labels(claim.connection, "error").inc()
 
     def _throttle(self, claim: WatchClaim, exc: Throttled) -> float:
         """Hold every poll of the claim's connection for what its system asked; until when."""

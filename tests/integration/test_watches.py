@@ -766,3 +766,33 @@ async def test_a_cancellation_given_up_is_a_warning(
     [given_up] = [e for e in logs if e["event"] == "watch.job_cancel"]
     assert given_up["result"].startswith("gave up after 1 attempts")
     assert given_up["log_level"] == "warning"
+
+
+async def test_a_watch_its_connection_no_longer_serves_is_not_counted_as_a_poll(
+    make_settings: SettingsFactory,
+    urls: dict[str, str],
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+) -> None:
+    """gateway_polls_total counts polls made: a watch failed without one (its connection
+    now serves other tenants only) was counted as a poll error at every turn."""
+    config = watching(urls)
+    first = await start_gateway(make_settings(config))
+    await register(first, workato, "k", alteryx_watch("j-1"))
+    await first.gateway.stop()
+    config["tenants"] = [
+        {"name": "acme", "data_center": "us", "api_token": "t1", "api_keys": ["acme-key-1"]},
+        {"name": "other", "data_center": "us", "api_token": "t2", "api_keys": ["other-key-1"]},
+    ]
+    config["connections"][0]["tenants"] = ["other"]
+    gw = await start_gateway(make_settings(config))
+    acme = {"Authorization": "Bearer acme-key-1"}
+
+    async def failed() -> bool:
+        async with gw.http.get(gw.url + "/v1/waits/k", headers=acme) as resp:
+            watch = (await resp.json())["watch"]
+        return "does not serve tenant" in (watch.get("last_error") or "")
+
+    await eventually(failed)
+    polls = gw.gateway.metrics.registry.get_sample_value
+    assert polls("gateway_polls_total", {"connection": "ayx", "result": "error"}) is None
