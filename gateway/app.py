@@ -171,23 +171,20 @@ class Gateway:
             await runner.cleanup()  # stops accepting, lets in-flight HTTP requests finish
         # The parts after the HTTP server share one more shutdown_timeout_s, each given what
         # is left of it: each with its own, the stop could outlast a container's grace period.
+        # The intakes and the deliveries stop side by side (none waits for another: a broker
+        # that is gone must not take the deliveries' time), then what they report to, then
+        # the stores. One failing part still lets the others stop.
         budget = StopBudget(self.settings.server.shutdown_timeout_s)
-        steps: list[tuple[str, Callable[[float], Awaitable[None]]]] = []
+        side_by_side: list[tuple[str, Callable[[float], Awaitable[None]]]] = []
         if self.kafka:  # finishes the batch in hand, commits, leaves the group
-            steps.append(("kafka", self.kafka.stop))
-        steps += [("poller", self.poller.stop), ("deliverer", self.deliverer.stop)]
+            side_by_side.append(("kafka", self.kafka.stop))
+        side_by_side += [("poller", self.poller.stop), ("deliverer", self.deliverer.stop)]
+        await asyncio.gather(*(_stop_part(name, step, budget) for name, step in side_by_side))
         if self.outcomes:
-            steps.append(("outcomes", self.outcomes.stop))
-        steps += [
-            ("blob_collector", lambda _: self._stop_collecting()),
-            ("blobs", lambda _: self.blobs.close()),
-            ("store", lambda _: self.store.close()),
-        ]
-        for name, step in steps:  # one failing part still lets the others stop, the store last
-            try:
-                await step(budget.left())
-            except Exception:
-                log.exception("gateway.stop_failed", part=name)
+            await _stop_part("outcomes", self.outcomes.stop, budget)
+        await _stop_part("blob_collector", lambda _: self._stop_collecting(), budget)
+        await _stop_part("blobs", lambda _: self.blobs.close(), budget)
+        await _stop_part("store", lambda _: self.store.close(), budget)
         log.info("gateway.stopped")
 
     async def _stop_collecting(self) -> None:
@@ -239,6 +236,15 @@ async def can_listen(host: str, port: int) -> None:
         raise listen_error(host, port, exc) from exc
     trial.close()
     await trial.wait_closed()
+
+
+async def _stop_part(
+    name: str, stop: Callable[[float], Awaitable[None]], budget: StopBudget
+) -> None:
+    try:
+        await stop(budget.left())
+    except Exception:
+        log.exception("gateway.stop_failed", part=name)
 
 
 class StopBudget:

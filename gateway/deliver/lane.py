@@ -114,11 +114,11 @@ class Lane:
         self._wake = asyncio.Event()
         self._in_flight: dict[asyncio.Task[None], Claim] = {}
         self._sending: set[asyncio.Task[None]] = set()
-        self._settles: dict[asyncio.Task[Any], asyncio.Future[None]] = {}
-        """Settles under way, by the task they settle for (shielded from its cancellation)."""
         """The delivery tasks whose request has started (by task, not delivery id: an attempt
         that outlived its lease may end while the next attempt of its row is sending); those
         cancelled stay until drain."""
+        self._settles: dict[asyncio.Task[Any], asyncio.Future[None]] = {}
+        """Settles under way, by the task they settle for (shielded from its cancellation)."""
 
     def notify(self) -> None:
         """New work may be due: skip the poll interval."""
@@ -162,12 +162,13 @@ class Lane:
         claims = dict(self._in_flight)
         if claims:
             _, pending = await asyncio.wait(claims, timeout=timeout_s)
-            for task in pending:
+            settling = {task for task in pending if task in self._settles}  # before any await:
+            for task in pending:  # a settle that ends meanwhile leaves the dict
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
             for task in pending:
                 claim = claims[task]
-                if task in self._settles:  # its settle runs on, and reports, below
+                if task in settling:  # its settle runs on, and reports, below
                     continue
                 if task not in self._sending:
                     await self._hand_back(claim, "stopped_before_sending")
@@ -422,6 +423,7 @@ class Lane:
         (one outcome per finished delivery); ``drain`` waits for it."""
         owner = asyncio.current_task()
         settling = asyncio.ensure_future(self._settled(claim, verdict, attempt, delay))
+        settling.add_done_callback(_log_if_failed)  # its task may be gone: nobody else reads it
         if owner is not None:
             self._settles[owner] = settling
             settling.add_done_callback(lambda _: self._settles.pop(owner, None))
@@ -457,6 +459,12 @@ class Lane:
             state=result.state,
             lease_kept=kept,
         )
+
+
+def _log_if_failed(settle: asyncio.Future[None]) -> None:
+    """A settle that failed after its task was cancelled: the row waits for its lease."""
+    if not settle.cancelled() and (exc := settle.exception()) is not None:
+        log.error("delivery.settle_failed", error=type(exc).__name__, detail=str(exc))
 
 
 @dataclass(slots=True)

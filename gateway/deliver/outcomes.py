@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +31,8 @@ from gateway.store.records import Outcome
 from gateway.wakeable import sleep_or_wake
 
 log = structlog.get_logger(__name__)
+STOP_MIN_S = 0.1
+"""What the producer gets to flush and close however little of the stop's time is left."""
 
 CHUNK = 500  # outcomes sent before their acknowledgements are awaited together
 
@@ -111,6 +114,7 @@ class OutcomePublisher:
 
     async def stop(self, timeout_s: float) -> None:
         """Publish what is queued (bounded by ``timeout_s``), then close. Idempotent."""
+        deadline = time.monotonic() + timeout_s
         if self._task is not None:
             await sleep_or_wake(self._idle, timeout_s)
             task, self._task = self._task, None
@@ -123,9 +127,14 @@ class OutcomePublisher:
             self._metrics.outcomes_published.labels("dropped").inc(dropped)
             self._metrics.outcomes_published.labels("unconfirmed").inc(unconfirmed)
             log.warning("outcomes.unpublished", dropped=dropped, unconfirmed=unconfirmed)
-        if self._producer is not None:
+        if self._producer is not None:  # its flush waits for a broker that may be gone (40 s)
             producer, self._producer = self._producer, None
-            await producer.stop()
+            left = max(STOP_MIN_S, deadline - time.monotonic())
+            try:
+                async with asyncio.timeout(left):
+                    await producer.stop()
+            except TimeoutError:
+                log.warning("outcomes.close_timed_out", seconds=round(left, 3))
 
     async def _publish_forever(self) -> None:
         while True:

@@ -430,6 +430,40 @@ async def test_outcomes_cut_short_by_the_stop_are_counted_as_unconfirmed() -> No
     assert (counted("unconfirmed"), counted("dropped"), counted("sent")) == (3, 0, None)
 
 
+class FlushingForEver(SilentProducer):
+    """Its stop waits to flush what it was given to a broker that is gone (aiokafka: 40 s)."""
+
+    async def stop(self) -> None:
+        await asyncio.sleep(3600)
+
+
+async def test_the_outcomes_producer_is_closed_within_the_stops_time() -> None:
+    settings = KafkaSettings(bootstrap_servers=["unused:9092"], outcomes_topic="resume.outcomes")
+    publisher = OutcomePublisher(settings, Metrics(), FlushingForEver(0))
+    await publisher.start()
+    publisher.offer(outcome_of(1))
+    started = time.monotonic()
+    await asyncio.wait_for(publisher.stop(timeout_s=0.3), 10)
+    assert time.monotonic() - started < 1.0
+
+
+class FailingToClose:
+    """A consumer whose close raises (aiokafka's coordination task died, say)."""
+
+    async def stop(self) -> None:
+        raise RuntimeError("the coordinator died")
+
+
+async def test_a_consumer_that_fails_to_close_still_lets_the_producer_close() -> None:
+    settings = KafkaSettings(bootstrap_servers=["127.0.0.1:9"])
+    preparer = decoder()._preparer
+    consumer = KafkaIngest(settings, preparer, frozenset({"acme"}), lambda: NOW, Metrics())
+    producer = HangingProducer()
+    consumer._consumer, consumer._producer = FailingToClose(), producer
+    await asyncio.wait_for(consumer.stop(0.2), 5)
+    assert producer.stopping
+
+
 def test_connection_options_carry_sasl_and_tls_from_the_settings() -> None:
     plain = connection_options(KafkaSettings(bootstrap_servers=["b:9092"]), "consumer")
     assert plain == {

@@ -190,6 +190,8 @@ class KafkaIngest:
                     await close(client)
             except TimeoutError:
                 log.warning("kafka.close_timed_out", client=name, seconds=round(left or 0, 3))
+            except Exception:  # the other client still closes
+                log.exception("kafka.close_failed", client=name)
 
     async def check(self) -> str:
         """Readiness: ``up``, ``down`` (broker unreachable, or the consumer died),
