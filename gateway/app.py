@@ -120,7 +120,7 @@ class Gateway:
             *BlobDownloads(self.blobs, self._signer, self.clock).routes(),
             *Health(self.store, self.metrics, checks).routes(),
         ]
-        app.add_routes(answered(routes))
+        app.add_routes(answered(routes, self._refused))
         return app
 
     async def start(self) -> None:
@@ -186,6 +186,10 @@ class Gateway:
         await _stop_part("blobs", lambda _: self.blobs.close(), budget)
         await _stop_part("store", lambda _: self.store.close(), budget)
         log.info("gateway.stopped")
+
+    def _refused(self, route: str, status: int) -> None:
+        self.metrics.refused.labels(route, str(status)).inc()
+        log.info("http.refused", route=route, status=status)
 
     async def _stop_collecting(self) -> None:
         if self._collecting is not None:

@@ -37,6 +37,12 @@ class Metrics:
             ["tenant", "state"],
             registry=r,
         )
+        self.refused = Counter(
+            "gateway_requests_refused_total",
+            "Requests answered with a 4xx problem, by route template and status.",
+            ["route", "status"],
+            registry=r,
+        )
         self.swept = Counter(
             "gateway_swept_total",
             "What the sweep ended: leases reclaimed (a request that may have reached Workato "

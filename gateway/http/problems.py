@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -33,25 +34,38 @@ def invalid(exc: ValidationError) -> InvalidInput:
     return InvalidInput(detail, errors=errors)
 
 
-def answered(routes: list[web.RouteDef]) -> list[web.RouteDef]:
+Refused = Callable[[str, int], None]
+"""Told of each refusal (4xx) by route template and status."""
+
+
+def answered(routes: list[web.RouteDef], refused: Refused | None = None) -> list[web.RouteDef]:
     """The routes, each answering its failures with a problem document, and a last route
-    that answers a path or method no route serves (404, or 405 with ``Allow``).
+    that answers a path or method no route serves (404, or 405 with ``Allow``); ``refused``
+    is told of each 4xx, so that input refused is seen by more than its sender (a webhook
+    whose mapping fits none of a source's bodies, say).
 
     A wrapper around each handler rather than an aiohttp middleware: with a middleware,
     aiohttp wraps every request's handler in its chain, 3 % of the instructions of an
     ingested event."""
-    wrapped = [web.RouteDef(r.method, r.path, _answering(r.handler), r.kwargs) for r in routes]
-    return [*wrapped, web.route("*", "/{unrouted:.*}", _answering(_unrouted))]
+    wrapped = [
+        web.RouteDef(r.method, r.path, _answering(r.handler, r.path, refused), r.kwargs)
+        for r in routes
+    ]
+    return [*wrapped, web.route("*", "/{unrouted:.*}", _answering(_unrouted, "*", refused))]
 
 
-def _answering(handler: Any) -> Any:
+def _answering(handler: Any, route: str, refused: Refused | None) -> Any:
     @functools.wraps(handler)
     async def answer(request: web.Request) -> web.StreamResponse:
         try:
             response: web.StreamResponse = await handler(request)
             return response
         except Exception as exc:
-            return problem_for(request, exc)
+            answer = problem_for(request, exc)
+            gone = isinstance(exc, ConnectionError)  # nobody was refused: the client left
+            if refused is not None and 400 <= answer.status < 500 and not gone:
+                refused(route, answer.status)
+            return answer
 
     return answer
 

@@ -393,6 +393,20 @@ async def test_a_cancelled_delivery_is_counted_as_finished(gw: RunningGateway) -
     assert finished == 1
 
 
+async def test_refused_requests_are_counted_by_route_and_logged(gw: RunningGateway) -> None:
+    """A 422 or 415 was seen by its sender only: a sender whose every event is refused (a
+    webhook mapping that fits none of its bodies, say) went unnoticed here."""
+    with structlog.testing.capture_logs() as logs:
+        assert (await gw.post("/v1/events", {"id": "1", "key": "k"}))[0] == 422
+        assert (await gw.post("/v1/events", {"id": "1", "key": "k"}))[0] == 422
+        assert (await gw.get("/v2/nothing"))[0] == 404
+    counted = gw.gateway.metrics.registry.get_sample_value
+    assert counted("gateway_requests_refused_total", {"route": "/v1/events", "status": "422"}) == 2
+    assert counted("gateway_requests_refused_total", {"route": "*", "status": "404"}) == 1
+    said = [(e["route"], e["status"]) for e in logs if e["event"] == "http.refused"]
+    assert said == [("/v1/events", 422), ("/v1/events", 422), ("*", 404)]
+
+
 async def test_unknown_route_is_a_problem(gw: RunningGateway) -> None:
     async with gw.http.get(gw.url + "/v2/nothing") as resp:
         assert resp.status == 404
