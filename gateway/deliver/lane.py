@@ -117,6 +117,7 @@ class Lane:
         """The delivery tasks whose request has started (by task, not delivery id: an attempt
         that outlived its lease may end while the next attempt of its row is sending); those
         cancelled stay until drain."""
+        self._shown_paused = False
         self._settles: dict[asyncio.Task[Any], asyncio.Future[None]] = {}
         """Settles under way, by the task they settle for (shielded from its cancellation)."""
 
@@ -130,11 +131,10 @@ class Lane:
             now = self._deps.clock()
             credential = self._credential
             if credential.paused_until > now:
-                paused = self._deps.metrics.paused.labels(self.tenant.name)
-                paused.set(1)
+                self._show_paused(True)
                 await asyncio.sleep(credential.paused_until - now)
                 if credential.paused_until <= self._deps.clock():  # not extended meanwhile
-                    paused.set(0)
+                    self._show_paused(False)
                 continue
             if self._window.available(now) == 0:
                 # Nothing may leave before a slot frees: new work need not wake us, a slot
@@ -400,7 +400,7 @@ class Lane:
     async def _pause(self, seconds: float, reason: str) -> None:
         until = self._deps.clock() + seconds
         self._credential.paused_until = max(self._credential.paused_until, until)
-        self._deps.metrics.paused.labels(self.tenant.name).set(1)
+        self._show_paused(True)
         # cleared when the pause ends: the run loop may sleep through it (a full window), and
         # a pause shorter than that, or of 0 s, left the gauge at 1 with deliveries going on
         asyncio.get_running_loop().call_later(max(0.0, seconds), self._pause_may_have_ended)
@@ -409,11 +409,17 @@ class Lane:
             "tenant.paused", tenant=self.tenant.name, reason=reason, seconds=round(seconds, 3)
         )
 
+    def _show_paused(self, paused: bool) -> None:
+        """The gauge, and one line when a pause shown ends (several timers may see it end)."""
+        self._deps.metrics.paused.labels(self.tenant.name).set(1 if paused else 0)
+        if self._shown_paused and not paused:
+            log.info("tenant.unpaused", tenant=self.tenant.name)
+        self._shown_paused = paused
+
     def _pause_may_have_ended(self) -> None:
         left = self._credential.paused_until - self._deps.clock()
         if left <= 0:
-            self._deps.metrics.paused.labels(self.tenant.name).set(0)
-            log.info("tenant.unpaused", tenant=self.tenant.name)
+            self._show_paused(False)
         else:  # extended meanwhile, by another tenant of the credential perhaps: look again
             asyncio.get_running_loop().call_later(left, self._pause_may_have_ended)
 

@@ -78,6 +78,7 @@ async def test_each_tenants_paused_gauge_falls_when_their_shared_pause_ends() ->
     tenants: list[Any] = [SimpleNamespace(name=name, credential_id="c") for name in "ab"]
     a, b = (Lane(tenant, None, credential, deps) for tenant in tenants)  # type: ignore[arg-type]
     await a._pause(0.1, "rate_limited")
+    await a._pause(0.1, "rate_limited")  # a second 429: a second timer, still one line
     await b._pause(0.3, "rate_limited")
 
     def gauge(tenant: str) -> float | None:
