@@ -17,7 +17,7 @@ from aiohttp import web
 from gateway.blobs.collector import BlobCollector
 from gateway.blobs.factory import blob_store
 from gateway.blobs.signing import UrlSigner
-from gateway.clock import Clock, system_clock
+from gateway.clock import Budget, Clock, system_clock
 from gateway.config.settings import Settings
 from gateway.deliver.claimcheck import ClaimChecks
 from gateway.deliver.deliverer import Deliverer
@@ -39,6 +39,9 @@ from gateway.security.urlkeys import url_signing_keys
 from gateway.store import open_store
 
 log = structlog.get_logger(__name__)
+
+STOP_PART_MIN_S = 0.1
+"""What each part of the stop gets however little of its time is left: enough to hand back."""
 
 
 class Gateway:
@@ -174,7 +177,7 @@ class Gateway:
         # The intakes and the deliveries stop side by side (none waits for another: a broker
         # that is gone must not take the deliveries' time), then what they report to, then
         # the stores. One failing part still lets the others stop.
-        budget = StopBudget(self.settings.server.shutdown_timeout_s)
+        budget = Budget(self.settings.server.shutdown_timeout_s, least=STOP_PART_MIN_S)
         side_by_side: list[tuple[str, Callable[[float], Awaitable[None]]]] = []
         if self.kafka:  # finishes the batch in hand, commits, leaves the group
             side_by_side.append(("kafka", self.kafka.stop))
@@ -242,23 +245,8 @@ async def can_listen(host: str, port: int) -> None:
     await trial.wait_closed()
 
 
-async def _stop_part(
-    name: str, stop: Callable[[float], Awaitable[None]], budget: StopBudget
-) -> None:
+async def _stop_part(name: str, stop: Callable[[float], Awaitable[None]], budget: Budget) -> None:
     try:
         await stop(budget.left())
     except Exception:
         log.exception("gateway.stop_failed", part=name)
-
-
-class StopBudget:
-    """One span of time for the stop's parts, each given what is left of it (at least a
-    little, to hand back what it holds)."""
-
-    MIN_S = 0.1
-
-    def __init__(self, seconds: float) -> None:
-        self._deadline = time.monotonic() + seconds
-
-    def left(self) -> float:
-        return max(self.MIN_S, self._deadline - time.monotonic())

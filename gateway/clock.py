@@ -36,3 +36,16 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class Budget:
+    """A span of time shared by steps that run one after another, each given what is left of
+    it, but never less than ``least`` (a step cut to nothing could not even hand back what it
+    holds)."""
+
+    def __init__(self, seconds: float, least: float = 0.0) -> None:
+        self._deadline = time.monotonic() + seconds
+        self._least = least
+
+    def left(self) -> float:
+        return max(self._least, self._deadline - time.monotonic())

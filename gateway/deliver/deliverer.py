@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -13,7 +12,7 @@ import aiohttp
 import structlog
 
 from gateway.blobs.base import BlobStore
-from gateway.clock import Clock
+from gateway.clock import Budget, Clock
 from gateway.config.settings import DeliverySettings, TenantSettings
 from gateway.deliver.claimcheck import ClaimChecks
 from gateway.deliver.classify import MAX_RETRY_AFTER_S
@@ -138,7 +137,7 @@ class Deliverer:
         """Stop claiming, let in-flight requests finish (bounded), then close the session.
         The sweeper ends its round first: cancelled in its write, it expired deliveries that
         were never counted or published."""
-        deadline = time.monotonic() + timeout_s
+        budget = Budget(timeout_s)
         self._stopping.set()
         tasks, self._tasks = self._tasks, []
         sweepers = [task for task in tasks if task.get_name() == SWEEPER]
@@ -150,8 +149,7 @@ class Deliverer:
         for task in sweepers:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        left = max(0.0, deadline - time.monotonic())
-        drains = [lane.drain(left) for lane in self._lanes.values()]
+        drains = [lane.drain(budget.left()) for lane in self._lanes.values()]
         drained = await asyncio.gather(*drains, return_exceptions=True)
         for tenant, result in zip(self._lanes, drained, strict=True):
             if isinstance(result, Exception):  # the other lanes drain, the session closes

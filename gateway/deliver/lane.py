@@ -17,7 +17,7 @@ import structlog
 from pydantic import ValidationError
 
 from gateway.blobs.base import BlobError, BlobMeta, BlobStore
-from gateway.clock import Clock
+from gateway.clock import Budget, Clock
 from gateway.config.settings import DeliverySettings, TenantSettings
 from gateway.deliver.claimcheck import ClaimChecks
 from gateway.deliver.classify import Action, Attempt, Verdict, classify
@@ -158,7 +158,7 @@ class Lane:
         """Let in-flight requests finish; cancel what is left. A delivery whose request had
         not left is handed back at once; one whose request had is left to its lease, whose
         expiry marks the attempt ambiguous (it may have reached Workato)."""
-        deadline = asyncio.get_running_loop().time() + timeout_s
+        budget = Budget(timeout_s, least=SETTLE_MARGIN_S)
         claims = dict(self._in_flight)
         if claims:
             _, pending = await asyncio.wait(claims, timeout=timeout_s)
@@ -184,8 +184,7 @@ class Lane:
         self._sending.clear()
         if self._settles:  # settles whose task was cancelled: they commit and report (given
             # the margin a lease keeps for a settle, whatever is left of the drain's time)
-            left = deadline - asyncio.get_running_loop().time()
-            await asyncio.wait(self._settles.values(), timeout=max(left, SETTLE_MARGIN_S))
+            await asyncio.wait(self._settles.values(), timeout=budget.left())
 
     async def _hand_back(self, claim: Claim, reason: str, after_s: float = 0.0) -> None:
         """Settle a claimed delivery whose request never left: pending again (after

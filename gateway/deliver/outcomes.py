@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +21,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from gateway.clock import Budget
 from gateway.config.kafka import KafkaSettings
 from gateway.errors import BrokerError
 from gateway.kafka_connection import connection_options
@@ -114,7 +114,7 @@ class OutcomePublisher:
 
     async def stop(self, timeout_s: float) -> None:
         """Publish what is queued (bounded by ``timeout_s``), then close. Idempotent."""
-        deadline = time.monotonic() + timeout_s
+        budget = Budget(timeout_s, least=STOP_MIN_S)
         if self._task is not None:
             await sleep_or_wake(self._idle, timeout_s)
             task, self._task = self._task, None
@@ -129,7 +129,7 @@ class OutcomePublisher:
             log.warning("outcomes.unpublished", dropped=dropped, unconfirmed=unconfirmed)
         if self._producer is not None:  # its flush waits for a broker that may be gone (40 s)
             producer, self._producer = self._producer, None
-            left = max(STOP_MIN_S, deadline - time.monotonic())
+            left = budget.left()
             try:
                 async with asyncio.timeout(left):
                     await producer.stop()

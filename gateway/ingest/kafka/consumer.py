@@ -34,7 +34,7 @@ from aiokafka.errors import (
 )
 from aiokafka.structs import TopicPartition
 
-from gateway.clock import Clock
+from gateway.clock import Budget, Clock
 from gateway.config.kafka import KafkaSettings
 from gateway.errors import BrokerError
 from gateway.ingest.kafka.decode import Decoder, Preparer
@@ -168,14 +168,14 @@ class KafkaIngest:
             intake, self._intake = self._intake, None
             intake.cancel()
             await asyncio.gather(intake, return_exceptions=True)
-        deadline = time.monotonic() + timeout_s
+        budget = Budget(timeout_s, least=CLOSE_MIN_S)
         await self._drain(timeout_s, cancel_after=True)
-        await self._close_clients(deadline)
+        await self._close_clients(budget)
         log.info("kafka.stopped")
 
-    async def _close_clients(self, deadline: float | None = None) -> None:
+    async def _close_clients(self, budget: Budget | None = None) -> None:
         """Close the consumer (it commits nothing, auto-commit being off, and leaves the
-        group), then the producer, each by ``deadline`` if given: a dead letter queued for a
+        group), then the producer, each within ``budget`` if given: a dead letter queued for a
         broker that is gone waited aiokafka's 40 s. Nothing is lost by cutting either short:
         what was not committed is read again."""
         consumer, self._consumer = self._consumer, None
@@ -184,7 +184,7 @@ class KafkaIngest:
         for name, client, close in closes:
             if client is None:
                 continue
-            left = None if deadline is None else max(CLOSE_MIN_S, deadline - time.monotonic())
+            left = None if budget is None else budget.left()
             try:
                 async with asyncio.timeout(left):
                     await close(client)
