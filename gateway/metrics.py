@@ -6,6 +6,10 @@ import functools
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+REQUEST_BUCKETS_S = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+"""Up to the longest ``request_timeout_s`` worth telling apart (20 s by default): the client
+library's default buckets end at 10 s, where a slow Workato would hide in ``+Inf``."""
+
 
 class Metrics:
     """Every metric the gateway exports. Labels never carry tokens or credentials."""
@@ -55,6 +59,7 @@ class Metrics:
             "Duration of resume requests.",
             ["tenant"],
             registry=r,
+            buckets=REQUEST_BUCKETS_S,
         )
         self.paused = Gauge(
             "gateway_tenant_paused",

@@ -118,6 +118,8 @@ class Lane:
         that outlived its lease may end while the next attempt of its row is sending); those
         cancelled stay until drain."""
         self._shown_paused = False
+        self._pause_timer: asyncio.TimerHandle | None = None
+        """Lowers the paused gauge when the credential's pause ends; cancelled by ``drain``."""
         self._settles: dict[asyncio.Task[Any], asyncio.Future[None]] = {}
         """Settles under way, by the task they settle for (shielded from its cancellation)."""
 
@@ -158,6 +160,9 @@ class Lane:
         """Let in-flight requests finish; cancel what is left. A delivery whose request had
         not left is handed back at once; one whose request had is left to its lease, whose
         expiry marks the attempt ambiguous (it may have reached Workato)."""
+        if self._pause_timer is not None:  # a stopped lane says nothing more about its pause
+            self._pause_timer.cancel()
+            self._pause_timer = None
         budget = Budget(timeout_s, least=SETTLE_MARGIN_S)
         claims = dict(self._in_flight)
         if claims:
@@ -402,7 +407,7 @@ class Lane:
         self._show_paused(True)
         # cleared when the pause ends: the run loop may sleep through it (a full window), and
         # a pause shorter than that, or of 0 s, left the gauge at 1 with deliveries going on
-        asyncio.get_running_loop().call_later(max(0.0, seconds), self._pause_may_have_ended)
+        self._look_at_pause_in(self._credential.paused_until - self._deps.clock())
         await self._deps.store.pause_tenant(Pause(self.tenant.name, until, reason))
         log.warning(
             "tenant.paused", tenant=self.tenant.name, reason=reason, seconds=round(seconds, 3)
@@ -415,12 +420,20 @@ class Lane:
             log.info("tenant.unpaused", tenant=self.tenant.name)
         self._shown_paused = paused
 
+    def _look_at_pause_in(self, seconds: float) -> None:
+        """One timer a lane, however many pauses: a new one replaces the one set before."""
+        if self._pause_timer is not None:
+            self._pause_timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._pause_timer = loop.call_later(max(0.0, seconds), self._pause_may_have_ended)
+
     def _pause_may_have_ended(self) -> None:
+        self._pause_timer = None
         left = self._credential.paused_until - self._deps.clock()
         if left <= 0:
             self._show_paused(False)
         else:  # extended meanwhile, by another tenant of the credential perhaps: look again
-            asyncio.get_running_loop().call_later(left, self._pause_may_have_ended)
+            self._look_at_pause_in(left)
 
     async def _settle(self, claim: Claim, verdict: Verdict, attempt: Attempt, delay: float) -> None:
         """Store the attempt's result and report a finished delivery, as one: a stop that

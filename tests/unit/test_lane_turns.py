@@ -89,3 +89,20 @@ async def test_each_tenants_paused_gauge_falls_when_their_shared_pause_ends() ->
         await asyncio.sleep(0.5)
     assert (gauge("a"), gauge("b")) == (0, 0)
     assert sorted(e["tenant"] for e in logs if e["event"] == "tenant.unpaused") == ["a", "b"]
+
+
+async def test_a_drained_lane_says_nothing_more_about_its_pause() -> None:
+    """The timer that lowers the gauge outlived the stop: a pause ending after the drain was
+    still logged (``tenant.unpaused``) by a lane that no longer ran."""
+    credential = Credential(SlidingWindow(60, 60.0))
+    metrics = Metrics()
+    deps: Any = LaneDeps(
+        Pauses(), None, time.time, metrics, DeliverySettings(), "o", random.Random(1), None, None
+    )
+    tenant: Any = SimpleNamespace(name="a", credential_id="c")
+    lane = Lane(tenant, None, credential, deps)  # type: ignore[arg-type]
+    await lane._pause(0.1, "rate_limited")
+    await lane.drain(1.0)
+    with structlog.testing.capture_logs() as logs:
+        await asyncio.sleep(0.3)
+    assert [e for e in logs if e["event"] == "tenant.unpaused"] == []
