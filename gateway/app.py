@@ -88,6 +88,7 @@ class Gateway:
             clock,
             self.metrics,
             on_match=self.deliverer.notify,
+            on_finished=self.deliverer.finished,
             raw_mode_tenants=frozenset(t.name for t in settings.tenants if t.raw_mode),
             connections=settings.connections,
         )

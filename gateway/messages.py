@@ -185,7 +185,7 @@ class OutcomeMessage(BaseModel):
     delivery_id: int
     event_id: str
     source: str
-    state: Literal["delivered", "delivered_unconfirmed", "dead", "expired"]
+    state: Literal["delivered", "delivered_unconfirmed", "dead", "expired", "cancelled"]
     reason: str | None
     attempts: int = Field(description="Resume requests counted against the delivery.")
     last_status: int | None = Field(description="Workato's last HTTP status, if any answer.")

@@ -133,6 +133,11 @@ class Deliverer:
         if lane is not None:
             lane.notify()
 
+    def finished(self, outcome: Outcome) -> None:
+        """A delivery finished elsewhere (its wait cancelled): counted, logged and told to
+        the outcome listener as the lanes' and the sweep's are."""
+        self._deps.finished(outcome)
+
     async def stop(self, timeout_s: float) -> None:
         """Stop claiming, let in-flight requests finish (bounded), then close the session.
         The sweeper ends its round first: cancelled in its write, it expired deliveries that

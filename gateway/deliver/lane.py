@@ -68,8 +68,9 @@ class LaneDeps:
         """A delivery reached its final state, by a lane or by the sweep: counted once, and
         told to the outcome listener."""
         self.metrics.outcomes.labels(outcome.tenant, outcome.state).inc()
-        # delivered is the rule; anything else means a job that will not, or may not, wake
-        say = log.info if outcome.state == "delivered" else log.warning
+        # delivered is the rule, cancelled asked for; anything else means a job that will not,
+        # or may not, wake
+        say = log.info if outcome.state in ("delivered", "cancelled") else log.warning
         say(
             "delivery.finished",
             tenant=outcome.tenant,

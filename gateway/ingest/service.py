@@ -30,6 +30,7 @@ from gateway.store.records import (
     NewEvent,
     NewWait,
     NewWatch,
+    Outcome,
     Registration,
     WaitView,
 )
@@ -50,6 +51,7 @@ class Ingest:
         clock: Clock,
         metrics: Metrics,
         on_match: Callable[[str], None],
+        on_finished: Callable[[Outcome], None] | None = None,
         raw_mode_tenants: frozenset[str] = frozenset(),
         connections: Sequence[ConnectionSettings] = (),
     ) -> None:
@@ -61,6 +63,7 @@ class Ingest:
         self._clock = clock
         self._metrics = metrics
         self._on_match = on_match
+        self._on_finished = on_finished
 
     async def register(self, tenant: str, reg: WaitRegistration) -> Registration:
         now = self._clock()
@@ -227,7 +230,6 @@ class Ingest:
     async def cancel(self, tenant: str, key: str) -> Cancellation:
         result = await self._store.cancel_wait(tenant, key, self._clock())
         log.info("wait.cancel", tenant=tenant, key=key, outcome=result.outcome)
-        delivery = result.wait.delivery if result.wait else None
-        if result.outcome == "cancelled" and delivery is not None:  # a final state, counted
-            self._metrics.outcomes.labels(tenant, "cancelled").inc()  # as the others are
+        if result.finished is not None and self._on_finished is not None:
+            self._on_finished(result.finished)  # a final state: counted and published
         return result

@@ -10,7 +10,7 @@ from gateway.security.tokens import SealedToken
 
 RegisterOutcome = Literal["created", "repeat", "conflict"]
 EventOutcome = Literal["matched", "buffered", "duplicate", "late"]
-FinalState = Literal["delivered", "delivered_unconfirmed", "dead", "expired"]
+FinalState = Literal["delivered", "delivered_unconfirmed", "dead", "expired", "cancelled"]
 SettleState = Literal["pending", "delivered", "delivered_unconfirmed", "dead", "expired"]
 CancelOutcome = Literal["cancelled", "not_found", "in_flight", "final"]
 JSON = "application/json"
@@ -129,6 +129,8 @@ class Acceptance(NamedTuple):
 class Cancellation:
     outcome: CancelOutcome
     wait: WaitView | None
+    finished: Outcome | None = None
+    """The wait's delivery, when cancelling it finished one (reported like any other)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ from gateway.store.records import (
     Cancellation,
     Claim,
     DeliveryView,
+    FinalState,
     NewEvent,
     NewWait,
     Outcome,
@@ -67,6 +68,8 @@ FEW_DUE = 100
 """Up to this many due deliveries a claim reads them all and sorts them by deadline."""
 WAIT_EXPIRED = "wait_expired"
 """The reason of a delivery whose wait's deadline passed while it waited for its turn."""
+CANCELLED = "cancelled"
+"""The reason of a delivery whose wait was cancelled before its request left (as stored)."""
 Work = Callable[[sqlite3.Connection], Any]
 log = structlog.get_logger(__name__)
 
@@ -584,8 +587,11 @@ class SQLiteStore:
         if pending and self._one(conn, "delivery_may_have_arrived", wait_id=wait_id)[0]:
             return Cancellation("in_flight", view)  # started: the job may be resumed already
         self._run(conn, "cancel_wait", wait_id=wait_id, now=now)
-        self._run(conn, "cancel_delivery", wait_id=wait_id, now=now)
-        return Cancellation("cancelled", self._view(conn, tenant, key))
+        finished = None
+        if self._run(conn, "cancel_delivery", wait_id=wait_id, now=now).rowcount:
+            row = self._one(conn, "cancelled_delivery", wait_id=wait_id)
+            finished = _finished(row, "cancelled", CANCELLED, now)
+        return Cancellation("cancelled", self._view(conn, tenant, key), finished)
 
     # -- events ----------------------------------------------------------------------------
 
@@ -897,6 +903,11 @@ def _event_row(row: EventRow) -> tuple[Any, ...]:
 
 def _expired(row: tuple[Any, ...], now: float) -> Outcome:
     """A ``deliveries_to_expire`` row as the outcome the sweep reports."""
+    return _finished(row, "expired", WAIT_EXPIRED, now)
+
+
+def _finished(row: tuple[Any, ...], state: FinalState, reason: str, now: float) -> Outcome:
+    """A row of ``deliveries_to_expire``'s columns as the outcome reported."""
     delivery_id, tenant, key, event_id, source, attempts, last_status, received_at = row
     return Outcome(
         tenant=tenant,
@@ -904,8 +915,8 @@ def _expired(row: tuple[Any, ...], now: float) -> Outcome:
         delivery_id=delivery_id,
         event_id=event_id,
         source=source,
-        state="expired",
-        reason=WAIT_EXPIRED,
+        state=state,
+        reason=reason,
         attempts=attempts,
         last_status=last_status,
         received_at=received_at,

@@ -135,6 +135,24 @@ async def test_waits_and_events_over_kafka_resume_each_job_once_and_publish_outc
     assert "resume_token" not in first
 
 
+async def test_a_delivery_ended_by_cancelling_its_wait_is_published_as_cancelled(
+    kafka: Tansu, make_settings: SettingsFactory, start_gateway: Start
+) -> None:
+    """Every other final state reached resume.outcomes; a cancelled one was only counted, so
+    a consumer of the topic kept it pending for ever."""
+    settings = make_settings({"kafka": kafka_config(kafka.bootstrap, outcomes_topic=OUTCOMES)})
+    gw: RunningGateway = await start_gateway(settings)
+    gw.gateway.deliverer._lanes["acme"]._credential.paused_until = 2e9  # nothing is sent
+    await gw.post("/v1/waits", {"key": "k", "resume_token": "tok-cancelled"})
+    await gw.post("/v1/events", {"id": "e-1", "key": "k", "status": "succeeded"})
+    assert (await gw.delete("/v1/waits/k"))[0] == 200
+    (record,) = await read_topic(kafka.bootstrap, OUTCOMES, 1)
+    assert b"tok-cancelled" not in record.value
+    outcome = json.loads(record.value)
+    assert (record.key, outcome["state"], outcome["reason"]) == (b"k", "cancelled", "cancelled")
+    assert (outcome["event_id"], outcome["source"], outcome["attempts"]) == ("e-1", "api", 0)
+
+
 async def test_a_graceful_stop_commits_what_it_persisted_and_a_restart_reads_nothing_twice(
     kafka: Tansu, make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
 ) -> None:

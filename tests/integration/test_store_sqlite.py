@@ -400,11 +400,16 @@ async def test_a_pending_delivery_past_its_deadline_is_left_to_the_sweep_not_can
 
 async def test_cancel_open_wait_and_pending_delivery(store: SQLiteStore) -> None:
     await store.register_wait(wait("a", "t1"), T0)
-    assert (await store.cancel_wait("acme", "a", T0)).outcome == "cancelled"
+    open_wait = await store.cancel_wait("acme", "a", T0)
+    assert (open_wait.outcome, open_wait.finished) == ("cancelled", None)  # no delivery ended
     await store.register_wait(wait("b", "t2"), T0)
     await store.record_event(event("b"), T0)
-    cancelled = await store.cancel_wait("acme", "b", T0)
+    cancelled = await store.cancel_wait("acme", "b", T0 + 1)
     assert cancelled.outcome == "cancelled"
+    assert cancelled.finished is not None  # the delivery it ended, to be reported
+    finished = cancelled.finished
+    assert (finished.key, finished.state, finished.reason) == ("b", "cancelled", "cancelled")
+    assert (finished.received_at, finished.finished_at) == (T0, T0 + 1)
     assert cancelled.wait is not None
     assert cancelled.wait.delivery is not None
     assert cancelled.wait.delivery.state == "cancelled"

@@ -342,6 +342,7 @@ def test_the_kafka_messages_and_the_outcome_are_published_as_schemas() -> None:
         "delivered_unconfirmed",
         "dead",
         "expired",
+        "cancelled",
     ]
 
 

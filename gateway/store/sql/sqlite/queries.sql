@@ -68,6 +68,14 @@ SELECT ambiguous FROM deliveries WHERE wait_id = :wait_id;
 UPDATE deliveries SET state = 'cancelled', finished_at = :now, reason = 'cancelled'
 WHERE wait_id = :wait_id AND state = 'pending';
 
+-- name: cancelled_delivery
+-- The delivery cancel_delivery just ended, in deliveries_to_expire's columns: the outcome told.
+SELECT d.id, d.tenant, w.key, e.event_id, e.source, d.attempts, d.last_status, e.received_at
+FROM deliveries d
+JOIN waits w ON w.id = d.wait_id
+JOIN events e ON e.id = d.event_row
+WHERE d.wait_id = :wait_id AND d.state = 'cancelled';
+
 -- name: due_few
 -- The tenant's due deliveries, up to :cap of them, from deliveries_next: during an outage the
 -- pending rows are mostly waiting out a retry delay, and deliveries_due's deadline order
