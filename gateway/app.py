@@ -191,9 +191,9 @@ class Gateway:
         await _stop_part("store", lambda _: self.store.close(), budget)
         log.info("gateway.stopped")
 
-    def _refused(self, route: str, status: int) -> None:
+    def _refused(self, route: str, status: int, named: dict[str, object]) -> None:
         self.metrics.refused.labels(route, str(status)).inc()
-        log.info("http.refused", route=route, status=status)
+        log.info("http.refused", route=route, status=status, **named)
 
     async def _stop_collecting(self) -> None:
         if self._collecting is not None:

@@ -34,8 +34,9 @@ def invalid(exc: ValidationError) -> InvalidInput:
     return InvalidInput(detail, errors=errors)
 
 
-Refused = Callable[[str, int], None]
-"""Told of each refusal (4xx) by route template and status."""
+Refused = Callable[[str, int, dict[str, object]], None]
+"""Told of each refusal (4xx) by route template and status, with what the problem names:
+its type and the fields at fault (never a value)."""
 
 
 def answered(routes: list[web.RouteDef], refused: Refused | None = None) -> list[web.RouteDef]:
@@ -64,10 +65,25 @@ def _answering(handler: Any, route: str, refused: Refused | None) -> Any:
             answer = problem_for(request, exc)
             gone = isinstance(exc, ConnectionError)  # nobody was refused: the client left
             if refused is not None and 400 <= answer.status < 500 and not gone:
-                refused(route, answer.status)
+                refused(route, answer.status, _named(exc))
             return answer
 
     return answer
+
+
+def _named(exc: Exception) -> dict[str, object]:
+    """What a refusal's log line may say of it: the problem's type and the names of the
+    fields at fault, so that a sender refused for ever can be told which field, without the
+    detail (it may quote the input)."""
+    if not isinstance(exc, IngestError):
+        return {}
+    named: dict[str, object] = {"problem": exc.problem_type}
+    errors = exc.extensions.get("errors")
+    if isinstance(errors, list):
+        named["fields"] = [str(e.get("field")) for e in errors if isinstance(e, dict)]
+    elif "field" in exc.extensions:
+        named["fields"] = [str(exc.extensions["field"])]
+    return named
 
 
 async def _unrouted(request: web.Request) -> web.StreamResponse:

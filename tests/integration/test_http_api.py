@@ -405,6 +405,8 @@ async def test_refused_requests_are_counted_by_route_and_logged(gw: RunningGatew
     assert counted("gateway_requests_refused_total", {"route": "*", "status": "404"}) == 1
     said = [(e["route"], e["status"]) for e in logs if e["event"] == "http.refused"]
     assert said == [("/v1/events", 422), ("/v1/events", 422), ("*", 404)]
+    first = next(e for e in logs if e["event"] == "http.refused")  # which field, not only 422
+    assert (first["problem"], first["fields"]) == ("/problems/invalid-input", ["status"])
 
 
 async def test_unknown_route_is_a_problem(gw: RunningGateway) -> None:
