@@ -465,6 +465,30 @@ async def test_a_consumer_that_fails_to_close_still_lets_the_producer_close() ->
     assert producer.stopping
 
 
+class KnowsTopics:
+    """A consumer connected to a broker that has ``topics`` (Tansu creates any topic asked
+    for, so a missing one is only seen against a broker that does not)."""
+
+    def __init__(self, topics: set[str]) -> None:
+        self._topics = topics
+
+    async def topics(self) -> set[str]:
+        return self._topics
+
+
+async def test_readiness_names_the_topics_the_broker_does_not_have() -> None:
+    """A typo in a topic's name left a gateway consuming nothing, and readiness said only
+    ``topics_missing``, not which."""
+    settings = KafkaSettings(bootstrap_servers=["127.0.0.1:9"], waits_topic="resume.wiats")
+    consumer = KafkaIngest(
+        settings, decoder()._preparer, frozenset({"acme"}), lambda: NOW, Metrics()
+    )
+    consumer._consumer = KnowsTopics({"resume.events", "resume.waits", "resume.dlq"})
+    assert await consumer.check() == "topics_missing: resume.wiats"
+    consumer._consumer = KnowsTopics({"resume.events", "resume.wiats"})
+    assert await consumer.check() == "up"
+
+
 def test_connection_options_carry_sasl_and_tls_from_the_settings() -> None:
     plain = connection_options(KafkaSettings(bootstrap_servers=["b:9092"]), "consumer")
     assert plain == {

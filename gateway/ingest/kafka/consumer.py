@@ -196,7 +196,7 @@ class KafkaIngest:
     async def check(self) -> str:
         """Readiness: ``up``, ``down`` (broker unreachable, or the consumer died),
         ``dlq_failing`` (consumption waits for dead letters the broker does not take) or
-        ``topics_missing``."""
+        ``topics_missing: <the topics>``."""
         consumer = self._consumer
         if consumer is None or self.failed.is_set():
             return "down"
@@ -205,8 +205,9 @@ class KafkaIngest:
                 topics = await consumer.topics()
         except (KafkaError, TimeoutError):
             return "down"
-        if not set(self._settings.topics) <= set(topics):
-            return "topics_missing"
+        missing = [topic for topic in self._settings.topics if topic not in topics]
+        if missing:  # which ones: a typo in a topic's name is the usual cause
+            return f"topics_missing: {', '.join(missing)}"
         if self._dead_letters is not None and self._dead_letters.failing:
             return "dlq_failing"
         return "up"
