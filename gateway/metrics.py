@@ -107,6 +107,11 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.outcomes_queued = Gauge(
+            "gateway_outcomes_queued",
+            "Finished deliveries not yet acknowledged by the outcomes topic (queued or sent).",
+            registry=r,
+        )
 
         self.webhooks_rejected = Counter(
             "gateway_webhooks_rejected_total",

@@ -73,6 +73,8 @@ class OutcomePublisher:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._producer: Any = producer  # AIOKafkaProducer (untyped library)
+        # a broker falling behind shows before the queue overflows and outcomes are dropped
+        metrics.outcomes_queued.set_function(lambda: len(self._queue) + len(self._sending))
         self._task: asyncio.Task[None] | None = None
         self.failed = asyncio.Event()
         self.failure: BaseException | None = None

@@ -398,6 +398,8 @@ async def test_a_full_outcome_queue_drops_the_oldest_and_counts_them() -> None:
     publisher = OutcomePublisher(settings, metrics, producer)
     for i in range(5):  # the broker is not there yet: they queue
         publisher.offer(outcome_of(i))
+    queued = metrics.registry.get_sample_value("gateway_outcomes_queued")
+    assert queued == 3  # seen before any is dropped for good
     await publisher.start()
     await asyncio.wait_for(publisher.stop(timeout_s=5), 10)
     assert [key for _, key, _ in producer.sent] == [b"k2", b"k3", b"k4"]
@@ -405,6 +407,7 @@ async def test_a_full_outcome_queue_drops_the_oldest_and_counts_them() -> None:
         "gateway_outcomes_published_total", {"result": "dropped"}
     )
     assert dropped == 2
+    assert metrics.registry.get_sample_value("gateway_outcomes_queued") == 0
 
 
 class SilentProducer(FlakyProducer):
