@@ -41,7 +41,7 @@ class BlobCollector:
             try:
                 await self.collect()
             except Exception as exc:
-                log.warning("blobs.collect_failed", error=type(exc).__name__)
+                log.warning("blobs.collect_failed", error=type(exc).__name__, detail=str(exc))
             await asyncio.sleep(self._interval_s)
 
     async def collect(self) -> int:
@@ -57,7 +57,9 @@ class BlobCollector:
             try:
                 await self._blobs.delete(sha256)
             except Exception as exc:  # the store's own failure ends the round, as before
-                log.warning("blobs.delete_failed", blob=sha256, error=type(exc).__name__)
+                log.warning(
+                    "blobs.delete_failed", blob=sha256, error=type(exc).__name__, detail=str(exc)
+                )
                 await self._store.spare_blob(sha256, now)
                 continue
             if await self._store.forget_blob(sha256):  # not if a writer lifted the mark meanwhile

@@ -318,7 +318,9 @@ class Lane:
         try:
             ref = await self._deps.claim_checks.reference(claim)
         except (BlobError, StoreError) as exc:  # like a failed connection: retry later
-            log.warning("claim_check.failed", key=claim.key, error=type(exc).__name__)
+            log.warning(
+                "claim_check.failed", key=claim.key, error=type(exc).__name__, detail=str(exc)
+            )
             return Verdict(Action.RETRY, "claim_check_failed")
         body = resume_body(token, reference_data(claim, raw, ref))
         if len(body) > limit:  # even the reference does not fit (huge metadata)
@@ -332,7 +334,9 @@ class Lane:
         try:
             stored = await self._deps.blobs.stat(blob.sha256)
         except BlobError as exc:
-            log.warning("payload.unreadable", sha256=blob.sha256, error=type(exc).__name__)
+            log.warning(
+                "payload.unreadable", sha256=blob.sha256, error=type(exc).__name__, detail=str(exc)
+            )
             return Verdict(Action.RETRY, "blob_store_failed")
         if stored is None:
             return Verdict(Action.DEAD, "payload_missing")

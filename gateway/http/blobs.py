@@ -103,7 +103,7 @@ async def _stream(
     except ConnectionResetError:  # the client went away; it may resume with a Range
         log.info("blobs.download.aborted", blob=blob)
     except Exception as exc:  # the headers are out: end the connection, the client sees it short
-        log.warning("blobs.download.failed", blob=blob, error=type(exc).__name__)
+        log.warning("blobs.download.failed", blob=blob, error=type(exc).__name__, detail=str(exc))
         if request.transport is not None:
             request.transport.close()
 

@@ -121,7 +121,7 @@ def problem_for(request: web.Request, exc: Exception) -> web.StreamResponse:
         refused.headers[hdrs.RETRY_AFTER] = "1"
         return refused
     if isinstance(exc, StoreError):  # nothing was committed: the caller may retry
-        log.error("http.store_failed", path=request.path, error=type(exc).__name__)
+        log.error("http.store_failed", path=request.path, error=type(exc).__name__, detail=str(exc))
         unavailable = Unavailable("the store failed; nothing was accepted, retry")
         return problem(503, unavailable.problem_type, unavailable.title, unavailable.detail)
     if isinstance(exc, web.HTTPRequestEntityTooLarge):

@@ -191,7 +191,7 @@ def _storage() -> Iterator[None]:
     except ConnectionError:
         raise
     except (BlobError, OSError) as exc:
-        log.warning("intake.storage_failed", error=type(exc).__name__)
+        log.warning("intake.storage_failed", error=type(exc).__name__, detail=str(exc))
         raise Unavailable() from exc
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 
 from gateway.blobs import reservation
 from gateway.blobs.base import BlobError, BlobMeta
@@ -816,7 +817,13 @@ async def test_a_blob_that_cannot_be_deleted_holds_up_no_other_and_keeps_no_mark
         await real_delete(sha256)
 
     monkeypatch.setattr(blobs, "delete", locked)
-    assert await gw.gateway.collector.collect() == 3
+    with structlog.testing.capture_logs() as logs:
+        assert await gw.gateway.collector.collect() == 3
+    (failed,) = [e for e in logs if e["event"] == "blobs.delete_failed"]  # why, not only what
+    assert (failed["error"], failed["detail"]) == (
+        "PermissionError",
+        "[Errno 13] Permission denied",
+    )
     assert [await blobs.stat(m.sha256) is None for m in metas] == [False, True, True, True]
     assert await store.collectable_blobs(time.time(), 10) == [stuck]  # tried again later
     later = BlobMeta(stuck, metas[0].size, "text/csv")

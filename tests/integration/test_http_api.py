@@ -393,6 +393,22 @@ async def test_a_cancelled_delivery_is_counted_as_finished(gw: RunningGateway) -
     assert finished == 1
 
 
+async def test_a_store_failure_is_logged_with_what_the_store_said(
+    gw: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Logged as ``StoreError`` only, a full disk and a corrupt file read alike."""
+
+    def failing(*_args: object) -> None:
+        raise StoreError("sqlite: database or disk is full")
+
+    monkeypatch.setattr(gw.gateway.store, "record_event", failing)
+    with structlog.testing.capture_logs() as logs:
+        status, _ = await gw.post("/v1/events", {"id": "1", "key": "k", "status": "succeeded"})
+    assert status == 503
+    (line,) = [e for e in logs if e["event"] == "http.store_failed"]
+    assert line["detail"] == "sqlite: database or disk is full"
+
+
 async def test_refused_requests_are_counted_by_route_and_logged(gw: RunningGateway) -> None:
     """A 422 or 415 was seen by its sender only: a sender whose every event is refused (a
     webhook mapping that fits none of its bodies, say) went unnoticed here."""
