@@ -22,7 +22,7 @@ from gateway.deliver.workato import WorkatoClient
 from gateway.metrics import Metrics
 from gateway.security.tokens import TokenCipher
 from gateway.store.base import Store
-from gateway.store.records import Outcome
+from gateway.store.records import Outcome, Sweep
 from gateway.wakeable import sleep_or_wake
 
 log = structlog.get_logger(__name__)
@@ -172,8 +172,8 @@ class Deliverer:
             counts = {
                 "reclaimed": swept.reclaimed,
                 "expired_deliveries": len(swept.expired_deliveries),
-                "expired_waits": swept.expired_waits,
-                "unmatched_events": swept.unmatched_events,
+                "expired_waits": len(swept.expired_waits),
+                "unmatched_events": len(swept.unmatched_events),
             }
             for kind in ("reclaimed", "expired_waits", "unmatched_events"):
                 if counts[kind]:
@@ -183,12 +183,28 @@ class Deliverer:
                 say("store.swept", **counts)
             for outcome in swept.expired_deliveries:  # finished here, not by a lane
                 self._deps.finished(outcome)
+            _say_swept(swept)
             if swept.reclaimed:
                 for lane in self._lanes.values():
                     lane.notify()
             await sleep_or_wake(
                 self._stopping, 0 if swept.more else self._settings.sweep_interval_s
             )
+
+
+def _say_swept(swept: Sweep) -> None:
+    """One line for each wait and event the sweep ended, as for each delivery: "why was my
+    job never resumed" is asked of one key, and a count does not name it."""
+    for wait in swept.expired_waits:  # its job will not be resumed by this gateway
+        log.warning("wait.expired", tenant=wait.tenant, key=wait.key)
+    for event in swept.unmatched_events:  # no wait came for it within its TTL
+        log.info(
+            "event.unmatched",
+            tenant=event.tenant,
+            source=event.source,
+            event_id=event.event_id,
+            key=event.key,
+        )
 
 
 def _shared_limits(tenants: list[TenantSettings]) -> dict[str, int]:

@@ -183,14 +183,28 @@ class Pause:
     reason: str
 
 
+class ExpiredWait(NamedTuple):
+    tenant: str
+    key: str
+
+
+class Unmatched(NamedTuple):
+    tenant: str
+    source: str
+    event_id: str
+    key: str
+
+
 @dataclass(frozen=True, slots=True)
 class Sweep:
     reclaimed: int
     expired_deliveries: list[Outcome]
     """Pending deliveries whose wait's deadline passed before their turn: finished like any
     other, so they are reported like any other."""
-    expired_waits: int
-    unmatched_events: int
+    expired_waits: list[ExpiredWait]
+    """Waits whose deadline passed with no event: their jobs will not be resumed."""
+    unmatched_events: list[Unmatched]
+    """Buffered events whose wait never came within their TTL."""
     more: bool
     """A kind reached the sweep's limit: there may be more to sweep now."""
 

@@ -47,6 +47,7 @@ from gateway.store.records import (
     Cancellation,
     Claim,
     DeliveryView,
+    ExpiredWait,
     FinalState,
     NewEvent,
     NewWait,
@@ -56,6 +57,7 @@ from gateway.store.records import (
     Registration,
     Settlement,
     Sweep,
+    Unmatched,
     WaitView,
     WatchClaim,
     WatchView,
@@ -763,8 +765,10 @@ class SQLiteStore:
             self._q["expire_delivery"],
             [{"id": o.delivery_id, "reason": WAIT_EXPIRED, "now": now} for o in expired],
         )
-        waits = self._run(conn, "expire_waits", now=now, limit=limit).rowcount
-        events = self._run(conn, "expire_buffered", now=now, limit=limit).rowcount
+        waits = [ExpiredWait(*row) for row in self._run(conn, "expire_waits", now=now, limit=limit)]
+        events = [
+            Unmatched(*row) for row in self._run(conn, "expire_buffered", now=now, limit=limit)
+        ]
         self._run(conn, "forget_sends", before=before)
         self._run(conn, "forget_pauses", now=now)
         return Sweep(
@@ -772,7 +776,7 @@ class SQLiteStore:
             expired_deliveries=expired,
             expired_waits=waits,
             unmatched_events=events,
-            more=limit in (len(expired), waits, events),
+            more=limit in (len(expired), len(waits), len(events)),
         )
 
     # -- blobs -----------------------------------------------------------------------------

@@ -1132,4 +1132,9 @@ async def test_what_the_sweep_ends_is_counted(
         kinds = ("expired_waits", "unmatched_events")
         return all(swept("gateway_swept_total", {"kind": kind}) == 1 for kind in kinds)
 
-    await eventually(counted, timeout_s=5)
+    with structlog.testing.capture_logs() as logs:
+        await eventually(counted, timeout_s=5)
+    said = [
+        (e["event"], e["key"]) for e in logs if e["event"] in ("wait.expired", "event.unmatched")
+    ]
+    assert said == [("wait.expired", "w"), ("event.unmatched", "nobody-waits")]  # which ones

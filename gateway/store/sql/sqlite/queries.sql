@@ -157,7 +157,8 @@ WHERE id = :id AND state = 'pending';
 -- At most :limit of them, the longest expired first (the waits_expiry index's order).
 UPDATE waits SET state = 'expired', resolved_at = :now
 WHERE id IN (SELECT id FROM waits WHERE state = 'open' AND expires_at <= :now
-             ORDER BY expires_at LIMIT :limit);
+             ORDER BY expires_at LIMIT :limit)
+RETURNING tenant, key;
 
 -- name: expire_wait
 -- One open wait past its expiry that the sweep has not reached yet.
@@ -167,7 +168,8 @@ WHERE id = :wait_id AND state = 'open' AND expires_at <= :now;
 -- name: expire_buffered
 UPDATE events SET state = 'unmatched'
 WHERE id IN (SELECT id FROM events WHERE state = 'buffered' AND buffer_until < :now
-             ORDER BY buffer_until LIMIT :limit);
+             ORDER BY buffer_until LIMIT :limit)
+RETURNING tenant, source, event_id, key;
 
 -- name: forget_sends
 DELETE FROM sends WHERE sent_at < :before;
