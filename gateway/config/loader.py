@@ -18,15 +18,44 @@ from gateway.errors import ConfigError
 ENV_PREFIX = "RESUME_GATEWAY_"
 ENV_SEPARATOR = "__"
 _DIGITS = re.compile(r"[0-9]+")  # str.isdigit() also takes "²", which int() refuses
+_SERVICE_LINK = re.compile(
+    r"SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?"
+)
+"""What Kubernetes sets in every pod of the namespace for a Service named ``resume-gateway``
+(``RESUME_GATEWAY_SERVICE_HOST``, ``RESUME_GATEWAY_PORT=tcp://…``): not overrides."""
 
 
 def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
     """Validated settings from ``path`` (optional) overlaid with environment overrides."""
     data = _read_toml(path) if path is not None else {}
-    overrides = [n for n in environ if n.startswith(ENV_PREFIX) and n != f"{ENV_PREFIX}CONFIG"]
+    overrides = [name for name in environ if _is_override(name)]
+    notes: dict[str, str] = {}
     for name in sorted(overrides, key=lambda n: (_path_order(n), n)):  # __2 before __10
-        _apply_override(data, name, environ[name])
-    return settings_from_dict(data, environ)
+        if note := _apply_override(data, name, environ[name]):
+            notes[name] = note
+    try:
+        return Settings.model_validate(data, context={"environ": environ})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, _sources(overrides, notes))) from None
+
+
+def _is_override(name: str) -> bool:
+    if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
+        return False
+    return not _SERVICE_LINK.fullmatch(name[len(ENV_PREFIX) :])
+
+
+def _path_of(name: str) -> tuple[str, ...]:
+    return tuple(p.lower() for p in name[len(ENV_PREFIX) :].split(ENV_SEPARATOR))
+
+
+def _sources(overrides: list[str], notes: dict[str, str]) -> dict[tuple[str, ...], str]:
+    """What an error at a path says of the variable that set it (the file may say another
+    value there)."""
+    return {
+        _path_of(name): f"set by {name}" + (f"; {notes[name]}" if name in notes else "")
+        for name in overrides
+    }
 
 
 def _path_order(name: str) -> list[tuple[int, int, str]]:
@@ -54,15 +83,17 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
-def _apply_override(data: dict[str, Any], name: str, raw: str) -> None:
+def _apply_override(data: dict[str, Any], name: str, raw: str) -> str | None:
     """``RESUME_GATEWAY_TENANTS__0__API_TOKEN=x`` sets ``data["tenants"][0]["api_token"]``.
     Every name is lowercased: a table whose keys are data (a ``status_map``) is set whole,
-    as JSON, to keep their case."""
-    path = [p.lower() for p in name[len(ENV_PREFIX) :].split(ENV_SEPARATOR)]
+    as JSON, to keep their case. Returns a note if the value looked like JSON but is not."""
+    path = _path_of(name)
     node: Any = data
     for part, following in itertools.pairwise(path):
         node = _child(node, part, following, name)
-    _assign(node, path[-1], _parse_value(raw), name)
+    value, note = _parse_value(raw)
+    _assign(node, path[-1], value, name)
+    return note
 
 
 def _child(node: Any, part: str, following: str, name: str) -> Any:
@@ -100,19 +131,29 @@ def _index(node: list[Any], part: str, name: str) -> int:
     return int(part)
 
 
-def _parse_value(raw: str) -> Any:
-    """JSON lists, objects and booleans are understood; everything else stays a string."""
+def _parse_value(raw: str) -> tuple[Any, str | None]:
+    """JSON lists, objects and booleans are understood; everything else stays a string (with
+    a note when it began like JSON: "should be a valid list" alone hides a missing bracket)."""
     if raw[:1] in "[{" or raw in ("true", "false"):
         try:
-            return json.loads(raw)
-        except json.JSONDecodeError:
-            return raw
-    return raw
+            return json.loads(raw), None
+        except json.JSONDecodeError as exc:  # the message names a position, never the value
+            return raw, f"not valid JSON ({exc.msg} at character {exc.pos})"
+    return raw, None
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError, sources: Mapping[tuple[str, ...], str] | None = None) -> str:
     lines = ["invalid configuration:"]
     for error in exc.errors():
+        loc = tuple(str(p).lower() for p in error["loc"])
         field = ".".join(str(p) for p in error["loc"]) or "(top level)"
-        lines.append(f"  {field}: {error['msg']}")
+        line = f"  {field}: {error['msg']}"
+        set_by = [
+            said
+            for path, said in (sources or {}).items()
+            if path[: len(loc)] == loc or loc[: len(path)] == path  # in it, or it in one
+        ]
+        if loc and set_by:  # the environment's value, not the file's, is what failed
+            line += f" ({'; '.join(set_by)})"
+        lines.append(line)
     return "\n".join(lines)

@@ -171,14 +171,44 @@ def test_env_field_inside_a_plain_value_is_a_config_error() -> None:
         load_settings(None, environ)
 
 
-def test_env_invalid_value_names_the_field(toml_file: Path) -> None:
-    with pytest.raises(ConfigError, match=r"server\.port"):
+def test_env_invalid_value_names_the_field_and_the_variable(toml_file: Path) -> None:
+    """The error named the TOML path only, where the file may hold a valid value."""
+    with pytest.raises(
+        ConfigError, match=r"server\.port: .*\(set by RESUME_GATEWAY_SERVER__PORT\)"
+    ):
         load_settings(toml_file, {"RESUME_GATEWAY_SERVER__PORT": "ninety"})
+
+
+def test_env_value_that_is_broken_json_says_so(toml_file: Path) -> None:
+    """A missing bracket read as "Input should be a valid list", with no word of JSON."""
+    environ = {"RESUME_GATEWAY_TENANTS__0__API_KEYS": '["a",'}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(toml_file, environ)
+    assert "tenants.0.api_keys: Input should be a valid list" in str(caught.value)
+    assert "set by RESUME_GATEWAY_TENANTS__0__API_KEYS; not valid JSON (" in str(caught.value)
 
 
 def test_unrelated_and_config_env_vars_are_ignored(toml_file: Path) -> None:
     environ = {"RESUME_GATEWAY_CONFIG": "other.toml", "HOME": "/root", "PORT": "1"}
     assert load_settings(toml_file, environ) == load_settings(toml_file, {})
+
+
+def test_kubernetes_service_links_are_not_overrides(toml_file: Path) -> None:
+    """A Service named resume-gateway puts these in every pod of its namespace: the gateway
+    refused to start ("port: Extra inputs are not permitted")."""
+    environ = {
+        "RESUME_GATEWAY_SERVICE_HOST": "10.96.0.12",
+        "RESUME_GATEWAY_SERVICE_PORT": "8080",
+        "RESUME_GATEWAY_SERVICE_PORT_HTTP": "8080",
+        "RESUME_GATEWAY_PORT": "tcp://10.96.0.12:8080",
+        "RESUME_GATEWAY_PORT_8080_TCP": "tcp://10.96.0.12:8080",
+        "RESUME_GATEWAY_PORT_8080_TCP_PROTO": "tcp",
+        "RESUME_GATEWAY_PORT_8080_TCP_PORT": "8080",
+        "RESUME_GATEWAY_PORT_8080_TCP_ADDR": "10.96.0.12",
+    }
+    assert load_settings(toml_file, environ) == load_settings(toml_file, {})
+    with pytest.raises(ConfigError, match="server_port"):  # a near miss is still refused
+        load_settings(toml_file, {"RESUME_GATEWAY_SERVER_PORT": "9000"})
 
 
 # -- secrets by reference --------------------------------------------------------------------
