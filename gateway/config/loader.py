@@ -18,6 +18,9 @@ from gateway.errors import ConfigError
 ENV_PREFIX = "RESUME_GATEWAY_"
 ENV_SEPARATOR = "__"
 _DIGITS = re.compile(r"[0-9]+")  # str.isdigit() also takes "²", which int() refuses
+_NAMED_BY_MESSAGE = re.compile(
+    r"Value error, (?P<field>[a-z_]+(\.[a-z0-9_]+)+): (?P<message>.*)", re.S
+)
 _SERVICE_LINK = re.compile(
     r"SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?"
 )
@@ -147,7 +150,12 @@ def _describe(exc: ValidationError, sources: Mapping[tuple[str, ...], str] | Non
     for error in exc.errors():
         loc = tuple(str(p).lower() for p in error["loc"])
         field = ".".join(str(p) for p in error["loc"]) or "(top level)"
-        line = f"  {field}: {error['msg']}"
+        message = error["msg"]
+        named = _NAMED_BY_MESSAGE.fullmatch(message) if not loc else None
+        if named:  # a check across sections names the field itself: shown as any other
+            field, message = named["field"], named["message"]
+            loc = tuple(field.lower().split("."))
+        line = f"  {field}: {message}"
         set_by = [
             said
             for path, said in (sources or {}).items()

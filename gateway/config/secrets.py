@@ -37,8 +37,17 @@ def resolve_secret(value: Any, info: ValidationInfo) -> Any:
     return value
 
 
-Secret = Annotated[SecretStr, BeforeValidator(resolve_secret)]
-"""A credential: masked when printed or dumped, resolvable from env or file."""
+def _not_empty(value: SecretStr) -> SecretStr:
+    """An empty credential never matches, or is sent as none: a variable set to nothing, an
+    empty file, ``""`` left in a list. Refused, it names its field; accepted, it failed
+    later and quietly (an API key nobody can send, a tenant described as legacy)."""
+    if not value.get_secret_value():
+        raise ValueError("must not be empty (an unset variable, or an empty file?)")
+    return value
+
+
+Secret = Annotated[SecretStr, BeforeValidator(resolve_secret), AfterValidator(_not_empty)]
+"""A credential: masked when printed or dumped, resolvable from env or file; never empty."""
 
 
 def header_safe(value: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from typing import Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -120,14 +121,40 @@ class TenantSettings(_Section):
     raw_mode: bool = False
     max_request_bytes: int = Field(default=DEFAULT_MAX_REQUEST_BYTES, gt=0)
 
+    @field_validator("base_url")
+    @classmethod
+    def _workato_origin(cls, url: str | None) -> str | None:
+        """Where ``/api/job/resume`` is appended: anything else was taken, and every resume
+        went to ``not a url/api/job/resume`` or ``…/api/api/job/resume``."""
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL, e.g. https://www.workato.com")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or a fragment")
+        if parts.path.rstrip("/").endswith("/api"):
+            raise ValueError("must not end in /api: the gateway appends /api/job/resume")
+        return url
+
+    @field_validator("data_center")
+    @classmethod
+    def _known_data_center(cls, name: str | None) -> str | None:
+        if name is not None and name.lower() not in DATA_CENTERS:
+            raise ValueError(f"must be one of {', '.join(DATA_CENTERS)}")
+        return name
+
     @model_validator(mode="after")
     def _one_endpoint_one_credential(self) -> Self:
         if (self.base_url is None) == (self.data_center is None):
             raise ValueError("give exactly one of base_url or data_center")
-        if self.data_center is not None and self.data_center.lower() not in DATA_CENTERS:
-            raise ValueError(f"data_center must be one of {', '.join(DATA_CENTERS)}")
-        if (self.api_token is None) == (self.email is None or self.token is None):
+        legacy = (self.email, self.token)
+        if self.api_token is not None and legacy != (None, None):
             raise ValueError("give api_token, or legacy email and token, not both")
+        if self.api_token is None and None in legacy:
+            missing = "token" if self.email else "email"
+            missing = "email and token" if legacy == (None, None) else missing
+            raise ValueError(f"give api_token, or legacy email and token ({missing} missing)")
         return self
 
     @property
@@ -221,9 +248,9 @@ class Settings(_Section):
                 f"tenants.{again}.api_keys: a key is in it {where}; a key belongs to one tenant"
             )
         tenant_names = set(names)
-        for source in self.sources:
+        for n, source in enumerate(self.sources):
             if source.tenant not in tenant_names:
-                raise ValueError(f"source {source.name!r} names unknown tenant {source.tenant!r}")
+                raise ValueError(f"sources.{n}.tenant: no tenant is named {source.tenant!r}")
         for n, conn in enumerate(self.connections):
             unknown = sorted(set(conn.tenants or ()) - tenant_names)
             if unknown:

@@ -349,7 +349,8 @@ def test_secrets_may_come_from_the_environment_and_are_masked() -> None:
 
 def test_reserved_source_names_and_unknown_tenants() -> None:
     assert "reserved" in config_error(src(name="api"))
-    assert "unknown tenant" in config_error(src(tenant="nobody"))
+    # named by the field, not "(top level)"
+    assert "  sources.0.tenant: no tenant is named 'nobody'" in config_error(src(tenant="nobody"))
     assert "unique" in config_error(src(), src())
 
 
