@@ -20,6 +20,10 @@ from gateway.logs import configure_logging
 from gateway.security.redact import Redactor
 
 DEFAULT_CONFIG = "gateway.toml"
+DESCRIPTION = """Wakes suspended Workato jobs: takes wait registrations, correlates completion
+events (HTTP, webhooks, Kafka, polled job APIs) with them, and calls Workato's resume endpoint
+exactly once, within the rate limit. Start with 'resume-gateway dev' (a gateway, a Workato
+sandbox and a sample configuration in one process)."""
 GC_YOUNG_THRESHOLD = 5_000
 """Allocations between young collections (CPython's default is 700). Every request and record
 allocates dozens of short-lived objects; collecting them seven times less often cut the
@@ -41,17 +45,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="resume-gateway", description=__doc__)
+    parser = argparse.ArgumentParser(prog="resume-gateway", description=DESCRIPTION)
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run the gateway")
     _config_arg(run)
     run.set_defaults(command=_run)
     dev = sub.add_parser("dev", help="gateway + Workato sandbox + sample config, data in ./.data")
-    dev.add_argument("--port", type=int, default=8080, help="the gateway's (default 8080)")
-    dev.add_argument("--sandbox-port", type=int, default=8081, help="the Workato sandbox's")
-    dev.add_argument("--data-dir", default=".data", help="SQLite, blobs and the dev token key")
+    dev.add_argument("--port", type=int, default=8080, help="the gateway's port (default 8080)")
+    dev.add_argument(
+        "--sandbox-port", type=int, default=8081, help="the Workato sandbox's port (default 8081)"
+    )
+    dev.add_argument(
+        "--data-dir",
+        default=".data",
+        help="SQLite, blobs and the dev token key (default .data; one dev each)",
+    )
     dev.add_argument("--kafka", action="store_true", help="also run a local Kafka broker")
-    dev.add_argument("--kafka-port", type=int, default=9092)
+    dev.add_argument(
+        "--kafka-port", type=int, default=9092, help="the local broker's port (default 9092)"
+    )
     dev.set_defaults(command=_dev)
     _publish_parser(sub)
     migrate = sub.add_parser("migrate", help="bring the database schema up to date")
@@ -64,13 +76,42 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(command=_check_config)
     sandbox = sub.add_parser("sandbox", help="run an emulator of a third-party API")
     sandbox.add_argument("kind", choices=["workato", "alteryx", "pixxel"])
-    sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--port", type=int, default=8081)
-    sandbox.add_argument("--api-token", action="append", default=[], dest="api_tokens")
-    sandbox.add_argument("--rate-limit-per-minute", type=int, default=60)
-    sandbox.add_argument("--client-id", default="sandbox-client", help="alteryx OAuth2 client")
-    sandbox.add_argument("--client-secret", default="sandbox-secret", help="alteryx OAuth2 secret")
-    sandbox.add_argument("--api-key", action="append", default=[], dest="api_keys", help="pixxel")
+    sandbox.add_argument(
+        "--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)"
+    )
+    sandbox.add_argument(
+        "--port", type=int, default=8081, help="the port to listen on (default 8081)"
+    )
+    sandbox.add_argument(
+        "--api-token",
+        action="append",
+        default=[],
+        dest="api_tokens",
+        help="workato: an API token it accepts (repeatable)",
+    )
+    sandbox.add_argument(
+        "--rate-limit-per-minute",
+        type=int,
+        default=60,
+        help="workato: resumes per token (default 60)",
+    )
+    sandbox.add_argument(
+        "--client-id",
+        default="sandbox-client",
+        help="alteryx: OAuth2 client (default sandbox-client)",
+    )
+    sandbox.add_argument(
+        "--client-secret",
+        default="sandbox-secret",
+        help="alteryx: its secret (default sandbox-secret)",
+    )
+    sandbox.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        dest="api_keys",
+        help="pixxel: an API key it accepts (repeatable; default sandbox-api-key)",
+    )
     sandbox.set_defaults(command=_sandbox)
     schemas = sub.add_parser("schemas", help="write or check the published JSON Schemas")
     schemas.add_argument("--write", metavar="DIR")
@@ -158,9 +199,11 @@ def _dev(args: argparse.Namespace) -> int:
 
 def _publish_parser(sub: Any) -> None:
     publish = sub.add_parser("publish", help="send one completion event to Kafka")
-    publish.add_argument("--bootstrap", default="127.0.0.1:9092", help="host:port")
-    publish.add_argument("--topic", default="resume.events")
-    publish.add_argument("--tenant", required=True)
+    publish.add_argument(
+        "--bootstrap", default="127.0.0.1:9092", help="host:port (default: dev's broker)"
+    )
+    publish.add_argument("--topic", default="resume.events", help="default resume.events")
+    publish.add_argument("--tenant", required=True, help="the tenant the event is for")
     publish.add_argument("--key", required=True, help="the correlation key")
     publish.add_argument("--status", required=True, choices=["succeeded", "failed"])
     publish.add_argument("--data", default="null", help="JSON, sent byte for byte")

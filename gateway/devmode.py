@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import fcntl
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ from gateway.app import Gateway
 from gateway.config.loader import settings_from_dict
 from gateway.config.settings import Settings
 from gateway.devkafka import dev_kafka_settings, kafka_instructions, local_kafka
+from gateway.errors import ConfigError
 from gateway.logs import configure_logging
 from gateway.sandbox.server import SandboxServer
 from gateway.sandbox.workato import create_app
@@ -102,9 +106,32 @@ def dev_settings(
     return settings_from_dict(raw, os.environ)
 
 
+@contextlib.contextmanager
+def data_dir_held(data_dir: Path) -> Iterator[None]:
+    """One dev gateway per data directory. Each has its own in-memory sandbox, and two sharing
+    a database took each other's deliveries: a resume meant for one sandbox's job reached the
+    other, which knew no such token (404, after a retry ``delivered_unconfirmed``). Held
+    until the process ends, however it ends."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with (data_dir / "dev.lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"another 'resume-gateway dev' uses {data_dir}: stop it, or give this one "
+                "a --data-dir of its own"
+            ) from None
+        yield
+
+
 async def run_dev(
     data_dir: Path, port: int, sandbox_port: int, kafka_port: int | None = None
 ) -> None:
+    with data_dir_held(data_dir):
+        await _run_dev(data_dir, port, sandbox_port, kafka_port)
+
+
+async def _run_dev(data_dir: Path, port: int, sandbox_port: int, kafka_port: int | None) -> None:
     sandbox = WorkatoSandbox(WorkatoSandboxSettings(api_tokens=[DEV_WORKATO_TOKEN]))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

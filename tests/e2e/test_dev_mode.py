@@ -175,3 +175,19 @@ def assert_old_token_still_decrypts(dev: Dev) -> None:
         assert time.monotonic() < deadline, wait
         time.sleep(0.1)
     assert (wait["delivery"]["state"], wait["delivery"]["reason"]) == ("dead", "http_404")
+
+
+def test_a_second_dev_gateway_on_the_same_data_directory_is_refused(
+    workdir: Path, processes: list[Process]
+) -> None:
+    """Two dev gateways shared one database, each with its own in-memory sandbox, and took
+    each other's deliveries: resumes went to the sandbox that never issued their tokens."""
+    first = Dev(workdir, processes, "dev-1")
+    args = ["dev", "--port", str(free_port()), "--sandbox-port", str(free_port())]
+    rival = Process([*args, "--data-dir", DATA_DIR], workdir / "rival.log")
+    processes.append(rival)
+    assert rival.proc.wait(timeout=STARTUP_TIMEOUT_S) == 2
+    said = rival.log_path.read_text()
+    assert f"another 'resume-gateway dev' uses {DATA_DIR}: stop it, or give this one" in said
+    assert first.call("GET", f"{first.url}/healthz") == {"status": "ok"}  # the first runs on
+    assert first.process.terminate() == 0
