@@ -20,12 +20,14 @@ import subprocess
 import sys
 import threading
 import tomllib
+import typing
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from gateway import __version__
 from gateway.cli import _parser
@@ -373,3 +375,36 @@ def test_the_compose_image_is_tagged_with_the_version() -> None:
     """It said 0.1.0 at 0.2.8."""
     compose = (DEPLOY / "docker-compose.yml").read_text()
     assert f"image: resume-gateway:{__version__}\n" in compose
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def test_the_example_names_every_option() -> None:
+    """The README calls the example complete, every option commented: it lacked the Kafka,
+    polling, connection and S3 options, and a dozen more. Each option appears as a key, set
+    or in a commented line, and each section as a table header."""
+    text = EXAMPLE.read_text()
+    missing: list[str] = []
+    seen: set[type[BaseModel]] = set()
+
+    def walk(model: type[BaseModel], path: str) -> None:
+        if model in seen:
+            return
+        seen.add(model)
+        for name, field in model.model_fields.items():
+            nested = _models_in(field.annotation)
+            as_table = rf"^#? ?\[\[?([a-z_]+\.)?{name}\]\]?$"  # [kafka], [[tenants]], …
+            as_key = rf"(^|[\s{{,#]){name} = "
+            if not re.search(as_table if nested else as_key, text, re.M) and not (
+                nested and re.search(as_key, text, re.M)  # an inline table: verify = { … }
+            ):
+                missing.append(path + name)
+            for child in nested:
+                walk(child, f"{path}{name}.")
+
+    walk(Settings, "")
+    assert missing == []
