@@ -269,9 +269,10 @@ class WaitStatus(BaseModel):
 
 
 class EventAccepted(BaseModel):
-    """What happened to an event: matched, buffered (no wait yet), duplicate or late."""
+    """What happened to an event: matched, buffered (no wait yet), duplicate or late; or, for
+    a webhook its source maps to ``ignore`` (a progress report), ignored: nothing stored."""
 
-    outcome: Literal["matched", "buffered", "duplicate", "late"]
+    outcome: Literal["matched", "buffered", "duplicate", "late", "ignored"]
     event_id: str
     key: str
 

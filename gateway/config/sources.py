@@ -34,6 +34,10 @@ PRESET_ID_HEADERS = {"github": "X-GitHub-Delivery"}
 """The header that identifies a delivery, per preset: the default event id."""
 
 EventStatusName = Literal["succeeded", "failed"]
+StatusTarget = Literal["succeeded", "failed", "ignore"]
+"""What a sender's status value becomes. ``ignore``: a report that is not a completion (a
+job "requested" or "in_progress", sent to the same URL as its end) is acknowledged and not
+stored; mapped to ``failed`` instead, it resolved the wait before the job had ended."""
 
 
 def whsec_key(secret: str) -> bytes:
@@ -157,9 +161,9 @@ class MappingSettings(Section):
     event_id: str | None = None
     event_id_header: str | None = Field(default=None, min_length=1)
     status: str | None = None
-    status_map: dict[str, EventStatusName] = Field(default_factory=dict)
+    status_map: dict[str, StatusTarget] = Field(default_factory=dict)
     """Sender's value (strings as they are, other JSON values as JSON text) → our status."""
-    default_status: EventStatusName | None = None
+    default_status: StatusTarget | None = None
     """The status of a value that is not in ``status_map``; without it such a value is a 422."""
     data: str = ""
 

@@ -21,7 +21,7 @@ from gateway.errors import BadSignature, NotFound
 from gateway.ingest.bodies import Bodies, Data
 from gateway.ingest.service import Ingest
 from gateway.ingest.spool import Body
-from gateway.ingest.webhooks.mapping import map_event, map_spooled
+from gateway.ingest.webhooks.mapping import Ignored, map_event, map_spooled
 from gateway.ingest.webhooks.source import WebhookSource
 from gateway.ingest.webhooks.verify import BodyBytes
 from gateway.messages import CompletionEvent
@@ -59,12 +59,23 @@ class Hooks:
         with await self._bodies.receive(request, source.max_body_bytes) as body:
             if signed_body:
                 await self._verify_body(source, request, body, arrived)
-            event, data = await self._map(source, body, request)
+            mapped = await self._map(source, body, request)
+            if isinstance(mapped, Ignored):
+                return self._ignored(source, mapped)
+            event, data = mapped
             result = await self._bodies.accept_data(source.tenant, source.name, event, body, data)
         status = 200 if result.outcome == "duplicate" else 202
         return web.json_response(
             {"outcome": result.outcome, "event_id": event.id, "key": event.key}, status=status
         )
+
+    def _ignored(self, source: WebhookSource, ignored: Ignored) -> web.Response:
+        """Acknowledged, so that the sender does not retry it; counted and logged like any
+        event, so that a mapping that ignores everything is seen."""
+        self._metrics.event_counter(source.tenant, source.name, "ignored").inc()
+        log.info("webhook.ignored", source=source.name, key=ignored.key, event_id=ignored.event_id)
+        answer = {"outcome": "ignored", "event_id": ignored.event_id, "key": ignored.key}
+        return web.json_response(answer, status=200)
 
     def _source(self, name: str) -> WebhookSource:
         source = self._sources.get(name)
@@ -75,9 +86,11 @@ class Hooks:
     @staticmethod
     async def _map(
         source: WebhookSource, body: Body, request: web.Request
-    ) -> tuple[CompletionEvent, Data]:
+    ) -> tuple[CompletionEvent, Data] | Ignored:
         if body.memory is not None:
             mapped = map_event(source.mapping, body.memory, request.headers)
+            if isinstance(mapped, Ignored):
+                return mapped
             return mapped.event, mapped.data
         return await asyncio.to_thread(map_spooled, source.mapping, body, request.headers)
 

@@ -158,7 +158,11 @@ def _hook_op() -> dict[str, Any]:
         None,
         {
             "202": ("Accepted: matched, buffered or late", "EventAccepted"),
-            "200": ("Duplicate (the same event id, e.g. a replayed webhook-id)", "EventAccepted"),
+            "200": (
+                "Duplicate (the same event id, e.g. a replayed webhook-id), or ignored (its "
+                "status maps to ignore: nothing stored)",
+                "EventAccepted",
+            ),
             "404": ("No source of this name", "Problem"),
             "413": ("Body over the source's max_body_bytes", "Problem"),
             "422": ("Not JSON, or a mapped field is missing or invalid", "Problem"),

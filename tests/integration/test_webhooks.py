@@ -64,7 +64,7 @@ SOURCES: list[dict[str, Any]] = [
         "mapping": {
             "key": "/run/key",
             "status": "/run/conclusion",
-            "status_map": {"success": "succeeded"},
+            "status_map": {"success": "succeeded", "null": "ignore"},  # null: not ended yet
             "default_status": "failed",
         },
     },
@@ -411,6 +411,33 @@ async def test_webhook_resumes_the_sandbox_job_once_with_the_exact_bytes(
         "msg-7",
         "std",
     )
+
+
+async def test_a_progress_report_mapped_to_ignore_leaves_the_wait_to_the_completion(
+    hooks: Hooks, gw: RunningGateway, workato: WorkatoSandbox
+) -> None:
+    """GitHub posts workflow_run "requested" and "in_progress" (conclusion null) to the URL
+    of "completed". With no way to ignore them, the first resolved the wait as failed, and
+    the completion came late."""
+    job = workato.create_job()
+    assert (await gw.post("/v1/waits", {"key": "build-5", "resume_token": job.resume.token}))[0]
+
+    def delivery(n: int, conclusion: str) -> dict[str, str]:
+        body = b'{"run": {"key": "build-5", "conclusion": %s}}' % conclusion.encode()
+        sent = {"X-Hub-Signature-256": "sha256=" + hex_hmac(GITHUB_SECRET, body)}
+        return {"body": body.decode(), **sent, "X-GitHub-Delivery": f"gh-{n}"}
+
+    for n, conclusion in enumerate(("null", "null", '"success"')):
+        headers = delivery(n, conclusion)
+        answer = await hooks.post("github", headers.pop("body").encode(), headers)
+        expected = (200, "ignored") if conclusion == "null" else (202, "matched")
+        assert (answer.status, answer.body["outcome"]) == expected
+    await resumed(gw, "build-5")
+    assert job.resume.body is not None
+    assert (job.resume.attempts, json.loads(job.resume.body)["data"]["status"]) == (1, "succeeded")
+    counted = gw.gateway.metrics.registry.get_sample_value
+    labels = {"tenant": "acme", "source": "github", "outcome": "ignored"}
+    assert counted("gateway_events_total", labels) == 2
 
 
 async def test_webhook_before_its_wait_is_buffered_then_resumes(

@@ -16,7 +16,13 @@ from gateway.config.settings import Settings
 from gateway.config.sources import SourceSettings
 from gateway.devmode import DEV_WEBHOOK_SECRET, DEV_WEBHOOK_SOURCES
 from gateway.errors import ConfigError, InvalidInput
-from gateway.ingest.webhooks.mapping import EventMapping, MappedEvent, map_event
+from gateway.ingest.webhooks.mapping import (
+    EventMapping,
+    Ignored,
+    MappedEvent,
+    _status,
+    map_event,
+)
 from gateway.jsonpointer import Pointer, array_index, parse_pointer, resolve
 from gateway.security.redact import Redactor
 
@@ -32,7 +38,9 @@ def source(mapping: dict[str, Any], **fields: Any) -> SourceSettings:
 
 def mapped(mapping: dict[str, Any], body: bytes, **headers: str) -> MappedEvent:
     settings = source({"event_id": "/id", "default_status": "succeeded", **mapping})
-    return map_event(EventMapping.from_settings(settings), body, CIMultiDict(headers))
+    event = map_event(EventMapping.from_settings(settings), body, CIMultiDict(headers))
+    assert isinstance(event, MappedEvent)
+    return event
 
 
 def refused(mapping: dict[str, Any], body: bytes, **headers: str) -> InvalidInput:
@@ -165,6 +173,31 @@ def test_unmapped_status_takes_the_default_or_is_refused_naming_the_pointer() ->
     assert error.extensions == {"field": "status", "pointer": "/job/state"}
     assert '"Cancelled"' in error.detail
     assert "/job/state" in error.detail
+
+
+def test_a_status_that_is_a_deep_structure_is_never_encoded() -> None:
+    """Looked up as its JSON text, an array nested near the parser's limit made the encoder
+    recurse too deep: a RecursionError, answered 500. It is no status: the default, or 422.
+    (The value is built here, deeper than any parser allows, so that no stack depth of the
+    test run decides where the parser's limit falls.)"""
+    deep: list[Any] = []
+    for _ in range(5000):
+        deep = [deep]
+    mapping = {"key": "/k", "event_id": "/id", "status": "/s", "status_map": {"[]": "succeeded"}}
+    with_default = EventMapping.from_settings(source({**mapping, "default_status": "failed"}))
+    assert _status(with_default, lambda _tokens: deep) == "failed"
+    without = EventMapping.from_settings(source(mapping))
+    with pytest.raises(InvalidInput, match=r"^an array at /s is not in status_map"):
+        _status(without, lambda _tokens: deep)
+
+
+def test_a_status_mapped_to_ignore_is_acknowledged_not_stored() -> None:
+    body = b'{"id": "1", "k": "k", "s": "in_progress"}'
+    mapping = {"key": "/k", "event_id": "/id", "status": "/s"}
+    mapping |= {"status_map": {"in_progress": "ignore"}}
+    assert map_event(EventMapping.from_settings(source(mapping)), body, {}) == Ignored("1", "k")
+    missing_key = b'{"id": "1", "s": "in_progress"}'  # its key and id are checked all the same
+    assert refused(mapping, missing_key).extensions["pointer"] == "/k"
 
 
 def test_without_a_status_pointer_every_event_has_the_default() -> None:

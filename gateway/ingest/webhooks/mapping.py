@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gateway.config.sources import KEY_TEMPLATE_FIELD, EventStatusName, SourceSettings
+from gateway.config.sources import KEY_TEMPLATE_FIELD, SourceSettings, StatusTarget
 from gateway.errors import InvalidInput
 from gateway.ingest import jsoncheck, streamjson
 from gateway.ingest.rawjson import parse_document, raw_at
@@ -35,8 +35,8 @@ class EventMapping:
     event_id: Pointer | None
     event_id_header: str | None
     status: Pointer | None
-    status_map: Mapping[str, EventStatusName]
-    default_status: EventStatusName | None
+    status_map: Mapping[str, StatusTarget]
+    default_status: StatusTarget | None
     data: Pointer
 
     @classmethod
@@ -61,20 +61,33 @@ class MappedEvent:
     """The exact bytes of the pointed-to value in the body (invariant 7)."""
 
 
+@dataclass(frozen=True)
+class Ignored:
+    """A webhook whose status its source maps to ``ignore``: acknowledged, nothing stored.
+    Its key and id were read and checked like any event's."""
+
+    event_id: str
+    key: str
+
+
 Lookup = Callable[[Sequence[str]], Any]
 """The decoded value at a pointer's tokens; LookupError when nothing is there."""
 
 
-def map_event(mapping: EventMapping, body: bytes, headers: Mapping[str, str]) -> MappedEvent:
+def map_event(
+    mapping: EventMapping, body: bytes, headers: Mapping[str, str]
+) -> MappedEvent | Ignored:
     """The event a webhook reports; ``InvalidInput`` naming the pointer when a field is wrong."""
     document = parse_document(body)
     event = _event(mapping, lambda tokens: resolve(document, tokens), headers)
+    if isinstance(event, Ignored):
+        return event
     return MappedEvent(event, _data(mapping.data, body))
 
 
 def map_spooled(
     mapping: EventMapping, body: Body, headers: Mapping[str, str]
-) -> tuple[CompletionEvent, tuple[int, int]]:
+) -> tuple[CompletionEvent, tuple[int, int]] | Ignored:
     """``map_event`` for a body too large for memory: the event and the span of its data.
     Blocking (it reads the spool file): run it in a thread."""
     jsoncheck.validate(body)
@@ -86,19 +99,25 @@ def map_spooled(
         return streamjson.load_small(body, span)
 
     event = _event(mapping, lookup, headers)
+    if isinstance(event, Ignored):
+        return event
     span = streamjson.span_at(body, mapping.data.tokens)
     if span is None:
         raise _missing(mapping.data, "data")
     return event, span
 
 
-def _event(mapping: EventMapping, lookup: Lookup, headers: Mapping[str, str]) -> CompletionEvent:
+def _event(
+    mapping: EventMapping, lookup: Lookup, headers: Mapping[str, str]
+) -> CompletionEvent | Ignored:
+    status = _status(mapping, lookup)
     fields = {
         "key": _key(mapping, lookup),
         "id": _event_id(mapping, lookup, headers),
-        "status": _status(mapping, lookup),
+        "status": "succeeded" if status == "ignore" else status,  # the key and id are checked
     }
-    return _validated(fields, _origins(mapping))
+    event = _validated(fields, _origins(mapping))
+    return Ignored(event.id, event.key) if status == "ignore" else event
 
 
 def _key(mapping: EventMapping, lookup: Lookup) -> str:
@@ -123,28 +142,36 @@ def _event_id(mapping: EventMapping, lookup: Lookup, headers: Mapping[str, str])
     return value
 
 
-def _status(mapping: EventMapping, lookup: Lookup) -> EventStatusName:
+def _status(mapping: EventMapping, lookup: Lookup) -> StatusTarget:
     if mapping.status is None:
         assert mapping.default_status is not None  # MappingSettings requires one or the other
         return mapping.default_status
-    text = _status_text(_value_at(lookup, mapping.status, "status"))
-    if text in mapping.status_map:
+    value = _value_at(lookup, mapping.status, "status")
+    text = _status_text(value)
+    if text is not None and text in mapping.status_map:
         return mapping.status_map[text]
     if text in SUCCEEDED_OR_FAILED:
         return "succeeded" if text == "succeeded" else "failed"
     if mapping.default_status is not None:
         return mapping.default_status
+    what = f"the value {_quoted(text)}" if text is not None else _json_type(value)
     raise InvalidInput(
-        f"the value {_quoted(text)} at {mapping.status.text} is not in status_map "
+        f"{what} at {mapping.status.text} is not in status_map "
         "and the source has no default_status",
         field="status",
         pointer=mapping.status.text,
     )
 
 
-def _status_text(value: Any) -> str:
-    """How a status value is looked up in ``status_map``: strings as they are, others as JSON."""
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+def _status_text(value: Any) -> str | None:
+    """How a status value is looked up in ``status_map``: strings as they are, numbers,
+    booleans and null as JSON; an object or an array is never a status (None), and is not
+    encoded (one nested near the parser's limit made the encoder recurse too deep: a 500)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict | list):
+        return None
+    return json.dumps(value)
 
 
 def _data(pointer: Pointer, body: bytes) -> bytes:
