@@ -33,6 +33,10 @@ HMAC_PRESETS: dict[str, dict[str, str]] = {
 PRESET_ID_HEADERS = {"github": "X-GitHub-Delivery"}
 """The header that identifies a delivery, per preset: the default event id."""
 
+HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+"""An HTTP field name (RFC 9110 token): anything else never arrives, and every request was
+refused as missing its signature or id."""
+
 EventStatusName = Literal["succeeded", "failed"]
 StatusTarget = Literal["succeeded", "failed", "ignore"]
 """What a sender's status value becomes. ``ignore``: a report that is not a completion (a
@@ -43,6 +47,7 @@ stored; mapped to ``failed`` instead, it resolved the wait before the job had en
 def whsec_key(secret: str) -> bytes:
     """The HMAC key of a Standard Webhooks secret (``whsec_`` + base64); ValueError if none."""
     encoded = secret.removeprefix(WHSEC_PREFIX)
+    encoded += "=" * (-len(encoded) % 4)  # unpadded, as the reference library accepts it
     try:
         key = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
@@ -88,7 +93,7 @@ class HmacSha256Verify(Section):
 
     scheme: Literal["hmac_sha256"]
     preset: Literal["github"] | None = None
-    header: str = Field(min_length=1)
+    header: str = Field(pattern=HEADER_NAME)
     prefix: str = ""
     encoding: Literal["hex", "base64"] = "hex"
     secret: Secret | None = None
@@ -159,7 +164,7 @@ class MappingSettings(Section):
     key_template: str | None = None
     """E.g. ``alteryx:{value}``: the correlation key built around the pointed-to value."""
     event_id: str | None = None
-    event_id_header: str | None = Field(default=None, min_length=1)
+    event_id_header: str | None = Field(default=None, pattern=HEADER_NAME)
     status: str | None = None
     status_map: dict[str, StatusTarget] = Field(default_factory=dict)
     """Sender's value (strings as they are, other JSON values as JSON text) → our status."""

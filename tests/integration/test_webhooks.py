@@ -194,6 +194,26 @@ async def test_standard_webhook_is_accepted_and_its_replay_is_a_duplicate(hooks:
     assert (again.status, again.body["outcome"]) == (200, "duplicate")
 
 
+async def test_a_signed_body_that_is_not_utf8_is_a_422_not_a_bad_signature(
+    hooks: Hooks, gw: RunningGateway
+) -> None:
+    """Refused before its signature was checked, it was a 401 bad_signature, counted as one:
+    the operator was told the secret was wrong."""
+    body = b'{"job": {"id": "j", "status": "done", "result": "\xff"}}'
+    ts = str(int(time.time()))
+    key = base64.b64decode(STD_NEW.removeprefix("whsec_"))
+    mac = hmac.new(key, b"msg-u." + ts.encode() + b"." + body, hashlib.sha256).digest()
+    headers = {"webhook-id": "msg-u", "webhook-timestamp": ts}
+    headers["webhook-signature"] = "v1," + base64.b64encode(mac).decode()
+    answer = await hooks.post("std", body, headers)
+    assert (answer.status, answer.body["type"]) == (422, "/problems/invalid-input")
+    counted = gw.gateway.metrics.registry.get_sample_value
+    assert (
+        counted("gateway_webhooks_rejected_total", {"source": "std", "reason": "bad_signature"})
+        is None
+    )
+
+
 async def test_rotation_accepts_the_old_and_the_new_secret(hooks: Hooks) -> None:
     old = await hooks.std(job_body("k-old"), STD_OLD, msg_id="m-old")
     new = await hooks.std(job_body("k-new"), STD_NEW, msg_id="m-new")

@@ -13,7 +13,7 @@ from multidict import CIMultiDict
 
 from gateway.config.loader import settings_from_dict
 from gateway.config.settings import Settings
-from gateway.config.sources import SourceSettings
+from gateway.config.sources import SourceSettings, whsec_key
 from gateway.devmode import DEV_WEBHOOK_SECRET, DEV_WEBHOOK_SOURCES
 from gateway.errors import ConfigError, InvalidInput
 from gateway.ingest.webhooks.mapping import (
@@ -362,6 +362,27 @@ def test_hmac_needs_a_header_and_a_secret() -> None:
     assert "give secret or secrets" in config_error(src(verify=no_secret))
     empty = {"scheme": "hmac_sha256", "header": "X-Sig", "secrets": [""]}
     assert "must not be empty" in config_error(src(verify=empty))
+
+
+def test_an_unpadded_whsec_secret_is_taken_as_the_reference_library_takes_it() -> None:
+    """``standardwebhooks`` pads the base64 itself; refused here, a secret copied from a
+    sender that shows it unpadded stopped the gateway at start."""
+    padded = "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXM="  # 25 bytes: one '='
+    unpadded = padded.rstrip("=")
+    settings = settings_from_dict(
+        config(src(verify={"scheme": "standard_webhooks", "secrets": [unpadded]})), {}
+    )
+    (secret,) = settings.sources[0].verify.secrets  # type: ignore[union-attr]
+    assert whsec_key(secret.get_secret_value()) == whsec_key(padded)
+
+
+@pytest.mark.parametrize("header", ["X-Signature: ", "X Signature", "", "X-Sig\n"])
+def test_a_header_name_that_no_request_can_carry_is_refused(header: str) -> None:
+    """Taken as given, every request was refused for a missing signature or id."""
+    hmac_verify = {"scheme": "hmac_sha256", "header": header, "secret": "s"}
+    assert "sources.0.verify.hmac_sha256.header" in config_error(src(verify=hmac_verify))
+    mapping = {"key": "/k", "event_id_header": header, "default_status": "succeeded"}
+    assert "sources.0.mapping.event_id_header" in config_error(src(mapping=mapping))
 
 
 def test_a_bad_whsec_secret_is_refused_without_quoting_it() -> None:
