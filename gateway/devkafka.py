@@ -187,7 +187,7 @@ def kafka_instructions(bootstrap: str, gateway_url: str, sandbox_url: str, api_k
   JOB=$(curl -s -X POST {sandbox_url}/_sandbox/jobs -H 'Content-Type: application/json' -d '{{}}')
   TOKEN=$(echo "$JOB" | python3 -c 'import sys,json; print(json.load(sys.stdin)["resume_token"])')
   JOB_ID=$(echo "$JOB" | python3 -c 'import sys,json; print(json.load(sys.stdin)["job_id"])')
-  curl -s -X POST {gateway_url}/v1/waits -H 'Authorization: Bearer {api_key}' \\
+  curl -s -w '\\n' -X POST {gateway_url}/v1/waits -H 'Authorization: Bearer {api_key}' \\
        -H 'Content-Type: application/json' \\
        -d '{{"key": "order-44-'"$JOB_ID"'", "resume_token": "'"$TOKEN"'"}}'
   {_cli()} publish --bootstrap {bootstrap} --tenant demo --key "order-44-$JOB_ID" \\
@@ -195,7 +195,7 @@ def kafka_instructions(bootstrap: str, gateway_url: str, sandbox_url: str, api_k
 
   # 6. a moment later the job was resumed; resume.outcomes has the delivery's outcome
   sleep 2
-  curl -s {sandbox_url}/_sandbox/jobs/$JOB_ID
+  curl -s -w '\\n' {sandbox_url}/_sandbox/jobs/$JOB_ID
 """
 
 

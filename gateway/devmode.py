@@ -180,19 +180,19 @@ Try it — paste these into another shell:
   KEY="order-$JOB_ID"
 
   # 2. the connector action registers the wait with the gateway
-  curl -s -X POST {gateway_url}/v1/waits -H 'Authorization: Bearer {DEV_API_KEY}' \\
+  curl -s -w '\\n' -X POST {gateway_url}/v1/waits -H 'Authorization: Bearer {DEV_API_KEY}' \\
        -H 'Content-Type: application/json' \\
        -d '{{"key": "'"$KEY"'", "resume_token": "'"$TOKEN"'", "metadata": {{"order": 42}}}}'
 
   # 3. the third party reports completion
-  curl -s -X POST {gateway_url}/v1/events -H 'Authorization: Bearer {DEV_API_KEY}' \\
+  curl -s -w '\\n' -X POST {gateway_url}/v1/events -H 'Authorization: Bearer {DEV_API_KEY}' \\
        -H 'Content-Type: application/json' \\
        -d '{{"id": "evt-'"$JOB_ID"'", "key": "'"$KEY"'", "status": "succeeded",
            "data": {{"total": 42.50}}}}'
 
   # 4. the job was resumed, once, with the data
-  curl -s {sandbox_url}/_sandbox/jobs/$JOB_ID
-  curl -s {gateway_url}/v1/waits/$KEY -H 'Authorization: Bearer {DEV_API_KEY}'
+  curl -s -w '\\n' {sandbox_url}/_sandbox/jobs/$JOB_ID
+  curl -s -w '\\n' {gateway_url}/v1/waits/$KEY -H 'Authorization: Bearer {DEV_API_KEY}'
 {kafka}
 Stop with Ctrl-C.
 """
