@@ -36,6 +36,11 @@ def describe(settings: Settings) -> str:
     ]
     if settings.kafka.enabled:
         lines.append(_kafka_line(settings.kafka))
+    if settings.security.admin_tokens:  # accepted for what is to come: say that it does nothing
+        lines.append(
+            f"admin tokens   {len(settings.security.admin_tokens)}, unused: this version serves "
+            "no operators' API (DESIGN 5.1's /v1/admin)"
+        )
     lines += ["", "effective settings (secrets masked):"]
     lines.append(json.dumps(settings.model_dump(mode="json"), indent=2))
     return without_url_credentials("\n".join(lines))

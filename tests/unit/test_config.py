@@ -434,6 +434,14 @@ def test_describe_masks_secrets_resolved_from_env_and_file(tmp_path: Path) -> No
     assert '"api_token": "**********"' in text
 
 
+def test_describe_says_admin_tokens_do_nothing_yet() -> None:
+    """Accepted in silence, they read as if an operators' API were protected by them."""
+    data = config(tenants=[tenant()], security={**config()["security"], "admin_tokens": ["a"]})
+    text = describe(settings_from_dict(data, {}))
+    assert "admin tokens   1, unused: this version serves no operators' API" in text
+    assert "admin tokens" not in describe(settings_from_dict(config(tenants=[tenant()]), {}))
+
+
 def test_describe_says_what_the_gateway_will_do(toml_file: Path) -> None:
     text = describe(load_settings(toml_file, {}))
     assert text.startswith("configuration is valid.")
