@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import tomllib
@@ -16,12 +17,14 @@ from gateway.config.settings import Settings
 from gateway.config.sources import SourceSettings, whsec_key
 from gateway.devmode import DEV_WEBHOOK_SECRET, DEV_WEBHOOK_SOURCES
 from gateway.errors import ConfigError, InvalidInput
+from gateway.ingest.spool import Body
 from gateway.ingest.webhooks.mapping import (
     EventMapping,
     Ignored,
     MappedEvent,
     _status,
     map_event,
+    map_spooled,
 )
 from gateway.jsonpointer import Pointer, array_index, parse_pointer, resolve
 from gateway.security.redact import Redactor
@@ -456,3 +459,29 @@ def test_check_config_lists_sources_with_secrets_masked() -> None:
     assert "POST /v1/hooks/open → tenant acme, NO verification" in text
     assert "gh-s3cr3t" not in text
     assert WHSEC not in text
+
+
+def spooled(tmp_path: Path, body: bytes) -> Body:
+    path = tmp_path / "body"
+    path.write_bytes(body)
+    return Body(len(body), hashlib.sha256(body).hexdigest(), path=path)
+
+
+def test_a_spooled_value_too_long_to_decode_maps_as_it_would_in_memory(tmp_path: Path) -> None:
+    """Refused bare ("the value is longer than 65536 bytes", no pointer), a long status in a
+    spooled body ignored default_status, which the same body in memory took."""
+    status = '"' + "x" * 70_000 + '"'
+    body = f'{{"id": "1", "k": "k", "s": {status}}}'.encode()
+    mapping = {"key": "/k", "event_id": "/id", "status": "/s"}
+    with_default = EventMapping.from_settings(source({**mapping, "default_status": "failed"}))
+    event = map_spooled(with_default, spooled(tmp_path, body), {})
+    assert isinstance(event, tuple)
+    assert event[0].status == mapped({**mapping, "default_status": "failed"}, body).event.status
+    without = EventMapping.from_settings(source(mapping))
+    with pytest.raises(InvalidInput) as refusal:
+        map_spooled(without, spooled(tmp_path, body), {})
+    assert refusal.value.extensions == {"field": "status", "pointer": "/s"}
+    long_key = f'{{"id": "1", "k": {status}, "s": "succeeded"}}'.encode()
+    with pytest.raises(InvalidInput) as refusal:
+        map_spooled(without, spooled(tmp_path, long_key), {})
+    assert refusal.value.extensions == {"field": "key", "pointer": "/k"}

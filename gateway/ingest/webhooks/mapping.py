@@ -70,6 +70,14 @@ class Ignored:
     key: str
 
 
+@dataclass(frozen=True)
+class Oversized:
+    """A spooled body's value too long to decode for a key, an id or a status: none is ever
+    that long. It maps as a value of its kind would in memory: no status, a 422 for a key."""
+
+    size: int
+
+
 Lookup = Callable[[Sequence[str]], Any]
 """The decoded value at a pointer's tokens; LookupError when nothing is there."""
 
@@ -96,6 +104,8 @@ def map_spooled(
         span = streamjson.span_at(body, tokens)
         if span is None:
             raise LookupError(tokens)
+        if span[1] - span[0] > streamjson.SMALL_BYTES:  # refused bare, it named no pointer
+            return Oversized(span[1] - span[0])
         return streamjson.load_small(body, span)
 
     event = _event(mapping, lookup, headers)
@@ -169,7 +179,7 @@ def _status_text(value: Any) -> str | None:
     encoded (one nested near the parser's limit made the encoder recurse too deep: a 500)."""
     if isinstance(value, str):
         return value
-    if isinstance(value, dict | list):
+    if isinstance(value, dict | list | Oversized):
         return None
     return json.dumps(value)
 
@@ -233,6 +243,8 @@ def _origins(mapping: EventMapping) -> dict[str, dict[str, str]]:
 
 
 def _json_type(value: Any) -> str:
+    if isinstance(value, Oversized):
+        return f"a value of {value.size} bytes"
     names = {dict: "an object", list: "an array", bool: "a boolean", float: "a number"}
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
