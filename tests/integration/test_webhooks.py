@@ -460,6 +460,23 @@ async def test_a_progress_report_mapped_to_ignore_leaves_the_wait_to_the_complet
     assert counted("gateway_events_total", labels) == 2
 
 
+@pytest.mark.parametrize("size", [60_000, 200_000])  # decoded whole; walked a value at a time
+async def test_a_large_body_in_memory_is_mapped_to_the_exact_bytes(
+    hooks: Hooks, gw: RunningGateway, workato: WorkatoSandbox, size: int
+) -> None:
+    job = workato.create_job()
+    await gw.post("/v1/waits", {"key": f"big-{size}", "resume_token": job.resume.token})
+    rows = ", ".join('{"n": 1.0000000000000001 }' for _ in range(size // 27))
+    result = '{ "rows" : [ ' + rows + " ] }"
+    body = job_body(f"big-{size}", "error", result)
+    answer = await hooks.std(body, msg_id=f"msg-{size}")
+    assert (answer.status, answer.body["outcome"]) == (202, "matched")
+    await resumed(gw, f"big-{size}")
+    assert job.resume.body is not None
+    assert b'"payload":' + result.encode() + b"}" in job.resume.body
+    assert json.loads(job.resume.body)["data"]["status"] == "failed"
+
+
 async def test_webhook_before_its_wait_is_buffered_then_resumes(
     hooks: Hooks, gw: RunningGateway, workato: WorkatoSandbox
 ) -> None:
