@@ -7,6 +7,7 @@ are per connection, and concurrency is bounded so a slow system cannot take ever
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
@@ -26,6 +27,20 @@ class _Polling(Section):
     """The tenants whose waits may watch jobs here: such a wait reads any job the credential
     can read, and with ``cancel_on_close`` cancels it. Unset: every tenant."""
 
+    @field_validator("base_url")
+    @classmethod
+    def _http_origin(cls, url: str) -> str:
+        """Every poll goes to it: anything else failed each poll, or (credentials in it,
+        which the HTTP client refuses beside the connection's own) ended the poller."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not hold credentials: give them as the connection's own")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or a fragment")
+        return url
+
     def serves(self, tenant: str) -> bool:
         return self.tenants is None or tenant in self.tenants
 
@@ -40,8 +55,8 @@ class AlteryxConnection(_Polling):
     kind: Literal["alteryx"]
     client_id: str
     client_secret: Secret
-    api_path: str = "/webapi"
-    token_path: str = "/webapi/oauth2/token"
+    api_path: str = Field(default="/webapi", pattern=r"^/")
+    token_path: str = Field(default="/webapi/oauth2/token", pattern=r"^/")
 
     @field_validator("client_id")
     @classmethod

@@ -37,16 +37,21 @@ def resolve_secret(value: Any, info: ValidationInfo) -> Any:
     return value
 
 
-def _not_empty(value: SecretStr) -> SecretStr:
+def _usable(value: SecretStr) -> SecretStr:
     """An empty credential never matches, or is sent as none: a variable set to nothing, an
     empty file, ``""`` left in a list. Refused, it names its field; accepted, it failed
     later and quietly (an API key nobody can send, a tenant described as legacy)."""
-    if not value.get_secret_value():
+    secret = value.get_secret_value()
+    if not secret:
         raise ValueError("must not be empty (an unset variable, or an empty file?)")
+    try:  # an environment in another encoding leaves lone surrogates, which nothing can send
+        secret.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("is not UTF-8 (a variable or a file in another encoding?)") from None
     return value
 
 
-Secret = Annotated[SecretStr, BeforeValidator(resolve_secret), AfterValidator(_not_empty)]
+Secret = Annotated[SecretStr, BeforeValidator(resolve_secret), AfterValidator(_usable)]
 """A credential: masked when printed or dumped, resolvable from env or file; never empty."""
 
 

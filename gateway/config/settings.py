@@ -131,6 +131,8 @@ class TenantSettings(_Section):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL, e.g. https://www.workato.com")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not hold credentials: the tenant's token authenticates")
         if parts.query or parts.fragment:
             raise ValueError("must not have a query or a fragment")
         if parts.path.rstrip("/").endswith("/api"):

@@ -43,6 +43,8 @@ log = structlog.get_logger(__name__)
 CANCEL_ATTEMPTS = 8
 """How often a job is asked to cancel before the watch stops without it (at the connection's
 backoff: 10 to 20 minutes at the defaults)."""
+QUIET_CANCEL_RESULTS = frozenset({"cancelled", "already_over"})
+"""The ends of a cancellation nobody need look at (not_permitted: the job runs on)."""
 
 POLL_SHARE_OF_LEASE = 0.8
 """A poll, every request it makes included (a token, the job, another token after a 401), ends
@@ -176,10 +178,10 @@ class Poller:
         except JobNotFound as exc:
             self._poll_failed(claim)
             gone_before = (claim.last_error or "").startswith(NOT_FOUND)
-            if claim.job_status is not None and gone_before:  # seen, then twice not found:
-                await self._finished(claim, spec, vanished(claim, spec))  # deleted (Alteryx
-            else:  # deletes a queued job it cancels); once may be a passing proxy error, and
-                await self._failed(claim, str(exc))  # a job never seen a wrong id or URL
+            if _deleted_when_cancelled(claim) and gone_before:  # twice not found: deleted
+                await self._finished(claim, spec, vanished(claim, spec))
+            else:  # once may be a passing proxy error, a job never seen a wrong id or URL,
+                await self._failed(claim, str(exc))  # and no other job is said to vanish
             return
         except PollError as exc:
             self._poll_failed(claim)
@@ -187,12 +189,17 @@ class Poller:
             return
         except ValidationError as exc:
             self._poll_failed(claim)
-            await self._failed(claim, f"unexpected answer: {exc.error_count()} validation errors")
+            await self._failed(claim, f"unexpected answer: {_where_invalid(exc)}")
             return
         except InvalidInput as exc:  # not strict JSON (NaN, say)
             self._poll_failed(claim)
             await self._failed(claim, f"unexpected answer: {exc.detail}")
             return
+        except Exception as exc:  # a bug, or a case no client foresaw: this watch fails, the
+            self._poll_failed(claim)  # poller (and every other watch) goes on; by its type
+            log.error("watch.poll_crashed", key=claim.key, error=type(exc).__name__)  # only:
+            await self._failed(claim, f"the poll failed ({type(exc).__name__})")  # a message
+            return  # may quote a credential
         self._metrics.polls.labels(claim.connection, state.status or "running").inc()
         if state.status is None:
             await self._running(claim, state)
@@ -276,11 +283,12 @@ class Poller:
         later = {i for i, (_, at) in self._cancel_retry.items() if at > now}
         throttled = {name for name, until in self._throttled.items() if until > now}
         share = max(1, self._settings.max_concurrency // 2)  # the rest are the polls'
-        for claim in await self._store.closed_watches(100, self._closing | later):
+        # a throttled connection's watches are left out by the query, not skipped here: a
+        # hundred of them filled every page, and other connections' waited out the 429
+        closed = await self._store.closed_watches(100, self._closing | later, throttled)
+        for claim in closed:
             spec = json.loads(claim.spec_json)
             cancel = claim.wait_state in ("expired", "cancelled") and spec.get("cancel_on_close")
-            if cancel and claim.connection in throttled:  # its system said 429: later
-                continue
             if not cancel or self._unpollable(claim) is not None:
                 await self._store.stop_watch(claim, now)
             elif (
@@ -324,6 +332,9 @@ class Poller:
             error = f"the cancellation took longer than {budget_s:g} s"
         except PollError as exc:
             error = str(exc)
+        except Exception as exc:  # as for a poll: this cancellation fails, by its type only
+            log.error("watch.cancel_crashed", key=claim.key, error=type(exc).__name__)
+            error = f"the cancellation failed ({type(exc).__name__})"
         if error is not None:
             if attempts < CANCEL_ATTEMPTS:
                 conn = self._connections[claim.connection]
@@ -337,10 +348,26 @@ class Poller:
                 return
             result = f"gave up after {attempts} attempts: {error}"
         self._cancel_retry.pop(claim.id, None)
-        # given up, the job may still be running upstream: someone should look
-        say = log.warning if result.startswith("gave up") else log.info
+        # given up or refused, the job may still be running upstream: someone should look
+        say = log.info if result in QUIET_CANCEL_RESULTS else log.warning
         say("watch.job_cancel", tenant=claim.tenant, key=claim.key, result=result)
         await self._store.stop_watch(claim, self._clock())
+
+
+def _deleted_when_cancelled(claim: WatchClaim) -> bool:
+    """A job seen queued on Alteryx, which deletes a queued job it cancels (seed 003): that
+    one may vanish. Any other 404 is a failed poll, retried: a Pixxel job (the seed says
+    nothing of deletion) reported failed on two passing 404s then completed."""
+    return claim.kind == "alteryx" and claim.job_status == "Queued"
+
+
+def _where_invalid(exc: ValidationError) -> str:
+    """Which fields of an answer were refused and why, never their values: a count alone
+    left nobody able to tell what the job system sent."""
+    errors = exc.errors(include_url=False, include_input=False)
+    said = [f"{'.'.join(str(p) for p in e['loc']) or '(answer)'}: {e['type']}" for e in errors]
+    more = f" (+{len(said) - 3} more)" if len(said) > 3 else ""
+    return "; ".join(said[:3]) + more
 
 
 def backoff_s(failures: int, base_s: float, cap_s: float, rng: random.Random) -> float:

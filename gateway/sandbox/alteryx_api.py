@@ -142,9 +142,11 @@ def client_credentials(authorization: str, form: Mapping[str, Any]) -> tuple[str
 
 
 def _decode_basic(encoded: str) -> tuple[str, str] | None:
-    # Decoded by hand: aiohttp's BasicAuth is deprecated and warns on construction.
+    # Decoded by hand: aiohttp's BasicAuth is deprecated and warns on construction. As UTF-8
+    # (RFC 7617's charset="UTF-8", what clients send, the gateway's too): as Latin-1, a secret
+    # with an "ä" never matched. Not UTF-8: no credentials (UnicodeDecodeError is a ValueError).
     try:
-        decoded = base64.b64decode(encoded, validate=True).decode("latin1")
+        decoded = base64.b64decode(encoded, validate=True).decode("utf-8")
     except ValueError:
         return None
     client_id, colon, secret = decoded.partition(":")

@@ -123,9 +123,12 @@ class Store(Protocol):
     ) -> None:
         """The job is terminal and its event was accepted: never poll it again."""
 
-    async def closed_watches(self, limit: int, busy: Collection[int] = ()) -> list[WatchClaim]:
+    async def closed_watches(
+        self, limit: int, busy: Collection[int] = (), held: Collection[str] = ()
+    ) -> list[WatchClaim]:
         """Active watches whose wait is no longer open (resolved, expired, cancelled), but
-        for the ``busy`` ones (their job is being cancelled, or will be again later)."""
+        for the ``busy`` ones (their job is being cancelled, or will be again later) and those
+        of the ``held`` connections (throttled) whose job would have to be cancelled."""
 
     async def stop_watch(self, claim: WatchClaim, now: float) -> None: ...
 

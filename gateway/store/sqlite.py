@@ -848,11 +848,15 @@ class SQLiteStore:
             )
         )
 
-    async def closed_watches(self, limit: int, busy: Collection[int] = ()) -> list[WatchClaim]:
+    async def closed_watches(
+        self, limit: int, busy: Collection[int] = (), held: Collection[str] = ()
+    ) -> list[WatchClaim]:
         # through the writer: each answer cancels a job, so it must rest on synced state only
-        ids = json.dumps(list(busy))
+        ids, connections = json.dumps(list(busy)), json.dumps(list(held))
         rows = await self._write(
-            lambda conn: self._run(conn, "closed_watches", limit=limit, busy=ids).fetchall()
+            lambda conn: self._run(
+                conn, "closed_watches", limit=limit, busy=ids, held=connections
+            ).fetchall()
         )
         return [WatchClaim(*row) for row in rows]
 

@@ -144,6 +144,16 @@ async def test_token_for_valid_basic_credentials_is_a_bearer_token(harness: Harn
     assert (await harness.call("GET", f"{JOBS}/{job_id}", headers=bearer)).status == 200
 
 
+async def test_a_secret_beyond_ascii_is_read_as_utf8_as_clients_send_it() -> None:
+    """Read as Latin-1, a secret with an "ä" never matched what the gateway's client sent."""
+    sandbox = AlteryxSandbox(AlteryxSandboxSettings(clients={CLIENT_ID: "pässwörd-42"}))
+    async with served(create_app(sandbox)) as (url, http):
+        auth = {"Authorization": aiohttp.encode_basic_auth(CLIENT_ID, "pässwörd-42")}
+        form = {"grant_type": "client_credentials"}
+        async with http.post(url + "/webapi/oauth2/token", headers=auth, data=form) as r:
+            assert r.status == 200
+
+
 async def test_token_accepts_client_credentials_in_the_form_body(harness: Harness) -> None:
     form = {
         "grant_type": "client_credentials",

@@ -796,3 +796,146 @@ async def test_a_watch_its_connection_no_longer_serves_is_not_counted_as_a_poll(
     await eventually(failed)
     polls = gw.gateway.metrics.registry.get_sample_value
     assert polls("gateway_polls_total", {"connection": "ayx", "result": "error"}) is None
+
+
+async def test_a_pixxel_job_that_answers_404_twice_is_polled_on_until_it_ends(
+    settings: Settings, start_gateway: Start, workato: WorkatoSandbox, pixxel: PixxelSandbox
+) -> None:
+    """Two 404s in a row reported any job seen before as failed (job_not_found); seed 004
+    says nothing of deleting jobs, and a passing proxy error made a job that then completed
+    resume its wait as failed, for good. Only an Alteryx job seen queued may vanish."""
+    gw = await start_gateway(settings)
+    px = pixxel.create_job(PixxelScript(workflow_id="wf", queued_s=0, running_s=3.0))
+    job = await register(gw, workato, "k", pixxel_watch("wf", px.id))
+
+    async def running() -> bool:
+        return bool((await watch_of(gw))["job_status"] == "running")
+
+    await eventually(running)
+    pixxel.faults.set_plan(FaultPlan(scripted=[ScriptedFault(kind="status", status=404, count=2)]))
+    await eventually(lambda: job.resume.count == 1)
+    assert job.resume.data is not None
+    assert job.resume.data["status"] == "succeeded"
+
+
+async def test_a_throttled_connection_does_not_hold_up_another_connections_cancellations(
+    make_settings: SettingsFactory,
+    urls: dict[str, str],
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    alteryx: AlteryxSandbox,
+) -> None:
+    """A hundred closed watches of a throttled connection filled every page of the query,
+    each skipped: another connection's job was not cancelled until the 429's Retry-After
+    (up to an hour) ran out."""
+    config = watching(urls)
+    config["connections"].append(dict(config["connections"][0], name="ayx2"))
+    gw = await start_gateway(make_settings(config))
+    poller = gw.gateway.poller
+    held = [alteryx.create_job(AlteryxScript(queued_s=600, running_s=600)) for _ in range(100)]
+    for n, ayx in enumerate(held):
+        await register(gw, workato, f"a{n}", alteryx_watch(ayx.id, cancel_on_close=True))
+    other = alteryx.create_job(AlteryxScript(queued_s=600, running_s=600))
+    watch = {**alteryx_watch(other.id, cancel_on_close=True), "connection": "ayx2"}
+    await register(gw, workato, "b", watch)
+    poller._throttled["ayx"] = poller._clock() + 3600  # as after a 429 with Retry-After: 3600
+    for n in range(100):
+        assert (await gw.delete(f"/v1/waits/a{n}"))[0] == 200
+    assert (await gw.delete("/v1/waits/b"))[0] == 200
+    await eventually(lambda: alteryx.job(other.id).cancelled_at is not None)  # type: ignore[union-attr]
+    assert all(alteryx.job(a.id).cancelled_at is None for a in held)  # type: ignore[union-attr]
+
+
+async def test_an_answer_of_the_wrong_shape_says_which_field(
+    make_settings: SettingsFactory,
+    urls: dict[str, str],
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+) -> None:
+    """The poll's error said "1 validation errors", in the log and on the wait."""
+
+    async def job(_request: web.Request) -> web.Response:
+        tasks = [{"id": 7, "name": "ndvi", "status": "completed"}]  # a task id is a string
+        return web.json_response(
+            {"id": "j1", "status": "completed", "progress": "100", "tasks": tasks}
+        )
+
+    app = web.Application()
+    app.router.add_get("/v0/workflows/{wf}/jobs/{job}", job)
+    async with SandboxServer(app) as server:
+        gw = await start_gateway(make_settings(watching({**urls, "pixxel": server.url})))
+        await register(gw, workato, "k", pixxel_watch("wf", "j1"))
+
+        async def failed() -> bool:
+            return bool((await watch_of(gw))["last_error"])
+
+        await eventually(failed)
+        assert (await watch_of(gw))["last_error"] == "unexpected answer: tasks.0.id: string_type"
+
+
+async def test_a_cancellation_refused_for_want_of_permission_is_a_warning(
+    make_settings: SettingsFactory,
+    urls: dict[str, str],
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+) -> None:
+    """The job runs on upstream, as after giving up (a warning), but it was an info line."""
+
+    async def token(_request: web.Request) -> web.Response:
+        return web.json_response({"access_token": "t", "expires_in": 3600})
+
+    async def job(request: web.Request) -> web.Response:
+        return web.json_response({"id": request.match_info["job"], "status": "Running"})
+
+    async def refuse(_request: web.Request) -> web.Response:
+        message = "You do not have permission to cancel this job."
+        return web.json_response({"message": message}, status=400)
+
+    app = web.Application()
+    app.router.add_post("/webapi/oauth2/token", token)
+    app.router.add_get("/webapi/v3/jobs/{job}", job)
+    app.router.add_delete("/webapi/v3/jobs/{job}", refuse)
+    async with SandboxServer(app) as server:
+        gw = await start_gateway(make_settings(watching({**urls, "alteryx": server.url})))
+        await register(gw, workato, "k", alteryx_watch("j1", cancel_on_close=True))
+
+        async def polled() -> bool:
+            return bool((await watch_of(gw))["job_status"] == "Running")
+
+        await eventually(polled)
+        with structlog.testing.capture_logs() as logs:
+            assert (await gw.delete("/v1/waits/k"))[0] == 200
+
+            async def said() -> bool:
+                return any(e["event"] == "watch.job_cancel" for e in logs)
+
+            await eventually(said)
+    (line,) = [e for e in logs if e["event"] == "watch.job_cancel"]
+    assert (line["log_level"], line["result"]) == ("warning", "not_permitted")
+
+
+async def test_a_poll_that_raises_what_no_client_foresaw_fails_its_watch_not_the_poller(
+    settings: Settings,
+    start_gateway: Start,
+    workato: WorkatoSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Such an error (the HTTP client's ValueError for a URL with credentials, a secret it
+    could not encode) ended the poller, and the gateway, at every start while the watch was
+    active. Logged by its type only: its message may quote a credential."""
+
+    async def broken(_self: Any, _spec: Any) -> Any:
+        raise ValueError("Cannot combine AUTHORIZATION header with AUTH argument (s3cr3t)")
+
+    monkeypatch.setattr(PixxelClient, "job", broken)
+    gw = await start_gateway(settings)
+    with structlog.testing.capture_logs() as logs:
+        await register(gw, workato, "k", pixxel_watch("wf", "j1"))
+
+        async def failed() -> bool:
+            return bool((await watch_of(gw))["last_error"])
+
+        await eventually(failed)
+    assert (await watch_of(gw))["last_error"] == "the poll failed (ValueError)"
+    assert not gw.gateway.poller.failed.is_set()
+    assert "s3cr3t" not in repr(logs)

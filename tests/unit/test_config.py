@@ -462,12 +462,41 @@ def test_describe_names_the_polled_connections() -> None:
 
 
 def test_describe_masks_credentials_written_into_a_url() -> None:
-    """A base_url of https://user:password@host was printed whole, twice."""
-    connection = {"name": "ayx", "kind": "alteryx", "base_url": "https://svc:pa55w0rd@ayx.example/"}
-    connection |= {"client_id": "c", "client_secret": "s3cr3t-value"}
-    text = describe(Settings.model_validate({"env": "dev", "connections": [connection]}))
+    """A URL of https://user:password@host was printed whole, twice (a connection's base_url
+    then; such a one is refused now, and the masking stays for every other URL)."""
+    blobs = {"public_base_url": "https://svc:pa55w0rd@gw.example"}
+    text = describe(Settings.model_validate({"env": "dev", "blobs": blobs}))
     assert "pa55w0rd" not in text
-    assert "https://[redacted]@ayx.example" in text
+    assert "https://[redacted]@gw.example" in text
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("https://svc:pa55w0rd@ayx.example/", "must not hold credentials"),
+        ("ayx.example:443", "must be an http:// or https:// URL with a host"),
+        ("ftp://ayx.example", "must be an http:// or https:// URL with a host"),
+    ],
+)
+def test_a_connection_url_no_poll_can_use_is_refused(url: str, said: str) -> None:
+    """Credentials in it made the HTTP client raise beside the connection's own (a
+    ValueError no poll expected: the poller died, and the gateway, at every start); without
+    a scheme every poll failed."""
+    connection = {"name": "ayx", "kind": "alteryx", "base_url": url}
+    connection |= {"client_id": "c", "client_secret": "s3cr3t-value"}
+    error = config_error(config(connections=[connection]))
+    assert f"connections.0.alteryx.base_url: Value error, {said}" in error
+    assert "pa55w0rd" not in error
+    assert "s3cr3t-value" not in error
+
+
+def test_a_secret_that_is_not_utf8_is_refused_by_its_field() -> None:
+    """From an environment in another encoding it held a lone surrogate: the token request
+    could not encode it, the poller died, and its traceback quoted a character of it."""
+    data = config(tenants=[tenant(api_keys=["env:KEY"])])
+    assert "tenants.0.api_keys.0: Value error, is not UTF-8" in config_error(
+        data, {"KEY": "k\udce9y"}
+    )
 
 
 def test_an_alteryx_client_id_with_a_colon_is_a_config_error_naming_it() -> None:

@@ -229,6 +229,10 @@ SELECT w.id, w.wait_id, w.tenant, w.key, w.kind, w.connection, w.spec, w.polls, 
 FROM watches w JOIN waits x ON x.id = w.wait_id
 WHERE w.state = 'active' AND x.state != 'open'
   AND w.id NOT IN (SELECT value FROM json_each(:busy))  -- being cancelled, or backing off
+  -- a connection whose system said 429: only its watches that need no cancellation
+  AND NOT (w.connection IN (SELECT value FROM json_each(:held))
+           AND x.state IN ('expired', 'cancelled')
+           AND COALESCE(w.spec ->> 'cancel_on_close', 0))
 ORDER BY w.id LIMIT :limit;
 
 -- name: stop_watch
