@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         dest="api_tokens",
-        help="workato: an API token it accepts (repeatable)",
+        help="workato: an API token it accepts (repeatable; default sandbox-token)",
     )
     sandbox.add_argument(
         "--rate-limit-per-minute",

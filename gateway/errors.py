@@ -156,3 +156,11 @@ class Unavailable(IngestError):
     status = 503
     problem_type = "/problems/unavailable"
     title = "Service unavailable"
+
+
+def described(exc: BaseException) -> str:
+    """What an error says, with what its cause said: a store's error wraps the client's (an
+    S3 ``AccessDenied``), and its own message alone names only the blob."""
+    cause = exc.__cause__
+    said = str(exc)
+    return f"{said}: {cause}" if cause is not None and str(cause) else said

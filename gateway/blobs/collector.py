@@ -11,6 +11,7 @@ import structlog
 
 from gateway.blobs.base import BlobStore
 from gateway.clock import Clock
+from gateway.errors import described
 from gateway.metrics import Metrics
 from gateway.store.base import Store
 
@@ -41,7 +42,7 @@ class BlobCollector:
             try:
                 await self.collect()
             except Exception as exc:
-                log.warning("blobs.collect_failed", error=type(exc).__name__, detail=str(exc))
+                log.warning("blobs.collect_failed", error=type(exc).__name__, detail=described(exc))
             await asyncio.sleep(self._interval_s)
 
     async def collect(self) -> int:
@@ -58,7 +59,10 @@ class BlobCollector:
                 await self._blobs.delete(sha256)
             except Exception as exc:  # the store's own failure ends the round, as before
                 log.warning(
-                    "blobs.delete_failed", blob=sha256, error=type(exc).__name__, detail=str(exc)
+                    "blobs.delete_failed",
+                    blob=sha256,
+                    error=type(exc).__name__,
+                    detail=described(exc),
                 )
                 await self._store.spare_blob(sha256, now)
                 continue

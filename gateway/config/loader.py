@@ -18,20 +18,26 @@ from gateway.errors import ConfigError
 ENV_PREFIX = "RESUME_GATEWAY_"
 ENV_SEPARATOR = "__"
 _DIGITS = re.compile(r"[0-9]+")  # str.isdigit() also takes "²", which int() refuses
+_VARIANTS = frozenset({"standard_webhooks", "hmac_sha256", "bearer", "none", "alteryx", "pixxel"})
 _NAMED_BY_MESSAGE = re.compile(
     r"Value error, (?P<field>[a-z_]+(\.[a-z0-9_]+)+): (?P<message>.*)", re.S
 )
 _SERVICE_LINK = re.compile(
-    r"SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?"
+    r"([A-Z0-9_]+_)?(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT_[0-9]+_(TCP|UDP|SCTP)"
+    r"(_(PROTO|PORT|ADDR))?)"
 )
+_SERVICE_PORT = re.compile(r"([A-Z0-9_]+_)?PORT")
+_SERVICE_URL = re.compile(r"(tcp|udp|sctp)://")
 """What Kubernetes sets in every pod of the namespace for a Service named ``resume-gateway``
-(``RESUME_GATEWAY_SERVICE_HOST``, ``RESUME_GATEWAY_PORT=tcp://…``): not overrides."""
+or ``resume-gateway-<anything>`` (``RESUME_GATEWAY_SERVICE_HOST``,
+``RESUME_GATEWAY_HEADLESS_PORT=tcp://…``): not overrides. A bare ``…_PORT`` is one only with
+such a value: ``RESUME_GATEWAY_SERVER_PORT=9000`` is a mistyped override, and refused."""
 
 
 def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
     """Validated settings from ``path`` (optional) overlaid with environment overrides."""
     data = _read_toml(path) if path is not None else {}
-    overrides = [name for name in environ if _is_override(name)]
+    overrides = [name for name in environ if _is_override(name, environ[name])]
     notes: dict[str, str] = {}
     for name in sorted(overrides, key=lambda n: (_path_order(n), n)):  # __2 before __10
         if note := _apply_override(data, name, environ[name]):
@@ -42,10 +48,13 @@ def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
         raise ConfigError(_describe(exc, _sources(overrides, notes))) from None
 
 
-def _is_override(name: str) -> bool:
+def _is_override(name: str, value: str) -> bool:
     if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
         return False
-    return not _SERVICE_LINK.fullmatch(name[len(ENV_PREFIX) :])
+    rest = name[len(ENV_PREFIX) :]
+    if _SERVICE_PORT.fullmatch(rest) and _SERVICE_URL.match(value):
+        return False
+    return not _SERVICE_LINK.fullmatch(rest)
 
 
 def _path_of(name: str) -> tuple[str, ...]:
@@ -137,7 +146,7 @@ def _index(node: list[Any], part: str, name: str) -> int:
 def _parse_value(raw: str) -> tuple[Any, str | None]:
     """JSON lists, objects and booleans are understood; everything else stays a string (with
     a note when it began like JSON: "should be a valid list" alone hides a missing bracket)."""
-    if raw[:1] in "[{" or raw in ("true", "false"):
+    if raw.startswith(("[", "{")) or raw in ("true", "false"):
         try:
             return json.loads(raw), None
         except json.JSONDecodeError as exc:  # the message names a position, never the value
@@ -148,7 +157,8 @@ def _parse_value(raw: str) -> tuple[Any, str | None]:
 def _describe(exc: ValidationError, sources: Mapping[tuple[str, ...], str] | None = None) -> str:
     lines = ["invalid configuration:"]
     for error in exc.errors():
-        loc = tuple(str(p).lower() for p in error["loc"])
+        # a tagged union names its variant in the location, where no variable does
+        loc = tuple(str(p).lower() for p in error["loc"] if p not in _VARIANTS)
         field = ".".join(str(p) for p in error["loc"]) or "(top level)"
         message = error["msg"]
         named = _NAMED_BY_MESSAGE.fullmatch(message) if not loc else None

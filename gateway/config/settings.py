@@ -154,7 +154,7 @@ class TenantSettings(_Section):
         if self.api_token is not None and legacy != (None, None):
             raise ValueError("give api_token, or legacy email and token, not both")
         if self.api_token is None and None in legacy:
-            missing = "token" if self.email else "email"
+            missing = "token" if self.email is not None else "email"
             missing = "email and token" if legacy == (None, None) else missing
             raise ValueError(f"give api_token, or legacy email and token ({missing} missing)")
         return self

@@ -192,6 +192,8 @@ class MappingSettings(Section):
             raise ValueError("give event_id or event_id_header, not both")
         if self.status is None and self.default_status is None:
             raise ValueError("give status (a pointer) or default_status")
+        if self.status is None and self.default_status == "ignore":  # every webhook answered
+            raise ValueError("default_status ignore needs a status pointer: it would ignore all")
         return self
 
 

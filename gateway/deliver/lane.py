@@ -31,7 +31,7 @@ from gateway.deliver.payload import (
 )
 from gateway.deliver.retry import Backoff, settlement
 from gateway.deliver.workato import WorkatoClient
-from gateway.errors import SecretError, StoreError
+from gateway.errors import SecretError, StoreError, described
 from gateway.messages import JobRef
 from gateway.metrics import Metrics
 from gateway.security.tokens import TokenCipher
@@ -120,6 +120,7 @@ class Lane:
         cancelled stay until drain."""
         self._shown_paused = False
         self._pause_timer: asyncio.TimerHandle | None = None
+        self._drained = False
         """Lowers the paused gauge when the credential's pause ends; cancelled by ``drain``."""
         self._settles: dict[asyncio.Task[Any], asyncio.Future[None]] = {}
         """Settles under way, by the task they settle for (shielded from its cancellation)."""
@@ -161,7 +162,8 @@ class Lane:
         """Let in-flight requests finish; cancel what is left. A delivery whose request had
         not left is handed back at once; one whose request had is left to its lease, whose
         expiry marks the attempt ambiguous (it may have reached Workato)."""
-        if self._pause_timer is not None:  # a stopped lane says nothing more about its pause
+        self._drained = True  # a stopped lane says nothing more about its pause
+        if self._pause_timer is not None:
             self._pause_timer.cancel()
             self._pause_timer = None
         budget = Budget(timeout_s, least=SETTLE_MARGIN_S)
@@ -319,7 +321,7 @@ class Lane:
             ref = await self._deps.claim_checks.reference(claim)
         except (BlobError, StoreError) as exc:  # like a failed connection: retry later
             log.warning(
-                "claim_check.failed", key=claim.key, error=type(exc).__name__, detail=str(exc)
+                "claim_check.failed", key=claim.key, error=type(exc).__name__, detail=described(exc)
             )
             return Verdict(Action.RETRY, "claim_check_failed")
         body = resume_body(token, reference_data(claim, raw, ref))
@@ -335,7 +337,10 @@ class Lane:
             stored = await self._deps.blobs.stat(blob.sha256)
         except BlobError as exc:
             log.warning(
-                "payload.unreadable", sha256=blob.sha256, error=type(exc).__name__, detail=str(exc)
+                "payload.unreadable",
+                sha256=blob.sha256,
+                error=type(exc).__name__,
+                detail=described(exc),
             )
             return Verdict(Action.RETRY, "blob_store_failed")
         if stored is None:
@@ -426,9 +431,13 @@ class Lane:
         self._shown_paused = paused
 
     def _look_at_pause_in(self, seconds: float) -> None:
-        """One timer a lane, however many pauses: a new one replaces the one set before."""
+        """One timer a lane, however many pauses: a new one replaces the one set before. None
+        once drained (a request answered 429 during the drain pauses the credential still)."""
         if self._pause_timer is not None:
             self._pause_timer.cancel()
+            self._pause_timer = None
+        if self._drained:
+            return
         loop = asyncio.get_running_loop()
         self._pause_timer = loop.call_later(max(0.0, seconds), self._pause_may_have_ended)
 
@@ -487,7 +496,7 @@ class Lane:
 def _log_if_failed(settle: asyncio.Future[None]) -> None:
     """A settle that failed after its task was cancelled: the row waits for its lease."""
     if not settle.cancelled() and (exc := settle.exception()) is not None:
-        log.error("delivery.settle_failed", error=type(exc).__name__, detail=str(exc))
+        log.error("delivery.settle_failed", error=type(exc).__name__, detail=described(exc))
 
 
 @dataclass(slots=True)

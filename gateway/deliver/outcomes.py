@@ -129,6 +129,8 @@ class OutcomePublisher:
             self._metrics.outcomes_published.labels("dropped").inc(dropped)
             self._metrics.outcomes_published.labels("unconfirmed").inc(unconfirmed)
             log.warning("outcomes.unpublished", dropped=dropped, unconfirmed=unconfirmed)
+            self._queue.clear()  # written off: no longer shown as queued
+            self._sending.clear()
         if self._producer is not None:  # its flush waits for a broker that may be gone (40 s)
             producer, self._producer = self._producer, None
             left = budget.left()

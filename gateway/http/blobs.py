@@ -16,7 +16,7 @@ from aiohttp import hdrs, web
 
 from gateway.blobs.base import BlobForbidden, BlobMeta, BlobMissing, BlobStore, is_media_type
 from gateway.blobs.signing import UrlSigner
-from gateway.errors import Forbidden, NotFound
+from gateway.errors import Forbidden, NotFound, described
 from gateway.http.problems import problem
 
 log = structlog.get_logger(__name__)
@@ -103,7 +103,9 @@ async def _stream(
     except ConnectionResetError:  # the client went away; it may resume with a Range
         log.info("blobs.download.aborted", blob=blob)
     except Exception as exc:  # the headers are out: end the connection, the client sees it short
-        log.warning("blobs.download.failed", blob=blob, error=type(exc).__name__, detail=str(exc))
+        log.warning(
+            "blobs.download.failed", blob=blob, error=type(exc).__name__, detail=described(exc)
+        )
         if request.transport is not None:
             request.transport.close()
 

@@ -11,7 +11,14 @@ import structlog
 from aiohttp import hdrs, web
 from pydantic import ValidationError
 
-from gateway.errors import BlobCollected, IngestError, InvalidInput, StoreError, Unavailable
+from gateway.errors import (
+    BlobCollected,
+    IngestError,
+    InvalidInput,
+    StoreError,
+    Unavailable,
+    described,
+)
 
 log = structlog.get_logger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -34,6 +41,8 @@ def invalid(exc: ValidationError) -> InvalidInput:
     return InvalidInput(detail, errors=errors)
 
 
+MAX_NAMED_FIELDS = 10
+MAX_FIELD_CHARS = 80
 Refused = Callable[[str, int, dict[str, object]], None]
 """Told of each refusal (4xx) by route template and status, with what the problem names:
 its type and the fields at fault (never a value)."""
@@ -80,10 +89,16 @@ def _named(exc: Exception) -> dict[str, object]:
     named: dict[str, object] = {"problem": exc.problem_type}
     errors = exc.extensions.get("errors")
     if isinstance(errors, list):
-        named["fields"] = [str(e.get("field")) for e in errors if isinstance(e, dict)]
-    elif "field" in exc.extensions:
-        named["fields"] = [str(exc.extensions["field"])]
+        fields = [str(e.get("field")) for e in errors if isinstance(e, dict)]
+    else:
+        fields = [str(exc.extensions["field"])] if "field" in exc.extensions else []
+    if fields:  # an unknown member is named as the sender wrote it, at any length: cut short
+        named["fields"] = [_short(field) for field in fields[:MAX_NAMED_FIELDS]]
     return named
+
+
+def _short(field: str) -> str:
+    return field if len(field) <= MAX_FIELD_CHARS else field[:MAX_FIELD_CHARS] + "…"
 
 
 async def _unrouted(request: web.Request) -> web.StreamResponse:
@@ -121,7 +136,9 @@ def problem_for(request: web.Request, exc: Exception) -> web.StreamResponse:
         refused.headers[hdrs.RETRY_AFTER] = "1"
         return refused
     if isinstance(exc, StoreError):  # nothing was committed: the caller may retry
-        log.error("http.store_failed", path=request.path, error=type(exc).__name__, detail=str(exc))
+        log.error(
+            "http.store_failed", path=request.path, error=type(exc).__name__, detail=described(exc)
+        )
         unavailable = Unavailable("the store failed; nothing was accepted, retry")
         return problem(503, unavailable.problem_type, unavailable.title, unavailable.detail)
     if isinstance(exc, web.HTTPRequestEntityTooLarge):

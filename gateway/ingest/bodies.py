@@ -23,7 +23,7 @@ from multidict import MultiMapping
 
 from gateway.blobs.base import BlobError, BlobMeta, BlobStore, is_media_type
 from gateway.config.settings import IngestSettings
-from gateway.errors import PayloadTooLarge, Unavailable, UnsupportedMediaType
+from gateway.errors import PayloadTooLarge, Unavailable, UnsupportedMediaType, described
 from gateway.ingest import jsoncheck, streamjson
 from gateway.ingest.rawjson import parse_document, split_object
 from gateway.ingest.service import Ingest
@@ -191,7 +191,7 @@ def _storage() -> Iterator[None]:
     except ConnectionError:
         raise
     except (BlobError, OSError) as exc:
-        log.warning("intake.storage_failed", error=type(exc).__name__, detail=str(exc))
+        log.warning("intake.storage_failed", error=type(exc).__name__, detail=described(exc))
         raise Unavailable() from exc
 
 

@@ -423,6 +423,12 @@ async def test_refused_requests_are_counted_by_route_and_logged(gw: RunningGatew
     assert said == [("/v1/events", 422), ("/v1/events", 422), ("*", 404)]
     first = next(e for e in logs if e["event"] == "http.refused")  # which field, not only 422
     assert (first["problem"], first["fields"]) == ("/problems/invalid-input", ["status"])
+    member = "m" * 1000  # the sender's own name for it: logged cut short
+    with structlog.testing.capture_logs() as logs:
+        body = {"id": "1", "key": "k", "status": "succeeded", member: 1}
+        assert (await gw.post("/v1/events", body))[0] == 422
+    (refused,) = [e for e in logs if e["event"] == "http.refused"]
+    assert refused["fields"] == ["m" * 80 + "…"]
 
 
 async def test_unknown_route_is_a_problem(gw: RunningGateway) -> None:

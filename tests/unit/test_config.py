@@ -193,6 +193,32 @@ def test_unrelated_and_config_env_vars_are_ignored(toml_file: Path) -> None:
     assert load_settings(toml_file, environ) == load_settings(toml_file, {})
 
 
+def test_an_empty_variable_is_not_called_broken_json(toml_file: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(toml_file, {"RESUME_GATEWAY_TENANTS__0__API_TOKEN": ""})
+    assert "must not be empty" in str(caught.value)
+    assert "JSON" not in str(caught.value)
+
+
+def test_a_variant_setting_from_the_environment_names_its_variable(toml_file: Path) -> None:
+    """A tagged union names its variant in the error's location (verify.hmac_sha256.header),
+    where the variable does not: such an error said nothing of where its value came from."""
+    path = toml_file.parent / "with-source.toml"
+    path.write_text(toml_file.read_text() + SOURCE_TOML)
+    environ = {"RESUME_GATEWAY_SOURCES__0__VERIFY__HEADER": "X Sig"}
+    with pytest.raises(ConfigError, match=r"\(set by RESUME_GATEWAY_SOURCES__0__VERIFY__HEADER\)"):
+        load_settings(path, environ)
+
+
+SOURCE_TOML = """
+[[sources]]
+name = "s"
+tenant = "acme"
+verify = { scheme = "hmac_sha256", header = "X-Sig", secret = "s" }
+mapping = { key = "/k", event_id = "/id", default_status = "succeeded" }
+"""
+
+
 def test_kubernetes_service_links_are_not_overrides(toml_file: Path) -> None:
     """A Service named resume-gateway puts these in every pod of its namespace: the gateway
     refused to start ("port: Extra inputs are not permitted")."""
@@ -205,6 +231,10 @@ def test_kubernetes_service_links_are_not_overrides(toml_file: Path) -> None:
         "RESUME_GATEWAY_PORT_8080_TCP_PROTO": "tcp",
         "RESUME_GATEWAY_PORT_8080_TCP_PORT": "8080",
         "RESUME_GATEWAY_PORT_8080_TCP_ADDR": "10.96.0.12",
+        # another Service of the namespace: resume-gateway-headless
+        "RESUME_GATEWAY_HEADLESS_SERVICE_HOST": "10.96.0.13",
+        "RESUME_GATEWAY_HEADLESS_PORT": "tcp://10.96.0.13:8080",
+        "RESUME_GATEWAY_HEADLESS_PORT_8080_TCP_PORT": "8080",
     }
     assert load_settings(toml_file, environ) == load_settings(toml_file, {})
     with pytest.raises(ConfigError, match="server_port"):  # a near miss is still refused

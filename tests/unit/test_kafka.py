@@ -417,6 +417,19 @@ class SilentProducer(FlakyProducer):
         return asyncio.get_running_loop().create_future()
 
 
+async def test_outcomes_written_off_at_the_stop_are_no_longer_shown_queued() -> None:
+    publisher_metrics = Metrics()
+    settings = KafkaSettings(bootstrap_servers=["unused:9092"], outcomes_topic="resume.outcomes")
+    publisher = OutcomePublisher(settings, publisher_metrics, SilentProducer(0))
+    await publisher.start()
+    for i in range(3):
+        publisher.offer(outcome_of(i))
+    await asyncio.wait_for(publisher.stop(timeout_s=0.3), 5)
+    value = publisher_metrics.registry.get_sample_value
+    assert value("gateway_outcomes_published_total", {"result": "unconfirmed"}) == 3
+    assert value("gateway_outcomes_queued") == 0  # counted once, not shown for ever
+
+
 async def test_outcomes_cut_short_by_the_stop_are_counted_as_unconfirmed() -> None:
     """The chunk being sent when the stop's time ran out was neither logged nor counted."""
     settings = KafkaSettings(bootstrap_servers=["unused:9092"], outcomes_topic="resume.outcomes")

@@ -12,6 +12,7 @@ import structlog
 
 from gateway.clock import FakeClock
 from gateway.config.settings import DeliverySettings
+from gateway.deliver.classify import Action, Verdict
 from gateway.deliver.lane import Credential, Lane, LaneDeps
 from gateway.deliver.limiter import SlidingWindow
 from gateway.metrics import Metrics
@@ -106,3 +107,27 @@ async def test_a_drained_lane_says_nothing_more_about_its_pause() -> None:
     with structlog.testing.capture_logs() as logs:
         await asyncio.sleep(0.3)
     assert [e for e in logs if e["event"] == "tenant.unpaused"] == []
+
+
+async def test_a_429_answered_during_the_drain_says_nothing_after_it() -> None:
+    """The drain cancelled the timer, then waited for the requests in flight: one answered
+    429 paused the credential and set a new timer, which logged ``tenant.unpaused`` for a lane
+    that had stopped."""
+    deps: Any = LaneDeps(
+        Pauses(), None, time.time, Metrics(), DeliverySettings(), "o", random.Random(1), None, None
+    )
+    tenant: Any = SimpleNamespace(name="a", credential_id="c")
+    lane = Lane(tenant, None, Credential(SlidingWindow(60, 60.0)), deps)  # type: ignore[arg-type]
+    claim: Any = SimpleNamespace(deadline=time.time() + 3600, attempt=1)
+
+    async def in_flight() -> None:  # what an attempt does when its request is answered 429
+        await asyncio.sleep(0.05)
+        await lane._delay_for(Verdict(Action.THROTTLED, "http_429", retry_after_s=0.1), claim)
+
+    task = asyncio.create_task(in_flight())
+    lane._in_flight[task] = claim
+    with structlog.testing.capture_logs() as logs:
+        await lane.drain(1.0)
+        drained = len(logs)
+        await asyncio.sleep(0.3)
+    assert "tenant.unpaused" not in [e["event"] for e in logs[drained:]]

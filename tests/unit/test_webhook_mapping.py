@@ -485,3 +485,10 @@ def test_a_spooled_value_too_long_to_decode_maps_as_it_would_in_memory(tmp_path:
     with pytest.raises(InvalidInput) as refusal:
         map_spooled(without, spooled(tmp_path, long_key), {})
     assert refusal.value.extensions == {"field": "key", "pointer": "/k"}
+
+
+def test_a_source_that_would_ignore_every_webhook_is_refused() -> None:
+    """default_status ignore with no status pointer answered every webhook 200 ignored, and
+    stored none: the sender never retried, and every wait expired."""
+    mapping = {"key": "/k", "event_id": "/id", "default_status": "ignore"}
+    assert "default_status ignore needs a status pointer" in config_error(src(mapping=mapping))
