@@ -7,4 +7,4 @@ rate limit and calls Workato's ``POST /api/job/resume``. ``app`` is the composit
 wires them together.
 """
 
-__version__ = "0.2.12"
+__version__ = "0.2.13"
