@@ -135,8 +135,8 @@ class TenantSettings(_Section):
             raise ValueError("must not hold credentials: the tenant's token authenticates")
         if parts.query or parts.fragment:
             raise ValueError("must not have a query or a fragment")
-        if parts.path.rstrip("/").endswith("/api"):
-            raise ValueError("must not end in /api: the gateway appends /api/job/resume")
+        if parts.path.rstrip("/"):  # e.g. /api or /en: every resume a route 404, ended dead
+            raise ValueError("must be an origin with no path, e.g. https://www.workato.com")
         return url
 
     @field_validator("data_center")
@@ -268,8 +268,13 @@ class Settings(_Section):
 
 
 def _lower_origin(url: str) -> str:
-    """``url`` with its scheme and host in lower case, the rest as written (so that the
-    credential ids of URLs written in lower case stay what they were)."""
+    """``url`` with its scheme and host in lower case and its default port dropped, the rest
+    as written (so that the credential ids of URLs written in lower case stay what they were):
+    ``https://www.workato.com:443`` and the ``us`` preset are one credential, one window."""
     scheme, sep, rest = url.partition("://")
     authority, slash, path = rest.partition("/")
-    return f"{scheme.lower()}{sep}{authority.lower()}{slash}{path}"
+    scheme, authority = scheme.lower(), authority.lower()
+    default = {"https": ":443", "http": ":80"}.get(scheme)
+    if default is not None and authority.endswith(default):
+        authority = authority.removesuffix(default)
+    return f"{scheme}{sep}{authority}{slash}{path}"

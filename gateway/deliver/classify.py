@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 from dataclasses import dataclass
+from datetime import UTC
 from enum import Enum
 
 DEFAULT_RETRY_AFTER_S = 60.0
@@ -75,4 +76,6 @@ def parse_retry_after(value: str | None, now: float) -> float:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return DEFAULT_RETRY_AFTER_S
+    if when.tzinfo is None:  # asctime and "-0000" forms carry no zone: HTTP dates are GMT, and
+        when = when.replace(tzinfo=UTC)  # read as local time they were off by the host's offset
     return min(max(0.0, when.timestamp() - now), MAX_RETRY_AFTER_S)

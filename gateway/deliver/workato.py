@@ -7,10 +7,13 @@ from collections.abc import AsyncIterable
 from urllib.parse import quote
 
 import aiohttp
+import structlog
 
 from gateway.config.settings import TenantSettings
 from gateway.deliver.classify import Attempt
 from gateway.messages import JobRef
+
+log = structlog.get_logger(__name__)
 
 RESUME_PATH = "/api/job/resume"
 CONNECT_TIMEOUT_S = 5.0
@@ -33,6 +36,7 @@ class WorkatoClient:
         self._timeout_s = timeout_s
         self._longest_s = max(longest_s or timeout_s, timeout_s)
         self._session = session
+        self._tenant = tenant.name
         self._base = tenant.resolved_base_url
         self._url = self._base + RESUME_PATH
         self._headers = {**tenant.auth_headers(), "Content-Type": "application/json"}
@@ -85,10 +89,17 @@ class WorkatoClient:
             async with self._session.get(
                 url, headers=self._headers, timeout=timeout, allow_redirects=False
             ) as resp:
-                if resp.status != 200:
+                if resp.status != 200:  # said: a 403 (the role may not read jobs) looked as a
+                    log.warning(  # job still running, and its delivery stayed unconfirmed
+                        "reconcile.lookup_refused",
+                        tenant=self._tenant,
+                        status=resp.status,
+                        alert=resp.status in (401, 403),
+                    )
                     return None
                 body = await resp.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError):
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.warning("reconcile.lookup_failed", tenant=self._tenant, error=type(exc).__name__)
             return None
         status = body.get("status") if isinstance(body, dict) else None
         return status if isinstance(status, str) else None

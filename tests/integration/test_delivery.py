@@ -1138,3 +1138,29 @@ async def test_what_the_sweep_ends_is_counted(
         (e["event"], e["key"]) for e in logs if e["event"] in ("wait.expired", "event.unmatched")
     ]
     assert said == [("wait.expired", "w"), ("event.unmatched", "nobody-waits")]  # which ones
+
+
+async def test_a_job_lookup_refused_is_said_not_taken_for_a_running_job() -> None:
+    """Seed 000: the API client's role needs Jobs read access. A 403 on the reconcile's
+    lookup read as a job still running, with no line and no alert: the delivery stayed
+    delivered_unconfirmed though the job had succeeded."""
+    from gateway.config.settings import TenantSettings
+    from gateway.messages import JobRef
+
+    async def forbidden(_request: web.Request) -> web.Response:
+        return web.json_response({"message": "Forbidden"}, status=403)
+
+    app = web.Application()
+    app.router.add_get("/api/recipes/{recipe}/jobs/{job}", forbidden)
+    async with SandboxServer(app) as server, aiohttp.ClientSession() as session:
+        tenant = TenantSettings(name="acme", base_url=server.url, api_token="t")  # type: ignore[arg-type]
+        client = WorkatoClient(session, tenant, 5.0)
+        with structlog.testing.capture_logs() as logs:
+            assert await client.job_status(JobRef(recipe_id=42, job_id="j-1")) is None
+    (line,) = [e for e in logs if e["event"] == "reconcile.lookup_refused"]
+    assert (line["tenant"], line["status"], line["alert"], line["log_level"]) == (
+        "acme",
+        403,
+        True,
+        "warning",
+    )

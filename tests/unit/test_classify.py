@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import time
 
 import pytest
 
@@ -135,3 +136,20 @@ def test_other_4xx_after_an_ambiguous_attempt_is_delivered_unconfirmed(status: i
     verdict = classify(Attempt(status), True, NOW)
     assert verdict.action is Action.UNCONFIRMED
     assert verdict.reason == f"http_{status}_after_ambiguous_attempt"
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Asia/Tokyo"])
+def test_a_retry_after_date_with_no_zone_is_gmt_whatever_the_hosts_zone(
+    zone: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 9110's asctime form ("Sun Nov 14 22:13:20 2023") names no zone; read as local
+    time it paused a tenant an hour in New York, and not at all in Tokyo."""
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        at = time.gmtime(NOW + 30)
+        asctime = time.strftime("%a %b %d %H:%M:%S %Y", at)
+        assert parse_retry_after(asctime, NOW) == 30.0
+    finally:
+        monkeypatch.undo()
+        time.tzset()
