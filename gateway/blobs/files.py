@@ -58,7 +58,7 @@ class FileBlobStore:
         meta = meta_of(data, content_type)
         temp = self._temp_path()
         try:
-            await asyncio.to_thread(temp.write_bytes, data)
+            await asyncio.to_thread(_write_private, temp, data)
             await self.put_file(temp, meta)
         except OSError as exc:
             raise BlobError(f"cannot store blob {meta.sha256}: {exc.strerror}") from exc
@@ -165,3 +165,11 @@ def _fsync(path: Path, directory: bool = False) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Owner-only, as a spooled body is: a payload (a job's result) written with the umask
+    was readable by every user of the machine."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)

@@ -100,7 +100,8 @@ async def _stream(
         async for chunk in chunks:
             await response.write(chunk)
         await response.write_eof()
-    except ConnectionResetError:  # the client went away; it may resume with a Range
+    except ConnectionError:  # the client went away (reset, or lost while we waited to write);
+        # it may resume with a Range
         log.info("blobs.download.aborted", blob=blob)
     except Exception as exc:  # the headers are out: end the connection, the client sees it short
         log.warning(

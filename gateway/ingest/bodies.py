@@ -79,11 +79,7 @@ class Bodies:
         process sharing the directory keeps its uploads in progress); how many went."""
         if not self._spool_dir.is_dir():
             return 0
-        stale = [
-            path
-            for path in self._spool_dir.iterdir()
-            if path.is_file() and path.stat().st_mtime < now - LEFTOVER_AGE_S
-        ]
+        stale = [path for path in self._spool_dir.iterdir() if _older(path, now - LEFTOVER_AGE_S)]
         for path in stale:
             path.unlink(missing_ok=True)
         return len(stale)
@@ -214,3 +210,12 @@ def content_type_of(headers: Mapping[str, str]) -> str:
     if not is_media_type(media):
         raise UnsupportedMediaType("the Content-Type must be a media type such as text/csv")
     return media
+
+
+def _older(path: Path, than: float) -> bool:
+    """A file last written before ``than``; one that is gone meanwhile (another process's
+    upload ending) is not, where its ``stat`` raised out of the gateway's start."""
+    try:
+        return path.is_file() and path.stat().st_mtime < than
+    except FileNotFoundError:
+        return False

@@ -795,6 +795,23 @@ async def test_a_failed_deletion_is_finished_by_a_later_round(
     assert await gw.gateway.store.collectable_blobs(time.time() + 3600, 10) == []  # row gone too
 
 
+async def test_a_round_collects_every_collectable_blob_not_only_one_batch(
+    make_settings: SettingsFactory, start_gateway: Start
+) -> None:
+    """One batch of 100 a round, every minute: an intake leaving more than 6,000 blobs an hour
+    grew the store without end. And a blob is written for its owner only."""
+    gw = await start_gateway(make_settings())
+    store, blobs = gw.gateway.store, gw.gateway.blobs
+    now = time.time()
+    metas = [await blobs.put_bytes(b"%d,x\n" % n, "text/csv") for n in range(250)]
+    for meta in metas:
+        assert await store.keep_blob(meta, now - 10, now - 20)
+    written = gw.gateway.blobs._data_path(metas[0].sha256)  # type: ignore[attr-defined]
+    assert (await asyncio.to_thread(written.stat)).st_mode & 0o777 == 0o600
+    assert await gw.gateway.collector.collect() == 250
+    assert await store.collectable_blobs(time.time(), 1000) == []
+
+
 async def test_a_blob_that_cannot_be_deleted_holds_up_no_other_and_keeps_no_mark(
     make_settings: SettingsFactory, start_gateway: Start, monkeypatch: pytest.MonkeyPatch
 ) -> None:

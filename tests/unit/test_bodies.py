@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,3 +70,29 @@ async def test_a_cancelled_request_stops_its_copy_and_leaves_no_file(tmp_path: P
     assert await asyncio.to_thread(body.done.wait, 5)
     assert body.read_chunks == 2  # of 8: it finds out at its next chunk
     assert list(spool.iterdir()) == []
+
+
+def test_a_leftover_removed_meanwhile_by_another_process_is_passed_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process sharing the spool ended an upload between the listing and the stat:
+    the FileNotFoundError raised out of the gateway's start."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    old, gone = spool / "old", spool / "gone"
+    for path in (old, gone):
+        path.write_bytes(b"x")
+        os.utime(path, (0, 0))
+    real_stat = Path.stat
+    looked: list[str] = []
+
+    def vanishing(path: Path, **kwargs: Any) -> os.stat_result:
+        looked.append(path.name)
+        if path.name == "gone" and looked.count("gone") > 1:  # there when listed, not after
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return real_stat(path, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", vanishing)
+    bodies = Bodies(_Ingest(), Any, IngestSettings(spool_dir=str(spool)))  # type: ignore[arg-type]
+    assert bodies.remove_leftovers(time.time()) == 1
+    assert not old.exists()
