@@ -7,12 +7,12 @@ are per connection, and concurrency is bounded so a slow system cannot take ever
 from __future__ import annotations
 
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
 from gateway.config.base import Section
 from gateway.config.secrets import HeaderSecret, Secret
+from gateway.config.urls import http_url
 
 
 class _Polling(Section):
@@ -30,15 +30,9 @@ class _Polling(Section):
     @field_validator("base_url")
     @classmethod
     def _http_origin(cls, url: str) -> str:
-        """Every poll goes to it: anything else failed each poll, or (credentials in it,
-        which the HTTP client refuses beside the connection's own) ended the poller."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host")
-        if parts.username is not None or parts.password is not None:
-            raise ValueError("must not hold credentials: give them as the connection's own")
-        if parts.query or parts.fragment:
-            raise ValueError("must not have a query or a fragment")
+        """Every poll goes to it: anything else failed each poll, or (credentials in it)
+        ended the poller."""
+        http_url(url, "give them as the connection's own")
         return url
 
     def serves(self, tenant: str) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from typing import Literal, Self
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -16,6 +15,7 @@ from gateway.config.keys import TokenKey, UrlKey
 from gateway.config.presets import DATA_CENTERS
 from gateway.config.secrets import HeaderSecret, HeaderValue, Secret
 from gateway.config.sources import SourceSettings
+from gateway.config.urls import http_url
 from gateway.messages import MANAGED_USER
 
 DEFAULT_PORT = 8080
@@ -128,13 +128,7 @@ class TenantSettings(_Section):
         went to ``not a url/api/job/resume`` or ``…/api/api/job/resume``."""
         if url is None:
             return None
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL, e.g. https://www.workato.com")
-        if parts.username is not None or parts.password is not None:
-            raise ValueError("must not hold credentials: the tenant's token authenticates")
-        if parts.query or parts.fragment:
-            raise ValueError("must not have a query or a fragment")
+        parts = http_url(url, "the tenant's token authenticates")
         if parts.path.rstrip("/"):  # e.g. /api or /en: every resume a route 404, ended dead
             raise ValueError("must be an origin with no path, e.g. https://www.workato.com")
         return url

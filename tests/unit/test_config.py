@@ -624,8 +624,8 @@ def test_a_tenant_credential_problem_says_which(fields: dict[str, Any], said: st
 @pytest.mark.parametrize(
     ("url", "said"),
     [
-        ("not a url", "must be an http:// or https:// URL"),
-        ("ftp://www.workato.com", "must be an http:// or https:// URL"),
+        ("not a url", "must be an http:// or https:// URL with a host"),
+        ("ftp://www.workato.com", "must be an http:// or https:// URL with a host"),
         ("https://www.workato.com/api", "must be an origin with no path"),
         ("https://www.workato.com/en/", "must be an origin with no path"),
         ("https://www.workato.com?x=1", "must not have a query"),
