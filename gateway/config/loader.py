@@ -22,12 +22,12 @@ _VARIANTS = frozenset({"standard_webhooks", "hmac_sha256", "bearer", "none", "al
 _NAMED_BY_MESSAGE = re.compile(
     r"Value error, (?P<field>[a-z_]+(\.[a-z0-9_]+)+): (?P<message>.*)", re.S
 )
+_SERVICE_PORT = re.compile(r"([A-Z0-9_]+_)?PORT")
+_SERVICE_URL = re.compile(r"(tcp|udp|sctp)://")
 _SERVICE_LINK = re.compile(
     r"([A-Z0-9_]+_)?(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT_[0-9]+_(TCP|UDP|SCTP)"
     r"(_(PROTO|PORT|ADDR))?)"
 )
-_SERVICE_PORT = re.compile(r"([A-Z0-9_]+_)?PORT")
-_SERVICE_URL = re.compile(r"(tcp|udp|sctp)://")
 """What Kubernetes sets in every pod of the namespace for a Service named ``resume-gateway``
 or ``resume-gateway-<anything>`` (``RESUME_GATEWAY_SERVICE_HOST``,
 ``RESUME_GATEWAY_HEADLESS_PORT=tcp://…``): not overrides. A bare ``…_PORT`` is one only with

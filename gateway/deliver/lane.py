@@ -120,8 +120,9 @@ class Lane:
         cancelled stay until drain."""
         self._shown_paused = False
         self._pause_timer: asyncio.TimerHandle | None = None
-        self._drained = False
         """Lowers the paused gauge when the credential's pause ends; cancelled by ``drain``."""
+        self._drained = False
+        """Set by ``drain``: no pause timer is set after it (a 429 answered meanwhile)."""
         self._settles: dict[asyncio.Task[Any], asyncio.Future[None]] = {}
         """Settles under way, by the task they settle for (shielded from its cancellation)."""
 

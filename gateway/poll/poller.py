@@ -195,11 +195,15 @@ class Poller:
             self._poll_failed(claim)
             await self._failed(claim, f"unexpected answer: {exc.detail}")
             return
-        except Exception as exc:  # a bug, or a case no client foresaw: this watch fails, the
-            self._poll_failed(claim)  # poller (and every other watch) goes on; by its type
-            log.error("watch.poll_crashed", key=claim.key, error=type(exc).__name__)  # only:
-            await self._failed(claim, f"the poll failed ({type(exc).__name__})")  # a message
-            return  # may quote a credential
+        except Exception as exc:
+            # A bug, or a case no client foresaw: this watch fails, and the poller (with every
+            # other watch) goes on. Said by its type only: its message may quote a credential.
+            self._poll_failed(claim)
+            log.error(
+                "watch.poll_crashed", tenant=claim.tenant, key=claim.key, error=type(exc).__name__
+            )
+            await self._failed(claim, f"the poll failed ({type(exc).__name__})")
+            return
         self._metrics.polls.labels(claim.connection, state.status or "running").inc()
         if state.status is None:
             await self._running(claim, state)
