@@ -92,7 +92,11 @@ async def _stream(
 ) -> None:
     try:  # the first chunk before the headers: a blob collected since stat() is still a 404
         first = await anext(chunks, b"")
-    except (BlobMissing, BlobForbidden):
+    except BlobMissing:  # collected since stat(): said, as there
+        log.warning("blobs.download.gone", blob=blob)
+        raise NotFound(GONE_DETAIL) from None
+    except BlobForbidden as exc:  # a GET denied where the HEAD was not (no kms:Decrypt, say)
+        log.warning("blobs.download.store_forbidden", blob=blob, detail=described(exc))
         raise NotFound(GONE_DETAIL) from None
     try:
         await response.prepare(request)

@@ -17,7 +17,7 @@ import structlog
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from gateway.blobs.base import BlobMeta
+from gateway.blobs.base import BlobForbidden, BlobMeta
 from gateway.blobs.files import FileBlobStore
 from gateway.blobs.signing import UrlSigner
 from gateway.clock import FakeClock
@@ -253,6 +253,25 @@ async def test_collected_blob_is_not_found(served: Downloads) -> None:
     # a payload gone while its URL is still valid: said, where it was silent
     [gone] = [e for e in logs if e["event"] == "blobs.download.gone"]
     assert (gone["blob"], gone["log_level"]) == (served.meta.sha256, "warning")
+
+
+async def test_a_read_the_store_refuses_after_its_stat_is_said(
+    served: Downloads, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The HEAD answered, the GET was denied (an S3 key without kms:Decrypt): the download
+    was a 404 "collected" with no line at all."""
+    url = served.signed()
+
+    async def denied(*_args: object, **_kwargs: object) -> AsyncIterator[bytes]:
+        raise BlobForbidden("cannot read blob: AccessDenied")
+        yield b""  # an async generator, as the store's read is
+
+    monkeypatch.setattr(served.blobs, "read", denied)
+    with structlog.testing.capture_logs() as logs:
+        status, _, _ = await served.fetch(url)
+    assert status == 404
+    [said] = [e for e in logs if e["event"] == "blobs.download.store_forbidden"]
+    assert (said["blob"], said["detail"]) == (served.meta.sha256, "cannot read blob: AccessDenied")
 
 
 async def test_forbidden_and_not_found_look_alike(served: Downloads) -> None:
