@@ -345,7 +345,12 @@ class Lane:
             )
             return Verdict(Action.RETRY, "blob_store_failed")
         if stored is None:
-            return Verdict(Action.DEAD, "payload_missing")
+            # Never collected while its delivery is pending: the store is not the one it was
+            # written to (a bucket or root mistyped at a restart?), or someone deleted it.
+            # Retried until the wait expires, and said: ended dead at once, the delivery was
+            # lost for good though the configuration was put right minutes later.
+            log.error("payload.missing", tenant=self.tenant.name, sha256=blob.sha256, alert=True)
+            return Verdict(Action.RETRY, "payload_missing")
         payload = self._deps.blobs.read(blob.sha256)
         return ResumeRequest(FramedBody(head, payload, blob.size, tail), size)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import itertools
 import json
 import sqlite3
@@ -1164,3 +1165,29 @@ async def test_a_job_lookup_refused_is_said_not_taken_for_a_running_job() -> Non
         True,
         "warning",
     )
+
+
+async def test_a_payload_missing_from_the_blob_store_is_retried_not_ended(
+    make_settings: SettingsFactory, start_gateway: Start, workato: WorkatoSandbox
+) -> None:
+    """A restart on a mistyped bucket or root found no payload, and ended its delivery dead
+    (payload_missing) for good: put right minutes later, the bytes were there and the job
+    never woke."""
+    gw = await start_gateway(make_settings({"ingest": {"spool_threshold_bytes": 1024}}))
+    data = b'{"rows": "' + b"x" * 4000 + b'"}'
+    body = b'{"id": "e1", "key": "k", "status": "succeeded", "data": ' + data + b"}"
+    async with gw.http.post(gw.url + "/v1/events", data=body, headers=gw.auth) as resp:
+        assert resp.status == 202  # buffered, its data in the blob store
+    sha256 = hashlib.sha256(data).hexdigest()
+    assert await gw.gateway.blobs.stat(sha256) is not None
+    await gw.gateway.blobs.delete(sha256)  # as a store that is not the one written to
+    with structlog.testing.capture_logs() as logs:
+        job = await wait_for_job(gw, workato, "k")
+
+        await eventually(lambda: any(e["event"] == "payload.missing" for e in logs))
+    _, wait = await gw.get("/v1/waits/k")
+    assert (wait["delivery"]["state"], wait["delivery"]["reason"]) == ("pending", "payload_missing")
+    await gw.gateway.blobs.put_bytes(data, "application/json")  # the right store again
+    await delivery_of(gw, "k", "delivered")
+    assert job.resume.body is not None
+    assert b'"payload":' + data in job.resume.body
